@@ -1,0 +1,107 @@
+//! `tcp-listener` and `tcp-peer`.
+
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+
+use super::session;
+use crate::netceptor::Netceptor;
+use crate::netceptor::node::BackendParams;
+
+const REDIAL_FIRST: Duration = Duration::from_secs(5);
+const REDIAL_MAX: Duration = Duration::from_secs(20);
+
+/// Binds the listening socket now (so errors surface at startup) and
+/// accepts sessions on a thread.
+pub fn listen(net: &Netceptor, addr: &str, params: BackendParams) -> Result<JoinHandle<()>, String> {
+    let listener =
+        TcpListener::bind(addr).map_err(|e| format!("tcp-listener {addr}: {e}"))?;
+    let local = listener.local_addr().map_or(addr.to_string(), |a| a.to_string());
+    debug!("Listening on TCP {local}");
+    let net = net.clone();
+    std::thread::Builder::new()
+        .name(format!("tcp-listen-{local}"))
+        .spawn(move || accept_loop(&net, listener, &params))
+        .map_err(|e| e.to_string())
+}
+
+fn accept_loop(net: &Netceptor, listener: TcpListener, params: &BackendParams) {
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let (net, params) = (net.clone(), params.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("tcp-conn".into())
+                    .spawn(move || run_stream(&net, params, stream));
+                if let Err(e) = spawned {
+                    error!("Cannot start connection thread: {e}");
+                }
+            }
+            Err(e) => {
+                error!("Error accepting TCP connection: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (Ok(reader), Ok(writer)) = (stream.try_clone(), stream.try_clone()) else {
+        error!("Backend error: cannot clone TCP socket");
+        return;
+    };
+    let closer = std::sync::Arc::new(stream);
+    session::run(net, params, reader, writer, move || {
+        let _ = closer.shutdown(Shutdown::Both);
+    });
+}
+
+/// Dials `address` and keeps a session up, redialling with backoff when it
+/// fails or ends (unless `redial` is off).
+pub fn dial(net: &Netceptor, address: &str, redial: bool, params: BackendParams) -> Result<JoinHandle<()>, String> {
+    let net = net.clone();
+    let address = address.to_string();
+    debug!("Running TCP peer connection {address}");
+    std::thread::Builder::new()
+        .name(format!("tcp-peer-{address}"))
+        .spawn(move || dial_loop(&net, &address, redial, &params))
+        .map_err(|e| e.to_string())
+}
+
+fn dial_loop(net: &Netceptor, address: &str, redial: bool, params: &BackendParams) {
+    let mut backoff = REDIAL_FIRST;
+    loop {
+        match connect(address) {
+            Ok(stream) => {
+                backoff = REDIAL_FIRST;
+                run_stream(net, params.clone(), stream);
+                if !redial {
+                    warn!("Backend connection exited");
+                    return;
+                }
+                warn!("Backend connection exited (will retry)");
+            }
+            Err(e) if redial => warn!("Backend connection failed (will retry): {e}"),
+            Err(e) => {
+                error!("Backend connection failed: {e}");
+                return;
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff.mul_f64(1.5)).min(REDIAL_MAX);
+    }
+}
+
+fn connect(address: &str) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in address.to_socket_addrs()? {
+        match TcpStream::connect(addr) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("no address for {address}"))))
+}

@@ -1,0 +1,146 @@
+//! The control service that receptorctl talks to (control.md): a Unix
+//! socket, a TCP port, and the mesh service `control`.
+
+pub mod command;
+pub mod reply;
+pub mod session;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, Permissions};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use log::{error, info};
+
+use crate::config::ControlServiceCfg;
+use crate::netceptor::node::Advertise;
+use crate::netceptor::{Netceptor, PacketConn};
+use session::Context;
+
+/// What keeps a running control service alive: its socket lock and its
+/// mesh binding. Dropping it releases both.
+pub struct ControlService {
+    _lock: Option<File>,
+    _mesh: Option<PacketConn>,
+    socket_path: Option<PathBuf>,
+}
+
+impl Drop for ControlService {
+    fn drop(&mut self) {
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Opens every listener the section asks for; fails before serving if any
+/// cannot be opened.
+pub fn start(cfg: &ControlServiceCfg, net: &Netceptor) -> Result<ControlService, String> {
+    if cfg.tls.is_some() || cfg.tcp_tls.is_some() {
+        return Err("control-service: tls and tcptls are not supported yet".into());
+    }
+    let ctx = Arc::new(Context {
+        net: net.clone(),
+        host: reply::HostInfo::read(),
+    });
+    let mut service = ControlService {
+        _lock: None,
+        _mesh: None,
+        socket_path: None,
+    };
+    if let Some(path) = &cfg.filename {
+        let (lock, listener) = bind_unix(path, cfg.permissions)?;
+        service._lock = Some(lock);
+        service.socket_path = Some(path.clone());
+        spawn_unix(listener, ctx.clone())?;
+    }
+    if let Some(spec) = &cfg.tcp_listen {
+        let addr = if spec.contains(':') { spec.clone() } else { format!("0.0.0.0:{spec}") };
+        let listener = TcpListener::bind(&addr).map_err(|e| format!("control-service tcplisten {addr}: {e}"))?;
+        spawn_tcp(listener, ctx.clone())?;
+    }
+    if !cfg.service.is_empty() {
+        service._mesh = Some(advertise(net, &cfg.service)?);
+    }
+    if service.socket_path.is_none() && cfg.tcp_listen.is_none() && service._mesh.is_none() {
+        return Err("control-service: no listeners specified".into());
+    }
+    info!("Running control service {}", cfg.service);
+    Ok(service)
+}
+
+/// Takes the lock file, then replaces any stale socket at `path`.
+fn bind_unix(path: &Path, permissions: u32) -> Result<(File, UnixListener), String> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| format!("control-service: could not open lock file {}: {e}", lock_path.display()))?;
+    lock.try_lock().map_err(|_| {
+        format!("control-service: could not acquire lock on {}: another receptor is using this socket", lock_path.display())
+    })?;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("control-service: could not remove {}: {e}", path.display())),
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("control-service: could not listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, Permissions::from_mode(permissions))
+        .map_err(|e| format!("control-service: could not set permissions on {}: {e}", path.display()))?;
+    Ok((lock, listener))
+}
+
+fn spawn_unix(listener: UnixListener, ctx: Arc<Context>) -> Result<(), String> {
+    spawn("control-unix", move || {
+        for stream in listener.incoming() {
+            match stream {
+                Ok(s) => client(ctx.clone(), move |ctx| session::serve(ctx, s, "@")),
+                Err(e) => error!("Error accepting control connection: {e}"),
+            }
+        }
+    })
+}
+
+fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>) -> Result<(), String> {
+    spawn("control-tcp", move || {
+        for stream in listener.incoming() {
+            match stream {
+                Ok(s) => {
+                    let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+                    client(ctx.clone(), move |ctx| session::serve(ctx, s, &peer));
+                }
+                Err(e) => error!("Error accepting control connection: {e}"),
+            }
+        }
+    })
+}
+
+fn client<F: FnOnce(&Context) + Send + 'static>(ctx: Arc<Context>, f: F) {
+    if let Err(e) = spawn("control-client", move || f(&ctx)) {
+        error!("{e}");
+    }
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start {name} thread: {e}"))
+}
+
+/// Binds and advertises the mesh service. Streams on it arrive with the
+/// stream layer; until then the binding exists for the advertisement and
+/// so that probes get an answer rather than `service unknown`.
+fn advertise(net: &Netceptor, service: &str) -> Result<PacketConn, String> {
+    let tags = BTreeMap::from([("type".to_string(), "Control Service".to_string())]);
+    net.bind(Some(service), Some(Advertise { conn_type: 1, tags }))
+        .map_err(|e| format!("control-service: {e}"))
+}

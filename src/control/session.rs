@@ -1,0 +1,123 @@
+//! One control-service client: greeting, then one reply per command line.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+
+use log::{debug, error};
+
+use super::command::{self, Command};
+use super::reply::{self, HostInfo};
+use crate::netceptor::Netceptor;
+use crate::netceptor::node::MAX_FORWARDING_HOPS;
+use crate::netceptor::ping;
+
+/// Longest command line accepted; a longer one ends the session.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Shared by every session of one control service.
+pub struct Context {
+    pub net: Netceptor,
+    pub host: HostInfo,
+}
+
+/// Serves a client until it hangs up. `peer` names it in logs.
+pub fn serve<S: Read + Write>(ctx: &Context, stream: S, peer: &str) {
+    debug!("Client connected to control service {peer}");
+    let mut conn = BufReader::new(stream);
+    let greeting = format!("Receptor Control, node {}\n", ctx.net.node_id());
+    if write(&mut conn, &greeting).is_ok() {
+        while let Some(line) = next_line(&mut conn) {
+            let Some(reply) = execute(ctx, &line) else {
+                continue;
+            };
+            if write(&mut conn, &reply).is_err() {
+                break;
+            }
+        }
+    }
+    debug!("Client disconnected from control service {peer}");
+}
+
+/// The reply line for one command, or `None` for an empty line.
+fn execute(ctx: &Context, line: &str) -> Option<String> {
+    if line.is_empty() {
+        return None;
+    }
+    let reply = match command::parse(line) {
+        Ok(cmd) => run(ctx, cmd),
+        Err(e) => Err(e),
+    };
+    Some(match reply {
+        Ok(body) => body + "\n",
+        Err(e) => {
+            error!("Control service: {e}");
+            format!("ERROR: {e}\n")
+        }
+    })
+}
+
+fn run(ctx: &Context, cmd: Command) -> Result<String, String> {
+    match cmd {
+        Command::Status { fields } => {
+            let st = ctx.net.status().ok_or("node is shutting down")?;
+            Ok(reply::status(&st, &ctx.host, fields.as_deref()))
+        }
+        Command::Ping { target } => {
+            let probe = ping::ping(&ctx.net, &target, MAX_FORWARDING_HOPS, ping::PING_TIMEOUT);
+            Ok(reply::ping(&probe))
+        }
+        Command::Traceroute { target } => Ok(reply::traceroute(&ping::traceroute(&ctx.net, &target))),
+    }
+}
+
+/// Reads up to a newline, dropping `\r`. A partial line before EOF still
+/// counts; `None` at EOF, on error, or for an over-long line.
+fn next_line<R: BufRead>(r: &mut R) -> Option<String> {
+    let mut raw = Vec::new();
+    let n = r
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut raw);
+    match n {
+        Ok(0) => None,
+        Ok(_) if raw.len() > MAX_LINE => {
+            error!("Control service: command line longer than {MAX_LINE} bytes");
+            None
+        }
+        Ok(_) => {
+            raw.retain(|&b| b != b'\r' && b != b'\n');
+            Some(String::from_utf8_lossy(&raw).into_owned())
+        }
+        Err(e) => {
+            if e.kind() != ErrorKind::ConnectionReset {
+                debug!("Could not read in control service: {e}");
+            }
+            None
+        }
+    }
+}
+
+fn write<S: Write>(conn: &mut BufReader<S>, text: &str) -> std::io::Result<()> {
+    let s = conn.get_mut();
+    s.write_all(text.as_bytes())?;
+    s.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_drop_cr_and_keep_a_final_partial_line() {
+        let mut r = std::io::Cursor::new(b"a\r\nb\rc\n\npartial".to_vec());
+        let lines: Vec<String> = std::iter::from_fn(|| next_line(&mut r)).collect();
+        assert_eq!(lines, ["a", "bc", "", "partial"]);
+    }
+
+    #[test]
+    fn over_long_line_ends_the_session() {
+        let mut big = vec![b'x'; MAX_LINE + 10];
+        big.push(b'\n');
+        let mut r = std::io::Cursor::new(big);
+        assert_eq!(next_line(&mut r), None);
+    }
+}

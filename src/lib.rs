@@ -1,0 +1,10 @@
+//! receptor-rs: a Rust implementation of the Receptor mesh overlay network.
+
+pub mod config;
+pub mod backends;
+pub mod control;
+pub mod daemon;
+pub mod gotime;
+pub mod logging;
+pub mod netceptor;
+pub mod random;

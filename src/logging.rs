@@ -1,0 +1,29 @@
+//! Log lines in the Go daemon's shape: `LEVEL YYYY/MM/DD HH:MM:SS message`
+//! on stdout.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use crate::gotime::log_stamp;
+
+/// Installs the logger once; later calls only change the level.
+pub fn init(level: log::LevelFilter) {
+    let installed = env_logger::Builder::new()
+        .filter_level(level)
+        .target(env_logger::Target::Stdout)
+        .format(|buf, record| {
+            let name = match record.level() {
+                log::Level::Error => "ERROR",
+                log::Level::Warn => "WARNING",
+                log::Level::Info => "INFO",
+                log::Level::Debug | log::Level::Trace => "DEBUG",
+            };
+            let msg = record.args().to_string();
+            let newline = if msg.ends_with('\n') { "" } else { "\n" };
+            write!(buf, "{name} {} {msg}{newline}", log_stamp(SystemTime::now()))
+        })
+        .try_init();
+    if installed.is_err() {
+        log::set_max_level(level);
+    }
+}

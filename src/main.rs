@@ -1,0 +1,38 @@
+use std::process::ExitCode;
+
+use receptor::config::{self, Invocation};
+use receptor::{control, daemon, logging};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match config::parse_args(&args) {
+        Ok(Invocation::Run(cfg)) => cfg,
+        Ok(Invocation::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Version) => {
+            println!("{}", control::reply::VERSION);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            println!("Error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    logging::init(cfg.log_level.level_filter());
+    match daemon::start(&cfg) {
+        Ok(d) => ExitCode::from(d.wait() as u8),
+        Err(e) if e == "nothing to do" => {
+            log::warn!("Nothing to do - no backends are running.");
+            let argv0 = std::env::args().next().unwrap_or_else(|| "receptor".into());
+            println!("Run {argv0} --help for command line instructions.");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            log::error!("{e}");
+            println!("Error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

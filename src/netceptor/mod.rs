@@ -1,0 +1,11 @@
+//! The mesh: message codec, node-name hashing, routing, and the router
+//! thread that owns all mesh state.
+
+pub mod codec;
+pub mod hash;
+pub mod node;
+pub mod routing;
+pub mod ping;
+pub mod router;
+
+pub use router::{Delivery, Netceptor, PacketConn};

@@ -1,0 +1,382 @@
+//! Nodes wired together in memory: every frame a node emits is handed to the
+//! node at the other end of the link, with simulated time.
+
+use super::*;
+
+struct Sim {
+    nodes: Vec<Node>,
+    /// (node, conn) -> (node, conn) at the other end.
+    links: HashMap<(usize, ConnId), (usize, ConnId)>,
+    next_conn: ConnId,
+    now: Instant,
+    delivered: Vec<(usize, Output)>,
+    closed_with: Vec<(usize, String)>,
+    shutdowns: Vec<usize>,
+}
+
+fn params(cost: f64) -> BackendParams {
+    BackendParams {
+        cost,
+        node_cost: BTreeMap::new(),
+        allowed_peers: None,
+    }
+}
+
+impl Sim {
+    fn new(names: &[&str]) -> Sim {
+        let now = Instant::now();
+        let nodes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Node::new(n, 1000 + i as u64, Duration::from_secs(21), now))
+            .collect();
+        Sim {
+            nodes,
+            links: HashMap::new(),
+            next_conn: 1,
+            now,
+            delivered: Vec::new(),
+            closed_with: Vec::new(),
+            shutdowns: Vec::new(),
+        }
+    }
+
+    fn idx(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.id() == name).unwrap()
+    }
+
+    fn connect_with(&mut self, a: &str, pa: BackendParams, b: &str, pb: BackendParams) {
+        let (a, b) = (self.idx(a), self.idx(b));
+        self.connect_idx(a, pa, b, pb);
+    }
+
+    fn connect_idx(&mut self, a: usize, pa: BackendParams, b: usize, pb: BackendParams) {
+        let (ca, cb) = (self.next_conn, self.next_conn + 1);
+        self.next_conn += 2;
+        self.links.insert((a, ca), (b, cb));
+        self.links.insert((b, cb), (a, ca));
+        self.nodes[a].handle_conn_opened(ca, pa, self.now);
+        self.nodes[b].handle_conn_opened(cb, pb, self.now);
+    }
+
+    fn connect(&mut self, a: &str, b: &str, cost: f64) {
+        self.connect_with(a, params(cost), b, params(cost));
+    }
+
+    /// Cuts every link of a node, as if its process died.
+    fn kill(&mut self, name: &str) {
+        let i = self.idx(name);
+        let gone: Vec<_> = self.links.keys().filter(|(n, _)| *n == i).copied().collect();
+        for key in gone {
+            if let Some((peer, pc)) = self.links.remove(&key) {
+                self.links.remove(&(peer, pc));
+                self.nodes[peer].handle_conn_closed(pc, self.now);
+            }
+        }
+        let epoch = self.nodes[i].epoch + 100;
+        self.nodes[i] = Node::new(name, epoch, Duration::from_secs(21), self.now);
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].poll_output() {
+                    any = true;
+                    self.apply(i, out);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn apply(&mut self, i: usize, out: Output) {
+        match out {
+            Output::Send { conn, msg } => {
+                if let Some(&(peer, pc)) = self.links.get(&(i, conn)) {
+                    self.nodes[peer].handle_message(pc, msg, self.now);
+                }
+            }
+            Output::Close { conn, error } => {
+                if let Some(e) = error {
+                    self.closed_with.push((i, e));
+                }
+                if let Some((peer, pc)) = self.links.remove(&(i, conn)) {
+                    self.links.remove(&(peer, pc));
+                    self.nodes[peer].handle_conn_closed(pc, self.now);
+                }
+            }
+            Output::Shutdown { .. } => self.shutdowns.push(i),
+            other => self.delivered.push((i, other)),
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.pump();
+        loop {
+            let next = self.nodes.iter().map(Node::poll_timeout).min().unwrap();
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = self.now.max(next);
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].poll_timeout() <= self.now {
+                    self.nodes[i].handle_timeout(self.now);
+                }
+            }
+            self.pump();
+        }
+    }
+
+    fn route(&self, from: &str, to: &str) -> Option<String> {
+        self.nodes[self.idx(from)].routes.get(to).cloned()
+    }
+
+    fn service(&mut self, node: &str, name: &str) -> ServiceName {
+        let i = self.idx(node);
+        self.nodes[i].bind(name, None, self.now).unwrap()
+    }
+
+    fn send(&mut self, from: &str, svc: ServiceName, to: &str, to_svc: &str, data: &[u8], hops: u8) -> Result<(), SendError> {
+        let (i, now) = (self.idx(from), self.now);
+        let r = self.nodes[i].send(svc, to, to_svc, data, hops, now);
+        self.pump();
+        r
+    }
+}
+
+#[test]
+fn line_of_three_learns_routes_both_ways() {
+    let mut sim = Sim::new(&["controller", "relayer", "executor"]);
+    sim.connect("controller", "relayer", 1.0);
+    sim.connect("executor", "relayer", 1.0);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.route("controller", "executor").as_deref(), Some("relayer"));
+    assert_eq!(sim.route("executor", "controller").as_deref(), Some("relayer"));
+    assert_eq!(sim.route("relayer", "executor").as_deref(), Some("executor"));
+    let st = sim.nodes[0].status(SystemTime::now());
+    assert_eq!(st.connections, vec![("relayer".to_string(), 1.0)]);
+    assert_eq!(st.known_connection_costs.len(), 3);
+}
+
+#[test]
+fn diamond_reroutes_when_cheap_relay_dies_and_back_when_it_returns() {
+    let mut sim = Sim::new(&["ctl", "ra", "rb", "ex"]);
+    sim.connect("ctl", "ra", 1.0);
+    sim.connect("ra", "ex", 1.0);
+    sim.connect("ctl", "rb", 2.0);
+    sim.connect("rb", "ex", 2.0);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.route("ctl", "ex").as_deref(), Some("ra"));
+    sim.kill("ra");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.route("ctl", "ex").as_deref(), Some("rb"));
+    assert_eq!(sim.route("ctl", "ra"), None);
+    sim.connect("ctl", "ra", 1.0);
+    sim.connect("ra", "ex", 1.0);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.route("ctl", "ex").as_deref(), Some("ra"));
+}
+
+#[test]
+fn ring_of_six_routes_both_directions() {
+    let names = ["n0", "n1", "n2", "n3", "n4", "n5"];
+    let mut sim = Sim::new(&names);
+    for i in 0..6 {
+        sim.connect(names[i], names[(i + 1) % 6], 1.0);
+    }
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.route("n0", "n2").as_deref(), Some("n1"));
+    assert_eq!(sim.route("n0", "n4").as_deref(), Some("n5"));
+    assert!(sim.route("n0", "n3").is_some());
+}
+
+#[test]
+fn ping_across_three_hops_and_hop_budget() {
+    let mut sim = Sim::new(&["a", "b", "c", "d"]);
+    sim.connect("a", "b", 1.0);
+    sim.connect("b", "c", 1.0);
+    sim.connect("c", "d", 1.0);
+    sim.run_for(Duration::from_secs(2));
+    let svc = sim.service("a", "probe");
+    sim.send("a", svc, "d", "ping", &[], MAX_FORWARDING_HOPS).unwrap();
+    let (i, out) = sim.delivered.pop().unwrap();
+    assert_eq!(i, 0);
+    let Output::Deliver { from_node, from_service, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!((from_node.as_str(), from_service.as_bytes()), ("d", &b"ping"[..]));
+
+    // Traceroute-style probe: hop budget 1 expires at b.
+    sim.send("a", svc, "d", "ping", &[], 1).unwrap();
+    let (_, out) = sim.delivered.pop().unwrap();
+    let Output::Unreachable { message, received_from, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(message.problem, PROBLEM_EXPIRED);
+    assert_eq!(received_from, "b");
+
+    // Hop budget 0 expires on the sender itself.
+    sim.send("a", svc, "d", "ping", &[], 0).unwrap();
+    let (_, out) = sim.delivered.pop().unwrap();
+    assert!(matches!(out, Output::Unreachable { ref received_from, .. } if received_from == "a"));
+}
+
+#[test]
+fn unknown_service_and_unknown_node() {
+    let mut sim = Sim::new(&["a", "b"]);
+    sim.connect("a", "b", 1.0);
+    sim.run_for(Duration::from_secs(2));
+    let svc = sim.service("a", "probe");
+    sim.send("a", svc, "b", "nosvc", b"x", 30).unwrap();
+    let (_, out) = sim.delivered.pop().unwrap();
+    let Output::Unreachable { message, .. } = out else { panic!() };
+    assert_eq!(message.problem, PROBLEM_SERVICE_UNKNOWN);
+    assert_eq!(message.to_service, "nosvc");
+    assert_eq!(sim.send("a", svc, "zz", "ping", b"", 30), Err(SendError::NoRoute));
+    assert_eq!(sim.send("a", svc, "a", "nosvc", b"", 30), Err(SendError::ServiceUnknown));
+    assert_eq!(sim.send("a", svc, "localhost", "probe", b"hi", 30), Ok(()));
+    assert!(matches!(sim.delivered.pop(), Some((0, Output::Deliver { payload, .. })) if payload == b"hi"));
+}
+
+#[test]
+fn duplicate_node_id_is_rejected() {
+    let mut sim = Sim::new(&["hub", "x", "x"]);
+    // Two distinct processes that both call themselves "x".
+    let (hub, x1, x2) = (0, 1, 2);
+    sim.connect_idx(hub, params(1.0), x1, params(1.0));
+    sim.pump();
+    sim.connect_idx(hub, params(1.0), x2, params(1.0));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.closed_with.iter().any(|(i, e)| *i == hub
+        && e == "hub: rejected connection with node x because it connected using a node ID we are already connected to"));
+    assert_eq!(sim.nodes[hub].peers.len(), 1);
+}
+
+#[test]
+fn own_id_and_allowed_peers_and_cost_mismatch_rejections() {
+    let mut sim = Sim::new(&["a", "a2"]);
+    sim.nodes[1].id = "a".into();
+    sim.connect_idx(0, params(1.0), 1, params(1.0));
+    sim.pump();
+    // The peer named "a" (idx 1) is refused by "a" for using its ID.
+    let mut sim2 = Sim::new(&["a", "b"]);
+    let mut restricted = params(1.0);
+    restricted.allowed_peers = Some(vec!["c".into()]);
+    sim2.connect_with("a", restricted, "b", params(1.0));
+    sim2.run_for(Duration::from_secs(1));
+    assert!(sim2.closed_with.iter().any(|(_, e)| e.ends_with("because it is not in the allowed peers list")));
+    assert!(sim.closed_with.iter().any(|(_, e)| e.ends_with("because it tried to connect using our own node ID")));
+
+    let mut sim3 = Sim::new(&["listener", "dialer"]);
+    sim3.connect_with("listener", params(1.0), "dialer", params(2.0));
+    sim3.run_for(Duration::from_secs(2));
+    assert!(sim3.closed_with.iter().any(|(_, e)| e.ends_with("because we disagree about the connection cost")));
+    assert!(sim3.nodes.iter().all(|n| n.peers.is_empty()));
+}
+
+#[test]
+fn nodecost_overrides_listener_cost_for_that_peer() {
+    let mut sim = Sim::new(&["listener", "dialer"]);
+    let mut lp = params(1.0);
+    lp.node_cost.insert("dialer".into(), 2.5);
+    sim.connect_with("listener", lp, "dialer", params(2.5));
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.closed_with.is_empty(), "{:?}", sim.closed_with);
+    assert_eq!(sim.nodes[0].status(SystemTime::now()).connections, vec![("dialer".into(), 2.5)]);
+}
+
+#[test]
+fn silent_peer_gets_eleven_initial_messages_then_is_dropped() {
+    let now = Instant::now();
+    let mut node = Node::new("a", 1, Duration::from_secs(21), now);
+    node.handle_conn_opened(7, params(1.0), now);
+    let mut sends = 0;
+    let mut t = now;
+    let mut closed = false;
+    for _ in 0..20 {
+        node.handle_timeout(t);
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Send { conn: 7, .. } => sends += 1,
+                Output::Close { conn: 7, .. } => closed = true,
+                _ => {}
+            }
+        }
+        t += Duration::from_secs(1);
+    }
+    assert_eq!(sends, 11);
+    assert!(closed);
+}
+
+#[test]
+fn idle_connection_times_out() {
+    let mut sim = Sim::new(&["a", "b"]);
+    sim.connect("a", "b", 1.0);
+    sim.run_for(Duration::from_secs(2));
+    // b stops talking: drop its outputs from now on by unlinking b->a only.
+    let b = sim.idx("b");
+    let key = *sim.links.keys().find(|(n, _)| *n == b).unwrap();
+    let a_side = sim.links.remove(&key).unwrap();
+    sim.run_for(Duration::from_secs(30));
+    assert!(sim.nodes[0].peers.is_empty());
+    assert!(!sim.links.contains_key(&a_side));
+}
+
+#[test]
+fn advertisements_reach_other_nodes_and_cancel() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    sim.connect("a", "b", 1.0);
+    sim.connect("b", "c", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let tags = BTreeMap::from([("type".to_string(), "Control Service".to_string())]);
+    sim.nodes[0].add_work_command(WorkCommand { work_type: "echo".into(), secure: false });
+    let svc = sim.nodes[0]
+        .bind("control", Some(Advertise { conn_type: 1, tags }), now)
+        .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    let st = sim.nodes[2].status(SystemTime::now());
+    let ad = st.advertisements.iter().find(|a| a.node_id == "a").expect("ad reached c");
+    assert_eq!(ad.service, "control");
+    assert_eq!(ad.work_commands.as_ref().unwrap()[0].work_type, "echo");
+    // A node joining later learns it when it connects, not a minute later.
+    let mut late = Sim::new(&["a", "d"]);
+    late.nodes[0] = std::mem::replace(&mut sim.nodes[0], Node::new("z", 9, Duration::from_secs(21), now));
+    late.connect("a", "d", 1.0);
+    late.run_for(Duration::from_secs(1));
+    assert!(late.nodes[1].status(SystemTime::now()).advertisements.iter().any(|a| a.node_id == "a"));
+    // Cancel removes it.
+    late.nodes[0].unbind(svc);
+    late.run_for(Duration::from_secs(1));
+    assert!(!late.nodes[1].status(SystemTime::now()).advertisements.iter().any(|a| a.node_id == "a"));
+}
+
+#[test]
+fn the_later_of_two_processes_with_one_id_shuts_down() {
+    // Two processes named "dup" join through different relays.
+    let mut sim = Sim::new(&["dup", "r1", "r2", "dup"]);
+    sim.nodes[3].epoch = sim.nodes[0].epoch + 10;
+    sim.connect_idx(0, params(1.0), 1, params(1.0));
+    sim.connect_idx(1, params(1.0), 2, params(1.0));
+    sim.connect_idx(2, params(1.0), 3, params(1.0));
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.shutdowns.contains(&3) && !sim.shutdowns.contains(&0));
+}
+
+#[test]
+fn garbage_frames_do_not_disturb_the_node() {
+    let now = Instant::now();
+    let mut node = Node::new("a", 1, Duration::from_secs(21), now);
+    node.handle_conn_opened(1, params(1.0), now);
+    for junk in [&b""[..], b"\x00", b"\x01{", b"\x02null", b"\x07abc", &[0u8; 40]] {
+        node.handle_message(1, junk.to_vec(), now);
+    }
+    while let Some(out) = node.poll_output() {
+        assert!(matches!(out, Output::Send { .. }), "{out:?}");
+    }
+}

@@ -1,0 +1,388 @@
+//! The router thread: the one owner of the mesh [`Node`], fed by commands
+//! from backends and local services over a single channel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, unbounded};
+use log::{debug, error, warn};
+
+use super::codec::{ServiceName, UnreachableMessage, WorkCommand};
+use super::node::{Advertise, BackendParams, ConnId, Node, Output, SendError, StatusSnapshot};
+
+/// Frames queued for one connection's writer before new ones are dropped.
+/// Data is datagrams (QUIC recovers loss); this bounds memory per peer.
+const WRITER_QUEUE: usize = 4096;
+
+/// What a local service receives.
+#[derive(Debug)]
+pub enum Delivery {
+    Data {
+        from_node: String,
+        from_service: ServiceName,
+        payload: Vec<u8>,
+    },
+    Unreachable {
+        message: UnreachableMessage,
+        received_from: String,
+    },
+}
+
+pub(crate) enum Command {
+    ConnOpened {
+        conn: ConnId,
+        params: BackendParams,
+        writer: Sender<Vec<u8>>,
+    },
+    Message {
+        conn: ConnId,
+        msg: Vec<u8>,
+    },
+    ConnClosed {
+        conn: ConnId,
+    },
+    Bind {
+        service: Option<String>,
+        advertise: Option<Advertise>,
+        deliver: Sender<Delivery>,
+        reply: Sender<Result<ServiceName, String>>,
+    },
+    Unbind {
+        service: ServiceName,
+    },
+    Send {
+        from: ServiceName,
+        to_node: String,
+        to_service: String,
+        payload: Vec<u8>,
+        hops: u8,
+        reply: Option<Sender<Result<(), SendError>>>,
+    },
+    AddWorkCommand(WorkCommand),
+    Status(Sender<StatusSnapshot>),
+    Shutdown,
+}
+
+/// A cheap, cloneable handle to the router thread.
+#[derive(Clone)]
+pub struct Netceptor {
+    tx: Sender<Command>,
+    node_id: Arc<str>,
+    next_conn: Arc<AtomicU64>,
+    shutdown: Receiver<String>,
+}
+
+impl Netceptor {
+    /// Starts the router thread for node `id`.
+    pub fn start(id: &str, max_idle: Duration) -> (Netceptor, JoinHandle<()>) {
+        let (tx, rx) = unbounded();
+        let (shutdown_tx, shutdown_rx) = bounded(1);
+        let epoch = new_epoch();
+        let node = Node::new(id, epoch, max_idle, Instant::now());
+        let handle = std::thread::Builder::new()
+            .name("router".into())
+            .spawn(move || Router::new(node, shutdown_tx).run(rx))
+            .expect("spawn router thread");
+        let net = Netceptor {
+            tx,
+            node_id: id.into(),
+            next_conn: Arc::new(AtomicU64::new(1)),
+            shutdown: shutdown_rx,
+        };
+        (net, handle)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Receives the reason once the mesh decides this node must stop.
+    pub fn shutdown_signal(&self) -> &Receiver<String> {
+        &self.shutdown
+    }
+
+    /// Registers a backend session; returns its ID for `message`/`closed`.
+    pub fn conn_opened(&self, params: BackendParams) -> (ConnId, Receiver<Vec<u8>>) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (writer, frames) = bounded(WRITER_QUEUE);
+        self.command(Command::ConnOpened {
+            conn,
+            params,
+            writer,
+        });
+        (conn, frames)
+    }
+
+    pub fn conn_message(&self, conn: ConnId, msg: Vec<u8>) {
+        self.command(Command::Message { conn, msg });
+    }
+
+    pub fn conn_closed(&self, conn: ConnId) {
+        self.command(Command::ConnClosed { conn });
+    }
+
+    /// Binds a named service (or an ephemeral one with `None`).
+    pub fn bind(&self, service: Option<&str>, advertise: Option<Advertise>) -> Result<PacketConn, String> {
+        let (deliver, rx) = unbounded();
+        let (reply, answer) = bounded(1);
+        self.command(Command::Bind {
+            service: service.map(str::to_string),
+            advertise,
+            deliver,
+            reply,
+        });
+        let service = answer.recv().map_err(|_| "router stopped".to_string())??;
+        Ok(PacketConn {
+            net: self.clone(),
+            service,
+            rx,
+        })
+    }
+
+    pub fn add_work_command(&self, command: WorkCommand) {
+        self.command(Command::AddWorkCommand(command));
+    }
+
+    pub fn status(&self) -> Option<StatusSnapshot> {
+        let (tx, rx) = bounded(1);
+        self.command(Command::Status(tx));
+        rx.recv().ok()
+    }
+
+    pub fn shutdown(&self) {
+        self.command(Command::Shutdown);
+    }
+
+    fn command(&self, cmd: Command) {
+        // Only fails once the router has stopped, when nothing matters.
+        let _ = self.tx.send(cmd);
+    }
+}
+
+/// `unix_seconds * 2^24 + random(0..2^24)`, as Go picks its epoch.
+fn new_epoch() -> u64 {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs << 24) + (crate::random::u64() & 0xff_ffff)
+}
+
+/// A bound datagram service: receive what is sent to it, send from it.
+pub struct PacketConn {
+    net: Netceptor,
+    service: ServiceName,
+    rx: Receiver<Delivery>,
+}
+
+impl PacketConn {
+    pub fn service(&self) -> ServiceName {
+        self.service
+    }
+
+    pub fn receiver(&self) -> &Receiver<Delivery> {
+        &self.rx
+    }
+
+    /// Sends and waits for the router's verdict (e.g. "no route to node").
+    pub fn send_checked(&self, to_node: &str, to_service: &str, payload: Vec<u8>, hops: u8) -> Result<(), SendError> {
+        let (reply, answer) = bounded(1);
+        self.net.command(Command::Send {
+            from: self.service,
+            to_node: to_node.to_string(),
+            to_service: to_service.to_string(),
+            payload,
+            hops,
+            reply: Some(reply),
+        });
+        answer.recv().unwrap_or(Err(SendError::NoRoute))
+    }
+
+    /// Fire-and-forget send, for datagram traffic.
+    pub fn send(&self, to_node: &str, to_service: &str, payload: Vec<u8>) {
+        self.net.command(Command::Send {
+            from: self.service,
+            to_node: to_node.to_string(),
+            to_service: to_service.to_string(),
+            payload,
+            hops: super::node::MAX_FORWARDING_HOPS,
+            reply: None,
+        });
+    }
+}
+
+impl Drop for PacketConn {
+    fn drop(&mut self) {
+        self.net.command(Command::Unbind {
+            service: self.service,
+        });
+    }
+}
+
+struct Router {
+    node: Node,
+    writers: HashMap<ConnId, Sender<Vec<u8>>>,
+    services: HashMap<ServiceName, Sender<Delivery>>,
+    shutdown: Sender<String>,
+    stopping: bool,
+}
+
+impl Router {
+    fn new(node: Node, shutdown: Sender<String>) -> Router {
+        Router {
+            node,
+            writers: HashMap::new(),
+            services: HashMap::new(),
+            shutdown,
+            stopping: false,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        while !self.stopping {
+            match rx.recv_deadline(self.node.poll_timeout()) {
+                Ok(cmd) => {
+                    self.handle(cmd);
+                    // Drain what is already queued before looking at timers.
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.handle(cmd);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // Checked after every batch too, so a busy channel cannot starve timers.
+            let now = Instant::now();
+            if self.node.poll_timeout() <= now {
+                self.node.handle_timeout(now);
+                self.apply_outputs();
+            }
+        }
+        debug!("Router stopped");
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::ConnOpened {
+                conn,
+                params,
+                writer,
+            } => {
+                self.writers.insert(conn, writer);
+                self.node.handle_conn_opened(conn, params, now);
+            }
+            Command::Message { conn, msg } => self.node.handle_message(conn, msg, now),
+            Command::ConnClosed { conn } => {
+                self.writers.remove(&conn);
+                self.node.handle_conn_closed(conn, now);
+            }
+            Command::Bind {
+                service,
+                advertise,
+                deliver,
+                reply,
+            } => {
+                let bound = match service {
+                    Some(name) => self.node.bind(&name, advertise, now),
+                    None => Ok(self.node.bind_ephemeral(now)),
+                };
+                if let Ok(name) = bound {
+                    self.services.insert(name, deliver);
+                }
+                let _ = reply.send(bound);
+            }
+            Command::Unbind { service } => {
+                self.services.remove(&service);
+                self.node.unbind(service);
+            }
+            Command::Send {
+                from,
+                to_node,
+                to_service,
+                payload,
+                hops,
+                reply,
+            } => {
+                let result = self.node.send(from, &to_node, &to_service, &payload, hops, now);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::AddWorkCommand(wc) => self.node.add_work_command(wc),
+            Command::Status(reply) => {
+                let _ = reply.send(self.node.status(SystemTime::now()));
+            }
+            Command::Shutdown => self.stopping = true,
+        }
+        self.apply_outputs();
+    }
+
+    fn apply_outputs(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send { conn, msg } => self.write(conn, msg),
+                Output::Close { conn, error } => {
+                    if let Some(e) = error {
+                        error!("Backend error: {e}");
+                    }
+                    // Dropping the sender lets the writer flush and close.
+                    self.writers.remove(&conn);
+                }
+                Output::Deliver {
+                    service,
+                    from_node,
+                    from_service,
+                    payload,
+                } => self.deliver(
+                    service,
+                    Delivery::Data {
+                        from_node,
+                        from_service,
+                        payload,
+                    },
+                ),
+                Output::Unreachable {
+                    service,
+                    message,
+                    received_from,
+                } => self.deliver(
+                    service,
+                    Delivery::Unreachable {
+                        message,
+                        received_from,
+                    },
+                ),
+                Output::Shutdown { reason } => {
+                    let _ = self.shutdown.try_send(reason);
+                    self.stopping = true;
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, conn: ConnId, msg: Vec<u8>) {
+        let Some(writer) = self.writers.get(&conn) else {
+            return;
+        };
+        match writer.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => warn!("Dropping message: connection {conn} is congested"),
+            Err(TrySendError::Disconnected(_)) => {
+                self.writers.remove(&conn);
+            }
+        }
+    }
+
+    fn deliver(&mut self, service: ServiceName, delivery: Delivery) {
+        let gone = self
+            .services
+            .get(&service)
+            .is_some_and(|tx| tx.send(delivery).is_err());
+        if gone {
+            self.services.remove(&service);
+        }
+    }
+}
