@@ -53,7 +53,8 @@ pub fn start(cfg: &Config) -> Result<Daemon, String> {
 }
 
 fn has_tls(cfg: &Config) -> bool {
-    cfg.tcp_listeners.iter().any(|l| l.tls.is_some()) || cfg.tcp_peers.iter().any(|p| p.tls.is_some())
+    cfg.tcp_listeners.iter().any(|l| l.tls.is_some())
+        || cfg.tcp_peers.iter().any(|p| p.tls.is_some())
 }
 
 fn listener_params(l: &TcpListenerCfg) -> BackendParams {

@@ -10,7 +10,11 @@ pub fn rfc3339_nano(t: SystemTime) -> String {
         Err(e) => {
             let d = e.duration();
             let (s, n) = (d.as_secs() as i64, d.subsec_nanos());
-            if n == 0 { (-s, 0) } else { (-s - 1, 1_000_000_000 - n) }
+            if n == 0 {
+                (-s, 0)
+            } else {
+                (-s - 1, 1_000_000_000 - n)
+            }
         }
     };
     let (date, tod) = (secs.div_euclid(86400), secs.rem_euclid(86400));
@@ -36,7 +40,9 @@ pub fn parse_rfc3339(s: &str) -> Option<i128> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
@@ -106,40 +112,6 @@ fn decimal(value: u128, unit: u128) -> String {
     let width = unit.ilog10() as usize;
     let digits = format!("{frac:0width$}");
     format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
-/// Parses a Go duration string (`300ms`, `1.5h`, `2m30s`, `-1s` rejected).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * scale;
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 /// The log line stamp `YYYY/MM/DD HH:MM:SS` in local time.
@@ -219,19 +191,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_go_durations() {
-        assert_eq!(parse_duration("21s"), Some(Duration::from_secs(21)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration("-1s"), None);
-    }
-
-    #[test]
     fn rfc3339_round_trip() {
         let t = UNIX_EPOCH + Duration::new(1_795_397_544, 448_745_035);
         let s = rfc3339_nano(t);
@@ -245,7 +204,10 @@ mod tests {
             parse_rfc3339("2026-11-23T02:32:24.448745035+01:00"),
             Some(1_795_397_544_448_745_035)
         );
-        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z").map(|n| n < 0), Some(true));
+        assert_eq!(
+            parse_rfc3339("0001-01-01T00:00:00Z").map(|n| n < 0),
+            Some(true)
+        );
         assert_eq!(parse_rfc3339("garbage"), None);
         assert_eq!(parse_rfc3339("2026-11-23T01:32:24.Z"), None);
     }

@@ -1,7 +1,7 @@
 //! receptor-rs: a Rust implementation of the Receptor mesh overlay network.
 
-pub mod config;
 pub mod backends;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod gotime;

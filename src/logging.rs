@@ -20,7 +20,11 @@ pub fn init(level: log::LevelFilter) {
             };
             let msg = record.args().to_string();
             let newline = if msg.ends_with('\n') { "" } else { "\n" };
-            write!(buf, "{name} {} {msg}{newline}", log_stamp(SystemTime::now()))
+            write!(
+                buf,
+                "{name} {} {msg}{newline}",
+                log_stamp(SystemTime::now())
+            )
         })
         .try_init();
     if installed.is_err() {

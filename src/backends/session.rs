@@ -5,9 +5,9 @@ use std::io::{ErrorKind, Read, Write};
 use crossbeam_channel::Receiver;
 use log::error;
 
+use crate::netceptor::Netceptor;
 use crate::netceptor::codec::{FrameReader, write_frame};
 use crate::netceptor::node::{BackendParams, ConnId};
-use crate::netceptor::Netceptor;
 
 /// Bytes gathered into one write when the writer's queue holds several frames.
 const WRITE_BATCH: usize = 256 * 1024;

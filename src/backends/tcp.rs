@@ -15,10 +15,15 @@ const REDIAL_MAX: Duration = Duration::from_secs(20);
 
 /// Binds the listening socket now (so errors surface at startup) and
 /// accepts sessions on a thread.
-pub fn listen(net: &Netceptor, addr: &str, params: BackendParams) -> Result<JoinHandle<()>, String> {
-    let listener =
-        TcpListener::bind(addr).map_err(|e| format!("tcp-listener {addr}: {e}"))?;
-    let local = listener.local_addr().map_or(addr.to_string(), |a| a.to_string());
+pub fn listen(
+    net: &Netceptor,
+    addr: &str,
+    params: BackendParams,
+) -> Result<JoinHandle<()>, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("tcp-listener {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_or(addr.to_string(), |a| a.to_string());
     debug!("Listening on TCP {local}");
     let net = net.clone();
     std::thread::Builder::new()
@@ -61,7 +66,12 @@ fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream) {
 
 /// Dials `address` and keeps a session up, redialling with backoff when it
 /// fails or ends (unless `redial` is off).
-pub fn dial(net: &Netceptor, address: &str, redial: bool, params: BackendParams) -> Result<JoinHandle<()>, String> {
+pub fn dial(
+    net: &Netceptor,
+    address: &str,
+    redial: bool,
+    params: BackendParams,
+) -> Result<JoinHandle<()>, String> {
     let net = net.clone();
     let address = address.to_string();
     debug!("Running TCP peer connection {address}");

@@ -6,9 +6,15 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `None` returns every field.
-    Status { fields: Option<Vec<String>> },
-    Ping { target: String },
-    Traceroute { target: String },
+    Status {
+        fields: Option<Vec<String>>,
+    },
+    Ping {
+        target: String,
+    },
+    Traceroute {
+        target: String,
+    },
 }
 
 /// Parses a line with its newline and any `\r` already removed.
@@ -140,11 +146,11 @@ mod tests {
             parse(r#"{"command":"ping","target":"n"}"#),
             Ok(Command::Ping { target: "n".into() })
         );
+        assert_eq!(parse(r#"{"command":"ping"}"#), Err("no ping target".into()));
         assert_eq!(
-            parse(r#"{"command":"ping"}"#),
-            Err("no ping target".into())
+            parse(r#"{"command":"STATUS"}"#),
+            Err("Unknown command".into())
         );
-        assert_eq!(parse(r#"{"command":"STATUS"}"#), Err("Unknown command".into()));
         assert_eq!(parse(r#"{"command":"foo"}"#), Err("Unknown command".into()));
     }
 

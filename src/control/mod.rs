@@ -7,9 +7,9 @@ pub mod session;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, Permissions};
+use std::net::TcpListener;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,8 +58,13 @@ pub fn start(cfg: &ControlServiceCfg, net: &Netceptor) -> Result<ControlService,
         spawn_unix(listener, ctx.clone())?;
     }
     if let Some(spec) = &cfg.tcp_listen {
-        let addr = if spec.contains(':') { spec.clone() } else { format!("0.0.0.0:{spec}") };
-        let listener = TcpListener::bind(&addr).map_err(|e| format!("control-service tcplisten {addr}: {e}"))?;
+        let addr = if spec.contains(':') {
+            spec.clone()
+        } else {
+            format!("0.0.0.0:{spec}")
+        };
+        let listener = TcpListener::bind(&addr)
+            .map_err(|e| format!("control-service tcplisten {addr}: {e}"))?;
         spawn_tcp(listener, ctx.clone())?;
     }
     if !cfg.service.is_empty() {
@@ -81,19 +86,40 @@ fn bind_unix(path: &Path, permissions: u32) -> Result<(File, UnixListener), Stri
         .write(true)
         .mode(0o600)
         .open(&lock_path)
-        .map_err(|e| format!("control-service: could not open lock file {}: {e}", lock_path.display()))?;
+        .map_err(|e| {
+            format!(
+                "control-service: could not open lock file {}: {e}",
+                lock_path.display()
+            )
+        })?;
     lock.try_lock().map_err(|_| {
-        format!("control-service: could not acquire lock on {}: another receptor is using this socket", lock_path.display())
+        format!(
+            "control-service: could not acquire lock on {}: another receptor is using this socket",
+            lock_path.display()
+        )
     })?;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("control-service: could not remove {}: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "control-service: could not remove {}: {e}",
+                path.display()
+            ));
+        }
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| format!("control-service: could not listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, Permissions::from_mode(permissions))
-        .map_err(|e| format!("control-service: could not set permissions on {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(|e| {
+        format!(
+            "control-service: could not listen on {}: {e}",
+            path.display()
+        )
+    })?;
+    std::fs::set_permissions(path, Permissions::from_mode(permissions)).map_err(|e| {
+        format!(
+            "control-service: could not set permissions on {}: {e}",
+            path.display()
+        )
+    })?;
     Ok((lock, listener))
 }
 

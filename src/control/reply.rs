@@ -101,7 +101,10 @@ pub fn status(st: &StatusSnapshot, host: &HostInfo, fields: Option<&[String]>) -
     }
     let scalars: [(&str, Value); 5] = [
         ("NodeID", st.node_id.clone().into()),
-        ("RoutingTable", serde_json::to_value(&st.routing_table).unwrap_or_default()),
+        (
+            "RoutingTable",
+            serde_json::to_value(&st.routing_table).unwrap_or_default(),
+        ),
         ("SystemCPUCount", host.cpu_count.into()),
         ("SystemMemoryMiB", host.memory_mib.into()),
         ("Version", VERSION.into()),

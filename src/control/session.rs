@@ -65,7 +65,9 @@ fn run(ctx: &Context, cmd: Command) -> Result<String, String> {
             let probe = ping::ping(&ctx.net, &target, MAX_FORWARDING_HOPS, ping::PING_TIMEOUT);
             Ok(reply::ping(&probe))
         }
-        Command::Traceroute { target } => Ok(reply::traceroute(&ping::traceroute(&ctx.net, &target))),
+        Command::Traceroute { target } => {
+            Ok(reply::traceroute(&ping::traceroute(&ctx.net, &target)))
+        }
     }
 }
 

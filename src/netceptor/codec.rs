@@ -211,7 +211,10 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::Empty => f.write_str("empty message"),
             DecodeError::ShortDataMessage(n) => {
-                write!(f, "data message too short: {n} bytes, need {DATA_HEADER_LEN}")
+                write!(
+                    f,
+                    "data message too short: {n} bytes, need {DATA_HEADER_LEN}"
+                )
             }
             DecodeError::BadJson { kind, error } => write!(f, "malformed {kind}: {error}"),
             DecodeError::UnknownType(t) => write!(f, "unknown message type {t}"),
@@ -419,7 +422,9 @@ mod tests {
             };
             assert_eq!(h.encode(&msg[DATA_HEADER_LEN..]), msg, "{name}");
         }
-        let msg = hex(v["vectors"]["ping_request"]["message_hex"].as_str().unwrap());
+        let msg = hex(v["vectors"]["ping_request"]["message_hex"]
+            .as_str()
+            .unwrap());
         let Message::Data(h) = decode(&msg).unwrap() else {
             unreachable!()
         };
@@ -430,11 +435,9 @@ mod tests {
     #[test]
     fn go_unreachable_payload_parses() {
         let v = vectors();
-        let msg = hex(
-            v["vectors"]["unreachable_service_unknown"]["message_hex"]
-                .as_str()
-                .unwrap(),
-        );
+        let msg = hex(v["vectors"]["unreachable_service_unknown"]["message_hex"]
+            .as_str()
+            .unwrap());
         let u: UnreachableMessage = serde_json::from_slice(&msg[DATA_HEADER_LEN..]).unwrap();
         assert_eq!(u.problem, "service unknown");
         assert_eq!(serde_json::to_vec(&u).unwrap(), &msg[DATA_HEADER_LEN..]);

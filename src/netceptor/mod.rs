@@ -4,8 +4,8 @@
 pub mod codec;
 pub mod hash;
 pub mod node;
-pub mod routing;
 pub mod ping;
 pub mod router;
+pub mod routing;
 
 pub use router::{Delivery, Netceptor, PacketConn};

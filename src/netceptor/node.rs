@@ -405,15 +405,20 @@ impl Node {
     fn identify_peer(&mut self, conn: ConnId, ru: RoutingUpdate, now: Instant) {
         let peer = ru.forwarding_node;
         if peer == self.id {
-            return self.reject(conn, &peer, "it tried to connect using our own node ID", now);
+            return self.reject(
+                conn,
+                &peer,
+                "it tried to connect using our own node ID",
+                now,
+            );
         }
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if let Some(allowed) = &c.params.allowed_peers {
-            if !allowed.contains(&peer) {
-                return self.reject(conn, &peer, "it is not in the allowed peers list", now);
-            }
+        if let Some(allowed) = &c.params.allowed_peers
+            && !allowed.contains(&peer)
+        {
+            return self.reject(conn, &peer, "it is not in the allowed peers list", now);
         }
         if self.peers.contains_key(&peer) {
             let reason = "it connected using a node ID we are already connected to";
@@ -494,13 +499,13 @@ impl Node {
                 "Node {} with epoch {} sent update {} suspecting a duplicate node with epoch {}",
                 ru.node_id, ru.update_epoch, ru.update_id, ru.suspected_duplicate
             );
-            if let Some(k) = self.known.get_mut(&ru.node_id) {
-                if k.epoch == ru.suspected_duplicate {
-                    *k = NodeSeq {
-                        epoch: ru.update_epoch,
-                        sequence: ru.update_sequence,
-                    };
-                }
+            if let Some(k) = self.known.get_mut(&ru.node_id)
+                && k.epoch == ru.suspected_duplicate
+            {
+                *k = NodeSeq {
+                    epoch: ru.update_epoch,
+                    sequence: ru.update_sequence,
+                };
             }
         } else if !self.accept_fresh_update(&ru, from, now) {
             return;
@@ -535,7 +540,8 @@ impl Node {
             },
         );
         if self.costs.get(&ru.node_id) != Some(&ru.connections) {
-            self.costs.insert(ru.node_id.clone(), ru.connections.clone());
+            self.costs
+                .insert(ru.node_id.clone(), ru.connections.clone());
             for (node, edges) in self.costs.iter_mut() {
                 if *node != self.id && !ru.connections.contains_key(node) {
                     edges.remove(&ru.node_id);
@@ -723,7 +729,14 @@ impl Node {
         }
     }
 
-    fn send_unreachable(&mut self, from: &str, to: &str, h: DataHeader, problem: &str, now: Instant) {
+    fn send_unreachable(
+        &mut self,
+        from: &str,
+        to: &str,
+        h: DataHeader,
+        problem: &str,
+        now: Instant,
+    ) {
         let message = UnreachableMessage {
             from_node: from.to_string(),
             to_node: to.to_string(),
@@ -819,7 +832,10 @@ impl Node {
 
     fn send_own_ads(&mut self, time: SystemTime) {
         for ad in self.own_ads(time) {
-            debug!("Sending service advertisement: {} {}", ad.node_id, ad.service);
+            debug!(
+                "Sending service advertisement: {} {}",
+                ad.node_id, ad.service
+            );
             self.flood(&codec::encode_service_ad(&ad), None);
         }
     }
@@ -827,7 +843,11 @@ impl Node {
     /// A new peer learns every advertisement we know at once, instead of
     /// waiting up to a minute for the periodic round as Go peers do.
     fn share_ads_with(&mut self, conn: ConnId, time: SystemTime) {
-        let mut msgs: Vec<Vec<u8>> = self.own_ads(time).iter().map(codec::encode_service_ad).collect();
+        let mut msgs: Vec<Vec<u8>> = self
+            .own_ads(time)
+            .iter()
+            .map(codec::encode_service_ad)
+            .collect();
         msgs.extend(self.ads.values().map(|s| codec::encode_service_ad(&s.ad)));
         for msg in msgs {
             self.outputs.push_back(Output::Send { conn, msg });

@@ -44,9 +44,7 @@ pub fn ping(net: &Netceptor, target: &str, hops: u8, timeout: Duration) -> Probe
             received_from,
         }) => failed(&received_from, start.elapsed(), message.problem),
         Err(RecvTimeoutError::Timeout) => failed("", start.elapsed(), "timeout".into()),
-        Err(RecvTimeoutError::Disconnected) => {
-            failed("", start.elapsed(), "router stopped".into())
-        }
+        Err(RecvTimeoutError::Disconnected) => failed("", start.elapsed(), "router stopped".into()),
     }
 }
 

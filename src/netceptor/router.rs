@@ -61,7 +61,7 @@ pub(crate) enum Command {
         hops: u8,
         reply: Option<Sender<Result<(), SendError>>>,
     },
-    AddWorkCommand(WorkCommand),
+    WorkType(WorkCommand),
     Status(Sender<StatusSnapshot>),
     Shutdown,
 }
@@ -125,7 +125,11 @@ impl Netceptor {
     }
 
     /// Binds a named service (or an ephemeral one with `None`).
-    pub fn bind(&self, service: Option<&str>, advertise: Option<Advertise>) -> Result<PacketConn, String> {
+    pub fn bind(
+        &self,
+        service: Option<&str>,
+        advertise: Option<Advertise>,
+    ) -> Result<PacketConn, String> {
         let (deliver, rx) = unbounded();
         let (reply, answer) = bounded(1);
         self.command(Command::Bind {
@@ -143,7 +147,7 @@ impl Netceptor {
     }
 
     pub fn add_work_command(&self, command: WorkCommand) {
-        self.command(Command::AddWorkCommand(command));
+        self.command(Command::WorkType(command));
     }
 
     pub fn status(&self) -> Option<StatusSnapshot> {
@@ -187,7 +191,13 @@ impl PacketConn {
     }
 
     /// Sends and waits for the router's verdict (e.g. "no route to node").
-    pub fn send_checked(&self, to_node: &str, to_service: &str, payload: Vec<u8>, hops: u8) -> Result<(), SendError> {
+    pub fn send_checked(
+        &self,
+        to_node: &str,
+        to_service: &str,
+        payload: Vec<u8>,
+        hops: u8,
+    ) -> Result<(), SendError> {
         let (reply, answer) = bounded(1);
         self.net.command(Command::Send {
             from: self.service,
@@ -306,12 +316,14 @@ impl Router {
                 hops,
                 reply,
             } => {
-                let result = self.node.send(from, &to_node, &to_service, &payload, hops, now);
+                let result = self
+                    .node
+                    .send(from, &to_node, &to_service, &payload, hops, now);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
             }
-            Command::AddWorkCommand(wc) => self.node.add_work_command(wc),
+            Command::WorkType(wc) => self.node.add_work_command(wc),
             Command::Status(reply) => {
                 let _ = reply.send(self.node.status(SystemTime::now()));
             }

@@ -153,7 +153,12 @@ mod tests {
 
     #[test]
     fn costs_outweigh_hop_count() {
-        let t = table(&[("a", "b", 10.0), ("a", "c", 1.0), ("c", "d", 1.0), ("d", "b", 1.0)]);
+        let t = table(&[
+            ("a", "b", 10.0),
+            ("a", "c", 1.0),
+            ("c", "d", 1.0),
+            ("d", "b", 1.0),
+        ]);
         assert_eq!(compute("a", &t)["b"], "c");
     }
 

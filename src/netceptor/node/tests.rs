@@ -66,7 +66,12 @@ impl Sim {
     /// Cuts every link of a node, as if its process died.
     fn kill(&mut self, name: &str) {
         let i = self.idx(name);
-        let gone: Vec<_> = self.links.keys().filter(|(n, _)| *n == i).copied().collect();
+        let gone: Vec<_> = self
+            .links
+            .keys()
+            .filter(|(n, _)| *n == i)
+            .copied()
+            .collect();
         for key in gone {
             if let Some((peer, pc)) = self.links.remove(&key) {
                 self.links.remove(&(peer, pc));
@@ -141,7 +146,15 @@ impl Sim {
         self.nodes[i].bind(name, None, self.now).unwrap()
     }
 
-    fn send(&mut self, from: &str, svc: ServiceName, to: &str, to_svc: &str, data: &[u8], hops: u8) -> Result<(), SendError> {
+    fn send(
+        &mut self,
+        from: &str,
+        svc: ServiceName,
+        to: &str,
+        to_svc: &str,
+        data: &[u8],
+        hops: u8,
+    ) -> Result<(), SendError> {
         let (i, now) = (self.idx(from), self.now);
         let r = self.nodes[i].send(svc, to, to_svc, data, hops, now);
         self.pump();
@@ -155,9 +168,18 @@ fn line_of_three_learns_routes_both_ways() {
     sim.connect("controller", "relayer", 1.0);
     sim.connect("executor", "relayer", 1.0);
     sim.run_for(Duration::from_secs(2));
-    assert_eq!(sim.route("controller", "executor").as_deref(), Some("relayer"));
-    assert_eq!(sim.route("executor", "controller").as_deref(), Some("relayer"));
-    assert_eq!(sim.route("relayer", "executor").as_deref(), Some("executor"));
+    assert_eq!(
+        sim.route("controller", "executor").as_deref(),
+        Some("relayer")
+    );
+    assert_eq!(
+        sim.route("executor", "controller").as_deref(),
+        Some("relayer")
+    );
+    assert_eq!(
+        sim.route("relayer", "executor").as_deref(),
+        Some("executor")
+    );
     let st = sim.nodes[0].status(SystemTime::now());
     assert_eq!(st.connections, vec![("relayer".to_string(), 1.0)]);
     assert_eq!(st.known_connection_costs.len(), 3);
@@ -203,18 +225,32 @@ fn ping_across_three_hops_and_hop_budget() {
     sim.connect("c", "d", 1.0);
     sim.run_for(Duration::from_secs(2));
     let svc = sim.service("a", "probe");
-    sim.send("a", svc, "d", "ping", &[], MAX_FORWARDING_HOPS).unwrap();
+    sim.send("a", svc, "d", "ping", &[], MAX_FORWARDING_HOPS)
+        .unwrap();
     let (i, out) = sim.delivered.pop().unwrap();
     assert_eq!(i, 0);
-    let Output::Deliver { from_node, from_service, .. } = out else {
+    let Output::Deliver {
+        from_node,
+        from_service,
+        ..
+    } = out
+    else {
         panic!("{out:?}")
     };
-    assert_eq!((from_node.as_str(), from_service.as_bytes()), ("d", &b"ping"[..]));
+    assert_eq!(
+        (from_node.as_str(), from_service.as_bytes()),
+        ("d", &b"ping"[..])
+    );
 
     // Traceroute-style probe: hop budget 1 expires at b.
     sim.send("a", svc, "d", "ping", &[], 1).unwrap();
     let (_, out) = sim.delivered.pop().unwrap();
-    let Output::Unreachable { message, received_from, .. } = out else {
+    let Output::Unreachable {
+        message,
+        received_from,
+        ..
+    } = out
+    else {
         panic!("{out:?}")
     };
     assert_eq!(message.problem, PROBLEM_EXPIRED);
@@ -234,13 +270,23 @@ fn unknown_service_and_unknown_node() {
     let svc = sim.service("a", "probe");
     sim.send("a", svc, "b", "nosvc", b"x", 30).unwrap();
     let (_, out) = sim.delivered.pop().unwrap();
-    let Output::Unreachable { message, .. } = out else { panic!() };
+    let Output::Unreachable { message, .. } = out else {
+        panic!()
+    };
     assert_eq!(message.problem, PROBLEM_SERVICE_UNKNOWN);
     assert_eq!(message.to_service, "nosvc");
-    assert_eq!(sim.send("a", svc, "zz", "ping", b"", 30), Err(SendError::NoRoute));
-    assert_eq!(sim.send("a", svc, "a", "nosvc", b"", 30), Err(SendError::ServiceUnknown));
+    assert_eq!(
+        sim.send("a", svc, "zz", "ping", b"", 30),
+        Err(SendError::NoRoute)
+    );
+    assert_eq!(
+        sim.send("a", svc, "a", "nosvc", b"", 30),
+        Err(SendError::ServiceUnknown)
+    );
     assert_eq!(sim.send("a", svc, "localhost", "probe", b"hi", 30), Ok(()));
-    assert!(matches!(sim.delivered.pop(), Some((0, Output::Deliver { payload, .. })) if payload == b"hi"));
+    assert!(
+        matches!(sim.delivered.pop(), Some((0, Output::Deliver { payload, .. })) if payload == b"hi")
+    );
 }
 
 #[test]
@@ -269,13 +315,25 @@ fn own_id_and_allowed_peers_and_cost_mismatch_rejections() {
     restricted.allowed_peers = Some(vec!["c".into()]);
     sim2.connect_with("a", restricted, "b", params(1.0));
     sim2.run_for(Duration::from_secs(1));
-    assert!(sim2.closed_with.iter().any(|(_, e)| e.ends_with("because it is not in the allowed peers list")));
-    assert!(sim.closed_with.iter().any(|(_, e)| e.ends_with("because it tried to connect using our own node ID")));
+    assert!(
+        sim2.closed_with
+            .iter()
+            .any(|(_, e)| e.ends_with("because it is not in the allowed peers list"))
+    );
+    assert!(
+        sim.closed_with
+            .iter()
+            .any(|(_, e)| e.ends_with("because it tried to connect using our own node ID"))
+    );
 
     let mut sim3 = Sim::new(&["listener", "dialer"]);
     sim3.connect_with("listener", params(1.0), "dialer", params(2.0));
     sim3.run_for(Duration::from_secs(2));
-    assert!(sim3.closed_with.iter().any(|(_, e)| e.ends_with("because we disagree about the connection cost")));
+    assert!(
+        sim3.closed_with
+            .iter()
+            .any(|(_, e)| e.ends_with("because we disagree about the connection cost"))
+    );
     assert!(sim3.nodes.iter().all(|n| n.peers.is_empty()));
 }
 
@@ -287,7 +345,10 @@ fn nodecost_overrides_listener_cost_for_that_peer() {
     sim.connect_with("listener", lp, "dialer", params(2.5));
     sim.run_for(Duration::from_secs(2));
     assert!(sim.closed_with.is_empty(), "{:?}", sim.closed_with);
-    assert_eq!(sim.nodes[0].status(SystemTime::now()).connections, vec![("dialer".into(), 2.5)]);
+    assert_eq!(
+        sim.nodes[0].status(SystemTime::now()).connections,
+        vec![("dialer".into(), 2.5)]
+    );
 }
 
 #[test]
@@ -335,25 +396,47 @@ fn advertisements_reach_other_nodes_and_cancel() {
     sim.run_for(Duration::from_secs(1));
     let now = sim.now;
     let tags = BTreeMap::from([("type".to_string(), "Control Service".to_string())]);
-    sim.nodes[0].add_work_command(WorkCommand { work_type: "echo".into(), secure: false });
+    sim.nodes[0].add_work_command(WorkCommand {
+        work_type: "echo".into(),
+        secure: false,
+    });
     let svc = sim.nodes[0]
         .bind("control", Some(Advertise { conn_type: 1, tags }), now)
         .unwrap();
     sim.run_for(Duration::from_secs(1));
     let st = sim.nodes[2].status(SystemTime::now());
-    let ad = st.advertisements.iter().find(|a| a.node_id == "a").expect("ad reached c");
+    let ad = st
+        .advertisements
+        .iter()
+        .find(|a| a.node_id == "a")
+        .expect("ad reached c");
     assert_eq!(ad.service, "control");
     assert_eq!(ad.work_commands.as_ref().unwrap()[0].work_type, "echo");
     // A node joining later learns it when it connects, not a minute later.
     let mut late = Sim::new(&["a", "d"]);
-    late.nodes[0] = std::mem::replace(&mut sim.nodes[0], Node::new("z", 9, Duration::from_secs(21), now));
+    late.nodes[0] = std::mem::replace(
+        &mut sim.nodes[0],
+        Node::new("z", 9, Duration::from_secs(21), now),
+    );
     late.connect("a", "d", 1.0);
     late.run_for(Duration::from_secs(1));
-    assert!(late.nodes[1].status(SystemTime::now()).advertisements.iter().any(|a| a.node_id == "a"));
+    assert!(
+        late.nodes[1]
+            .status(SystemTime::now())
+            .advertisements
+            .iter()
+            .any(|a| a.node_id == "a")
+    );
     // Cancel removes it.
     late.nodes[0].unbind(svc);
     late.run_for(Duration::from_secs(1));
-    assert!(!late.nodes[1].status(SystemTime::now()).advertisements.iter().any(|a| a.node_id == "a"));
+    assert!(
+        !late.nodes[1]
+            .status(SystemTime::now())
+            .advertisements
+            .iter()
+            .any(|a| a.node_id == "a")
+    );
 }
 
 #[test]
@@ -373,7 +456,14 @@ fn garbage_frames_do_not_disturb_the_node() {
     let now = Instant::now();
     let mut node = Node::new("a", 1, Duration::from_secs(21), now);
     node.handle_conn_opened(1, params(1.0), now);
-    for junk in [&b""[..], b"\x00", b"\x01{", b"\x02null", b"\x07abc", &[0u8; 40]] {
+    for junk in [
+        &b""[..],
+        b"\x00",
+        b"\x01{",
+        b"\x02null",
+        b"\x07abc",
+        &[0u8; 40],
+    ] {
         node.handle_message(1, junk.to_vec(), now);
     }
     while let Some(out) = node.poll_output() {

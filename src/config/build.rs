@@ -1,0 +1,370 @@
+//! From checked directives to the typed [`Config`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+
+use super::directive::{Directive, RawDirective, resolve};
+use super::schema;
+use super::{
+    Config, ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, TcpListenerCfg,
+    TcpPeerCfg,
+};
+
+/// The smallest allowed `maxidleconnectiontimeout`, also the default.
+pub(crate) const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(21);
+
+/// Enforces singleton and exclusive directives.
+pub(crate) fn check_counts(directives: &[Directive]) -> Result<(), String> {
+    for (i, d) in directives.iter().enumerate() {
+        let again = directives[i + 1..].iter().find(|o| o.name() == d.name());
+        if let (true, Some(dup)) = (d.spec.singleton, again) {
+            return Err(dup.error(format!("only one {} directive allowed", d.name())));
+        }
+    }
+    match directives.iter().find(|d| d.spec.exclusive) {
+        Some(ex) if directives.len() > 1 => Err(format!(
+            "cannot specify any other options with {}",
+            ex.name()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Builds the config. `strict_node` enables the node ID checks (off when an
+/// exclusive tool runs instead of a node); `hostname` supplies the default ID.
+pub(crate) fn build(
+    directives: &[Directive],
+    config_files: Vec<PathBuf>,
+    strict_node: bool,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<Config, String> {
+    let implicit_node;
+    let node_directive = match directives.iter().find(|d| d.name() == "node") {
+        Some(d) => d,
+        None => {
+            implicit_node = implicit("node")?;
+            &implicit_node
+        }
+    };
+    let mut config = Config {
+        node: node(node_directive, strict_node, hostname)?,
+        log_level: LogLevel::Info,
+        trace: false,
+        local_only: false,
+        tcp_listeners: Vec::new(),
+        tcp_peers: Vec::new(),
+        control_services: Vec::new(),
+        unsupported: Vec::new(),
+        config_files,
+    };
+    for d in directives {
+        check_common(d)?;
+        add(&mut config, d)?;
+    }
+    Ok(config)
+}
+
+fn implicit(name: &str) -> Result<Directive, String> {
+    let spec = schema::directive(name).ok_or_else(|| format!("unknown directive {name:?}"))?;
+    resolve(&RawDirective::new(spec, String::new()))
+}
+
+fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
+    match d.name() {
+        "node" => {}
+        "log-level" => config.log_level = log_level(d)?,
+        "trace" => config.trace = true,
+        "local-only" => config.local_only = true,
+        "tcp-listener" => config.tcp_listeners.push(tcp_listener(d)?),
+        "tcp-peer" => config.tcp_peers.push(tcp_peer(d)?),
+        "control-service" => config.control_services.push(control_service(d)?),
+        other => config.unsupported.push(other.to_string()),
+    }
+    Ok(())
+}
+
+/// Checks shared by every directive: costs, ports and permissions.
+fn check_common(d: &Directive) -> Result<(), String> {
+    if d.spec.field("cost").is_some() && !positive(d.float("cost")) {
+        return Err(d.error("cost must be greater than 0"));
+    }
+    if let Some((node, _)) = d.float_map("nodecost").iter().find(|(_, c)| !positive(**c)) {
+        return Err(d.error(format!("nodecost for {node:?} must be greater than 0")));
+    }
+    if d.is_set("port") {
+        port(d)?;
+    }
+    if d.is_set("permissions") {
+        permissions(d)?;
+    }
+    Ok(())
+}
+
+fn positive(x: f64) -> bool {
+    x > 0.0 && x.is_finite()
+}
+
+fn port(d: &Directive) -> Result<u16, String> {
+    let value = d.int("port");
+    u16::try_from(value)
+        .map_err(|_| d.error(format!("parameter port: {value} is out of range (0-65535)")))
+}
+
+fn permissions(d: &Directive) -> Result<u32, String> {
+    let value = d.int("permissions");
+    u32::try_from(value)
+        .ok()
+        .filter(|p| *p <= 0o7777)
+        .ok_or_else(|| {
+            d.error(format!(
+                "parameter permissions: {value:#o} is not a file mode"
+            ))
+        })
+}
+
+fn log_level(d: &Directive) -> Result<LogLevel, String> {
+    let text = d.str("level");
+    match text.to_ascii_lowercase().as_str() {
+        "error" => Ok(LogLevel::Error),
+        "warning" => Ok(LogLevel::Warning),
+        "info" => Ok(LogLevel::Info),
+        "debug" => Ok(LogLevel::Debug),
+        _ => Err(d.error(format!(
+            "{text:?} is not a valid log level (expected error, warning, info or debug)"
+        ))),
+    }
+}
+
+fn node(
+    d: &Directive,
+    strict: bool,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<NodeCfg, String> {
+    let id = node_id(d.str("id"), strict, hostname).map_err(|e| d.error(e))?;
+    let datadir = d.str("datadir");
+    if datadir.is_empty() {
+        return Err(d.error("datadir must not be empty"));
+    }
+    let timeout = d.duration("maxidleconnectiontimeout");
+    let timeout = timeout.unwrap_or(MIN_IDLE_TIMEOUT);
+    if timeout < MIN_IDLE_TIMEOUT {
+        return Err(d.error(format!(
+            "maxidleconnectiontimeout {timeout:?} is less than the minimum {MIN_IDLE_TIMEOUT:?}"
+        )));
+    }
+    let firewall_rules = d
+        .map_list("firewallrules")
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            firewall_rule(rule).map_err(|e| d.error(format!("firewall rule #{}: {e}", i + 1)))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(NodeCfg {
+        id,
+        datadir: PathBuf::from(datadir),
+        max_idle_connection_timeout: timeout,
+        firewall_rules,
+    })
+}
+
+/// The node ID: as given, else the host name (which must not be localhost).
+fn node_id(
+    given: String,
+    strict: bool,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<String, String> {
+    let id = if given.is_empty() {
+        let host = hostname().unwrap_or_default();
+        let lower = host.to_ascii_lowercase();
+        let localhost = lower == "localhost" || lower.starts_with("localhost.");
+        if strict && (host.is_empty() || localhost) {
+            return Err(if host.is_empty() {
+                "no node ID specified and the local host name could not be determined".to_string()
+            } else {
+                "no node ID specified and local host name is localhost".to_string()
+            });
+        }
+        host
+    } else {
+        given
+    };
+    if strict && id.eq_ignore_ascii_case("localhost") {
+        return Err(format!("node ID {id:?} is reserved"));
+    }
+    Ok(id)
+}
+
+/// The local host name, as the kernel reports it (or `$HOSTNAME`).
+pub(crate) fn system_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+}
+
+const RULE_KEYS: &str = "action, fromnode, tonode, fromservice, toservice";
+
+fn firewall_rule(map: &Mapping) -> Result<FirewallRuleCfg, String> {
+    let mut action = None;
+    let mut rule = FirewallRuleCfg {
+        action: FirewallAction::Accept,
+        from_node: None,
+        to_node: None,
+        from_service: None,
+        to_service: None,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in map {
+        let Value::String(key) = key else {
+            return Err("keys must be strings".to_string());
+        };
+        let key = key.to_ascii_lowercase();
+        if seen.contains(&key) {
+            return Err(format!("{key} given more than once"));
+        }
+        let Value::String(value) = value else {
+            return Err(format!("{key} must be a string"));
+        };
+        match key.as_str() {
+            "action" => action = Some(firewall_action(value)?),
+            "fromnode" => rule.from_node = matcher(&key, value)?,
+            "tonode" => rule.to_node = matcher(&key, value)?,
+            "fromservice" => rule.from_service = matcher(&key, value)?,
+            "toservice" => rule.to_service = matcher(&key, value)?,
+            _ => return Err(format!("unknown key {key:?} (known: {RULE_KEYS})")),
+        }
+        seen.push(key);
+    }
+    rule.action = action.ok_or_else(|| "action is required".to_string())?;
+    Ok(rule)
+}
+
+fn firewall_action(value: &str) -> Result<FirewallAction, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "accept" => Ok(FirewallAction::Accept),
+        "reject" => Ok(FirewallAction::Reject),
+        "drop" => Ok(FirewallAction::Drop),
+        _ => Err(format!(
+            "unknown action {value:?} (expected accept, reject or drop)"
+        )),
+    }
+}
+
+/// An exact name, or a regular expression written as `/.../`. Empty = any.
+fn matcher(key: &str, value: &str) -> Result<Option<String>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.starts_with('/') && (value.len() < 3 || !value.ends_with('/')) {
+        return Err(format!(
+            "{key}: regular expression {value:?} must be non-empty and enclosed in /.../"
+        ));
+    }
+    Ok(Some(value.to_string()))
+}
+
+fn tcp_listener(d: &Directive) -> Result<TcpListenerCfg, String> {
+    Ok(TcpListenerCfg {
+        bind_addr: d.str("bindaddr"),
+        port: port(d)?,
+        tls: d.opt_str("tls"),
+        cost: d.float("cost"),
+        node_cost: d.float_map("nodecost"),
+        allowed_peers: d.str_list("allowedpeers"),
+    })
+}
+
+fn tcp_peer(d: &Directive) -> Result<TcpPeerCfg, String> {
+    let address = d.str("address");
+    let has_port = address
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty());
+    if !has_port {
+        return Err(d.error(format!("address {address:?} must be host:port")));
+    }
+    Ok(TcpPeerCfg {
+        address,
+        redial: d.bool("redial"),
+        tls: d.opt_str("tls"),
+        cost: d.float("cost"),
+        allowed_peers: d.str_list("allowedpeers"),
+    })
+}
+
+fn control_service(d: &Directive) -> Result<ControlServiceCfg, String> {
+    Ok(ControlServiceCfg {
+        service: d.str("service"),
+        filename: d.opt_str("filename").map(PathBuf::from),
+        permissions: permissions(d)?,
+        tls: d.opt_str("tls"),
+        tcp_listen: d.opt_str("tcplisten"),
+        tcp_tls: d.opt_str("tcptls"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str) -> impl FnOnce() -> Option<String> + '_ {
+        move || Some(name.to_string())
+    }
+
+    #[test]
+    fn node_id_defaults_and_checks() {
+        assert_eq!(node_id("a".into(), true, host("h")), Ok("a".into()));
+        assert_eq!(
+            node_id(String::new(), true, host("box1")),
+            Ok("box1".into())
+        );
+        for bad in ["localhost", "LocalHost", "localhost.localdomain"] {
+            assert!(node_id(String::new(), true, host(bad)).is_err(), "{bad}");
+        }
+        assert!(node_id(String::new(), true, || None).is_err());
+        assert_eq!(
+            node_id("LOCALHOST".into(), true, host("h")),
+            Err("node ID \"LOCALHOST\" is reserved".to_string())
+        );
+        assert_eq!(
+            node_id(String::new(), false, host("localhost")),
+            Ok("localhost".into())
+        );
+    }
+
+    fn rule(yaml: &str) -> Result<FirewallRuleCfg, String> {
+        let map: Mapping = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        firewall_rule(&map)
+    }
+
+    #[test]
+    fn firewall_rules() {
+        assert_eq!(
+            rule("{Action: Reject, FromNode: /(?i)a.*b/, toservice: ''}"),
+            Ok(FirewallRuleCfg {
+                action: FirewallAction::Reject,
+                from_node: Some("/(?i)a.*b/".into()),
+                to_node: None,
+                from_service: None,
+                to_service: None,
+            })
+        );
+        assert_eq!(
+            rule("{action: DROP}").map(|r| r.action),
+            Ok(FirewallAction::Drop)
+        );
+        assert_eq!(rule("{fromnode: a}"), Err("action is required".to_string()));
+        assert!(rule("{action: allow}").is_err());
+        assert!(rule("{action: accept, foo: x}").is_err());
+        assert_eq!(
+            rule("{action: accept, tonode: 5}"),
+            Err("tonode must be a string".to_string())
+        );
+        assert!(rule("{action: accept, tonode: //}").is_err());
+        assert!(rule("{action: accept, tonode: /abc}").is_err());
+        assert!(rule("{action: accept, Action: drop}").is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! Legacy ("v1") configuration: command-line directives and YAML directive
+//! lists, checked against the table of every Receptor directive and turned
+//! into a typed [`Config`].
+//!
+//! The only I/O is reading the files named by `-c`/`--config` and the host
+//! name (the default node ID).
+
+mod build;
+mod cli;
+mod directive;
+mod help;
+mod schema;
+mod value;
+mod yaml;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use help::{bash_completion, help_text};
+
+/// What the command line asks the program to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    /// Run a node with this configuration.
+    Run(Config),
+    /// Print this text to stdout and exit 0 (`--help`, no arguments,
+    /// `--bash-completion`).
+    Help(String),
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// A configuration error; `Display` gives the message alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<String> for ConfigError {
+    fn from(msg: String) -> Self {
+        ConfigError(msg)
+    }
+}
+
+/// The node's whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node: NodeCfg,
+    /// `Info` when `log-level` is absent; `Error` when given without a value.
+    pub log_level: LogLevel,
+    pub trace: bool,
+    pub local_only: bool,
+    pub tcp_listeners: Vec<TcpListenerCfg>,
+    pub tcp_peers: Vec<TcpPeerCfg>,
+    pub control_services: Vec<ControlServiceCfg>,
+    /// Directives that parsed and validated but are not implemented yet, one
+    /// entry per occurrence in order of appearance, by canonical lower-case
+    /// name (e.g. "ws-listener", "work-command", "tls-server").
+    pub unsupported: Vec<String>,
+    /// The config files given with -c/--config, in order.
+    pub config_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Error,
+    Warning,
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warning => "warning",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+
+    pub fn level_filter(&self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warning => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+        }
+    }
+}
+
+impl From<LogLevel> for log::LevelFilter {
+    fn from(level: LogLevel) -> Self {
+        level.level_filter()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeCfg {
+    /// Given, or the host name.
+    pub id: String,
+    /// Default `/tmp/receptor`.
+    pub datadir: PathBuf,
+    /// Default and minimum 21 s.
+    pub max_idle_connection_timeout: Duration,
+    pub firewall_rules: Vec<FirewallRuleCfg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FirewallAction {
+    Accept,
+    Reject,
+    Drop,
+}
+
+/// One firewall rule. Each matcher is an exact name or, written as `/re/`, a
+/// regular expression to be anchored `^re$` (kept with its slashes here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallRuleCfg {
+    pub action: FirewallAction,
+    pub from_node: Option<String>,
+    pub to_node: Option<String>,
+    pub from_service: Option<String>,
+    pub to_service: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpListenerCfg {
+    pub bind_addr: String,
+    pub port: u16,
+    pub tls: Option<String>,
+    pub cost: f64,
+    pub node_cost: BTreeMap<String, f64>,
+    pub allowed_peers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpPeerCfg {
+    /// `host:port`.
+    pub address: String,
+    pub redial: bool,
+    pub tls: Option<String>,
+    pub cost: f64,
+    pub allowed_peers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlServiceCfg {
+    /// Mesh service name; empty disables the mesh listener.
+    pub service: String,
+    pub filename: Option<PathBuf>,
+    pub permissions: u32,
+    pub tls: Option<String>,
+    pub tcp_listen: Option<String>,
+    pub tcp_tls: Option<String>,
+}
+
+/// Parses the command line (without argv\[0\]), loading any config files.
+pub fn parse_args(args: &[String]) -> Result<Invocation, ConfigError> {
+    parse_with_hostname(args, build::system_hostname)
+}
+
+fn parse_with_hostname(
+    args: &[String],
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<Invocation, ConfigError> {
+    match cli::special(args) {
+        _ if args.is_empty() => return Ok(Invocation::Help(help_text())),
+        Some(cli::Special::Help) => return Ok(Invocation::Help(help_text())),
+        Some(cli::Special::BashCompletion) => return Ok(Invocation::Help(bash_completion())),
+        None => {}
+    }
+    let mut raw = Vec::new();
+    let mut config_files = Vec::new();
+    for step in cli::parse(args)? {
+        match step {
+            cli::Step::Directive(d) => raw.push(d),
+            cli::Step::ConfigFile(path) => {
+                raw.extend(yaml::load(&path)?);
+                config_files.push(path);
+            }
+        }
+    }
+    let directives = raw
+        .iter()
+        .map(directive::resolve)
+        .collect::<Result<Vec<_>, _>>()?;
+    build::check_counts(&directives)?;
+    if directives.iter().any(|d| d.name() == "version") {
+        return Ok(Invocation::Version);
+    }
+    let strict_node = !directives.iter().any(|d| d.spec.exclusive);
+    let config = build::build(&directives, config_files, strict_node, hostname)?;
+    Ok(Invocation::Run(config))
+}
+
+/// One top-level item of a config file, for `reload` to compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigItem {
+    /// The directive name as written (lower case in a valid file).
+    pub directive: String,
+    /// The item re-serialised as YAML.
+    pub text: String,
+}
+
+/// Reads a config file's items without interpreting their parameters.
+pub fn config_file_items(path: &Path) -> Result<Vec<ConfigItem>, ConfigError> {
+    let items = yaml::read_items(path)?;
+    items
+        .iter()
+        .map(|item| {
+            let directive = yaml::item_name(item)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?
+                .to_string();
+            let text = serde_yaml::to_string(item).map_err(|e| e.to_string())?;
+            Ok(ConfigItem { directive, text })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

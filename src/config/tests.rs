@@ -1,0 +1,499 @@
+//! End-to-end tests of `parse_args`: command line, YAML files and both merged.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+fn argv(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn invoke(args: &[String]) -> Result<Invocation, String> {
+    parse_with_hostname(args, || Some("testhost".to_string())).map_err(|e| e.0)
+}
+
+fn run(s: &str) -> Result<Config, String> {
+    run_args(&argv(s))
+}
+
+fn run_args(args: &[String]) -> Result<Config, String> {
+    match invoke(args)? {
+        Invocation::Run(config) => Ok(config),
+        other => Err(format!("unexpected {other:?}")),
+    }
+}
+
+fn err(s: &str) -> String {
+    run(s)
+        .err()
+        .unwrap_or_else(|| format!("no error for {s:?}"))
+}
+
+/// A YAML file under the temp dir, removed on drop.
+struct TempYaml(PathBuf);
+
+impl TempYaml {
+    fn new(text: &str) -> TempYaml {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("receptor-config-test-{}-{n}.yaml", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).expect("write temp config");
+        TempYaml(path)
+    }
+
+    fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempYaml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn run_yaml(text: &str) -> Result<Config, String> {
+    let file = TempYaml::new(text);
+    run_args(&["-c".to_string(), file.arg()])
+}
+
+#[test]
+fn cli_key_value_forms() {
+    let c = run("--node id=foo --tcp-listener port=7323 cost=2.0").expect("valid");
+    assert_eq!(c.node.id, "foo");
+    assert_eq!(c.node.datadir, PathBuf::from("/tmp/receptor"));
+    assert_eq!(c.node.max_idle_connection_timeout, Duration::from_secs(21));
+    assert_eq!(
+        c.tcp_listeners,
+        vec![TcpListenerCfg {
+            bind_addr: "0.0.0.0".into(),
+            port: 7323,
+            tls: None,
+            cost: 2.0,
+            node_cost: BTreeMap::new(),
+            allowed_peers: vec![],
+        }]
+    );
+    assert_eq!(c.log_level, LogLevel::Info);
+    assert!(c.unsupported.is_empty() && c.config_files.is_empty());
+}
+
+#[test]
+fn cli_bare_values() {
+    let c = run("--node foo --log-level debug --tcp-peer host:2222 --tcp-listener 2223")
+        .expect("valid");
+    assert_eq!(c.node.id, "foo");
+    assert_eq!(c.log_level, LogLevel::Debug);
+    assert_eq!(c.tcp_peers[0].address, "host:2222");
+    assert!(c.tcp_peers[0].redial);
+    assert_eq!(c.tcp_peers[0].cost, 1.0);
+    assert_eq!(c.tcp_listeners[0].port, 2223);
+}
+
+#[test]
+fn cli_keys_are_case_insensitive() {
+    let c = run("--Node ID=foo DataDir=/x --tcp-peer Address=h:1 REDIAL=false").expect("valid");
+    assert_eq!(c.node.id, "foo");
+    assert_eq!(c.node.datadir, PathBuf::from("/x"));
+    assert!(!c.tcp_peers[0].redial);
+    let c = run("--node a --work-command workType=w command=/bin/cat").expect("valid");
+    assert_eq!(c.unsupported, vec!["work-command"]);
+}
+
+#[test]
+fn implicit_node_uses_hostname() {
+    let c = run("--local-only").expect("valid");
+    assert_eq!(c.node.id, "testhost");
+    assert!(c.local_only);
+    let e = parse_with_hostname(&argv("--local-only"), || Some("localhost".into()));
+    assert_eq!(
+        e.err().map(|e| e.0),
+        Some("node: no node ID specified and local host name is localhost".to_string())
+    );
+    assert_eq!(
+        err("--node LocalHost"),
+        "node: node ID \"LocalHost\" is reserved"
+    );
+}
+
+#[test]
+fn log_level_variants() {
+    assert_eq!(run("--log-level").map(|c| c.log_level), Ok(LogLevel::Error));
+    assert_eq!(
+        run("--log-level level=WARNING").map(|c| c.log_level),
+        Ok(LogLevel::Warning)
+    );
+    assert!(err("--log-level loud").contains("not a valid log level"));
+    assert_eq!(LogLevel::Warning.name(), "warning");
+    assert_eq!(
+        log::LevelFilter::from(LogLevel::Warning),
+        log::LevelFilter::Warn
+    );
+}
+
+#[test]
+fn control_service_defaults_and_octal() {
+    let c = run("--control-service").expect("valid");
+    assert_eq!(
+        c.control_services,
+        vec![ControlServiceCfg {
+            service: "control".into(),
+            filename: None,
+            permissions: 0o600,
+            tls: None,
+            tcp_listen: None,
+            tcp_tls: None,
+        }]
+    );
+    let c = run("--control-service service= filename=/s permissions=0640 tcplisten=8080")
+        .expect("valid");
+    let svc = &c.control_services[0];
+    assert_eq!(svc.service, "");
+    assert_eq!(svc.filename, Some(PathBuf::from("/s")));
+    assert_eq!(svc.permissions, 416);
+    assert_eq!(svc.tcp_listen.as_deref(), Some("8080"));
+    let c = run("--control-service permissions=0x1ff").expect("valid");
+    assert_eq!(c.control_services[0].permissions, 0o777);
+    assert!(err("--control-service permissions=-1").contains("permissions"));
+}
+
+#[test]
+fn allowed_peers_repeat_and_json() {
+    let c = run(r#"--tcp-listener 1 allowedpeers=a allowedpeers=b allowedpeers=["c","d"]"#)
+        .expect("valid");
+    assert_eq!(c.tcp_listeners[0].allowed_peers, ["a", "b", "c", "d"]);
+    let c = run_yaml("- tcp-peer: {address: 'h:1', allowedpeers: [x, y]}").expect("valid");
+    assert_eq!(c.tcp_peers[0].allowed_peers, ["x", "y"]);
+}
+
+#[test]
+fn nodecost_json_and_yaml() {
+    let expect = BTreeMap::from([("n2".to_string(), 2.5), ("n3".to_string(), 3.0)]);
+    let c = run(r#"--tcp-listener 1 nodecost={"n2":2.5,"n3":3}"#).expect("valid");
+    assert_eq!(c.tcp_listeners[0].node_cost, expect);
+    let c = run_yaml("- tcp-listener:\n    port: 1\n    nodecost:\n      n2: 2.5\n      n3: 3\n")
+        .expect("valid");
+    assert_eq!(c.tcp_listeners[0].node_cost, expect);
+    assert_eq!(
+        err(r#"--tcp-listener 1 nodecost={"n2":0}"#),
+        "tcp-listener: nodecost for \"n2\" must be greater than 0"
+    );
+}
+
+#[test]
+fn yaml_forms() {
+    let text = "
+- node:
+    id: yamlnode
+    maxidleconnectiontimeout: 1m30s
+- log-level: debug
+- local-only
+- trace:
+- tcp-listener: 7323
+- tcp-peer:
+    Address: peer:7323
+    cost: 2
+    redial: no
+- work-command:
+    workType: echo
+    command: /bin/echo
+- work-command:
+    worktype: cat
+    command: /bin/cat
+    allowruntimeparams: true
+";
+    let c = run_yaml(text).expect("valid");
+    assert_eq!(c.node.id, "yamlnode");
+    assert_eq!(c.node.max_idle_connection_timeout, Duration::from_secs(90));
+    assert_eq!(c.log_level, LogLevel::Debug);
+    assert!(c.local_only && c.trace);
+    assert_eq!(c.tcp_listeners[0].port, 7323);
+    assert_eq!(c.tcp_peers[0].cost, 2.0);
+    assert!(!c.tcp_peers[0].redial);
+    assert_eq!(c.unsupported, ["work-command", "work-command"]);
+    assert_eq!(c.config_files.len(), 1);
+}
+
+#[test]
+fn yaml_log_level_as_map() {
+    let c = run_yaml("- log-level: {level: debug}").expect("valid");
+    assert_eq!(c.log_level, LogLevel::Debug);
+    let c = run_yaml("- log-level:").expect("valid");
+    assert_eq!(c.log_level, LogLevel::Error);
+}
+
+#[test]
+fn yaml_string_values_use_cli_rules() {
+    let text = "- control-service: {permissions: '0600', service: 12}\n\
+                - tcp-listener: {port: '0x10', cost: '1.5'}\n\
+                - tcp-peer: {address: 'h:1', redial: 'N'}";
+    let c = run_yaml(text).expect("valid");
+    assert_eq!(c.control_services[0].permissions, 384);
+    assert_eq!(c.control_services[0].service, "12");
+    assert_eq!(c.tcp_listeners[0].port, 16);
+    assert_eq!(c.tcp_listeners[0].cost, 1.5);
+    assert!(!c.tcp_peers[0].redial);
+}
+
+#[test]
+fn yaml_firewall_rules() {
+    let text = "
+- node:
+    id: a
+    firewallrules:
+      - action: reject
+        fromnode: /(?i)bad.*/
+      - Action: accept
+";
+    let c = run_yaml(text).expect("valid");
+    let rules = &c.node.firewall_rules;
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].action, FirewallAction::Reject);
+    assert_eq!(rules[0].from_node.as_deref(), Some("/(?i)bad.*/"));
+    assert_eq!(rules[1].action, FirewallAction::Accept);
+    let e = run_yaml("- node: {id: a, firewallrules: [{action: accept, bogus: x}]}");
+    let e = e.err().unwrap_or_default();
+    assert!(
+        e.contains("node: firewall rule #1: unknown key \"bogus\""),
+        "{e}"
+    );
+    let e = run_yaml("- node: {id: a, firewallrules: [{action: accept, tonode: 5}]}");
+    assert!(
+        e.err()
+            .unwrap_or_default()
+            .contains("tonode must be a string")
+    );
+}
+
+#[test]
+fn merge_config_file_and_cli_in_order() {
+    let file = TempYaml::new("- node: {id: fromfile}\n- tcp-listener: 1000\n");
+    let mut args = argv("--tcp-peer other:1");
+    args.extend(["--config".to_string(), file.arg()]);
+    args.extend(argv("--tcp-listener 2000 --log-level info"));
+    let c = run_args(&args).expect("valid");
+    assert_eq!(c.node.id, "fromfile");
+    let ports: Vec<u16> = c.tcp_listeners.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [1000, 2000]);
+    assert_eq!(c.tcp_peers.len(), 1);
+    assert_eq!(c.config_files, vec![file.0.clone()]);
+
+    let second = TempYaml::new("- ws-listener: 3000\n");
+    let args = vec!["-c".into(), file.arg(), "-c".into(), second.arg()];
+    let c = run_args(&args).expect("valid");
+    assert_eq!(c.config_files, vec![file.0.clone(), second.0.clone()]);
+    assert_eq!(c.unsupported, ["ws-listener"]);
+
+    let mut args = vec!["-c".to_string(), file.arg()];
+    args.extend(argv("--node again"));
+    assert_eq!(
+        run_args(&args).err().unwrap_or_default(),
+        "node: only one node directive allowed"
+    );
+}
+
+#[test]
+fn config_file_errors() {
+    let e = run("-c /nonexistent/receptor-test.yaml");
+    let e = e.err().unwrap_or_default();
+    assert!(
+        e.starts_with("config file /nonexistent/receptor-test.yaml: "),
+        "{e}"
+    );
+    let e = run_yaml("- node: [unclosed").err().unwrap_or_default();
+    assert!(
+        e.starts_with("config file ") && e.contains(".yaml: "),
+        "{e}"
+    );
+    let e = run_yaml("node:\n  id: x\n").err().unwrap_or_default();
+    assert!(e.contains("--config-v2"), "{e}");
+    let e = run_yaml("- node: {id: a}\n- tcp-listener: {prot: 1}")
+        .err()
+        .unwrap_or_default();
+    assert!(
+        e.ends_with(
+            ".yaml: item 2: tcp-listener: unknown parameter \"prot\" (known: bindaddr, \
+                     port, tls, cost, nodecost, allowedpeers)"
+        ),
+        "{e}"
+    );
+    let e = run_yaml("- Node: {id: a}").err().unwrap_or_default();
+    assert!(e.contains("must be written in lower case: \"node\""), "{e}");
+}
+
+#[test]
+fn error_messages() {
+    assert_eq!(
+        err("--tcp-listener prot=1"),
+        "tcp-listener: unknown parameter \"prot\" (known: bindaddr, port, tls, cost, nodecost, \
+         allowedpeers)"
+    );
+    assert_eq!(
+        err("--tcp-listener port=abc"),
+        "tcp-listener: parameter port: invalid integer \"abc\""
+    );
+    assert_eq!(
+        err("--tcp-listener port=70000"),
+        "tcp-listener: parameter port: 70000 is out of range (0-65535)"
+    );
+    assert_eq!(
+        err("--tcp-peer cost=1"),
+        "tcp-peer: required parameter(s) missing: address"
+    );
+    assert_eq!(err("--tcp-listner 1"), "unknown directive \"tcp-listner\"");
+    assert_eq!(
+        err("--node a --node b"),
+        "node: only one node directive allowed"
+    );
+    assert_eq!(
+        err("--tcp-listener 1 cost=0"),
+        "tcp-listener: cost must be greater than 0"
+    );
+    assert_eq!(
+        err("--ws-peer ws://x cost=-2"),
+        "ws-peer: cost must be greater than 0"
+    );
+    assert_eq!(err("foo"), "parameter specified before command: \"foo\"");
+    assert!(err("--node a maxidleconnectiontimeout=10s").contains("less than the minimum"));
+    assert!(err("--node a maxidleconnectiontimeout=abc").contains("invalid duration"));
+    assert!(err("--tcp-peer nohostport").contains("must be host:port"));
+    assert!(err("--tcp-peer h:1 redial=maybe").contains("invalid boolean \"maybe\""));
+    assert_eq!(
+        err("--local-only --trace --trace"),
+        "trace: only one trace directive allowed"
+    );
+    assert!(err("--config-v2").contains("not supported"));
+}
+
+#[test]
+fn unsupported_directives_are_validated_then_listed() {
+    let c = run(
+        "--node a --tls-server name=s cert=c key=k --ws-listener 8080 \
+                 --udp-peer h:1 --work-signing privatekey=/k tokenexpiration=3h30m \
+                 --work-kubernetes worktype=k --ip-router networkname=n localnet=10.0.0.1/30",
+    )
+    .expect("valid");
+    assert_eq!(
+        c.unsupported,
+        [
+            "tls-server",
+            "ws-listener",
+            "udp-peer",
+            "work-signing",
+            "work-kubernetes",
+            "ip-router"
+        ]
+    );
+    assert_eq!(
+        err("--tls-server name=s"),
+        "tls-server: required parameter(s) missing: cert, key"
+    );
+    assert!(err("--work-signing tokenexpiration=3").contains("invalid duration"));
+    assert!(err("--udp-listener 1 bogus=1").contains("unknown parameter \"bogus\""));
+    assert!(err("--work-kubernetes worktype=k allowruntimepod=perhaps").contains("boolean"));
+    assert_eq!(
+        err("--work-verification a --work-verification b"),
+        "work-verification: only one work-verification directive allowed"
+    );
+}
+
+#[test]
+fn version_and_exclusive_tools() {
+    assert_eq!(invoke(&argv("--version")), Ok(Invocation::Version));
+    assert_eq!(
+        invoke(&argv("--version --node a")).err(),
+        Some("cannot specify any other options with version".to_string())
+    );
+    assert_eq!(
+        invoke(&argv(
+            "--node a --cert-init commonname=CA bits=2048 outcert=c outkey=k"
+        ))
+        .err(),
+        Some("cannot specify any other options with cert-init".to_string())
+    );
+    assert!(invoke(&argv("--version x")).is_err());
+    let c = run("--cert-makereq commonname=x outreq=r outkey=k nodeid=a nodeid=b");
+    assert_eq!(
+        c.map(|c| c.unsupported),
+        Ok(vec!["cert-makereq".to_string()])
+    );
+    let exclusive = parse_with_hostname(
+        &argv("--cert-signreq req=r cacert=c cakey=k outcert=o"),
+        || Some("localhost".into()),
+    );
+    assert!(matches!(exclusive, Ok(Invocation::Run(_))));
+    let file = TempYaml::new("- version\n");
+    assert_eq!(
+        invoke(&["-c".to_string(), file.arg()]),
+        Ok(Invocation::Version)
+    );
+}
+
+#[test]
+fn help_forms() {
+    let help = Ok(Invocation::Help(help_text()));
+    assert_eq!(invoke(&[]), help);
+    assert_eq!(invoke(&argv("-h")), help);
+    assert_eq!(invoke(&argv("--node a --help")), help);
+    assert_eq!(invoke(&argv("--version --help")), help);
+    let completion = invoke(&argv("--bash-completion"));
+    assert_eq!(completion, Ok(Invocation::Help(bash_completion())));
+}
+
+#[test]
+fn reload_items() {
+    let file = TempYaml::new("- local-only\n- tcp-listener:\n    port: 1\n");
+    let items = config_file_items(&file.0).expect("valid");
+    let names: Vec<&str> = items.iter().map(|i| i.directive.as_str()).collect();
+    assert_eq!(names, ["local-only", "tcp-listener"]);
+    assert!(items[1].text.contains("port: 1"));
+    assert!(config_file_items(std::path::Path::new("/nonexistent/x.yaml")).is_err());
+}
+
+#[test]
+fn arbitrary_input_never_panics() {
+    let tokens = [
+        "-",
+        "--",
+        "-c",
+        "=",
+        "x=",
+        "=y",
+        "--node",
+        "--tcp-listener",
+        "port=",
+        "9",
+        "--version",
+        "nodecost={",
+        "allowedpeers=[",
+        "--work-python",
+        "config={\"a\":1}",
+        "",
+    ];
+    for a in tokens {
+        for b in tokens {
+            for c in tokens {
+                let args = vec![a.to_string(), b.to_string(), c.to_string()];
+                let _ = invoke(&args);
+            }
+        }
+    }
+    let docs = [
+        "- {}",
+        "- ~",
+        "- [1]",
+        "- node: !tag {id: a}",
+        "- tcp-listener: {port: 1e400}",
+        "- tcp-listener: {port: 18446744073709551615}",
+        "- node: {id: [a]}",
+        "---\n- trace\n",
+        "- control-service: {permissions: .nan}",
+        "[",
+        "- tcp-listener: {nodecost: [1]}",
+    ];
+    for d in docs {
+        let _ = run_yaml(d);
+    }
+}
