@@ -8,3 +8,4 @@ pub mod gotime;
 pub mod logging;
 pub mod netceptor;
 pub mod random;
+pub mod stream;

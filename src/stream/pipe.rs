@@ -1,0 +1,271 @@
+//! The buffers between a blocking [`Stream`] handle and the endpoint driver
+//! thread that owns the QUIC connection.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use crossbeam_channel::Sender;
+use quinn_proto::ConnectionHandle;
+
+/// Bytes buffered each way before the writer blocks or the driver stops
+/// reading (which lets QUIC flow control push back on the peer).
+pub(crate) const PIPE_CAPACITY: usize = 1024 * 1024;
+
+/// What the driver learns from stream handles.
+#[derive(Debug)]
+pub(crate) enum DriverCmd {
+    /// The pipe of this connection has something for the driver.
+    Wake(ConnectionHandle),
+    /// The last handle is gone: flush, finish, then close the connection.
+    Release(ConnectionHandle),
+}
+
+#[derive(Default)]
+pub(crate) struct PipeState {
+    pub recv: VecDeque<Bytes>,
+    pub recv_len: usize,
+    pub recv_fin: bool,
+    pub send: VecDeque<Bytes>,
+    pub send_len: usize,
+    /// The handle asked for a FIN after what is buffered.
+    pub send_fin: bool,
+    /// Why the connection is unusable, if it is.
+    pub error: Option<(ErrorKind, String)>,
+    /// The driver stopped reading because `recv` was full.
+    pub reader_must_wake: bool,
+    /// A `Wake` is already queued for the driver.
+    pub wake_queued: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Pipe {
+    state: Mutex<PipeState>,
+    cond: Condvar,
+}
+
+impl Pipe {
+    pub fn lock(&self) -> MutexGuard<'_, PipeState> {
+        // A panic while holding this lock leaves plain buffers behind; the
+        // data is still coherent enough to report errors, so carry on.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn notify(&self) {
+        self.cond.notify_all();
+    }
+
+    /// Waits for a change; false once `deadline` has passed.
+    fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, PipeState>,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, PipeState>, bool) {
+        match deadline {
+            None => (
+                self.cond.wait(guard).unwrap_or_else(|p| p.into_inner()),
+                true,
+            ),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return (guard, false);
+                }
+                let (g, _) = self
+                    .cond
+                    .wait_timeout(guard, left)
+                    .unwrap_or_else(|p| p.into_inner());
+                (g, true)
+            }
+        }
+    }
+
+    /// Marks the connection failed and wakes any blocked handle.
+    pub fn fail(&self, kind: ErrorKind, message: String) {
+        let mut st = self.lock();
+        st.error.get_or_insert((kind, message));
+        drop(st);
+        self.notify();
+    }
+}
+
+/// A reliable, ordered byte stream to a service on another node, carried
+/// by QUIC over the mesh. Reads and writes work through `&Stream` so one
+/// reader thread and one writer thread can share it.
+pub struct Stream {
+    pipe: Arc<Pipe>,
+    conn: ConnectionHandle,
+    driver: Sender<DriverCmd>,
+    peer_node: String,
+    peer_service: String,
+    read_timeout: Mutex<Option<Duration>>,
+    write_timeout: Mutex<Option<Duration>>,
+}
+
+impl Stream {
+    pub(crate) fn new(
+        pipe: Arc<Pipe>,
+        conn: ConnectionHandle,
+        driver: Sender<DriverCmd>,
+        peer: (String, String),
+    ) -> Stream {
+        Stream {
+            pipe,
+            conn,
+            driver,
+            peer_node: peer.0,
+            peer_service: peer.1,
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+        }
+    }
+
+    pub fn peer_node(&self) -> &str {
+        &self.peer_node
+    }
+
+    pub fn peer_service(&self) -> &str {
+        &self.peer_service
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) {
+        *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        *self.write_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// Half-close: the peer reads EOF once what was written arrives;
+    /// reading from the peer goes on.
+    pub fn shutdown_write(&self) {
+        let mut st = self.pipe.lock();
+        st.send_fin = true;
+        self.wake(&mut st);
+    }
+
+    fn deadline(t: &Mutex<Option<Duration>>) -> Option<Instant> {
+        t.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|d| Instant::now() + d)
+    }
+
+    fn wake(&self, st: &mut PipeState) {
+        if !st.wake_queued {
+            st.wake_queued = true;
+            let _ = self.driver.send(DriverCmd::Wake(self.conn));
+        }
+    }
+
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = Self::deadline(&self.read_timeout);
+        let mut st = self.pipe.lock();
+        loop {
+            if let Some(front) = st.recv.front_mut() {
+                let n = front.len().min(buf.len());
+                buf[..n].copy_from_slice(&front[..n]);
+                front.advance(n);
+                if front.is_empty() {
+                    st.recv.pop_front();
+                }
+                st.recv_len -= n;
+                if st.reader_must_wake && st.recv_len <= PIPE_CAPACITY / 2 {
+                    st.reader_must_wake = false;
+                    self.wake(&mut st);
+                }
+                return Ok(n);
+            }
+            if st.recv_fin {
+                return Ok(0);
+            }
+            if let Some((kind, msg)) = &st.error {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
+            let (g, in_time) = self.pipe.wait(st, deadline);
+            st = g;
+            if !in_time {
+                return Err(io::Error::new(ErrorKind::TimedOut, "read timed out"));
+            }
+        }
+    }
+
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = Self::deadline(&self.write_timeout);
+        let mut st = self.pipe.lock();
+        loop {
+            if let Some((kind, msg)) = &st.error {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
+            if st.send_fin {
+                return Err(io::Error::new(
+                    ErrorKind::BrokenPipe,
+                    "stream was shut down for writing",
+                ));
+            }
+            if st.send_len < PIPE_CAPACITY {
+                let n = buf.len().min(PIPE_CAPACITY - st.send_len);
+                st.send.push_back(Bytes::copy_from_slice(&buf[..n]));
+                st.send_len += n;
+                self.wake(&mut st);
+                return Ok(n);
+            }
+            let (g, in_time) = self.pipe.wait(st, deadline);
+            st = g;
+            if !in_time {
+                return Err(io::Error::new(ErrorKind::TimedOut, "write timed out"));
+            }
+        }
+    }
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_some(buf)
+    }
+}
+
+impl Write for &Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_some(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_some(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_some(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.driver.send(DriverCmd::Release(self.conn));
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stream({}:{})", self.peer_node, self.peer_service)
+    }
+}

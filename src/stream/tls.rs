@@ -1,0 +1,194 @@
+//! The QUIC handshake's TLS settings in "insecure" mode (wire.md §11.3):
+//! the listener shows a self-signed certificate with a fixed common name,
+//! and the dialer accepts any certificate chain that carries that name.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{ClientConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+pub const INSECURE_COMMON_NAME: &str = "netceptor-insecure-common-name";
+pub const ALPN: &[u8] = b"netceptor";
+
+/// quic-go reads at most this many bytes per datagram.
+pub const MAX_QUIC_PACKET: u16 = 1452;
+/// Idle timeout of stream connections; dialers keep alive at half of it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The listener certificate: made once per process (ECDSA P-256 is cheap,
+/// unlike the RSA-2048 key Go generates on every start), valid for a day
+/// either side of now so clock skew between nodes does not matter.
+fn insecure_identity() -> Result<&'static (CertificateDer<'static>, Vec<u8>), String> {
+    static IDENTITY: OnceLock<Result<(CertificateDer<'static>, Vec<u8>), String>> = OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+            let mut params = rcgen::CertificateParams::default();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, INSECURE_COMMON_NAME);
+            params.serial_number = Some(rcgen::SerialNumber::from(vec![1]));
+            let now = std::time::SystemTime::now();
+            params.not_before = (now - Duration::from_secs(24 * 3600)).into();
+            params.not_after = (now + Duration::from_secs(10 * 365 * 24 * 3600)).into();
+            let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+            Ok((cert.der().clone(), key.serialize_der()))
+        })
+        .as_ref()
+        .map_err(|e| format!("cannot make the stream certificate: {e}"))
+}
+
+fn transport(idle: Duration, keep_alive: bool) -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
+    t.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(idle_ms))));
+    t.keep_alive_interval(keep_alive.then_some(idle / 2));
+    // Never probe past what quic-go reads.
+    t.initial_mtu(MAX_QUIC_PACKET);
+    t.min_mtu(MAX_QUIC_PACKET);
+    t.mtu_discovery_config(None);
+    t.stream_receive_window(VarInt::from_u32(6 * 1024 * 1024));
+    t.receive_window(VarInt::from_u32(15 * 1024 * 1024));
+    t.send_window(15 * 1024 * 1024);
+    Arc::new(t)
+}
+
+pub fn server_config(idle: Duration) -> Result<Arc<ServerConfig>, String> {
+    let (cert, key) = insecure_identity()?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone()));
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .map_err(|e| e.to_string())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut cfg = ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(transport(idle, false));
+    cfg.migration(false);
+    Ok(Arc::new(cfg))
+}
+
+pub fn client_config(idle: Duration) -> Result<ClientConfig, String> {
+    let provider = provider();
+    let verifier = InsecureNameVerifier {
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.enable_sni = true;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut cfg = ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(transport(idle, true));
+    Ok(cfg)
+}
+
+/// The server name a dialer sends: Go sends its own node ID; rustls only
+/// sends DNS-valid names, so other IDs fall back to a fixed one (Go
+/// listeners ignore SNI in this mode).
+pub fn sni_for(node_id: &str) -> String {
+    match ServerName::try_from(node_id) {
+        Ok(ServerName::DnsName(_)) => node_id.to_string(),
+        _ => "receptor".to_string(),
+    }
+}
+
+/// Accepts a chain when any certificate in it has the insecure common
+/// name; the handshake signature is still verified.
+#[derive(Debug)]
+struct InsecureNameVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for InsecureNameVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let named = std::iter::once(end_entity)
+            .chain(intermediates)
+            .any(|c| has_common_name(c, INSECURE_COMMON_NAME));
+        if named {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "insecure connection to secure service".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn has_common_name(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return false;
+    };
+    parsed
+        .subject()
+        .iter_common_name()
+        .any(|cn| cn.as_str().is_ok_and(|s| s == name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_carries_the_insecure_name() {
+        let (cert, _) = insecure_identity().unwrap();
+        assert!(has_common_name(cert, INSECURE_COMMON_NAME));
+        assert!(!has_common_name(cert, "other"));
+        assert!(!has_common_name(
+            &CertificateDer::from(vec![1, 2, 3]),
+            INSECURE_COMMON_NAME
+        ));
+    }
+
+    #[test]
+    fn sni_falls_back_for_names_that_are_not_dns() {
+        assert_eq!(sni_for("controller01"), "controller01");
+        assert_eq!(sni_for("my node"), "receptor");
+        assert_eq!(sni_for("a@b"), "receptor");
+    }
+}
