@@ -42,6 +42,7 @@ pub fn start(cfg: &Config) -> Result<Daemon, String> {
     for c in &cfg.control_services {
         control.push(control::start(c, &net)?);
     }
+    crate::services::start(&cfg.proxies, &net)?;
     for p in &cfg.tcp_peers {
         tcp::dial(&net, &p.address, p.redial, peer_params(p))?;
     }

@@ -8,4 +8,5 @@ pub mod gotime;
 pub mod logging;
 pub mod netceptor;
 pub mod random;
+pub mod services;
 pub mod stream;

@@ -8,8 +8,8 @@ use serde_yaml::{Mapping, Value};
 use super::directive::{Directive, RawDirective, resolve};
 use super::schema;
 use super::{
-    Config, ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, TcpListenerCfg,
-    TcpPeerCfg,
+    Config, ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg,
+    TcpListenerCfg, TcpPeerCfg,
 };
 
 /// The smallest allowed `maxidleconnectiontimeout`, also the default.
@@ -56,6 +56,7 @@ pub(crate) fn build(
         tcp_listeners: Vec::new(),
         tcp_peers: Vec::new(),
         control_services: Vec::new(),
+        proxies: Vec::new(),
         unsupported: Vec::new(),
         config_files,
     };
@@ -80,6 +81,8 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
         "tcp-listener" => config.tcp_listeners.push(tcp_listener(d)?),
         "tcp-peer" => config.tcp_peers.push(tcp_peer(d)?),
         "control-service" => config.control_services.push(control_service(d)?),
+        "tcp-server" | "tcp-client" | "udp-server" | "udp-client" | "unix-socket-server"
+        | "unix-socket-client" => config.proxies.push(proxy(d)?),
         other => config.unsupported.push(other.to_string()),
     }
     Ok(())
@@ -303,6 +306,47 @@ fn control_service(d: &Directive) -> Result<ControlServiceCfg, String> {
         tls: d.opt_str("tls"),
         tcp_listen: d.opt_str("tcplisten"),
         tcp_tls: d.opt_str("tcptls"),
+    })
+}
+
+fn proxy(d: &Directive) -> Result<ProxyCfg, String> {
+    Ok(match d.name() {
+        "tcp-server" => ProxyCfg::TcpServer {
+            bind_addr: d.str("bindaddr"),
+            port: port(d)?,
+            remote_node: d.str("remotenode"),
+            remote_service: d.str("remoteservice"),
+            tls_server: d.opt_str("tlsserver"),
+            tls_client: d.opt_str("tlsclient"),
+        },
+        "tcp-client" => ProxyCfg::TcpClient {
+            service: d.str("service"),
+            address: d.str("address"),
+            tls_server: d.opt_str("tlsserver"),
+            tls_client: d.opt_str("tlsclient"),
+        },
+        "udp-server" => ProxyCfg::UdpServer {
+            bind_addr: d.str("bindaddr"),
+            port: port(d)?,
+            remote_node: d.str("remotenode"),
+            remote_service: d.str("remoteservice"),
+        },
+        "udp-client" => ProxyCfg::UdpClient {
+            service: d.str("service"),
+            address: d.str("address"),
+        },
+        "unix-socket-server" => ProxyCfg::UnixSocketServer {
+            filename: PathBuf::from(d.str("filename")),
+            permissions: permissions(d)?,
+            remote_node: d.str("remotenode"),
+            remote_service: d.str("remoteservice"),
+            tls: d.opt_str("tls"),
+        },
+        _ => ProxyCfg::UnixSocketClient {
+            service: d.str("service"),
+            filename: PathBuf::from(d.str("filename")),
+            tls: d.opt_str("tls"),
+        },
     })
 }
 

@@ -24,7 +24,7 @@ pub use help::{bash_completion, help_text};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Invocation {
     /// Run a node with this configuration.
-    Run(Config),
+    Run(Box<Config>),
     /// Print this text to stdout and exit 0 (`--help`, no arguments,
     /// `--bash-completion`).
     Help(String),
@@ -61,6 +61,8 @@ pub struct Config {
     pub tcp_listeners: Vec<TcpListenerCfg>,
     pub tcp_peers: Vec<TcpPeerCfg>,
     pub control_services: Vec<ControlServiceCfg>,
+    /// Service proxies between local sockets and mesh services.
+    pub proxies: Vec<ProxyCfg>,
     /// Directives that parsed and validated but are not implemented yet, one
     /// entry per occurrence in order of appearance, by canonical lower-case
     /// name (e.g. "ws-listener", "work-command", "tls-server").
@@ -164,6 +166,48 @@ pub struct ControlServiceCfg {
 }
 
 /// Parses the command line (without argv\[0\]), loading any config files.
+/// A service proxy: `*-server` listens locally and dials a mesh service;
+/// `*-client` serves a mesh service and dials a local address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProxyCfg {
+    TcpServer {
+        bind_addr: String,
+        port: u16,
+        remote_node: String,
+        remote_service: String,
+        tls_server: Option<String>,
+        tls_client: Option<String>,
+    },
+    TcpClient {
+        service: String,
+        address: String,
+        tls_server: Option<String>,
+        tls_client: Option<String>,
+    },
+    UdpServer {
+        bind_addr: String,
+        port: u16,
+        remote_node: String,
+        remote_service: String,
+    },
+    UdpClient {
+        service: String,
+        address: String,
+    },
+    UnixSocketServer {
+        filename: PathBuf,
+        permissions: u32,
+        remote_node: String,
+        remote_service: String,
+        tls: Option<String>,
+    },
+    UnixSocketClient {
+        service: String,
+        filename: PathBuf,
+        tls: Option<String>,
+    },
+}
+
 pub fn parse_args(args: &[String]) -> Result<Invocation, ConfigError> {
     parse_with_hostname(args, build::system_hostname)
 }
@@ -199,7 +243,7 @@ fn parse_with_hostname(
     }
     let strict_node = !directives.iter().any(|d| d.spec.exclusive);
     let config = build::build(&directives, config_files, strict_node, hostname)?;
-    Ok(Invocation::Run(config))
+    Ok(Invocation::Run(Box::new(config)))
 }
 
 /// One top-level item of a config file, for `reload` to compare.

@@ -19,7 +19,7 @@ fn run(s: &str) -> Result<Config, String> {
 
 fn run_args(args: &[String]) -> Result<Config, String> {
     match invoke(args)? {
-        Invocation::Run(config) => Ok(config),
+        Invocation::Run(config) => Ok(*config),
         other => Err(format!("unexpected {other:?}")),
     }
 }

@@ -15,6 +15,12 @@ pub enum Command {
     Traceroute {
         target: String,
     },
+    /// Bridge this connection to a service on another node.
+    Connect {
+        node: String,
+        service: String,
+        tls: Option<String>,
+    },
 }
 
 /// Parses a line with its newline and any `\r` already removed.
@@ -33,8 +39,32 @@ fn parse_text(line: &str) -> Result<Command, String> {
         "status" => Err("status command does not take parameters".into()),
         "ping" => target(params, "ping").map(|target| Command::Ping { target }),
         "traceroute" => target(params, "traceroute").map(|target| Command::Traceroute { target }),
+        "connect" => connect_text(params),
         _ => Err(unknown()),
     }
+}
+
+/// `connect <node> <service> [<tls>]`, split on single spaces; receptorctl
+/// always sends the third token, empty when there is no TLS config.
+fn connect_text(params: &str) -> Result<Command, String> {
+    let tokens: Vec<&str> = params.split(' ').collect();
+    match tokens.as_slice() {
+        [node, service] => connect(node, service, ""),
+        [node, service, tls] => connect(node, service, tls),
+        t if t.len() > 3 => Err("too many parameters".into()),
+        _ => Err("no connect target".into()),
+    }
+}
+
+fn connect(node: &str, service: &str, tls: &str) -> Result<Command, String> {
+    if node.is_empty() || service.is_empty() {
+        return Err("no connect target".into());
+    }
+    Ok(Command::Connect {
+        node: node.to_string(),
+        service: service.to_string(),
+        tls: (!tls.is_empty()).then(|| tls.to_string()),
+    })
 }
 
 fn target(params: &str, what: &str) -> Result<String, String> {
@@ -66,6 +96,10 @@ fn parse_json(line: &str) -> Result<Command, String> {
         "ping" => string_field("target", "ping").map(|target| Command::Ping { target }),
         "traceroute" => {
             string_field("target", "traceroute").map(|target| Command::Traceroute { target })
+        }
+        "connect" => {
+            let text = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default();
+            connect(text("node"), text("service"), text("tls"))
         }
         _ => Err(unknown()),
     }
@@ -126,6 +160,34 @@ mod tests {
             Ok(Command::Traceroute { target: "x".into() })
         );
         assert_eq!(parse("foo bar"), Err("Unknown command".into()));
+    }
+
+    #[test]
+    fn connect_forms() {
+        let c = |n: &str, s: &str, t: Option<&str>| {
+            Ok(Command::Connect {
+                node: n.into(),
+                service: s.into(),
+                tls: t.map(str::to_string),
+            })
+        };
+        assert_eq!(parse("connect n2 control "), c("n2", "control", None));
+        assert_eq!(parse("connect n2 control"), c("n2", "control", None));
+        assert_eq!(
+            parse("connect n2 control tlsc"),
+            c("n2", "control", Some("tlsc"))
+        );
+        assert_eq!(parse("connect n2"), Err("no connect target".into()));
+        assert_eq!(parse("connect"), Err("no connect target".into()));
+        assert_eq!(parse("connect a b c d"), Err("too many parameters".into()));
+        assert_eq!(
+            parse(r#"{"command":"connect","node":"n2","service":"control","tls":""}"#),
+            c("n2", "control", None)
+        );
+        assert_eq!(
+            parse(r#"{"command":"connect","node":"n2"}"#),
+            Err("no connect target".into())
+        );
     }
 
     #[test]

@@ -16,15 +16,16 @@ use std::sync::Arc;
 use log::{error, info};
 
 use crate::config::ControlServiceCfg;
+use crate::netceptor::Netceptor;
 use crate::netceptor::node::Advertise;
-use crate::netceptor::{Netceptor, PacketConn};
+use crate::stream::Listener;
 use session::Context;
 
 /// What keeps a running control service alive: its socket lock and its
 /// mesh binding. Dropping it releases both.
 pub struct ControlService {
     _lock: Option<File>,
-    _mesh: Option<PacketConn>,
+    _mesh: Option<Arc<Listener>>,
     socket_path: Option<PathBuf>,
 }
 
@@ -68,7 +69,7 @@ pub fn start(cfg: &ControlServiceCfg, net: &Netceptor) -> Result<ControlService,
         spawn_tcp(listener, ctx.clone())?;
     }
     if !cfg.service.is_empty() {
-        service._mesh = Some(advertise(net, &cfg.service)?);
+        service._mesh = Some(serve_mesh(net, &cfg.service, ctx.clone())?);
     }
     if service.socket_path.is_none() && cfg.tcp_listen.is_none() && service._mesh.is_none() {
         return Err("control-service: no listeners specified".into());
@@ -162,11 +163,19 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<(), String> {
         .map_err(|e| format!("cannot start {name} thread: {e}"))
 }
 
-/// Binds and advertises the mesh service. Streams on it arrive with the
-/// stream layer; until then the binding exists for the advertisement and
-/// so that probes get an answer rather than `service unknown`.
-fn advertise(net: &Netceptor, service: &str) -> Result<PacketConn, String> {
+/// Serves the control protocol on a mesh service, advertised with the
+/// node's work types so other nodes can submit work here.
+fn serve_mesh(net: &Netceptor, service: &str, ctx: Arc<Context>) -> Result<Arc<Listener>, String> {
     let tags = BTreeMap::from([("type".to_string(), "Control Service".to_string())]);
-    net.bind(Some(service), Some(Advertise { conn_type: 1, tags }))
-        .map_err(|e| format!("control-service: {e}"))
+    let listener = Listener::bind(net, service, Some(Advertise { conn_type: 1, tags }))
+        .map(Arc::new)
+        .map_err(|e| format!("control-service: {e}"))?;
+    let accepting = Arc::downgrade(&listener);
+    spawn("control-mesh", move || {
+        while let Some(stream) = accepting.upgrade().and_then(|l| l.accept().ok()) {
+            let peer = format!("{}:{}", stream.peer_node(), stream.peer_service());
+            client(ctx.clone(), move |ctx| session::serve(ctx, stream, &peer));
+        }
+    })?;
+    Ok(listener)
 }

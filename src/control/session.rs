@@ -9,6 +9,8 @@ use super::reply::{self, HostInfo};
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::MAX_FORWARDING_HOPS;
 use crate::netceptor::ping;
+use crate::services::{OnRemoteEof, Socket, bridge};
+use crate::stream::{self, DIAL_TIMEOUT};
 
 /// Longest command line accepted; a longer one ends the session.
 const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -20,16 +22,24 @@ pub struct Context {
 }
 
 /// Serves a client until it hangs up. `peer` names it in logs.
-pub fn serve<S: Read + Write>(ctx: &Context, stream: S, peer: &str) {
+pub fn serve<S: Socket>(ctx: &Context, stream: S, peer: &str) {
     debug!("Client connected to control service {peer}");
     let mut conn = BufReader::new(stream);
     let greeting = format!("Receptor Control, node {}\n", ctx.net.node_id());
     if write(&mut conn, &greeting).is_ok() {
         while let Some(line) = next_line(&mut conn) {
-            let Some(reply) = execute(ctx, &line) else {
+            if line.is_empty() {
                 continue;
+            }
+            let reply = match command::parse(&line) {
+                Ok(Command::Connect { node, service, tls }) => {
+                    // The connection now belongs to the bridge.
+                    return connect(ctx, conn, &node, &service, tls.as_deref());
+                }
+                Ok(cmd) => run(ctx, cmd),
+                Err(e) => Err(e),
             };
-            if write(&mut conn, &reply).is_err() {
+            if write(&mut conn, &render(reply)).is_err() {
                 break;
             }
         }
@@ -37,22 +47,14 @@ pub fn serve<S: Read + Write>(ctx: &Context, stream: S, peer: &str) {
     debug!("Client disconnected from control service {peer}");
 }
 
-/// The reply line for one command, or `None` for an empty line.
-fn execute(ctx: &Context, line: &str) -> Option<String> {
-    if line.is_empty() {
-        return None;
-    }
-    let reply = match command::parse(line) {
-        Ok(cmd) => run(ctx, cmd),
-        Err(e) => Err(e),
-    };
-    Some(match reply {
+fn render(reply: Result<String, String>) -> String {
+    match reply {
         Ok(body) => body + "\n",
         Err(e) => {
             error!("Control service: {e}");
             format!("ERROR: {e}\n")
         }
-    })
+    }
 }
 
 fn run(ctx: &Context, cmd: Command) -> Result<String, String> {
@@ -68,7 +70,34 @@ fn run(ctx: &Context, cmd: Command) -> Result<String, String> {
         Command::Traceroute { target } => {
             Ok(reply::traceroute(&ping::traceroute(&ctx.net, &target)))
         }
+        Command::Connect { .. } => Err("connect is handled by the session".into()),
     }
+}
+
+/// Dials the service and, once it answers, bridges the client to it.
+fn connect<S: Socket>(
+    ctx: &Context,
+    mut conn: BufReader<S>,
+    node: &str,
+    service: &str,
+    tls: Option<&str>,
+) {
+    let dialed = match tls {
+        Some(name) => Err(format!("unknown TLS config {name}")),
+        None => stream::dial(&ctx.net, node, service, DIAL_TIMEOUT),
+    };
+    let remote = match dialed {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write(&mut conn, &render(Err(e)));
+            return;
+        }
+    };
+    if write(&mut conn, "Connecting\n").is_err() {
+        return;
+    }
+    let pending = conn.buffer().to_vec();
+    bridge(conn.into_inner(), &pending, remote, OnRemoteEof::Close);
 }
 
 /// Reads up to a newline, dropping `\r`. A partial line before EOF still

@@ -940,6 +940,10 @@ impl Node {
         hash
     }
 
+    pub fn has_route(&self, node: &str) -> bool {
+        node == self.id || node.eq_ignore_ascii_case("localhost") || self.routes.contains_key(node)
+    }
+
     pub fn status(&self, now: SystemTime) -> StatusSnapshot {
         let mut advertisements = self.own_ads(now);
         // Status shows the work types on every own ad, as Go does.

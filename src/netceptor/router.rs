@@ -63,6 +63,7 @@ pub(crate) enum Command {
     },
     WorkType(WorkCommand),
     Status(Sender<StatusSnapshot>),
+    HasRoute(String, Sender<bool>),
     Shutdown,
 }
 
@@ -154,6 +155,13 @@ impl Netceptor {
         let (tx, rx) = bounded(1);
         self.command(Command::Status(tx));
         rx.recv().ok()
+    }
+
+    /// Whether `node` is this node or currently reachable.
+    pub fn has_route(&self, node: &str) -> bool {
+        let (tx, rx) = bounded(1);
+        self.command(Command::HasRoute(node.to_string(), tx));
+        rx.recv().unwrap_or(false)
     }
 
     pub fn shutdown(&self) {
@@ -326,6 +334,9 @@ impl Router {
             Command::WorkType(wc) => self.node.add_work_command(wc),
             Command::Status(reply) => {
                 let _ = reply.send(self.node.status(SystemTime::now()));
+            }
+            Command::HasRoute(node, reply) => {
+                let _ = reply.send(self.node.has_route(&node));
             }
             Command::Shutdown => self.stopping = true,
         }

@@ -264,21 +264,27 @@ impl<T: Transport> Driver<T> {
             }
             Delivery::Unreachable { message, .. } => {
                 let peer = (message.to_node, message.to_service);
+                let why = format!(
+                    "remote service {} to node {} is unreachable: {}",
+                    peer.1, peer.0, message.problem
+                );
+                let kind = if message.problem == PROBLEM_SERVICE_UNKNOWN {
+                    ErrorKind::ConnectionRefused
+                } else {
+                    ErrorKind::ConnectionAborted
+                };
                 let now = Instant::now();
                 for (&ch, c) in self.conns.iter_mut() {
                     if c.peer == peer && !c.conn.is_closed() {
-                        debug!(
-                            "remote service {} to node {} is unreachable",
-                            peer.1, peer.0
-                        );
-                        let kind = if message.problem == PROBLEM_SERVICE_UNKNOWN {
-                            ErrorKind::ConnectionRefused
-                        } else {
-                            ErrorKind::ConnectionAborted
-                        };
-                        c.pipe.fail(kind, message.problem.clone());
+                        debug!("{why}");
+                        c.pipe.fail(kind, why.clone());
                         close(&mut c.conn, now, CLOSE_NORMAL, "normal close");
                         touched.push(ch);
+                        if let Role::Dialer { connected } = &mut self.role
+                            && let Some(tx) = connected.take()
+                        {
+                            let _ = tx.send(Err(why.clone()));
+                        }
                     }
                 }
             }

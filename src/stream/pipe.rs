@@ -92,9 +92,15 @@ impl Pipe {
 }
 
 /// A reliable, ordered byte stream to a service on another node, carried
-/// by QUIC over the mesh. Reads and writes work through `&Stream` so one
-/// reader thread and one writer thread can share it.
+/// by QUIC over the mesh. Clones share the stream (one thread may read
+/// while another writes); the connection is released when the last clone
+/// is dropped.
+#[derive(Clone)]
 pub struct Stream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     pipe: Arc<Pipe>,
     conn: ConnectionHandle,
     driver: Sender<DriverCmd>,
@@ -102,6 +108,12 @@ pub struct Stream {
     peer_service: String,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.driver.send(DriverCmd::Release(self.conn));
+    }
 }
 
 impl Stream {
@@ -112,36 +124,46 @@ impl Stream {
         peer: (String, String),
     ) -> Stream {
         Stream {
-            pipe,
-            conn,
-            driver,
-            peer_node: peer.0,
-            peer_service: peer.1,
-            read_timeout: Mutex::new(None),
-            write_timeout: Mutex::new(None),
+            inner: Arc::new(Inner {
+                pipe,
+                conn,
+                driver,
+                peer_node: peer.0,
+                peer_service: peer.1,
+                read_timeout: Mutex::new(None),
+                write_timeout: Mutex::new(None),
+            }),
         }
     }
 
     pub fn peer_node(&self) -> &str {
-        &self.peer_node
+        &self.inner.peer_node
     }
 
     pub fn peer_service(&self) -> &str {
-        &self.peer_service
+        &self.inner.peer_service
     }
 
     pub fn set_read_timeout(&self, t: Option<Duration>) {
-        *self.read_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        *self
+            .inner
+            .read_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = t;
     }
 
     pub fn set_write_timeout(&self, t: Option<Duration>) {
-        *self.write_timeout.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        *self
+            .inner
+            .write_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = t;
     }
 
     /// Half-close: the peer reads EOF once what was written arrives;
     /// reading from the peer goes on.
     pub fn shutdown_write(&self) {
-        let mut st = self.pipe.lock();
+        let mut st = self.inner.pipe.lock();
         st.send_fin = true;
         self.wake(&mut st);
     }
@@ -155,7 +177,7 @@ impl Stream {
     fn wake(&self, st: &mut PipeState) {
         if !st.wake_queued {
             st.wake_queued = true;
-            let _ = self.driver.send(DriverCmd::Wake(self.conn));
+            let _ = self.inner.driver.send(DriverCmd::Wake(self.inner.conn));
         }
     }
 
@@ -163,8 +185,8 @@ impl Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = Self::deadline(&self.read_timeout);
-        let mut st = self.pipe.lock();
+        let deadline = Self::deadline(&self.inner.read_timeout);
+        let mut st = self.inner.pipe.lock();
         loop {
             if let Some(front) = st.recv.front_mut() {
                 let n = front.len().min(buf.len());
@@ -186,7 +208,7 @@ impl Stream {
             if let Some((kind, msg)) = &st.error {
                 return Err(io::Error::new(*kind, msg.clone()));
             }
-            let (g, in_time) = self.pipe.wait(st, deadline);
+            let (g, in_time) = self.inner.pipe.wait(st, deadline);
             st = g;
             if !in_time {
                 return Err(io::Error::new(ErrorKind::TimedOut, "read timed out"));
@@ -198,8 +220,8 @@ impl Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = Self::deadline(&self.write_timeout);
-        let mut st = self.pipe.lock();
+        let deadline = Self::deadline(&self.inner.write_timeout);
+        let mut st = self.inner.pipe.lock();
         loop {
             if let Some((kind, msg)) = &st.error {
                 return Err(io::Error::new(*kind, msg.clone()));
@@ -217,7 +239,7 @@ impl Stream {
                 self.wake(&mut st);
                 return Ok(n);
             }
-            let (g, in_time) = self.pipe.wait(st, deadline);
+            let (g, in_time) = self.inner.pipe.wait(st, deadline);
             st = g;
             if !in_time {
                 return Err(io::Error::new(ErrorKind::TimedOut, "write timed out"));
@@ -258,14 +280,12 @@ impl Write for Stream {
     }
 }
 
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let _ = self.driver.send(DriverCmd::Release(self.conn));
-    }
-}
-
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Stream({}:{})", self.peer_node, self.peer_service)
+        write!(
+            f,
+            "Stream({}:{})",
+            self.inner.peer_node, self.inner.peer_service
+        )
     }
 }
