@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Mesh benchmark: stream throughput through tcp-server/tcp-client proxies
+and ping round trips, on a 1-hop and a 3-hop line of nodes on 127.0.0.1.
+
+Usage: bench/mesh_bench.py PATH_TO_RECEPTOR [--mib N] [--pings N]
+
+Any receptor that accepts Go-style config flags can be measured, so the
+same command compares builds (ours, or the Go daemon). Prints one line per
+figure and a Markdown table at the end.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """A TCP server that reads everything and counts it (the far end)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _drain(conn):
+        total = 0
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                break
+            total += len(data)
+        # Report the count back, then close: the sender waits for this.
+        conn.sendall(str(total).encode())
+        conn.close()
+
+
+class Mesh:
+    """A line of nodes n0 - n1 - ... - nH; n0 serves the proxy to the sink
+    (tcp-client) and nH accepts local connections (tcp-server)."""
+
+    def __init__(self, binary, hops, sink_port, workdir):
+        self.procs = []
+        self.dir = tempfile.mkdtemp(dir=workdir)
+        ports = [free_port() for _ in range(hops + 1)]
+        self.proxy_port = free_port()
+        self.sockets = []
+        for i in range(hops + 1):
+            sock = os.path.join(self.dir, f"n{i}.sock")
+            self.sockets.append(sock)
+            args = [binary, "--node", f"id=n{i}", f"datadir={self.dir}/d{i}",
+                    "--log-level", "error",
+                    "--control-service", f"filename={sock}",
+                    "--tcp-listener", f"port={ports[i]}", "bindaddr=127.0.0.1"]
+            if i > 0:
+                args += ["--tcp-peer", f"address=127.0.0.1:{ports[i - 1]}"]
+            if i == 0:
+                args += ["--tcp-client", "service=sink", f"address=127.0.0.1:{sink_port}"]
+            if i == hops:
+                args += ["--tcp-server", f"port={self.proxy_port}", "bindaddr=127.0.0.1",
+                         "remotenode=n0", "remoteservice=sink"]
+            log = open(os.path.join(self.dir, f"n{i}.log"), "w")
+            self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+            wait_for(lambda: os.path.exists(sock), 10)
+        wait_for(lambda: self.routes_ready(hops), 30)
+
+    def routes_ready(self, hops):
+        table = control(self.sockets[hops], '{"command":"status","requested_fields":["RoutingTable"]}')
+        return "n0" in json.loads(table).get("RoutingTable", {})
+
+    def close(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for(cond, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if cond():
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise SystemExit("timed out waiting for the mesh")
+
+
+def control(sock_path, line):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    f = s.makefile("rwb")
+    f.readline()
+    f.write(line.encode() + b"\n")
+    f.flush()
+    reply = f.readline().decode()
+    s.close()
+    return reply
+
+
+def send_through(port, nbytes):
+    """Sends nbytes through the proxy; returns seconds until the sink
+    confirmed it had every byte."""
+    chunk = os.urandom(1 << 20)
+    s = socket.create_connection(("127.0.0.1", port))
+    start = time.perf_counter()
+    left = nbytes
+    while left > 0:
+        n = min(left, len(chunk))
+        s.sendall(chunk[:n])
+        left -= n
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(64)
+        if not d:
+            break
+        got += d
+    elapsed = time.perf_counter() - start
+    s.close()
+    if int(got or b"0") != nbytes:
+        raise SystemExit(f"sink received {got!r} bytes, expected {nbytes}")
+    return elapsed
+
+
+def throughput(port, mib, streams):
+    nbytes = mib << 20
+    times = [0.0] * streams
+    def one(i):
+        times[i] = send_through(port, nbytes)
+    start = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return streams * nbytes / wall / 1e6
+
+
+def ping_median(sock, target, count):
+    rtts = []
+    for _ in range(count):
+        r = json.loads(control(sock, json.dumps({"command": "ping", "target": target})))
+        if not r.get("Success"):
+            raise SystemExit(f"ping failed: {r}")
+        rtts.append(r["Time"] / 1000.0)
+    return statistics.median(rtts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("receptor")
+    ap.add_argument("--mib", type=int, default=256, help="MiB per single-stream run")
+    ap.add_argument("--pings", type=int, default=100)
+    args = ap.parse_args()
+    binary = os.path.abspath(args.receptor)
+    sink = Sink()
+    rows = []
+    workdir = tempfile.mkdtemp(prefix="receptor-bench-")
+    try:
+        for hops in (1, 3):
+            mesh = Mesh(binary, hops, sink.port, workdir)
+            try:
+                one = throughput(mesh.proxy_port, args.mib, 1)
+                eight = throughput(mesh.proxy_port, max(1, args.mib // 8), 8)
+                rtt = ping_median(mesh.sockets[hops], "n0", args.pings)
+            finally:
+                mesh.close()
+            print(f"{hops} hop(s): 1 stream {one:.1f} MB/s, 8 streams {eight:.1f} MB/s, "
+                  f"ping median {rtt:.0f} us", flush=True)
+            rows.append((hops, one, eight, rtt))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print("| hops | 1 stream MB/s | 8 streams MB/s | ping median µs |")
+    print("|---|---|---|---|")
+    for hops, one, eight, rtt in rows:
+        print(f"| {hops} | {one:.1f} | {eight:.1f} | {rtt:.0f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
