@@ -10,6 +10,7 @@ use crate::config::{Config, TcpListenerCfg, TcpPeerCfg};
 use crate::control::{self, ControlService};
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::BackendParams;
+use crate::work::Workceptor;
 
 /// Everything that must stay alive while the node runs.
 pub struct Daemon {
@@ -38,9 +39,15 @@ pub fn start(cfg: &Config) -> Result<Daemon, String> {
         let addr = format!("{}:{}", l.bind_addr, l.port);
         tcp::listen(&net, &addr, listener_params(l))?;
     }
+    let work = Workceptor::start(
+        &net,
+        &cfg.node.datadir,
+        &cfg.work_commands,
+        cfg.log_level.name(),
+    );
     let mut control = Vec::new();
     for c in &cfg.control_services {
-        control.push(control::start(c, &net)?);
+        control.push(control::start(c, &net, &work)?);
     }
     crate::services::start(&cfg.proxies, &net)?;
     for p in &cfg.tcp_peers {

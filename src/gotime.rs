@@ -114,6 +114,40 @@ fn decimal(value: u128, unit: u128) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
+/// Nanoseconds since the Unix epoch back to a `SystemTime`.
+pub fn unix_nanos_to_system_time(nanos: i128) -> SystemTime {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let sub = nanos.rem_euclid(1_000_000_000) as u32;
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, sub)
+    } else {
+        UNIX_EPOCH - Duration::new(secs.unsigned_abs() as u64, 0) + Duration::new(0, sub)
+    }
+}
+
+/// Go's `Mon Jan 2 15:04:05` layout, in local time.
+pub fn go_stamp(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let local = secs + local_offset_secs(secs);
+    let days = local.div_euclid(86400);
+    let (_, m, d) = civil_from_days(days);
+    let tod = local.rem_euclid(86400);
+    format!(
+        "{} {} {d} {:02}:{:02}:{:02}",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        tod / 3600,
+        tod / 60 % 60,
+        tod % 60
+    )
+}
+
 /// The log line stamp `YYYY/MM/DD HH:MM:SS` in local time.
 pub fn log_stamp(t: SystemTime) -> String {
     let secs = t
@@ -188,6 +222,24 @@ mod tests {
         for (ns, want) in cases {
             assert_eq!(duration_string(Duration::from_nanos(ns)), want);
         }
+    }
+
+    #[test]
+    fn go_stamp_layout() {
+        // 2026-11-23 was a Monday; TZ is whatever the machine has, so
+        // only check the shape and the weekday/month names.
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_397_544);
+        let s = go_stamp(t);
+        assert!(
+            s.starts_with("Mon Nov 23 ")
+                || s.starts_with("Sun Nov 22 ")
+                || s.starts_with("Tue Nov 24 "),
+            "{s}"
+        );
+        assert_eq!(
+            unix_nanos_to_system_time(1_000_000_001),
+            UNIX_EPOCH + Duration::new(1, 1)
+        );
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod netceptor;
 pub mod random;
 pub mod services;
 pub mod stream;
+pub mod work;

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cfg.log_level.level_filter());
+    if let Some(runner) = &cfg.command_runner {
+        return ExitCode::from(receptor::work::runner::run(runner) as u8);
+    }
     match daemon::start(&cfg) {
         Ok(d) => ExitCode::from(d.wait() as u8),
         Err(e) if e == "nothing to do" => {

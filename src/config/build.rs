@@ -8,8 +8,8 @@ use serde_yaml::{Mapping, Value};
 use super::directive::{Directive, RawDirective, resolve};
 use super::schema;
 use super::{
-    Config, ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg,
-    TcpListenerCfg, TcpPeerCfg,
+    CommandRunnerCfg, Config, ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel,
+    NodeCfg, ProxyCfg, TcpListenerCfg, TcpPeerCfg, WorkCommandCfg,
 };
 
 /// The smallest allowed `maxidleconnectiontimeout`, also the default.
@@ -57,6 +57,8 @@ pub(crate) fn build(
         tcp_peers: Vec::new(),
         control_services: Vec::new(),
         proxies: Vec::new(),
+        work_commands: Vec::new(),
+        command_runner: None,
         unsupported: Vec::new(),
         config_files,
     };
@@ -83,6 +85,20 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
         "control-service" => config.control_services.push(control_service(d)?),
         "tcp-server" | "tcp-client" | "udp-server" | "udp-client" | "unix-socket-server"
         | "unix-socket-client" => config.proxies.push(proxy(d)?),
+        "work-command" => config.work_commands.push(WorkCommandCfg {
+            work_type: d.str("worktype"),
+            command: d.str("command"),
+            params: d.str("params"),
+            allow_runtime_params: d.bool("allowruntimeparams"),
+            verify_signature: d.bool("verifysignature"),
+        }),
+        "command-runner" => {
+            config.command_runner = Some(CommandRunnerCfg {
+                command: d.str("command"),
+                params: d.str("params"),
+                unit_dir: PathBuf::from(d.str("unitdir")),
+            })
+        }
         other => config.unsupported.push(other.to_string()),
     }
     Ok(())

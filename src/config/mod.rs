@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use help::{bash_completion, help_text};
+pub use value::parse_go_duration as parse_duration;
 
 /// What the command line asks the program to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +64,9 @@ pub struct Config {
     pub control_services: Vec<ControlServiceCfg>,
     /// Service proxies between local sockets and mesh services.
     pub proxies: Vec<ProxyCfg>,
+    pub work_commands: Vec<WorkCommandCfg>,
+    /// Set when this process is a unit's command runner, not a node.
+    pub command_runner: Option<CommandRunnerCfg>,
     /// Directives that parsed and validated but are not implemented yet, one
     /// entry per occurrence in order of appearance, by canonical lower-case
     /// name (e.g. "ws-listener", "work-command", "tls-server").
@@ -166,6 +170,24 @@ pub struct ControlServiceCfg {
 }
 
 /// Parses the command line (without argv\[0\]), loading any config files.
+/// A `work-command` work type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkCommandCfg {
+    pub work_type: String,
+    pub command: String,
+    pub params: String,
+    pub allow_runtime_params: bool,
+    pub verify_signature: bool,
+}
+
+/// The hidden `command-runner` directive: run one unit's command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRunnerCfg {
+    pub command: String,
+    pub params: String,
+    pub unit_dir: PathBuf,
+}
+
 /// A service proxy: `*-server` listens locally and dials a mesh service;
 /// `*-client` serves a mesh service and dials a local address.
 #[derive(Debug, Clone, PartialEq)]

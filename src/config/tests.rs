@@ -99,7 +99,8 @@ fn cli_keys_are_case_insensitive() {
     assert_eq!(c.node.datadir, PathBuf::from("/x"));
     assert!(!c.tcp_peers[0].redial);
     let c = run("--node a --work-command workType=w command=/bin/cat").expect("valid");
-    assert_eq!(c.unsupported, vec!["work-command"]);
+    assert_eq!(c.work_commands[0].work_type, "w");
+    assert_eq!(c.work_commands[0].command, "/bin/cat");
 }
 
 #[test]
@@ -212,7 +213,9 @@ fn yaml_forms() {
     assert_eq!(c.tcp_listeners[0].port, 7323);
     assert_eq!(c.tcp_peers[0].cost, 2.0);
     assert!(!c.tcp_peers[0].redial);
-    assert_eq!(c.unsupported, ["work-command", "work-command"]);
+    assert_eq!(c.work_commands.len(), 2);
+    assert!(c.work_commands[1].allow_runtime_params);
+    assert!(c.unsupported.is_empty());
     assert_eq!(c.config_files.len(), 1);
 }
 

@@ -314,7 +314,7 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 /// Parses a Go duration (`300ms`, `1.5h`, `2h45m`, `0`). Negative durations
 /// are rejected; the maximum is Go's (about 292 years).
-pub(crate) fn parse_go_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration {s:?}");
     let (negative, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),

@@ -1,7 +1,9 @@
 //! Parsing one control-service line into a command (control.md §2–§3).
 //! Pure: no I/O, every error is the text of the `ERROR:` reply.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+use crate::work::SubmitRequest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -21,7 +23,31 @@ pub enum Command {
         service: String,
         tls: Option<String>,
     },
+    Work(WorkCommand),
 }
+
+/// The `work` subcommands (control.md §3, work.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkCommand {
+    Submit(SubmitRequest),
+    List(Option<String>),
+    Status(String),
+    Cancel(String),
+    Release { unit: String, force: bool },
+    Results { unit: String, start: u64 },
+}
+
+/// Submit keys that are options, not work params.
+const SUBMIT_OPTIONS: [&str; 8] = [
+    "command",
+    "subcommand",
+    "node",
+    "worktype",
+    "tlsclient",
+    "ttl",
+    "signwork",
+    "signature",
+];
 
 /// Parses a line with its newline and any `\r` already removed.
 pub fn parse(line: &str) -> Result<Command, String> {
@@ -40,8 +66,144 @@ fn parse_text(line: &str) -> Result<Command, String> {
         "ping" => target(params, "ping").map(|target| Command::Ping { target }),
         "traceroute" => target(params, "traceroute").map(|target| Command::Traceroute { target }),
         "connect" => connect_text(params),
+        "work" => work_text(params).map(Command::Work),
         _ => Err(unknown()),
     }
+}
+
+fn work_text(params: &str) -> Result<WorkCommand, String> {
+    let tokens: Vec<&str> = params.split(' ').collect();
+    let sub = tokens[0].to_lowercase();
+    let unit_only = |sub: &str| match tokens.len() {
+        1 => Err(format!("work {sub} requires a unit ID")),
+        2 => Ok(tokens[1].to_string()),
+        _ => Err(format!(
+            "work {sub} does not take parameters after the unit ID"
+        )),
+    };
+    match sub.as_str() {
+        "submit" => {
+            if tokens.len() < 3 {
+                return Err("work submit requires a target node and work type".into());
+            }
+            let mut req = SubmitRequest {
+                node: tokens[1].into(),
+                work_type: tokens[2].into(),
+                ..SubmitRequest::default()
+            };
+            if tokens.len() > 3 {
+                req.params.insert("params".into(), tokens[3..].join(" "));
+            }
+            Ok(WorkCommand::Submit(req))
+        }
+        "list" => Ok(WorkCommand::List(tokens.get(1).map(|s| s.to_string()))),
+        "status" => unit_only(&sub).map(WorkCommand::Status),
+        "cancel" => unit_only(&sub).map(WorkCommand::Cancel),
+        "release" | "force-release" => unit_only(&sub).map(|unit| WorkCommand::Release {
+            force: sub == "force-release",
+            unit,
+        }),
+        "results" => {
+            if tokens.len() < 2 {
+                return Err("work results requires a unit ID".into());
+            }
+            if tokens.len() > 3 {
+                return Err("work results only takes a unit ID and optional start position".into());
+            }
+            let start = match tokens.get(2) {
+                None => 0,
+                Some(t) => t
+                    .parse::<i64>()
+                    .map_err(|e| format!("error converting start position to integer: {e}"))?
+                    .max(0) as u64,
+            };
+            Ok(WorkCommand::Results {
+                unit: tokens[1].into(),
+                start,
+            })
+        }
+        _ => Err("bad command".into()),
+    }
+}
+
+fn work_json(obj: &Map<String, Value>) -> Result<WorkCommand, String> {
+    let sub = match obj.get("subcommand") {
+        None => return Err("field subcommand missing".into()),
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err("field subcommand must be a string".into()),
+    };
+    let field = |name: &str| match obj.get(name) {
+        None => Err(format!("field {name} missing")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("field {name} must be a string")),
+    };
+    match sub {
+        "submit" => submit_json(obj),
+        "list" => Ok(WorkCommand::List(field("unitid").ok())),
+        "status" => field("unitid").map(WorkCommand::Status),
+        "cancel" => field("unitid").map(WorkCommand::Cancel),
+        "release" | "force-release" => field("unitid").map(|unit| WorkCommand::Release {
+            unit,
+            force: sub == "force-release",
+        }),
+        "results" => {
+            let unit = field("unitid")?;
+            let start = match obj.get("startpos") {
+                None => return Err("field startpos missing".into()),
+                Some(Value::Number(n)) => n
+                    .as_u64()
+                    .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                    .ok_or_else(|| {
+                        format!("field startpos value {n} is not convertible to an int")
+                    })?,
+                // Go rejects strings too; a clear message beats its quirk.
+                Some(other) => {
+                    return Err(format!(
+                        "field startpos value {} is not convertible to an int",
+                        other
+                            .as_str()
+                            .map_or_else(|| other.to_string(), str::to_string)
+                    ));
+                }
+            };
+            Ok(WorkCommand::Results { unit, start })
+        }
+        _ => Err("bad command".into()),
+    }
+}
+
+fn submit_json(obj: &Map<String, Value>) -> Result<WorkCommand, String> {
+    let mut text = std::collections::BTreeMap::new();
+    for (k, v) in obj {
+        match v {
+            Value::String(s) => {
+                text.insert(k.clone(), s.clone());
+            }
+            _ => {
+                return Err(format!(
+                    "submit parameters must all be strings and {k} is not"
+                ));
+            }
+        }
+    }
+    let take = |k: &str| text.get(k).cloned();
+    let req = SubmitRequest {
+        node: take("node").ok_or("field node missing")?,
+        work_type: take("worktype").ok_or("field worktype missing")?,
+        tls_client: take("tlsclient").unwrap_or_default(),
+        ttl: take("ttl").unwrap_or_default(),
+        sign_work: take("signwork").is_some_and(|v| parse_go_bool(&v)),
+        params: text
+            .iter()
+            .filter(|(k, _)| !SUBMIT_OPTIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    Ok(WorkCommand::Submit(req))
+}
+
+fn parse_go_bool(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 /// `connect <node> <service> [<tls>]`, split on single spaces; receptorctl
@@ -101,6 +263,7 @@ fn parse_json(line: &str) -> Result<Command, String> {
             let text = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default();
             connect(text("node"), text("service"), text("tls"))
         }
+        "work" => work_json(&obj).map(Command::Work),
         _ => Err(unknown()),
     }
 }
@@ -214,6 +377,115 @@ mod tests {
             Err("Unknown command".into())
         );
         assert_eq!(parse(r#"{"command":"foo"}"#), Err("Unknown command".into()));
+    }
+
+    fn work(line: &str) -> Result<WorkCommand, String> {
+        match parse(line)? {
+            Command::Work(w) => Ok(w),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn work_text_forms_and_errors() {
+        let Ok(WorkCommand::Submit(req)) = work("work submit node2 demo -x 'a b'") else {
+            panic!()
+        };
+        assert_eq!(
+            (req.node.as_str(), req.work_type.as_str()),
+            ("node2", "demo")
+        );
+        assert_eq!(req.params["params"], "-x 'a b'");
+        assert_eq!(work("work list"), Ok(WorkCommand::List(None)));
+        assert_eq!(
+            work("work list ab"),
+            Ok(WorkCommand::List(Some("ab".into())))
+        );
+        assert_eq!(work("WORK STATUS ab"), Ok(WorkCommand::Status("ab".into())));
+        assert_eq!(
+            work("work status"),
+            Err("work status requires a unit ID".into())
+        );
+        assert_eq!(
+            work("work status ab extra"),
+            Err("work status does not take parameters after the unit ID".into())
+        );
+        assert_eq!(
+            work("work force-release ab"),
+            Ok(WorkCommand::Release {
+                unit: "ab".into(),
+                force: true
+            })
+        );
+        assert_eq!(
+            work("work results ab 6"),
+            Ok(WorkCommand::Results {
+                unit: "ab".into(),
+                start: 6
+            })
+        );
+        assert_eq!(
+            work("work results ab"),
+            Ok(WorkCommand::Results {
+                unit: "ab".into(),
+                start: 0
+            })
+        );
+        assert!(
+            work("work results ab x")
+                .unwrap_err()
+                .starts_with("error converting start position")
+        );
+        assert_eq!(work("work frobnicate"), Err("bad command".into()));
+        assert_eq!(work("work"), Err("bad command".into()));
+        assert_eq!(
+            work("work submit n"),
+            Err("work submit requires a target node and work type".into())
+        );
+    }
+
+    #[test]
+    fn work_json_forms_and_errors() {
+        let Ok(WorkCommand::Submit(req)) = work(
+            r#"{"command":"work","subcommand":"submit","node":"localhost","worktype":"demo","params":"-v","secret_x":"s","ttl":"10s","signwork":"true"}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(req.ttl, "10s");
+        assert!(req.sign_work);
+        assert_eq!(
+            req.params.keys().collect::<Vec<_>>(),
+            ["params", "secret_x"]
+        );
+        assert_eq!(
+            work(r#"{"command":"work"}"#),
+            Err("field subcommand missing".into())
+        );
+        assert_eq!(
+            work(
+                r#"{"command":"work","subcommand":"submit","node":"localhost","worktype":"demo","x":1}"#
+            ),
+            Err("submit parameters must all be strings and x is not".into())
+        );
+        assert_eq!(
+            work(r#"{"command":"work","subcommand":"results","unitid":"x","startpos":"0"}"#),
+            Err("field startpos value 0 is not convertible to an int".into())
+        );
+        assert_eq!(
+            work(r#"{"command":"work","subcommand":"results","unitid":"x","startpos":12}"#),
+            Ok(WorkCommand::Results {
+                unit: "x".into(),
+                start: 12
+            })
+        );
+        assert_eq!(
+            work(r#"{"command":"work","subcommand":"list"}"#),
+            Ok(WorkCommand::List(None))
+        );
+        assert_eq!(
+            work(r#"{"command":"work","subcommand":"nope"}"#),
+            Err("bad command".into())
+        );
     }
 
     #[test]

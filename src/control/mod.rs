@@ -19,6 +19,7 @@ use crate::config::ControlServiceCfg;
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::Advertise;
 use crate::stream::Listener;
+use crate::work::Workceptor;
 use session::Context;
 
 /// What keeps a running control service alive: its socket lock and its
@@ -39,13 +40,18 @@ impl Drop for ControlService {
 
 /// Opens every listener the section asks for; fails before serving if any
 /// cannot be opened.
-pub fn start(cfg: &ControlServiceCfg, net: &Netceptor) -> Result<ControlService, String> {
+pub fn start(
+    cfg: &ControlServiceCfg,
+    net: &Netceptor,
+    work: &Arc<Workceptor>,
+) -> Result<ControlService, String> {
     if cfg.tls.is_some() || cfg.tcp_tls.is_some() {
         return Err("control-service: tls and tcptls are not supported yet".into());
     }
     let ctx = Arc::new(Context {
         net: net.clone(),
         host: reply::HostInfo::read(),
+        work: work.clone(),
     });
     let mut service = ControlService {
         _lock: None,

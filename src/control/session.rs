@@ -4,13 +4,16 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 
 use log::{debug, error};
 
-use super::command::{self, Command};
+use std::sync::Arc;
+
+use super::command::{self, Command, WorkCommand};
 use super::reply::{self, HostInfo};
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::MAX_FORWARDING_HOPS;
 use crate::netceptor::ping;
 use crate::services::{OnRemoteEof, Socket, bridge};
 use crate::stream::{self, DIAL_TIMEOUT};
+use crate::work::Workceptor;
 
 /// Longest command line accepted; a longer one ends the session.
 const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -19,6 +22,7 @@ const MAX_LINE: usize = 16 * 1024 * 1024;
 pub struct Context {
     pub net: Netceptor,
     pub host: HostInfo,
+    pub work: Arc<Workceptor>,
 }
 
 /// Serves a client until it hangs up. `peer` names it in logs.
@@ -35,6 +39,11 @@ pub fn serve<S: Socket>(ctx: &Context, stream: S, peer: &str) {
                 Ok(Command::Connect { node, service, tls }) => {
                     // The connection now belongs to the bridge.
                     return connect(ctx, conn, &node, &service, tls.as_deref());
+                }
+                Ok(Command::Work(WorkCommand::Submit(req))) => submit(ctx, &mut conn, &req),
+                Ok(Command::Work(WorkCommand::Results { unit, start })) => {
+                    // The stream ends with the connection.
+                    return results(ctx, conn, &unit, start);
                 }
                 Ok(cmd) => run(ctx, cmd),
                 Err(e) => Err(e),
@@ -70,8 +79,74 @@ fn run(ctx: &Context, cmd: Command) -> Result<String, String> {
         Command::Traceroute { target } => {
             Ok(reply::traceroute(&ping::traceroute(&ctx.net, &target)))
         }
+        Command::Work(w) => work(ctx, w),
         Command::Connect { .. } => Err("connect is handled by the session".into()),
     }
+}
+
+fn work(ctx: &Context, cmd: WorkCommand) -> Result<String, String> {
+    let w = &ctx.work;
+    let keyed = |key: &str, unit: &str| serde_json::json!({ key: unit }).to_string();
+    match cmd {
+        WorkCommand::List(unit) => w.list_reply(unit.as_deref()),
+        WorkCommand::Status(unit) => w.status_reply(&unit),
+        WorkCommand::Cancel(unit) => w.cancel(&unit).map(|k| keyed(k, &unit)),
+        WorkCommand::Release { unit, force } => w.release(&unit, force).map(|k| keyed(k, &unit)),
+        WorkCommand::Submit(_) | WorkCommand::Results { .. } => {
+            Err("handled by the session".into())
+        }
+    }
+}
+
+/// `work submit`: the ID line, then stdin until the client half-closes,
+/// then the unit starts and the result line follows.
+fn submit<S: Socket>(
+    ctx: &Context,
+    conn: &mut BufReader<S>,
+    req: &crate::work::SubmitRequest,
+) -> Result<String, String> {
+    let unit = ctx.work.allocate(req)?;
+    let mut stdin = ctx.work.open_stdin(&unit).map_err(|e| e.to_string())?;
+    let line = format!(
+        "Work unit created with ID {}. Send stdin data and EOF.\n",
+        unit.id
+    );
+    write(conn, &line).map_err(|e| e.to_string())?;
+    if let Err(e) = std::io::copy(conn, &mut stdin).and_then(|_| stdin.sync_all()) {
+        ctx.work.input_failed(&unit, &e);
+        return Err(e.to_string());
+    }
+    drop(stdin);
+    let started = ctx.work.start_unit(&unit)?;
+    let result = if started {
+        "Job Started"
+    } else {
+        "Job Submitted"
+    };
+    Ok(serde_json::json!({"result": result, "unitid": unit.id}).to_string())
+}
+
+fn results<S: Socket>(ctx: &Context, mut conn: BufReader<S>, id: &str, start: u64) {
+    let unit = match ctx.work.find(id) {
+        Ok(u) => u,
+        Err(e) => {
+            let _ = write(&mut conn, &render(Err(e)));
+            return;
+        }
+    };
+    if write(
+        &mut conn,
+        &format!("Streaming results for work unit {id}\n"),
+    )
+    .is_err()
+    {
+        return;
+    }
+    let out = conn.get_mut();
+    if let Err(e) = ctx.work.stream_results(&unit, start, out) {
+        debug!("Results stream for {id} ended: {e}");
+    }
+    let _ = out.shutdown(std::net::Shutdown::Both);
 }
 
 /// Dials the service and, once it answers, bridges the client to it.

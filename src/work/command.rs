@@ -1,0 +1,233 @@
+//! `work-command` units, daemon side: launching the runner process,
+//! watching it, cancelling it, and picking units up again after a restart.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+
+use super::Unit;
+use super::state::{CANCELED, CommandExtra, ExtraData, FAILED, PENDING};
+use crate::config::WorkCommandCfg;
+
+/// How often a runner this process did not start is checked for life.
+const ORPHAN_POLL: Duration = Duration::from_millis(250);
+/// How long cancel waits for the runner to stop the command.
+const CANCEL_WAIT: Duration = Duration::from_secs(12);
+
+/// The params a unit runs with: the configured ones, then the runtime ones.
+pub fn effective_params(cfg: &WorkCommandCfg, runtime: &str) -> Result<String, String> {
+    if !runtime.is_empty() && !cfg.allow_runtime_params {
+        return Err("extra params provided but not allowed".into());
+    }
+    Ok(match (cfg.params.is_empty(), runtime.is_empty()) {
+        (_, true) => cfg.params.clone(),
+        (true, false) => runtime.to_string(),
+        (false, false) => format!("{} {runtime}", cfg.params),
+    })
+}
+
+/// Starts the runner for a unit whose stdin is complete.
+pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<(), String> {
+    let params = unit
+        .status()
+        .command()
+        .map(|c| c.params.clone())
+        .unwrap_or_default();
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--node",
+        "id=worker",
+        "--log-level",
+        log_level,
+        "--command-runner",
+    ])
+    .arg(format!("command={}", cfg.command))
+    .arg(format!("params={params}"))
+    .arg(format!("unitdir={}", unit.dir.path().display()))
+    .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let pid = child.id();
+    unit.update(|s| {
+        s.set(PENDING, "Launching command runner");
+        s.extra = Some(ExtraData::Command(CommandExtra {
+            pid: i64::from(pid),
+            params: params.clone(),
+        }));
+    });
+    let watched = unit.clone();
+    std::thread::Builder::new()
+        .name(format!("unit-{}", unit.id))
+        .spawn(move || {
+            let exit = child.wait();
+            runner_gone(&watched, pid, exit.map(super::runner::describe_exit));
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// After the runner exits, its final status must be on disk; if not, it
+/// died without writing it.
+fn runner_gone(unit: &Unit, pid: u32, exit: std::io::Result<String>) {
+    let st = unit.status();
+    if !st.is_final() {
+        let how = exit.unwrap_or_else(|e| e.to_string());
+        error!(
+            "[{}] Command runner (PID {pid}) ended without a result: {how}",
+            unit.id
+        );
+        unit.update(|s| {
+            s.set(FAILED, format!("Command runner exited unexpectedly: {how}"));
+            s.extra = None;
+        });
+    }
+    unit.notify();
+}
+
+/// Picks up a unit found on disk at startup.
+pub fn restart(unit: &Arc<Unit>) {
+    let st = unit.status();
+    if st.is_final() {
+        return;
+    }
+    let pid = st.command().map_or(0, |c| c.pid);
+    if st.state == PENDING && pid == 0 {
+        unit.update(|s| s.set(FAILED, "Pending at restart"));
+        return;
+    }
+    let pid = u32::try_from(pid).unwrap_or(0);
+    if !runner_alive(pid, unit.dir.path()) {
+        lost(unit, pid);
+        return;
+    }
+    debug!("[{}] Resuming watch of command runner PID {pid}", unit.id);
+    let watched = unit.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("unit-{}", unit.id))
+        .spawn(move || {
+            while runner_alive(pid, watched.dir.path()) {
+                watched.notify();
+                std::thread::sleep(ORPHAN_POLL);
+            }
+            if !watched.status().is_final() {
+                lost(&watched, pid);
+            }
+            watched.notify();
+        });
+    if let Err(e) = spawned {
+        error!("[{}] Cannot watch command runner: {e}", unit.id);
+    }
+}
+
+/// The runner vanished without recording an outcome (it died with the
+/// daemon or the machine): the unit failed. Go leaves it Running forever.
+fn lost(unit: &Unit, pid: u32) {
+    warn!(
+        "[{}] Command runner PID {pid} is gone; marking the unit failed",
+        unit.id
+    );
+    unit.update(|s| {
+        if !s.is_final() {
+            s.set(
+                FAILED,
+                format!(
+                    "Command runner (PID {pid}) is gone: it stopped while receptor was not running"
+                ),
+            );
+            s.extra = None;
+        }
+    });
+}
+
+/// Whether `pid` is still this unit's runner: alive (not a zombie) and
+/// running `--command-runner` for this unit directory, so a reused PID is
+/// not mistaken for it.
+pub fn runner_alive(pid: u32, unit_dir: &Path) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
+    if matches!(state, Some("Z" | "X") | None) {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let want = format!("unitdir={}", unit_dir.display());
+    args.contains(&&b"--command-runner"[..]) && args.contains(&want.as_bytes())
+}
+
+/// Interrupts the runner (which stops the command) and records Canceled.
+pub fn cancel(unit: &Unit) {
+    let st = unit.status();
+    let pid = st
+        .command()
+        .map_or(0, |c| u32::try_from(c.pid).unwrap_or(0));
+    if runner_alive(pid, unit.dir.path()) {
+        // SAFETY: kill(2) has no memory effects.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + CANCEL_WAIT;
+        while runner_alive(pid, unit.dir.path()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    unit.update(|s| {
+        s.set(CANCELED, "Canceled");
+        s.extra = None;
+    });
+    unit.notify();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(params: &str, allow: bool) -> WorkCommandCfg {
+        WorkCommandCfg {
+            work_type: "t".into(),
+            command: "sh".into(),
+            params: params.into(),
+            allow_runtime_params: allow,
+            verify_signature: false,
+        }
+    }
+
+    #[test]
+    fn params_combine_like_go() {
+        assert_eq!(effective_params(&cfg("-c x", false), ""), Ok("-c x".into()));
+        assert_eq!(
+            effective_params(&cfg("-c x", false), "y"),
+            Err("extra params provided but not allowed".into())
+        );
+        assert_eq!(effective_params(&cfg("a", true), "b c"), Ok("a b c".into()));
+        assert_eq!(effective_params(&cfg("", true), "b"), Ok("b".into()));
+    }
+
+    #[test]
+    fn our_own_process_is_not_a_runner() {
+        assert!(!runner_alive(std::process::id(), Path::new("/nowhere")));
+        assert!(!runner_alive(0, Path::new("/nowhere")));
+    }
+}

@@ -1,0 +1,395 @@
+//! Workceptor: units of work submitted through the control service, run
+//! here (`work-command`) or on another node (`remote`), persisted under
+//! `<datadir>/<node>/<unit>/` so they survive restarts (work.md).
+
+pub mod command;
+pub mod remote;
+pub mod runner;
+pub mod shlex;
+pub mod state;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use log::{error, info, warn};
+
+use crate::config::WorkCommandCfg;
+use crate::netceptor::Netceptor;
+use crate::netceptor::codec::WorkCommand;
+use state::{CommandExtra, ExtraData, PENDING, Status};
+use store::{StatusError, UnitDir};
+
+/// The internal work type of units that run on another node.
+pub const REMOTE_TYPE: &str = "remote";
+/// Longest wait between checks while streaming results; changes we are
+/// told about wake the stream sooner.
+const RESULTS_POLL: Duration = Duration::from_millis(100);
+const RESULTS_CHUNK: usize = 64 * 1024;
+
+/// One unit of work; its directory is the source of truth.
+pub struct Unit {
+    pub id: String,
+    pub dir: UnitDir,
+    /// The last status read or written, used when the file is unreadable.
+    last: Mutex<Status>,
+    /// Bumped on every change a stream might wait for.
+    version: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Unit {
+    fn new(id: String, dir: UnitDir, status: Status) -> Arc<Unit> {
+        Arc::new(Unit {
+            id,
+            dir,
+            last: Mutex::new(status),
+            version: Mutex::new(0),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn last(&self) -> MutexGuard<'_, Status> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current status, from disk.
+    pub fn status(&self) -> Status {
+        match self.dir.read() {
+            Ok(s) => {
+                *self.last() = s.clone();
+                s
+            }
+            Err(_) => self.last().clone(),
+        }
+    }
+
+    /// Changes the status on disk (under its lock) and wakes waiters.
+    pub fn update(&self, change: impl FnOnce(&mut Status)) -> Status {
+        let fallback = self.last().clone();
+        let st = match self.dir.update(&fallback, change) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("[{}] Error updating status file: {e}", self.id);
+                fallback
+            }
+        };
+        *self.last() = st.clone();
+        self.notify();
+        st
+    }
+
+    pub fn notify(&self) {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    fn version(&self) -> u64 {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `notify` moves past `seen` or `timeout` passes.
+    fn wait_change(&self, seen: u64, timeout: Duration) {
+        let guard = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        if *guard == seen {
+            let _ = self.changed.wait_timeout(guard, timeout);
+        }
+    }
+}
+
+/// A `work submit` as the control service received it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubmitRequest {
+    pub node: String,
+    pub work_type: String,
+    /// Every key that is not a submit option (`params`, `secret_*`, …).
+    pub params: BTreeMap<String, String>,
+    pub tls_client: String,
+    pub ttl: String,
+    pub sign_work: bool,
+}
+
+pub struct Workceptor {
+    node_id: String,
+    node_dir: PathBuf,
+    net: Netceptor,
+    log_level: String,
+    types: BTreeMap<String, WorkCommandCfg>,
+    units: Mutex<BTreeMap<String, Arc<Unit>>>,
+}
+
+impl Workceptor {
+    /// Sets up the work types and picks up every unit already on disk.
+    pub fn start(
+        net: &Netceptor,
+        datadir: &std::path::Path,
+        types: &[WorkCommandCfg],
+        log_level: &str,
+    ) -> Arc<Workceptor> {
+        let w = Arc::new(Workceptor {
+            node_id: net.node_id().to_string(),
+            node_dir: datadir.join(net.node_id()),
+            net: net.clone(),
+            log_level: log_level.to_string(),
+            types: types
+                .iter()
+                .map(|t| (t.work_type.clone(), t.clone()))
+                .collect(),
+            units: Mutex::new(BTreeMap::new()),
+        });
+        for t in types {
+            net.add_work_command(WorkCommand {
+                work_type: t.work_type.clone(),
+                secure: t.verify_signature,
+            });
+        }
+        w.recover();
+        w
+    }
+
+    pub fn net(&self) -> &Netceptor {
+        &self.net
+    }
+
+    fn units(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Unit>>> {
+        self.units.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads every unit directory; corrupt ones are reported and skipped.
+    fn recover(self: &Arc<Self>) {
+        for id in store::list_unit_ids(&self.node_dir) {
+            let dir = UnitDir::open(self.node_dir.join(&id));
+            let st = match dir.read() {
+                Ok(s) => s,
+                Err(StatusError::Missing) => {
+                    warn!("Skipping unit {id}: it has no status file");
+                    continue;
+                }
+                Err(e) => {
+                    error!("Skipping unit {id}: {e}");
+                    continue;
+                }
+            };
+            let unit = Unit::new(id.clone(), dir, st.clone());
+            self.units().insert(id.clone(), unit.clone());
+            if st.work_type == REMOTE_TYPE {
+                remote::restart(self, &unit);
+            } else if self.types.contains_key(&st.work_type) {
+                command::restart(&unit);
+            }
+            info!(
+                "[{id}] Recovered unit ({}, {})",
+                st.work_type,
+                state::state_name(st.state)
+            );
+        }
+    }
+
+    fn is_local(&self, node: &str) -> bool {
+        node == self.node_id || node.eq_ignore_ascii_case("localhost")
+    }
+
+    /// Checks the request and makes the unit (work.md §3 steps 1–2).
+    pub fn allocate(&self, req: &SubmitRequest) -> Result<Arc<Unit>, String> {
+        let (work_type, extra) = if self.is_local(&req.node) {
+            if !req.ttl.is_empty() {
+                return Err("ttl option is intended for remote work only".into());
+            }
+            let cfg = self
+                .types
+                .get(&req.work_type)
+                .ok_or_else(|| format!("unknown work type {}", req.work_type))?;
+            let runtime = req.params.get("params").map_or("", String::as_str);
+            let params = command::effective_params(cfg, runtime)?;
+            (
+                req.work_type.clone(),
+                ExtraData::Command(CommandExtra { pid: 0, params }),
+            )
+        } else {
+            (
+                REMOTE_TYPE.to_string(),
+                ExtraData::Remote(remote::new_extra(req)?),
+            )
+        };
+        let (id, dir) = UnitDir::create(&self.node_dir)
+            .map_err(|e| format!("cannot create unit directory: {e}"))?;
+        let status = Status::new(&work_type, Some(extra));
+        if let Err(e) = dir.write(&status) {
+            let _ = dir.remove();
+            return Err(format!("cannot write unit status: {e}"));
+        }
+        let unit = Unit::new(id.clone(), dir, status);
+        self.units().insert(id, unit.clone());
+        Ok(unit)
+    }
+
+    /// Opens the unit's stdin file for the submitter to fill.
+    pub fn open_stdin(&self, unit: &Unit) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(unit.dir.stdin_path())?;
+        unit.update(|s| s.set(PENDING, "Waiting for Input Data"));
+        Ok(f)
+    }
+
+    /// Starts a unit whose stdin is complete. `Ok(false)` means it was
+    /// accepted but not started yet (a remote node not reachable yet).
+    pub fn start_unit(self: &Arc<Self>, unit: &Arc<Unit>) -> Result<bool, String> {
+        unit.update(|s| s.set(PENDING, "Starting Worker"));
+        let st = unit.status();
+        let started = if st.work_type == REMOTE_TYPE {
+            remote::start(self, unit)
+        } else {
+            match self.types.get(&st.work_type) {
+                Some(cfg) => command::start(unit, cfg, &self.log_level).map(|()| true),
+                None => Err(format!("unknown work type {}", st.work_type)),
+            }
+        };
+        if let Err(e) = &started {
+            unit.update(|s| s.set(state::FAILED, format!("Error starting worker: {e}")));
+        }
+        started
+    }
+
+    /// Marks a submit that failed while reading stdin.
+    pub fn input_failed(&self, unit: &Unit, err: &io::Error) {
+        unit.update(|s| s.set(state::FAILED, format!("Error reading input data: {err}")));
+    }
+
+    pub fn find(&self, id: &str) -> Result<Arc<Unit>, String> {
+        self.units()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("unknown work unit {id}"))
+    }
+
+    /// The status object a `work status` reply carries.
+    pub fn status_reply(&self, id: &str) -> Result<String, String> {
+        let unit = self.find(id)?;
+        Ok(self.reply_for(&unit.status()))
+    }
+
+    fn reply_for(&self, st: &Status) -> String {
+        if st.work_type != REMOTE_TYPE && !self.types.contains_key(&st.work_type) {
+            // Go shows units of unregistered types this way.
+            let mut shown = st.clone();
+            shown.extra = None;
+            return shown
+                .to_reply()
+                .replace("\"ExtraData\":null", "\"ExtraData\":\"Unknown WorkType\"");
+        }
+        st.to_reply()
+    }
+
+    /// `{"<id>": status, …}` for every unit, or just the one asked for.
+    pub fn list_reply(&self, id: Option<&str>) -> Result<String, String> {
+        let units: Vec<Arc<Unit>> = match id {
+            Some(id) => vec![self.find(id)?],
+            None => self.units().values().cloned().collect(),
+        };
+        let body: Vec<String> = units
+            .iter()
+            .map(|u| {
+                format!(
+                    "{}:{}",
+                    serde_json::Value::from(u.id.as_str()),
+                    self.reply_for(&u.status())
+                )
+            })
+            .collect();
+        Ok(format!("{{{}}}", body.join(",")))
+    }
+
+    /// Cancels a unit; the reply key is `cancelled` or `cancel pending`.
+    pub fn cancel(self: &Arc<Self>, id: &str) -> Result<&'static str, String> {
+        let unit = self.find(id)?;
+        if unit.status().work_type == REMOTE_TYPE {
+            return remote::cancel(self, &unit)
+                .map(|done| if done { "cancelled" } else { "cancel pending" });
+        }
+        command::cancel(&unit);
+        Ok("cancelled")
+    }
+
+    /// Releases a unit: cancels it and deletes it (here and, for remote
+    /// units, on the executor). `force` deletes locally whatever happens.
+    pub fn release(self: &Arc<Self>, id: &str, force: bool) -> Result<&'static str, String> {
+        let unit = self.find(id)?;
+        if unit.status().work_type == REMOTE_TYPE {
+            let done = remote::release(self, &unit, force)?;
+            return Ok(if done { "released" } else { "release pending" });
+        }
+        command::cancel(&unit);
+        self.forget(&unit, force)?;
+        Ok("released")
+    }
+
+    /// Deletes a unit's directory and drops it from the table.
+    fn forget(&self, unit: &Unit, force: bool) -> Result<(), String> {
+        let mut result = unit.dir.remove();
+        for _ in 0..2 {
+            if result.is_ok() || force {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            result = unit.dir.remove();
+        }
+        self.units().remove(&unit.id);
+        unit.notify();
+        match result {
+            Err(e) if !force => Err(format!("cannot remove unit directory: {e}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Streams stdout from `start` until the unit is final and everything
+    /// it wrote has been sent.
+    pub fn stream_results(&self, unit: &Unit, start: u64, out: &mut dyn Write) -> io::Result<()> {
+        let Some(mut file) = self.wait_for_stdout(unit) else {
+            return Ok(());
+        };
+        file.seek(SeekFrom::Start(start))?;
+        let mut offset = start;
+        let mut buf = vec![0u8; RESULTS_CHUNK];
+        loop {
+            let seen = unit.version();
+            let n = file.read(&mut buf)?;
+            if n > 0 {
+                out.write_all(&buf[..n])?;
+                offset += n as u64;
+                continue;
+            }
+            out.flush()?;
+            let st = unit.status();
+            if st.is_final() && offset >= u64::try_from(st.stdout_size).unwrap_or(0) {
+                return Ok(());
+            }
+            if !unit.dir.exists() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "unit was released"));
+            }
+            unit.wait_change(seen, RESULTS_POLL);
+        }
+    }
+
+    /// The stdout file once it exists; `None` if the unit ended without one.
+    fn wait_for_stdout(&self, unit: &Unit) -> Option<File> {
+        loop {
+            let seen = unit.version();
+            if let Ok(f) = File::open(unit.dir.stdout_path()) {
+                return Some(f);
+            }
+            if unit.status().is_final() || !unit.dir.exists() {
+                return None;
+            }
+            unit.wait_change(seen, RESULTS_POLL);
+        }
+    }
+}
