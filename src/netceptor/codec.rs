@@ -526,6 +526,32 @@ mod tests {
         assert!(write_frame(&mut out, &vec![1; 65535]).is_ok());
     }
 
+    /// The fuzz target's body over pseudo-random inputs, so CI checks it
+    /// too (`cargo fuzz run codec` explores far more).
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 200) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if let Some(first) = data.first_mut() {
+                *first %= 5;
+            }
+            let _ = decode(&data);
+            let mut frames = FrameReader::default();
+            frames.push(&data);
+            while let Some(msg) = frames.next_frame() {
+                let _ = decode(&msg);
+            }
+        }
+    }
+
     #[test]
     fn go_floats() {
         let s = |v| serde_json::to_string(&GoFloat(v)).unwrap();
