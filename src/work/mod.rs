@@ -386,7 +386,9 @@ impl Workceptor {
             if let Ok(f) = File::open(unit.dir.stdout_path()) {
                 return Some(f);
             }
-            if unit.status().is_final() || !unit.dir.exists() {
+            // A remote unit can be final here before its output arrives.
+            let st = unit.status();
+            if (st.is_final() && st.stdout_size == 0) || !unit.dir.exists() {
                 return None;
             }
             unit.wait_change(seen, RESULTS_POLL);
