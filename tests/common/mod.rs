@@ -1,0 +1,477 @@
+//! Integration-test harness: receptor nodes in temp dirs, the real
+//! `receptorctl` client, raw control-socket connections, polling helpers.
+//! Everything listens on 127.0.0.1 only.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The daemon under test.
+pub const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
+
+/// How long a node may take to open its control socket.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Upper bound for one receptorctl or receptor invocation.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 50 ms until it is true (→ true) or `timeout` passes (→ false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Shorthand for `Duration::from_secs`.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A currently free port on 127.0.0.1 (bind port 0, read it, drop the socket).
+/// Ports already handed out by this process are never handed out again.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local_addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// True if something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_in_use(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A fresh directory under the system temp dir, unique per call. It is
+/// removed on drop, unless the thread is panicking (a failing test keeps it
+/// for inspection and prints its path).
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        // Short: the control socket path inside must fit in sun_path (108 bytes).
+        let path = std::env::temp_dir().join(format!("rcpt-{}-{n}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed: keeping {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// YAML item: a TCP listener on 127.0.0.1:`port` with link cost `cost`.
+pub fn listener(port: u16, cost: f64) -> String {
+    format!("- tcp-listener: {{bindaddr: 127.0.0.1, port: {port}, cost: {cost:?}}}")
+}
+
+/// YAML item: a TCP peer dialing 127.0.0.1:`port` with link cost `cost`.
+pub fn peer(port: u16, cost: f64) -> String {
+    format!("- tcp-peer: {{address: \"127.0.0.1:{port}\", cost: {cost:?}}}")
+}
+
+/// One receptor process with its own temp dir, YAML config, control socket
+/// and log file (stdout+stderr). Dropping it SIGKILLs the process.
+pub struct Node {
+    pub id: String,
+    pub socket: PathBuf,
+    config: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Node {
+    /// Writes the config (node id and datadir, debug logging, a Unix control
+    /// socket, then the YAML `items`), starts the node and waits until its
+    /// control socket answers.
+    pub fn start(id: &str, items: &[String]) -> Node {
+        let mut node = Node::spawn(id, items);
+        node.wait_ready();
+        node
+    }
+
+    /// Like [`Node::start`] but does not wait for the control socket.
+    pub fn spawn(id: &str, items: &[String]) -> Node {
+        let dir = TempDir::new(id);
+        let socket = dir.path.join("ctl.sock");
+        let config = dir.path.join("receptor.yaml");
+        let mut yaml = format!(
+            "- node:\n    id: {id}\n    datadir: {:?}\n- log-level: debug\n\
+             - control-service:\n    service: control\n    filename: {:?}\n",
+            dir.path.join("data"),
+            socket,
+        );
+        for item in items {
+            yaml.push_str(item);
+            yaml.push('\n');
+        }
+        std::fs::write(&config, yaml).expect("write config");
+        let mut node = Node {
+            id: id.to_string(),
+            socket,
+            config,
+            log_path: dir.path.join("receptor.log"),
+            child: None,
+            dir,
+        };
+        node.launch();
+        node
+    }
+
+    fn launch(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
+        let child = Command::new(RECEPTOR)
+            .arg("-c")
+            .arg(&self.config)
+            .current_dir(&self.dir.path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn receptor");
+        self.child = Some(child);
+    }
+
+    /// Waits until the control socket accepts a connection and greets us;
+    /// panics (with the log) if the process exits or the wait times out.
+    pub fn wait_ready(&mut self) {
+        let ok = wait_until(READY_TIMEOUT, || {
+            self.assert_alive();
+            let Ok(s) = UnixStream::connect(&self.socket) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).is_ok()
+                && line.starts_with("Receptor Control, node ")
+        });
+        assert!(
+            ok,
+            "{}: control socket not ready\n{}",
+            self.id,
+            self.log_tail(40)
+        );
+    }
+
+    /// Panics with the log if the process has exited.
+    fn assert_alive(&mut self) {
+        let alive = self.is_running();
+        assert!(alive, "{} is not running\n{}", self.id, self.log_tail(40));
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILLs the process (a crash) and reaps it; files are kept.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the process if needed and starts it again with the same config,
+    /// waiting until it is ready.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// The whole log so far (all runs of this node).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last `n` log lines, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(n);
+        format!(
+            "--- last log lines of {} ---\n{}",
+            self.id,
+            lines[start..].join("\n")
+        )
+    }
+
+    /// Runs `receptorctl --socket <this node's socket> args...`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(receptorctl());
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd.env_remove("RECEPTORCTL_SOCKET");
+        output_within(cmd, CMD_TIMEOUT)
+    }
+
+    /// `receptorctl status --json`, parsed; panics if it fails.
+    pub fn ctl_status(&self) -> Value {
+        let out = self.ctl(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}: receptorctl status failed: {}",
+            self.id,
+            show(&out)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --json output is JSON")
+    }
+
+    /// Opens a raw control connection (greeting already read).
+    pub fn connect(&self) -> Conn {
+        Conn::open(&self.socket).0
+    }
+
+    /// Full `status` over a raw connection (cheaper than receptorctl for polling).
+    pub fn status(&self) -> Value {
+        let reply = self.connect().cmd("status");
+        serde_json::from_str(&reply)
+            .unwrap_or_else(|e| panic!("{}: status reply {reply:?} is not JSON: {e}", self.id))
+    }
+
+    /// IDs of this node's established connections, sorted.
+    pub fn connections(&self) -> Vec<String> {
+        connection_ids(&self.status())
+    }
+
+    /// This node's next hop towards `dest`, if it has a route.
+    pub fn route(&self, dest: &str) -> Option<String> {
+        route(&self.status(), dest)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let died = self.child.is_some() && !self.is_running();
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(20));
+        } else if died {
+            panic!("{} exited during the test\n{}", self.id, self.log_tail(40));
+        }
+    }
+}
+
+/// The next hop towards `dest` in a status object's RoutingTable.
+pub fn route(status: &Value, dest: &str) -> Option<String> {
+    status["RoutingTable"][dest].as_str().map(str::to_string)
+}
+
+/// Sorted NodeIDs of a status object's Connections.
+pub fn connection_ids(status: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = status["Connections"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["NodeID"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Path of the receptorctl 1.6.9 executable, from $RECEPTORCTL.
+pub fn receptorctl() -> String {
+    std::env::var("RECEPTORCTL").unwrap_or_else(|_| {
+        panic!(
+            "RECEPTORCTL is not set. Run the suite with tests/run.sh, which installs \
+             receptorctl 1.6.9 into target/receptorctl-venv and sets RECEPTORCTL."
+        )
+    })
+}
+
+/// Runs `cmd` with no stdin, capturing stdout and stderr; SIGKILLs it and
+/// panics if it runs longer than `timeout`.
+pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {timeout:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// Exit code, stdout and stderr of a finished command, for assert messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// True for a Go `Duration.String()` such as `0s`, `12.5µs`, `1.234567ms`,
+/// `2m3.5s` (numbers without trailing fractional zeros, Go units).
+pub fn is_go_duration(s: &str) -> bool {
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num = &rest[..n];
+        let well_formed = match num.split_once('.') {
+            None => !num.is_empty(),
+            Some((int, frac)) => {
+                !int.is_empty() && !frac.is_empty() && !frac.contains('.') && !frac.ends_with('0')
+            }
+        };
+        if !well_formed {
+            return false;
+        }
+        rest = &rest[n..];
+        let Some(unit) = ["ns", "µs", "ms", "h", "m", "s"]
+            .into_iter()
+            .find(|u| rest.starts_with(u))
+        else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+    }
+    !s.is_empty()
+}
+
+/// A raw client connection to a control socket.
+pub struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Conn {
+    /// Connects, reads the greeting line, returns both. Reads time out
+    /// after 20 s (longer than the daemon's 10 s ping timeout).
+    pub fn open(socket: &Path) -> (Conn, String) {
+        let s = UnixStream::connect(socket)
+            .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("set timeout");
+        let mut conn = Conn {
+            writer: s.try_clone().expect("clone socket"),
+            reader: BufReader::new(s),
+        };
+        let greeting = conn.raw_line();
+        (conn, greeting)
+    }
+
+    /// Writes raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer
+            .write_all(bytes)
+            .expect("write to control socket");
+    }
+
+    /// Reads one line including its `\n`; panics on EOF or timeout.
+    pub fn raw_line(&mut self) -> String {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(_) if buf.ends_with(b"\n") => String::from_utf8(buf).expect("reply is UTF-8"),
+            Ok(_) => panic!(
+                "control socket closed; partial line {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+            Err(e) => panic!(
+                "reading control socket: {e}; partial {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+    }
+
+    /// Reads one line without its `\n`.
+    pub fn line(&mut self) -> String {
+        let mut l = self.raw_line();
+        l.pop();
+        l
+    }
+
+    /// Sends `command` + `\n` and returns the one reply line (without `\n`).
+    pub fn cmd(&mut self, command: &str) -> String {
+        self.send(format!("{command}\n").as_bytes());
+        self.line()
+    }
+
+    /// Shuts down our write side (the server sees EOF).
+    pub fn half_close(&self) {
+        self.writer
+            .shutdown(Shutdown::Write)
+            .expect("shutdown(SHUT_WR)");
+    }
+
+    /// Reads until the server closes the connection.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.reader.read_to_end(&mut buf).expect("read until EOF");
+        buf
+    }
+
+    /// Sets how long reads wait before failing.
+    pub fn set_read_timeout(&self, t: Duration) {
+        self.writer.set_read_timeout(Some(t)).expect("set timeout");
+    }
+}
