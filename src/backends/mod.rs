@@ -2,4 +2,5 @@
 //! is a reader thread and a writer thread around the router's channels.
 
 pub mod session;
+pub mod sink;
 pub mod tcp;

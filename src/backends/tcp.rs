@@ -58,8 +58,9 @@ fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream) {
         error!("Backend error: cannot clone TCP socket");
         return;
     };
+    let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let closer = std::sync::Arc::new(stream);
-    session::run(net, params, reader, writer, move || {
+    session::run(net, params, reader, writer, fd, move || {
         let _ = closer.shutdown(Shutdown::Both);
     });
 }

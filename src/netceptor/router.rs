@@ -7,15 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use log::{debug, error, warn};
 
-use super::codec::{ServiceName, UnreachableMessage, WorkCommand};
+use super::codec::{self, ServiceName, UnreachableMessage, WorkCommand};
 use super::node::{Advertise, BackendParams, ConnId, Node, Output, SendError, StatusSnapshot};
-
-/// Frames queued for one connection's writer before new ones are dropped.
-/// Data is datagrams (QUIC recovers loss); this bounds memory per peer.
-const WRITER_QUEUE: usize = 4096;
+use crate::backends::sink::FrameSink;
 
 /// What a local service receives.
 #[derive(Debug)]
@@ -35,7 +32,7 @@ pub(crate) enum Command {
     ConnOpened {
         conn: ConnId,
         params: BackendParams,
-        writer: Sender<Vec<u8>>,
+        sink: Arc<FrameSink>,
     },
     Message {
         conn: ConnId,
@@ -106,15 +103,10 @@ impl Netceptor {
     }
 
     /// Registers a backend session; returns its ID for `message`/`closed`.
-    pub fn conn_opened(&self, params: BackendParams) -> (ConnId, Receiver<Vec<u8>>) {
+    pub fn conn_opened(&self, params: BackendParams, sink: Arc<FrameSink>) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (writer, frames) = bounded(WRITER_QUEUE);
-        self.command(Command::ConnOpened {
-            conn,
-            params,
-            writer,
-        });
-        (conn, frames)
+        self.command(Command::ConnOpened { conn, params, sink });
+        conn
     }
 
     pub fn conn_message(&self, conn: ConnId, msg: Vec<u8>) {
@@ -239,9 +231,20 @@ impl Drop for PacketConn {
     }
 }
 
+/// Commands handled before gathered frames are sent.
+const BATCH: usize = 256;
+
+/// A connection's sink and the frames gathered for it in this batch.
+struct Outgoing {
+    sink: Arc<FrameSink>,
+    pending: Vec<u8>,
+}
+
 struct Router {
     node: Node,
-    writers: HashMap<ConnId, Sender<Vec<u8>>>,
+    writers: HashMap<ConnId, Outgoing>,
+    /// Connections with frames gathered since the last flush.
+    dirty: Vec<ConnId>,
     services: HashMap<ServiceName, Sender<Delivery>>,
     shutdown: Sender<String>,
     stopping: bool,
@@ -252,6 +255,7 @@ impl Router {
         Router {
             node,
             writers: HashMap::new(),
+            dirty: Vec::new(),
             services: HashMap::new(),
             shutdown,
             stopping: false,
@@ -263,8 +267,10 @@ impl Router {
             match rx.recv_deadline(self.node.poll_timeout()) {
                 Ok(cmd) => {
                     self.handle(cmd);
-                    // Drain what is already queued before looking at timers.
-                    while let Ok(cmd) = rx.try_recv() {
+                    // Handle what is already queued, then send the frames
+                    // of the whole batch together.
+                    for _ in 0..BATCH {
+                        let Ok(cmd) = rx.try_recv() else { break };
                         self.handle(cmd);
                     }
                 }
@@ -277,6 +283,7 @@ impl Router {
                 self.node.handle_timeout(now);
                 self.apply_outputs();
             }
+            self.flush();
         }
         debug!("Router stopped");
     }
@@ -284,17 +291,16 @@ impl Router {
     fn handle(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::ConnOpened {
-                conn,
-                params,
-                writer,
-            } => {
-                self.writers.insert(conn, writer);
+            Command::ConnOpened { conn, params, sink } => {
+                let pending = Vec::new();
+                self.writers.insert(conn, Outgoing { sink, pending });
                 self.node.handle_conn_opened(conn, params, now);
             }
             Command::Message { conn, msg } => self.node.handle_message(conn, msg, now),
             Command::ConnClosed { conn } => {
-                self.writers.remove(&conn);
+                if let Some(out) = self.writers.remove(&conn) {
+                    out.sink.close();
+                }
                 self.node.handle_conn_closed(conn, now);
             }
             Command::Bind {
@@ -351,8 +357,11 @@ impl Router {
                     if let Some(e) = error {
                         error!("Backend error: {e}");
                     }
-                    // Dropping the sender lets the writer flush and close.
-                    self.writers.remove(&conn);
+                    // The writer flushes what is queued, then closes.
+                    if let Some(out) = self.writers.remove(&conn) {
+                        let _ = out.sink.send(&out.pending);
+                        out.sink.close();
+                    }
                 }
                 Output::Deliver {
                     service,
@@ -386,14 +395,33 @@ impl Router {
         }
     }
 
+    /// Gathers a frame; `flush` hands the gathered frames over.
     fn write(&mut self, conn: ConnId, msg: Vec<u8>) {
-        let Some(writer) = self.writers.get(&conn) else {
+        let Some(out) = self.writers.get_mut(&conn) else {
             return;
         };
-        match writer.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => warn!("Dropping message: connection {conn} is congested"),
-            Err(TrySendError::Disconnected(_)) => {
+        if out.sink.would_congest(out.pending.len() + msg.len() + 2) {
+            warn!("Dropping message: connection {conn} is congested");
+            return;
+        }
+        if let Err(e) = codec::write_frame(&mut out.pending, &msg) {
+            error!("Cannot send message: {e}");
+            return;
+        }
+        if out.pending.len() == msg.len() + 2 {
+            self.dirty.push(conn);
+        }
+    }
+
+    /// Sends everything gathered since the last flush.
+    fn flush(&mut self) {
+        for conn in self.dirty.drain(..) {
+            let Some(out) = self.writers.get_mut(&conn) else {
+                continue;
+            };
+            let sent = out.sink.send(&out.pending);
+            out.pending.clear();
+            if sent.is_err() {
                 self.writers.remove(&conn);
             }
         }
