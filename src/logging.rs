@@ -8,8 +8,11 @@ use crate::gotime::log_stamp;
 
 /// Installs the logger once; later calls only change the level.
 pub fn init(level: log::LevelFilter) {
+    // Libraries (rustls, quinn) log their internals at debug level; only
+    // their warnings and errors belong in a receptor log.
     let installed = env_logger::Builder::new()
-        .filter_level(level)
+        .filter_level(level.min(log::LevelFilter::Warn))
+        .filter_module("receptor", level)
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
             let name = match record.level() {

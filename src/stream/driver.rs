@@ -537,7 +537,8 @@ fn pump(c: &mut Conn, now: Instant) {
     let mut st = pipe.lock();
     st.wake_queued = false;
     let mut changed = false;
-    while let Some(front) = st.send.front_mut() {
+    let writable = !st.write_closed;
+    while let Some(front) = st.send.front_mut().filter(|_| writable) {
         match c.conn.send_stream(id).write(front) {
             Ok(n) => {
                 front.advance(n);

@@ -84,6 +84,15 @@ pub fn dial(
     service: &str,
     timeout: Duration,
 ) -> Result<Stream, String> {
+    // Fail at once, as ping does, rather than wait out the handshake.
+    if !net.has_route(node) {
+        return Err("no route to node".into());
+    }
+    let node = if node.eq_ignore_ascii_case("localhost") {
+        net.node_id()
+    } else {
+        node
+    };
     let pc = net.bind(None, None)?;
     dial_over(
         pc,

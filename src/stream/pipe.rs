@@ -34,6 +34,8 @@ pub(crate) struct PipeState {
     pub send_fin: bool,
     /// Why the connection is unusable, if it is.
     pub error: Option<(ErrorKind, String)>,
+    /// The peer will read no more (it sent STOP_SENDING); reading goes on.
+    pub write_closed: bool,
     /// The driver stopped reading because `recv` was full.
     pub reader_must_wake: bool,
     /// A `Wake` is already queued for the driver.
@@ -230,6 +232,12 @@ impl Stream {
                 return Err(io::Error::new(
                     ErrorKind::BrokenPipe,
                     "stream was shut down for writing",
+                ));
+            }
+            if st.write_closed {
+                return Err(io::Error::new(
+                    ErrorKind::BrokenPipe,
+                    "peer stopped reading",
                 ));
             }
             if st.send_len < PIPE_CAPACITY {
