@@ -451,8 +451,13 @@ fn on_event(
             close(&mut c.conn, now, CLOSE_NORMAL, "normal close");
         }
         Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == c.stream => {
-            c.pipe
-                .fail(ErrorKind::BrokenPipe, "peer stopped reading".into());
+            // Only our sending ends; what the peer sent can still be read.
+            let mut st = c.pipe.lock();
+            st.write_closed = true;
+            st.send.clear();
+            st.send_len = 0;
+            drop(st);
+            c.pipe.notify();
         }
         // Readable/Writable are handled by pump, which runs after events.
         _ => {}

@@ -27,9 +27,12 @@ use store::{StatusError, UnitDir};
 
 /// The internal work type of units that run on another node.
 pub const REMOTE_TYPE: &str = "remote";
-/// Longest wait between checks while streaming results; changes we are
-/// told about wake the stream sooner.
-const RESULTS_POLL: Duration = Duration::from_millis(100);
+/// Waits between checks while streaming results grow from the first to
+/// the last while nothing changes; changes we are told about (our own
+/// status writes, fetched remote output) wake the stream at once. The
+/// runner is another process, so its writes are only seen by checking.
+const RESULTS_POLL_FIRST: Duration = Duration::from_millis(2);
+const RESULTS_POLL_MAX: Duration = Duration::from_millis(100);
 const RESULTS_CHUNK: usize = 64 * 1024;
 
 /// One unit of work; its directory is the source of truth.
@@ -359,12 +362,14 @@ impl Workceptor {
         file.seek(SeekFrom::Start(start))?;
         let mut offset = start;
         let mut buf = vec![0u8; RESULTS_CHUNK];
+        let mut pause = RESULTS_POLL_FIRST;
         loop {
             let seen = unit.version();
             let n = file.read(&mut buf)?;
             if n > 0 {
                 out.write_all(&buf[..n])?;
                 offset += n as u64;
+                pause = RESULTS_POLL_FIRST;
                 continue;
             }
             out.flush()?;
@@ -375,12 +380,14 @@ impl Workceptor {
             if !unit.dir.exists() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "unit was released"));
             }
-            unit.wait_change(seen, RESULTS_POLL);
+            unit.wait_change(seen, pause);
+            pause = (pause * 2).min(RESULTS_POLL_MAX);
         }
     }
 
     /// The stdout file once it exists; `None` if the unit ended without one.
     fn wait_for_stdout(&self, unit: &Unit) -> Option<File> {
+        let mut pause = RESULTS_POLL_FIRST;
         loop {
             let seen = unit.version();
             if let Ok(f) = File::open(unit.dir.stdout_path()) {
@@ -391,7 +398,8 @@ impl Workceptor {
             if (st.is_final() && st.stdout_size == 0) || !unit.dir.exists() {
                 return None;
             }
-            unit.wait_change(seen, RESULTS_POLL);
+            unit.wait_change(seen, pause);
+            pause = (pause * 2).min(RESULTS_POLL_MAX);
         }
     }
 }

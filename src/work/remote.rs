@@ -21,7 +21,9 @@ const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A status reply slower than this means the path is gone: reconnect.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
-const STATUS_POLL: Duration = Duration::from_millis(250);
+/// Status is asked for when fetched output arrives or ends, and at least
+/// this often.
+const STATUS_POLL: Duration = Duration::from_secs(1);
 /// A results stream silent this long while the executor reports more
 /// output than we have is stalled: reconnect.
 const RESULTS_STALL: Duration = Duration::from_secs(2);
@@ -309,17 +311,20 @@ fn follow(
             s.stdout_size = remote.stdout_size;
         });
         let local = local_size(unit);
-        if local < st.stdout_size as u64 && !fetching.swap(true, Ordering::SeqCst) {
-            spawn_fetcher(w, unit, r, fetching.clone());
-        }
         if st.is_final() && local >= st.stdout_size as u64 {
             return Ok(Done::Stop);
+        }
+        // A results stream runs whenever the unit is not complete here: it
+        // carries output as it is written and ends when the unit does.
+        let seen = unit.version();
+        if !fetching.swap(true, Ordering::SeqCst) {
+            spawn_fetcher(w, unit, r, fetching.clone());
         }
         let now = remote_of(unit).unwrap_or_else(|| r.clone());
         if now.local_cancelled || now.local_released {
             return Ok(Done::Continue);
         }
-        std::thread::sleep(STATUS_POLL);
+        unit.wait_change(seen, STATUS_POLL);
     }
 }
 
