@@ -330,7 +330,9 @@ impl Workceptor {
             let done = remote::release(self, &unit, force)?;
             return Ok(if done { "released" } else { "release pending" });
         }
-        command::cancel(&unit);
+        if !unit.status().is_final() {
+            command::cancel(&unit);
+        }
         self.forget(&unit, force)?;
         Ok("released")
     }

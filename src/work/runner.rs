@@ -54,10 +54,10 @@ pub fn run(cfg: &CommandRunnerCfg) -> i32 {
     let pid = child.id();
     set(RUNNING, format!("Running: PID {pid}"), stdout_size(&dir));
     let interrupted = watch_signals(pid);
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = report_progress(dir.clone(), base.clone(), pid, done.clone());
+    let (done, finished) = crossbeam_channel::bounded::<()>(0);
+    let progress = report_progress(dir.clone(), base.clone(), pid, finished);
     let status = child.wait();
-    done.store(true, Ordering::Relaxed);
+    drop(done);
     let _ = progress.map(|t| t.join());
     if let Ok(f) = File::open(dir.stdout_path()) {
         let _ = f.sync_all();
@@ -162,17 +162,20 @@ fn signal(pid: u32, sig: i32) {
     }
 }
 
+/// Copies the stdout size into the status until `finished` disconnects.
 fn report_progress(
     dir: UnitDir,
     base: Status,
     pid: u32,
-    done: Arc<AtomicBool>,
+    finished: crossbeam_channel::Receiver<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("runner-progress".into())
         .spawn(move || {
             let mut last = -1;
-            while !done.load(Ordering::Relaxed) {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(PROGRESS_INTERVAL)
+            {
                 let size = stdout_size(&dir);
                 if size != last {
                     last = size;
@@ -183,7 +186,6 @@ fn report_progress(
                         }
                     });
                 }
-                std::thread::sleep(PROGRESS_INTERVAL);
             }
         })
 }
