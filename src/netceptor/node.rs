@@ -526,6 +526,9 @@ impl Node {
             Some(k) if ru.update_epoch == k.epoch && ru.update_sequence <= k.sequence => {
                 return false;
             }
+            // A known node restarted and knows nobody: tell it about us now
+            // rather than at our next periodic update (Go waits for that).
+            Some(k) if ru.update_epoch > k.epoch => self.schedule_flood(now),
             Some(_) => {}
             None => {
                 self.schedule_flood(now);

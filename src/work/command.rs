@@ -13,6 +13,9 @@ use super::Unit;
 use super::state::{CANCELED, CommandExtra, ExtraData, FAILED, PENDING};
 use crate::config::WorkCommandCfg;
 
+/// The Detail of a unit about to be handed to its runner.
+pub const STARTING: &str = "Starting Worker";
+
 /// How often a runner this process did not start is checked for life.
 const ORPHAN_POLL: Duration = Duration::from_millis(250);
 /// How long cancel waits for the runner to stop the command.
@@ -62,7 +65,13 @@ pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let pid = child.id();
     unit.update(|s| {
-        s.set(PENDING, "Launching command runner");
+        // A fast runner may already have moved on, or even finished.
+        if s.is_final() {
+            return;
+        }
+        if s.detail == STARTING {
+            s.set(PENDING, "Launching command runner");
+        }
         s.extra = Some(ExtraData::Command(CommandExtra {
             pid: i64::from(pid),
             params: params.clone(),

@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub struct Unit {
     /// Bumped on every change a stream might wait for.
     version: Mutex<u64>,
     changed: Condvar,
+    /// A remote unit's cancel has reached the executor.
+    cancel_delivered: AtomicBool,
 }
 
 impl Unit {
@@ -54,6 +57,7 @@ impl Unit {
             last: Mutex::new(status),
             version: Mutex::new(0),
             changed: Condvar::new(),
+            cancel_delivered: AtomicBool::new(false),
         })
     }
 
@@ -246,7 +250,7 @@ impl Workceptor {
     /// Starts a unit whose stdin is complete. `Ok(false)` means it was
     /// accepted but not started yet (a remote node not reachable yet).
     pub fn start_unit(self: &Arc<Self>, unit: &Arc<Unit>) -> Result<bool, String> {
-        unit.update(|s| s.set(PENDING, "Starting Worker"));
+        unit.update(|s| s.set(PENDING, command::STARTING));
         let st = unit.status();
         let started = if st.work_type == REMOTE_TYPE {
             remote::start(self, unit)

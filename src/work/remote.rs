@@ -218,8 +218,14 @@ fn monitor(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
             start_late(w, unit, &r)
         } else if r.local_released {
             send_release(w, unit, &r).map(|()| Done::Stop)
-        } else if r.local_cancelled && !unit.status().is_final() {
-            send_cancel(w, &r).map(|()| Done::Continue)
+        } else if r.local_cancelled
+            && !unit.status().is_final()
+            && !unit.cancel_delivered.load(Ordering::SeqCst)
+        {
+            send_cancel(w, &r).map(|()| {
+                unit.cancel_delivered.store(true, Ordering::SeqCst);
+                Done::Continue
+            })
         } else {
             follow(w, unit, &r, &fetching)
         };
@@ -320,8 +326,11 @@ fn follow(
         if !fetching.swap(true, Ordering::SeqCst) {
             spawn_fetcher(w, unit, r, fetching.clone());
         }
+        // A new cancel or release is the monitor's to send.
         let now = remote_of(unit).unwrap_or_else(|| r.clone());
-        if now.local_cancelled || now.local_released {
+        let undelivered_cancel =
+            now.local_cancelled && !unit.cancel_delivered.load(Ordering::SeqCst);
+        if undelivered_cancel || now.local_released {
             return Ok(Done::Continue);
         }
         unit.wait_change(seen, STATUS_POLL);
@@ -455,7 +464,11 @@ pub fn cancel(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<bool, String> {
         return Ok(true);
     }
     match send_cancel(w, &r) {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            unit.cancel_delivered.store(true, Ordering::SeqCst);
+            unit.notify();
+            Ok(true)
+        }
         Err(e) => {
             warn!("[{}] Cancel not delivered yet: {e}", unit.id);
             Ok(false)

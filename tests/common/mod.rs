@@ -475,3 +475,24 @@ impl Conn {
         self.writer.set_read_timeout(Some(t)).expect("set timeout");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Added for tests/work.rs: a node's daemon PID and its work-unit directory.
+// ---------------------------------------------------------------------------
+
+impl Node {
+    /// PID of the daemon process while it runs (for /proc inspection).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `<datadir>/<node id>`: the directory holding this node's unit dirs.
+    pub fn units_dir(&self) -> PathBuf {
+        self.dir.path.join("data").join(&self.id)
+    }
+
+    /// The node's datadir (`<temp dir>/data`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path.join("data")
+    }
+}
