@@ -10,11 +10,15 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 
-use log::debug;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use log::{debug, error};
 
 use crate::config::ProxyCfg;
 use crate::netceptor::Netceptor;
-use crate::stream::Stream;
+use crate::netceptor::node::Advertise;
+use crate::stream::{self, DIAL_TIMEOUT, Listener, Stream};
 
 /// A byte socket that can be cloned for a second thread and half-closed.
 pub trait Socket: Read + Write + Send + Sized + 'static {
@@ -127,6 +131,76 @@ pub fn start(proxies: &[ProxyCfg], net: &Netceptor) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Carries each connection from `incoming` to `node:service` over the mesh.
+fn forward_local<S, I>(
+    name: String,
+    incoming: I,
+    net: &Netceptor,
+    node: &str,
+    service: &str,
+) -> Result<(), String>
+where
+    S: Socket,
+    I: Iterator<Item = io::Result<S>> + Send + 'static,
+{
+    let (net, node, service) = (net.clone(), node.to_string(), service.to_string());
+    let thread = name.clone();
+    spawn(thread, move || {
+        for conn in incoming {
+            let Ok(conn) = conn.inspect_err(|e| error!("{name} accept: {e}")) else {
+                continue;
+            };
+            let (net, node, service, name) =
+                (net.clone(), node.clone(), service.clone(), name.clone());
+            let started = spawn(format!("{name}-conn"), move || {
+                match stream::dial(&net, &node, &service, DIAL_TIMEOUT) {
+                    Ok(s) => bridge(conn, &[], s, OnRemoteEof::HalfClose),
+                    Err(e) => {
+                        error!("{name}: cannot reach {node}:{service}: {e}");
+                        let _ = conn.shutdown(Shutdown::Both);
+                    }
+                }
+            });
+            if let Err(e) = started {
+                error!("{e}");
+            }
+        }
+    })
+}
+
+/// Serves mesh service `service`, advertised with `tags`, and joins each
+/// stream to a local connection made by `connect`. A failed local
+/// connect closes the stream at once (Go leaves it open, and the far
+/// client hangs).
+fn forward_mesh<S, F>(
+    name: String,
+    net: &Netceptor,
+    service: &str,
+    tags: BTreeMap<String, String>,
+    connect: F,
+) -> Result<(), String>
+where
+    S: Socket,
+    F: Fn() -> io::Result<S> + Send + Sync + 'static,
+{
+    let listener = Listener::bind(net, service, Some(Advertise { conn_type: 1, tags }))
+        .map_err(|e| format!("{name}: {e}"))?;
+    let connect = Arc::new(connect);
+    let thread = name.clone();
+    spawn(thread, move || {
+        while let Ok(s) = listener.accept() {
+            let (connect, name) = (connect.clone(), name.clone());
+            let started = spawn(format!("{name}-conn"), move || match connect() {
+                Ok(conn) => bridge(conn, &[], s, OnRemoteEof::HalfClose),
+                Err(e) => debug!("{name}: cannot connect: {e}"),
+            });
+            if let Err(e) = started {
+                error!("{e}");
+            }
+        }
+    })
 }
 
 /// Runs `f` on a named thread; the error names what failed to start.
