@@ -470,3 +470,18 @@ fn garbage_frames_do_not_disturb_the_node() {
         assert!(matches!(out, Output::Send { .. }), "{out:?}");
     }
 }
+
+#[test]
+fn a_restarted_node_learns_distant_routes_at_once() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    sim.connect("a", "b", 1.0);
+    sim.connect("b", "c", 1.0);
+    sim.run_for(Duration::from_secs(2));
+    sim.kill("c");
+    sim.run_for(Duration::from_secs(1));
+    sim.connect("b", "c", 1.0);
+    // Well before anyone's 10 s periodic update.
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.route("c", "a").as_deref(), Some("b"));
+    assert_eq!(sim.route("a", "c").as_deref(), Some("b"));
+}
