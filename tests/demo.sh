@@ -47,6 +47,7 @@ done
 
 set -x
 ctl status
+ctl ping executor01 --count 2
 ctl traceroute executor01
 ctl work submit gather-hostname --node executor01 --no-payload --rm --follow
 ctl work submit echo-reply --node executor01 --payload-literal "hello from controller01" --rm --follow
