@@ -65,9 +65,12 @@ pub fn parse_rfc3339(s: &str) -> Option<i128> {
     }
     let offset_secs = match s.get(i..)? {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && matches!(&tz[..1], "+" | "-") && &tz[3..4] == ":" => {
+        tz if tz.len() == 6
+            && matches!(tz.as_bytes()[0], b'+' | b'-')
+            && tz.as_bytes()[3] == b':' =>
+        {
             let mag = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-            if &tz[..1] == "-" { -mag } else { mag }
+            if tz.as_bytes()[0] == b'-' { -mag } else { mag }
         }
         _ => return None,
     };
@@ -261,6 +264,10 @@ mod tests {
             Some(true)
         );
         assert_eq!(parse_rfc3339("garbage"), None);
+        // Multi-byte characters where digits belong must not panic.
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00+0é:0"), None);
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00é00:00"), None);
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00.5é"), None);
         assert_eq!(parse_rfc3339("2026-11-23T01:32:24.Z"), None);
     }
 }

@@ -487,6 +487,19 @@ impl Node {
         if ru.node_id.is_empty() {
             return;
         }
+        // Costs must be positive for shortest paths to exist; one bad
+        // update must not stall routing on every node it reaches.
+        if let Some((peer, cost)) = ru
+            .connections
+            .iter()
+            .find(|(_, c)| !(c.is_finite() && **c > 0.0))
+        {
+            error!(
+                "Ignoring routing update {} from {}: invalid cost {cost} to {peer}",
+                ru.update_id, ru.node_id
+            );
+            return;
+        }
         if ru.node_id == self.id {
             return self.handle_own_id_update(&ru);
         }
@@ -589,11 +602,9 @@ impl Node {
             return;
         }
         let msg = codec::encode_service_ad(&ad);
-        if ad.cancel {
-            self.ads.remove(&key);
-        } else {
-            self.ads.insert(key, StoredAd { ad, time });
-        }
+        // A cancel stays as a tombstone with its time, so copies of it
+        // arriving round a loop are recognised and not flooded again.
+        self.ads.insert(key, StoredAd { ad, time });
         let from = self.peers.get(from_peer).copied();
         self.flood(&msg, from);
     }
@@ -677,11 +688,17 @@ impl Node {
         now: Instant,
     ) -> Result<(), SendError> {
         match h.to_service.as_bytes() {
-            RESERVED_PING => {
+            // Never answer a reserved service: a forged ping from `ping`
+            // would otherwise echo forever (or recurse without end when it
+            // claims to come from ourselves).
+            RESERVED_PING
+                if ![RESERVED_PING, RESERVED_UNREACH].contains(&h.from_service.as_bytes()) =>
+            {
                 let ping = ServiceName::new("ping").unwrap_or_default();
                 let reply_to = h.from_service.to_text();
                 return self.send(ping, from, &reply_to, &[], MAX_FORWARDING_HOPS, now);
             }
+            RESERVED_PING => return Ok(()),
             RESERVED_UNREACH => {
                 self.handle_unreachable(h, from, &payload);
                 return Ok(());
@@ -851,7 +868,8 @@ impl Node {
             .iter()
             .map(codec::encode_service_ad)
             .collect();
-        msgs.extend(self.ads.values().map(|s| codec::encode_service_ad(&s.ad)));
+        let live = self.ads.values().filter(|s| !s.ad.cancel);
+        msgs.extend(live.map(|s| codec::encode_service_ad(&s.ad)));
         for msg in msgs {
             self.outputs.push_back(Output::Send { conn, msg });
         }
@@ -958,7 +976,7 @@ impl Node {
         advertisements.extend(
             self.ads
                 .values()
-                .filter(|s| s.ad.node_id != self.id)
+                .filter(|s| s.ad.node_id != self.id && !s.ad.cancel)
                 .map(|s| s.ad.clone()),
         );
         StatusSnapshot {

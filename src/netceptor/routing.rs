@@ -14,6 +14,7 @@ pub type CostTable = BTreeMap<String, BTreeMap<String, f64>>;
 pub fn compute(origin: &str, costs: &CostTable) -> BTreeMap<String, String> {
     let mut best: HashMap<&str, (f64, Option<&str>)> = HashMap::new();
     let mut queue = BinaryHeap::new();
+    let mut done = std::collections::HashSet::new();
     best.insert(origin, (0.0, None));
     queue.push(Candidate {
         cost: 0.0,
@@ -26,7 +27,9 @@ pub fn compute(origin: &str, costs: &CostTable) -> BTreeMap<String, String> {
         first_hop,
     }) = queue.pop()
     {
-        if best.get(node).is_some_and(|&(c, _)| c < cost) {
+        // Stale queue entry; also ends the loop should a non-positive
+        // cost ever get this far.
+        if best.get(node).is_some_and(|&(c, _)| c < cost) || !done.insert(node) {
             continue;
         }
         let Some(edges) = costs.get(node) else {
@@ -167,6 +170,17 @@ mod tests {
         let mut t = CostTable::new();
         t.entry("a".into()).or_default().insert("b".into(), 1.0);
         assert!(compute("a", &t).is_empty());
+    }
+
+    #[test]
+    fn a_negative_cycle_cannot_hang_it() {
+        let mut t = CostTable::new();
+        t.entry("s".into()).or_default().insert("m".into(), 1.0);
+        t.entry("m".into()).or_default().insert("s".into(), 1.0);
+        t.entry("m".into()).or_default().insert("z".into(), 1.0);
+        t.entry("z".into()).or_default().insert("m".into(), -5.0);
+        let r = compute("s", &t);
+        assert_eq!(r["z"], "m");
     }
 
     #[test]

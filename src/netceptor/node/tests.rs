@@ -2,6 +2,7 @@
 //! node at the other end of the link, with simulated time.
 
 use super::*;
+use crate::netceptor::hash::node_hash;
 
 struct Sim {
     nodes: Vec<Node>,
@@ -484,4 +485,75 @@ fn a_restarted_node_learns_distant_routes_at_once() {
     sim.run_for(Duration::from_secs(1));
     assert_eq!(sim.route("c", "a").as_deref(), Some("b"));
     assert_eq!(sim.route("a", "c").as_deref(), Some("b"));
+}
+
+#[test]
+fn a_forged_ping_from_ping_gets_no_answer() {
+    let now = Instant::now();
+    let mut node = Node::new("target", 1, Duration::from_secs(21), now);
+    node.handle_conn_opened(1, params(1.0), now);
+    let mut update = node.make_update(0);
+    update.node_id = "peer".into();
+    update.forwarding_node = "peer".into();
+    node.handle_message(1, codec::encode_routing(&update), now);
+    while node.poll_output().is_some() {}
+    let ping = ServiceName::new("ping").unwrap();
+    for from in ["target", "peer"] {
+        let h = DataHeader {
+            hops_to_live: 30,
+            from_node: node_hash(from),
+            to_node: node_hash("target"),
+            from_service: ping,
+            to_service: ping,
+        };
+        // Used to recurse until the stack overflowed (from = target) or
+        // start an endless echo with the peer.
+        node.handle_message(1, h.encode(&[]), now);
+        assert!(node.poll_output().is_none());
+    }
+}
+
+#[test]
+fn updates_with_invalid_costs_are_ignored() {
+    let mut sim = Sim::new(&["a", "m"]);
+    sim.connect("a", "m", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let mut bad = sim.nodes[1].make_update(0);
+    bad.node_id = "z".into();
+    bad.update_id = "forged01".into();
+    bad.connections = BTreeMap::from([("m".to_string(), -5.0)]);
+    let msg = codec::encode_routing(&bad);
+    let conn = *sim.nodes[0].peers.get("m").unwrap();
+    sim.nodes[0].handle_message(conn, msg, sim.now);
+    sim.run_for(Duration::from_secs(1));
+    assert!(!sim.nodes[0].costs.contains_key("z"));
+    assert_eq!(sim.route("a", "m").as_deref(), Some("m"));
+}
+
+#[test]
+fn a_cancel_does_not_circle_a_loop_forever() {
+    // A - B, and a loop B - C - D - B that A is not part of.
+    let mut sim = Sim::new(&["a", "b", "c", "d"]);
+    sim.connect("a", "b", 1.0);
+    sim.connect("b", "c", 1.0);
+    sim.connect("c", "d", 1.0);
+    sim.connect("d", "b", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let tags = BTreeMap::from([("type".to_string(), "x".to_string())]);
+    let svc = sim.nodes[0]
+        .bind("svc", Some(Advertise { conn_type: 1, tags }), now)
+        .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    sim.nodes[0].unbind(svc);
+    // pump() would never return if the cancel kept circulating.
+    sim.run_for(Duration::from_secs(1));
+    for n in &sim.nodes[1..] {
+        assert!(
+            !n.status(SystemTime::now())
+                .advertisements
+                .iter()
+                .any(|a| a.service == "svc")
+        );
+    }
 }
