@@ -430,8 +430,9 @@ fn on_event(
         Event::ConnectionLost { reason } => {
             let (kind, text) = describe(&reason);
             if kind == ErrorKind::UnexpectedEof {
-                // A normal close ends the stream like a FIN would.
-                c.pipe.lock().recv_fin = true;
+                // A normal close ends the stream like a FIN would, after
+                // everything that arrived before it.
+                drain_on_close(c);
             }
             c.pipe.fail(kind, text.clone());
             if let Role::Dialer { connected } = role
@@ -628,6 +629,23 @@ fn fill_recv(c: &mut Conn, id: StreamId, st: &mut super::pipe::PipeState) -> boo
     }
     let _ = chunks.finalize();
     changed
+}
+
+/// Moves all received stream data into the pipe, past its usual limit,
+/// so a peer's close never loses bytes we already acknowledged.
+fn drain_on_close(c: &mut Conn) {
+    let pipe = c.pipe.clone();
+    let mut st = pipe.lock();
+    if let Some(id) = c.stream
+        && let Ok(mut chunks) = c.conn.recv_stream(id).read(true)
+    {
+        while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
+            st.recv_len += chunk.bytes.len();
+            st.recv.push_back(chunk.bytes);
+        }
+        let _ = chunks.finalize();
+    }
+    st.recv_fin = true;
 }
 
 /// Error kind and text for a lost connection. A peer's normal close reads
