@@ -26,7 +26,6 @@ use session::Context;
 /// mesh binding. Dropping it releases both.
 pub struct ControlService {
     _lock: Option<File>,
-    _mesh: Option<Arc<Listener>>,
     socket_path: Option<PathBuf>,
 }
 
@@ -55,7 +54,6 @@ pub fn start(
     });
     let mut service = ControlService {
         _lock: None,
-        _mesh: None,
         socket_path: None,
     };
     if let Some(path) = &cfg.filename {
@@ -75,9 +73,9 @@ pub fn start(
         spawn_tcp(listener, ctx.clone())?;
     }
     if !cfg.service.is_empty() {
-        service._mesh = Some(serve_mesh(net, &cfg.service, ctx.clone())?);
+        serve_mesh(net, &cfg.service, ctx.clone())?;
     }
-    if service.socket_path.is_none() && cfg.tcp_listen.is_none() && service._mesh.is_none() {
+    if service.socket_path.is_none() && cfg.tcp_listen.is_none() && cfg.service.is_empty() {
         return Err("control-service: no listeners specified".into());
     }
     info!("Running control service {}", cfg.service);
@@ -135,7 +133,7 @@ fn spawn_unix(listener: UnixListener, ctx: Arc<Context>) -> Result<(), String> {
         for stream in listener.incoming() {
             match stream {
                 Ok(s) => client(ctx.clone(), move |ctx| session::serve(ctx, s, "@")),
-                Err(e) => error!("Error accepting control connection: {e}"),
+                Err(e) => accept_failed(&e),
             }
         }
     })
@@ -149,10 +147,17 @@ fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>) -> Result<(), String> {
                     let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
                     client(ctx.clone(), move |ctx| session::serve(ctx, s, &peer));
                 }
-                Err(e) => error!("Error accepting control connection: {e}"),
+                Err(e) => accept_failed(&e),
             }
         }
     })
+}
+
+/// Logs an accept error and pauses, so a lasting one (no file descriptors
+/// left) does not spin.
+fn accept_failed(e: &std::io::Error) {
+    error!("Error accepting control connection: {e}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
 }
 
 fn client<F: FnOnce(&Context) + Send + 'static>(ctx: Arc<Context>, f: F) {
@@ -171,17 +176,14 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<(), String> {
 
 /// Serves the control protocol on a mesh service, advertised with the
 /// node's work types so other nodes can submit work here.
-fn serve_mesh(net: &Netceptor, service: &str, ctx: Arc<Context>) -> Result<Arc<Listener>, String> {
+fn serve_mesh(net: &Netceptor, service: &str, ctx: Arc<Context>) -> Result<(), String> {
     let tags = BTreeMap::from([("type".to_string(), "Control Service".to_string())]);
     let listener = Listener::bind(net, service, Some(Advertise { conn_type: 1, tags }))
-        .map(Arc::new)
         .map_err(|e| format!("control-service: {e}"))?;
-    let accepting = Arc::downgrade(&listener);
     spawn("control-mesh", move || {
-        while let Some(stream) = accepting.upgrade().and_then(|l| l.accept().ok()) {
+        while let Ok(stream) = listener.accept() {
             let peer = format!("{}:{}", stream.peer_node(), stream.peer_service());
             client(ctx.clone(), move |ctx| session::serve(ctx, stream, &peer));
         }
-    })?;
-    Ok(listener)
+    })
 }

@@ -33,6 +33,8 @@ const SERVICE_AD_INTERVAL: Duration = Duration::from_secs(60);
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const SEEN_UPDATE_EXPIRY: Duration = Duration::from_secs(3600);
 const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Routing update IDs remembered at most (duplicate suppression).
+const SEEN_UPDATES_CAP: usize = 65_536;
 /// How soon a change (new peer, lost peer, new node) reaches the mesh.
 const SOON: Duration = Duration::from_millis(100);
 
@@ -119,6 +121,7 @@ pub enum SendError {
     NoRoute,
     ServiceUnknown,
     ServiceNameTooLong,
+    Stopped,
 }
 
 impl std::fmt::Display for SendError {
@@ -127,6 +130,7 @@ impl std::fmt::Display for SendError {
             SendError::NoRoute => "no route to node",
             SendError::ServiceUnknown => PROBLEM_SERVICE_UNKNOWN,
             SendError::ServiceNameTooLong => "service name too long",
+            SendError::Stopped => "node is shutting down",
         })
     }
 }
@@ -505,6 +509,14 @@ impl Node {
         }
         if self.seen_updates.contains_key(&ru.update_id) {
             return;
+        }
+        if self.seen_updates.len() >= SEEN_UPDATES_CAP {
+            // Peers choose update IDs; forget the oldest half rather than
+            // grow without bound before the hourly sweep.
+            let mut times: Vec<Instant> = self.seen_updates.values().copied().collect();
+            times.sort_unstable();
+            let cutoff = times[times.len() / 2];
+            self.seen_updates.retain(|_, t| *t > cutoff);
         }
         self.seen_updates.insert(ru.update_id.clone(), now);
         if ru.suspected_duplicate != 0 {

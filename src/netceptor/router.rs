@@ -76,7 +76,9 @@ pub struct Netceptor {
 impl Netceptor {
     /// Starts the router thread for node `id`.
     pub fn start(id: &str, max_idle: Duration) -> (Netceptor, JoinHandle<()>) {
-        let (tx, rx) = unbounded();
+        // Bounded, so readers of busy connections wait (and TCP pushes back
+        // on the peer) instead of queueing without limit.
+        let (tx, rx) = bounded(COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = bounded(1);
         let epoch = new_epoch();
         let node = Node::new(id, epoch, max_idle, Instant::now());
@@ -207,7 +209,7 @@ impl PacketConn {
             hops,
             reply: Some(reply),
         });
-        answer.recv().unwrap_or(Err(SendError::NoRoute))
+        answer.recv().unwrap_or(Err(SendError::Stopped))
     }
 
     /// Fire-and-forget send, for datagram traffic.
@@ -230,6 +232,9 @@ impl Drop for PacketConn {
         });
     }
 }
+
+/// Commands waiting for the router at most.
+const COMMAND_QUEUE: usize = 65_536;
 
 /// Commands handled before gathered frames are sent.
 const BATCH: usize = 256;

@@ -149,7 +149,11 @@ where
     let thread = name.clone();
     spawn(thread, move || {
         for conn in incoming {
-            let Ok(conn) = conn.inspect_err(|e| error!("{name} accept: {e}")) else {
+            let Ok(conn) = conn.inspect_err(|e| {
+                error!("{name} accept: {e}");
+                // A lasting error (no file descriptors left) must not spin.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }) else {
                 continue;
             };
             let (net, node, service, name) =

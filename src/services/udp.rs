@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
-use log::{debug, error};
+use log::{debug, error, warn};
 
 use super::spawn;
 use crate::config::ProxyCfg;
@@ -20,6 +20,8 @@ use crate::netceptor::{Delivery, Netceptor, PacketConn};
 const SESSION_IDLE: Duration = Duration::from_secs(300);
 const TICK: Duration = Duration::from_secs(1);
 const MAX_DATAGRAM: usize = 65536;
+/// Peers served at once per proxy; each has a socket and a thread.
+const MAX_SESSIONS: usize = 1024;
 
 pub fn start(cfg: &ProxyCfg, net: &Netceptor) -> Result<(), String> {
     match cfg {
@@ -55,6 +57,10 @@ fn server(net: &Netceptor, addr: &str, node: &str, service: &str) -> Result<(), 
                 Err(e) if is_timeout(&e) => continue,
                 Err(e) => return error!("udp-server: {e}"),
             };
+            if sessions.len() >= MAX_SESSIONS && !sessions.contains_key(&from) {
+                warn!("udp-server: too many sessions; dropping a datagram from {from}");
+                continue;
+            }
             if let std::collections::hash_map::Entry::Vacant(slot) = sessions.entry(from) {
                 match open_server_session(&net, &sock, from, &node, &service) {
                     Ok(pc) => {
@@ -151,6 +157,13 @@ fn client(net: &Netceptor, service: &str, address: &str) -> Result<(), String> {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let key = (from_node, from_service);
+            if sessions.len() >= MAX_SESSIONS && !sessions.contains_key(&key) {
+                warn!(
+                    "udp-client: too many sessions; dropping a datagram from {}:{}",
+                    key.0, key.1
+                );
+                continue;
+            }
             if !sessions.contains_key(&key) {
                 match open_client_session(&pc, target, &key) {
                     Ok(s) => {

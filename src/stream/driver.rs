@@ -73,6 +73,8 @@ struct Conn {
 struct AddrBook {
     by_peer: HashMap<(String, String), SocketAddr>,
     by_addr: HashMap<SocketAddr, (String, String)>,
+    /// Addresses handed out so far; never reused.
+    issued: u128,
 }
 
 impl AddrBook {
@@ -81,8 +83,8 @@ impl AddrBook {
         if let Some(a) = self.by_peer.get(&key) {
             return *a;
         }
-        let n = self.by_peer.len() as u128 + 1;
-        let addr = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(n), 1, 0, 0));
+        self.issued += 1;
+        let addr = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(self.issued), 1, 0, 0));
         self.by_peer.insert(key.clone(), addr);
         self.by_addr.insert(addr, key);
         addr
@@ -90,6 +92,13 @@ impl AddrBook {
 
     fn peer(&self, addr: &SocketAddr) -> Option<&(String, String)> {
         self.by_addr.get(addr)
+    }
+
+    /// Drops a peer's address once no connection uses it.
+    fn forget(&mut self, peer: &(String, String)) {
+        if let Some(addr) = self.by_peer.remove(peer) {
+            self.by_addr.remove(&addr);
+        }
     }
 }
 
@@ -370,7 +379,11 @@ impl<T: Transport> Driver<T> {
             if c.conn.is_drained() {
                 c.pipe
                     .fail(ErrorKind::ConnectionAborted, "connection closed".into());
+                let peer = c.peer.clone();
                 self.conns.remove(&ch);
+                if !self.conns.values().any(|c| c.peer == peer) {
+                    self.addrs.forget(&peer);
+                }
                 return;
             }
             if !progressed {

@@ -25,8 +25,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The listener certificate: made once per process (ECDSA P-256 is cheap,
-/// unlike the RSA-2048 key Go generates on every start), valid for a day
-/// either side of now so clock skew between nodes does not matter.
+/// unlike the RSA-2048 key Go generates on every start). Its validity
+/// starts a day back, so clock skew between nodes does not matter, and
+/// runs for years, so a long-lived daemon never outlives it (dialers do
+/// not check dates in this mode anyway).
 fn insecure_identity() -> Result<&'static (CertificateDer<'static>, Vec<u8>), String> {
     static IDENTITY: OnceLock<Result<(CertificateDer<'static>, Vec<u8>), String>> = OnceLock::new();
     IDENTITY

@@ -47,6 +47,8 @@ pub struct Unit {
     changed: Condvar,
     /// A remote unit's cancel has reached the executor.
     cancel_delivered: AtomicBool,
+    /// A remote unit's monitor thread is running.
+    monitored: AtomicBool,
 }
 
 impl Unit {
@@ -58,6 +60,7 @@ impl Unit {
             version: Mutex::new(0),
             changed: Condvar::new(),
             cancel_delivered: AtomicBool::new(false),
+            monitored: AtomicBool::new(false),
         })
     }
 
@@ -243,15 +246,25 @@ impl Workceptor {
             .write(true)
             .mode(0o600)
             .open(unit.dir.stdin_path())?;
-        unit.update(|s| s.set(PENDING, "Waiting for Input Data"));
+        unit.update(|s| {
+            if !s.is_final() {
+                s.set(PENDING, "Waiting for Input Data");
+            }
+        });
         Ok(f)
     }
 
     /// Starts a unit whose stdin is complete. `Ok(false)` means it was
     /// accepted but not started yet (a remote node not reachable yet).
     pub fn start_unit(self: &Arc<Self>, unit: &Arc<Unit>) -> Result<bool, String> {
-        unit.update(|s| s.set(PENDING, command::STARTING));
-        let st = unit.status();
+        let st = unit.update(|s| {
+            if !s.is_final() {
+                s.set(PENDING, command::STARTING);
+            }
+        });
+        if st.is_final() {
+            return Err(format!("unit is already {}", state::state_name(st.state)));
+        }
         let started = if st.work_type == REMOTE_TYPE {
             remote::start(self, unit)
         } else {

@@ -15,6 +15,7 @@ use log::{debug, error, info, warn};
 use super::state::{FAILED, RemoteExtra, Status, ZERO_TIME};
 use super::{SubmitRequest, Unit, Workceptor};
 use crate::gotime;
+use crate::netceptor::Netceptor;
 use crate::stream::{self, Stream};
 
 const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,8 +74,8 @@ struct ControlConn {
 }
 
 impl ControlConn {
-    fn open(w: &Workceptor, node: &str) -> Result<ControlConn, String> {
-        let s = stream::dial(w.net(), node, "control", DIAL_TIMEOUT)?;
+    fn open(net: &Netceptor, node: &str) -> Result<ControlConn, String> {
+        let s = stream::dial(net, node, "control", DIAL_TIMEOUT)?;
         s.set_read_timeout(Some(GREETING_TIMEOUT));
         let mut conn = ControlConn {
             reader: BufReader::new(s.clone()),
@@ -142,7 +143,7 @@ enum Failure {
 
 fn submit(w: &Workceptor, unit: &Unit) -> Result<(), Failure> {
     let r = remote_of(unit).ok_or_else(|| Failure::Refused("not a remote unit".into()))?;
-    let mut conn = ControlConn::open(w, &r.remote_node).map_err(Failure::Unreachable)?;
+    let mut conn = ControlConn::open(w.net(), &r.remote_node).map_err(Failure::Unreachable)?;
     let mut req = serde_json::Map::new();
     for (k, v) in &r.remote_params {
         req.insert(k.clone(), v.clone().into());
@@ -197,12 +198,33 @@ fn send_stdin(unit: &Unit, out: &Stream) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts the unit's monitor unless one is running already.
 fn spawn_monitor(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
-    let (w, unit) = (w.clone(), unit.clone());
+    if unit.monitored.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let (w, watched) = (w.clone(), unit.clone());
     let started = std::thread::Builder::new()
         .name(format!("remote-{}", unit.id))
-        .spawn(move || monitor(&w, &unit));
+        .spawn(move || {
+            loop {
+                monitor(&w, &watched);
+                watched.monitored.store(false, Ordering::SeqCst);
+                // A cancel or release may have come in as the loop ended.
+                let more = watched.dir.exists()
+                    && remote_of(&watched).is_some_and(|r| {
+                        r.local_released
+                            || (r.local_cancelled
+                                && !watched.cancel_delivered.load(Ordering::SeqCst)
+                                && !watched.status().is_final())
+                    });
+                if !more || watched.monitored.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
     if let Err(e) = started {
+        unit.monitored.store(false, Ordering::SeqCst);
         error!("Cannot start remote unit monitor: {e}");
     }
 }
@@ -287,15 +309,16 @@ fn expired(r: &RemoteExtra) -> bool {
     r.expiration != ZERO_TIME && now > at
 }
 
-/// Polls the executor's status and keeps a results stream running while
-/// there is output to fetch. Returns when the unit is complete here.
+/// Follows the executor's status while a results stream carries the
+/// output. `Stop` once the unit is complete here; `Continue` when a new
+/// cancel or release needs sending.
 fn follow(
     w: &Workceptor,
     unit: &Arc<Unit>,
     r: &RemoteExtra,
     fetching: &Arc<AtomicBool>,
 ) -> Result<Done, String> {
-    let mut conn = ControlConn::open(w, &r.remote_node)?;
+    let mut conn = ControlConn::open(w.net(), &r.remote_node)?;
     loop {
         let reply = conn.request(&format!("work status {}", r.remote_unit_id))?;
         if let Some(err) = reply.strip_prefix("ERROR") {
@@ -342,11 +365,11 @@ fn local_size(unit: &Unit) -> u64 {
 }
 
 fn spawn_fetcher(w: &Workceptor, unit: &Arc<Unit>, r: &RemoteExtra, busy: Arc<AtomicBool>) {
-    let (unit, r, net_w) = (unit.clone(), r.clone(), WorkRef::new(w));
+    let (unit, r, net) = (unit.clone(), r.clone(), w.net().clone());
     let started = std::thread::Builder::new()
         .name(format!("results-{}", unit.id))
         .spawn(move || {
-            if let Err(e) = fetch(&net_w, &unit, &r) {
+            if let Err(e) = fetch(&net, &unit, &r) {
                 debug!("[{}] Results stream ended: {e}", unit.id);
             }
             busy.store(false, Ordering::SeqCst);
@@ -357,41 +380,21 @@ fn spawn_fetcher(w: &Workceptor, unit: &Arc<Unit>, r: &RemoteExtra, busy: Arc<At
     }
 }
 
-/// What a fetcher thread needs of the Workceptor (it may outlive a call).
-struct WorkRef {
-    net: crate::netceptor::Netceptor,
-}
-
-impl WorkRef {
-    fn new(w: &Workceptor) -> WorkRef {
-        WorkRef {
-            net: w.net().clone(),
-        }
-    }
-}
-
 /// Appends the executor's stdout from our current size until its stream
 /// ends, or until it stalls while more output is known to exist.
-fn fetch(w: &WorkRef, unit: &Unit, r: &RemoteExtra) -> Result<(), String> {
+fn fetch(net: &Netceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), String> {
     let start = local_size(unit);
-    let s = stream::dial(&w.net, &r.remote_node, "control", DIAL_TIMEOUT)?;
-    s.set_read_timeout(Some(GREETING_TIMEOUT));
-    let mut reader = BufReader::new(s.clone());
-    let mut line = String::new();
-    reader.read_line(&mut line).map_err(|e| e.to_string())?;
+    let mut conn = ControlConn::open(net, &r.remote_node)?;
     let req = serde_json::json!({
         "command": "work", "subcommand": "results",
         "unitid": r.remote_unit_id, "startpos": start,
     });
-    (&s).write_all(format!("{req}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    line.clear();
-    reader.read_line(&mut line).map_err(|e| e.to_string())?;
+    let line = conn.request(&req.to_string())?;
     if !line.contains("Streaming results") {
-        return Err(format!("unexpected results reply: {}", line.trim_end()));
+        return Err(format!("unexpected results reply: {line}"));
     }
-    s.shutdown_write();
-    s.set_read_timeout(Some(RESULTS_STALL));
+    conn.writer.shutdown_write();
+    conn.writer.set_read_timeout(Some(RESULTS_STALL));
     let mut out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -400,7 +403,7 @@ fn fetch(w: &WorkRef, unit: &Unit, r: &RemoteExtra) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match reader.read(&mut buf) {
+        match conn.reader.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => {
                 out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
@@ -417,11 +420,10 @@ fn fetch(w: &WorkRef, unit: &Unit, r: &RemoteExtra) -> Result<(), String> {
     }
 }
 
-fn send_cancel(w: &Workceptor, r: &RemoteExtra) -> Result<(), String> {
-    let mut conn = ControlConn::open(w, &r.remote_node)?;
+fn send_unit_command(w: &Workceptor, r: &RemoteExtra, subcommand: &str) -> Result<(), String> {
+    let mut conn = ControlConn::open(w.net(), &r.remote_node)?;
     conn.writer.set_read_timeout(Some(Duration::from_secs(30)));
-    let req =
-        serde_json::json!({"command": "work", "subcommand": "cancel", "unitid": r.remote_unit_id});
+    let req = serde_json::json!({"command": "work", "subcommand": subcommand, "unitid": r.remote_unit_id});
     let reply = conn.request(&req.to_string())?;
     match reply.strip_prefix("ERROR: ") {
         Some(e) if !e.contains("unknown work unit") => Err(e.to_string()),
@@ -429,17 +431,12 @@ fn send_cancel(w: &Workceptor, r: &RemoteExtra) -> Result<(), String> {
     }
 }
 
+fn send_cancel(w: &Workceptor, r: &RemoteExtra) -> Result<(), String> {
+    send_unit_command(w, r, "cancel")
+}
+
 fn send_release(w: &Arc<Workceptor>, unit: &Unit, r: &RemoteExtra) -> Result<(), String> {
-    let mut conn = ControlConn::open(w, &r.remote_node)?;
-    conn.writer.set_read_timeout(Some(Duration::from_secs(30)));
-    let req =
-        serde_json::json!({"command": "work", "subcommand": "release", "unitid": r.remote_unit_id});
-    let reply = conn.request(&req.to_string())?;
-    if let Some(e) = reply.strip_prefix("ERROR: ")
-        && !e.contains("unknown work unit")
-    {
-        return Err(e.to_string());
-    }
+    send_unit_command(w, r, "release")?;
     w.forget(unit, true)
 }
 
@@ -471,6 +468,7 @@ pub fn cancel(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<bool, String> {
         }
         Err(e) => {
             warn!("[{}] Cancel not delivered yet: {e}", unit.id);
+            spawn_monitor(w, unit);
             Ok(false)
         }
     }
@@ -499,6 +497,7 @@ pub fn release(w: &Arc<Workceptor>, unit: &Arc<Unit>, force: bool) -> Result<boo
         }
         Err(e) => {
             warn!("[{}] Release not delivered yet: {e}", unit.id);
+            spawn_monitor(w, unit);
             Ok(false)
         }
     }

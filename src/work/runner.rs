@@ -43,7 +43,13 @@ pub fn run(cfg: &CommandRunnerCfg) -> i32 {
             error!("Error updating status file {}: {e}", dir.path().display());
         }
     };
+    // Catch SIGINT/SIGTERM before the command exists, so a cancel that
+    // comes early cannot kill us and leave the command unsupervised.
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]);
     set(PENDING, "Not started yet".into(), 0);
+    if canceled(&dir) {
+        return -1;
+    }
     let mut child = match spawn(cfg, &dir) {
         Ok(c) => c,
         Err(detail) => {
@@ -53,7 +59,12 @@ pub fn run(cfg: &CommandRunnerCfg) -> i32 {
     };
     let pid = child.id();
     set(RUNNING, format!("Running: PID {pid}"), stdout_size(&dir));
-    let interrupted = watch_signals(pid);
+    let interrupted = watch_signals(signals.ok(), pid);
+    // A cancel that saw no runner PID yet only wrote Canceled.
+    if canceled(&dir) {
+        interrupted.store(true, Ordering::Relaxed);
+        signal(pid, libc::SIGKILL);
+    }
     let (done, finished) = crossbeam_channel::bounded::<()>(0);
     let progress = report_progress(dir.clone(), base.clone(), pid, finished);
     let status = child.wait();
@@ -129,14 +140,18 @@ pub fn describe_exit(s: ExitStatus) -> String {
     format!("signal: {name}")
 }
 
+fn canceled(dir: &UnitDir) -> bool {
+    dir.read().is_ok_and(|s| s.state == CANCELED)
+}
+
 fn stdout_size(dir: &UnitDir) -> i64 {
     std::fs::metadata(dir.stdout_path()).map_or(0, |m| m.len() as i64)
 }
 
 /// On SIGINT or SIGTERM: interrupt the command, then kill it if it lingers.
-fn watch_signals(pid: u32) -> Arc<AtomicBool> {
+fn watch_signals(signals: Option<signal_hook::iterator::Signals>, pid: u32) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+    let Some(mut signals) = signals else {
         return flag;
     };
     let seen = flag.clone();

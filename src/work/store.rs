@@ -93,7 +93,7 @@ impl UnitDir {
     /// Writes a whole new status.
     pub fn write(&self, status: &Status) -> io::Result<()> {
         let _lock = self.lock()?;
-        self.replace(status)
+        self.replace(status, true)
     }
 
     /// Applies `change` to the current status under the lock and returns
@@ -105,8 +105,9 @@ impl UnitDir {
     ) -> io::Result<Status> {
         let _lock = self.lock()?;
         let mut status = self.read().unwrap_or_else(|_| fallback.clone());
+        let before = status.state;
         change(&mut status);
-        self.replace(&status)?;
+        self.replace(&status, status.state != before || status.is_final())?;
         Ok(status)
     }
 
@@ -121,7 +122,10 @@ impl UnitDir {
         Ok(f)
     }
 
-    fn replace(&self, status: &Status) -> io::Result<()> {
+    /// Writes through a temporary file and a rename. `durable` changes
+    /// (new states) are synced to disk; progress-only ones (stdout size)
+    /// are cheap to lose.
+    fn replace(&self, status: &Status, durable: bool) -> io::Result<()> {
         let tmp = self.path.join(".status.tmp");
         let mut f = OpenOptions::new()
             .create(true)
@@ -130,13 +134,11 @@ impl UnitDir {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&status.to_file_bytes())?;
-        // Final states are what a restart must see; intermediate ones
-        // (progress, stdout size) are cheap to lose.
-        if status.is_final() {
+        if durable {
             f.sync_all()?;
         }
         fs::rename(&tmp, self.status_path())?;
-        if status.is_final() {
+        if durable {
             File::open(&self.path)?.sync_all()?;
         }
         Ok(())
