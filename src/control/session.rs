@@ -143,7 +143,9 @@ fn results<S: Socket>(ctx: &Context, mut conn: BufReader<S>, id: &str, start: u6
         return;
     }
     let out = conn.get_mut();
-    if let Err(e) = ctx.work.stream_results(&unit, start, out) {
+    let client = out.try_clone();
+    let gone = || client.as_ref().is_ok_and(Socket::peer_gone);
+    if let Err(e) = ctx.work.stream_results(&unit, start, out, &gone) {
         debug!("Results stream for {id} ended: {e}");
     }
     let _ = out.shutdown(std::net::Shutdown::Both);

@@ -24,6 +24,21 @@ use crate::stream::{self, DIAL_TIMEOUT, Listener, Stream};
 pub trait Socket: Read + Write + Send + Sized + 'static {
     fn try_clone(&self) -> io::Result<Self>;
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// The peer has closed both directions (or the connection failed).
+    /// A peer that only half-closed is still there.
+    fn peer_gone(&self) -> bool;
+}
+
+/// Whether the socket reports a hang-up or an error, without blocking.
+fn hung_up(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes only the one pollfd we pass.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
 impl Socket for TcpStream {
@@ -34,6 +49,10 @@ impl Socket for TcpStream {
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         TcpStream::shutdown(self, how)
     }
+
+    fn peer_gone(&self) -> bool {
+        hung_up(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
 }
 
 impl Socket for UnixStream {
@@ -43,6 +62,10 @@ impl Socket for UnixStream {
 
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         UnixStream::shutdown(self, how)
+    }
+
+    fn peer_gone(&self) -> bool {
+        hung_up(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 
@@ -57,6 +80,10 @@ impl Socket for Stream {
             self.shutdown_write();
         }
         Ok(())
+    }
+
+    fn peer_gone(&self) -> bool {
+        Stream::peer_gone(self)
     }
 }
 

@@ -162,6 +162,12 @@ impl Stream {
             .unwrap_or_else(|p| p.into_inner()) = t;
     }
 
+    /// The peer stopped reading or the connection failed.
+    pub fn peer_gone(&self) -> bool {
+        let st = self.inner.pipe.lock();
+        st.write_closed || st.error.is_some()
+    }
+
     /// Half-close: the peer reads EOF once what was written arrives;
     /// reading from the peer goes on.
     pub fn shutdown_write(&self) {

@@ -374,8 +374,17 @@ impl Workceptor {
 
     /// Streams stdout from `start` until the unit is final and everything
     /// it wrote has been sent.
-    pub fn stream_results(&self, unit: &Unit, start: u64, out: &mut dyn Write) -> io::Result<()> {
-        let Some(mut file) = self.wait_for_stdout(unit) else {
+    /// `gone` tells whether the client has hung up, so a stream waiting on
+    /// a quiet unit does not outlive it.
+    pub fn stream_results(
+        &self,
+        unit: &Unit,
+        start: u64,
+        out: &mut dyn Write,
+        gone: &dyn Fn() -> bool,
+    ) -> io::Result<()> {
+        let hung_up = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
+        let Some(mut file) = self.wait_for_stdout(unit, gone).map_err(|()| hung_up())? else {
             return Ok(());
         };
         file.seek(SeekFrom::Start(start))?;
@@ -399,23 +408,30 @@ impl Workceptor {
             if !unit.dir.exists() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "unit was released"));
             }
+            if gone() {
+                return Err(hung_up());
+            }
             unit.wait_change(seen, pause);
             pause = (pause * 2).min(RESULTS_POLL_MAX);
         }
     }
 
-    /// The stdout file once it exists; `None` if the unit ended without one.
-    fn wait_for_stdout(&self, unit: &Unit) -> Option<File> {
+    /// The stdout file once it exists; `None` if the unit ended without
+    /// one; `Err` if the client hung up first.
+    fn wait_for_stdout(&self, unit: &Unit, gone: &dyn Fn() -> bool) -> Result<Option<File>, ()> {
         let mut pause = RESULTS_POLL_FIRST;
         loop {
             let seen = unit.version();
             if let Ok(f) = File::open(unit.dir.stdout_path()) {
-                return Some(f);
+                return Ok(Some(f));
             }
             // A remote unit can be final here before its output arrives.
             let st = unit.status();
             if (st.is_final() && st.stdout_size == 0) || !unit.dir.exists() {
-                return None;
+                return Ok(None);
+            }
+            if gone() {
+                return Err(());
             }
             unit.wait_change(seen, pause);
             pause = (pause * 2).min(RESULTS_POLL_MAX);
