@@ -673,3 +673,23 @@ fn help_lists_every_section_and_version_exits_0() {
     assert_eq!(text.lines().count(), 1, "{}", show(&out));
     assert!(!text.trim().is_empty());
 }
+
+/// SIGTERM stops the daemon cleanly: exit status 0, a log line, the
+/// control socket removed (Go dies at once with status 143).
+#[test]
+fn sigterm_stops_cleanly() {
+    let port = free_port();
+    let mut node = Node::start("stopper", &[listener(port, 1.0)]);
+    let socket = node.socket.clone();
+    assert!(socket.exists());
+    let status = node
+        .terminate()
+        .expect("node stopped within 10 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", node.log_tail(20));
+    assert!(
+        node.log().contains("Received signal 15, shutting down"),
+        "{}",
+        node.log_tail(20)
+    );
+    assert!(!socket.exists(), "control socket left behind");
+}

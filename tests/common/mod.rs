@@ -212,6 +212,26 @@ impl Node {
         }
     }
 
+    /// Sends SIGTERM and waits (up to 10 s) for the process to exit;
+    /// returns its exit status, or `None` if it did not stop in time.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let mut status = None;
+        wait_until(secs(10), || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status
+    }
+
     /// Kills the process if needed and starts it again with the same config,
     /// waiting until it is ready.
     pub fn restart(&mut self) {
