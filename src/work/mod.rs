@@ -298,15 +298,7 @@ impl Workceptor {
     }
 
     fn reply_for(&self, st: &Status) -> String {
-        if st.work_type != REMOTE_TYPE && !self.types.contains_key(&st.work_type) {
-            // Go shows units of unregistered types this way.
-            let mut shown = st.clone();
-            shown.extra = None;
-            return shown
-                .to_reply()
-                .replace("\"ExtraData\":null", "\"ExtraData\":\"Unknown WorkType\"");
-        }
-        st.to_reply()
+        st.to_reply(st.work_type == REMOTE_TYPE || self.types.contains_key(&st.work_type))
     }
 
     /// `{"<id>": status, …}` for every unit, or just the one asked for.

@@ -93,8 +93,11 @@ impl Status {
 
     /// The object `work status` and `work list` reply with: keys sorted,
     /// `StateName` added, and secret params left out.
-    pub fn to_reply(&self) -> String {
+    /// `known_type` is false for units of a work type not configured here,
+    /// whose ExtraData Go shows as `"Unknown WorkType"`.
+    pub fn to_reply(&self, known_type: bool) -> String {
         let extra = match &self.extra {
+            _ if !known_type => Ok("\"Unknown WorkType\"".to_string()),
             Some(ExtraData::Remote(r)) => serde_json::to_string(&r.without_secrets()),
             other => serde_json::to_string(other),
         }
@@ -217,7 +220,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            st.to_reply(),
+            st.to_reply(true),
             r#"{"Detail":"Waiting for Input Data","ExtraData":{"Pid":0,"Params":"-c \"cat; sleep 3; echo done\""},"State":0,"StateName":"Pending","StdoutSize":0,"WorkType":"demo"}"#
         );
         let done = Status {
@@ -228,8 +231,23 @@ mod tests {
             extra: None,
         };
         assert_eq!(
-            done.to_reply(),
+            done.to_reply(true),
             r#"{"Detail":"exit status 0","ExtraData":null,"State":2,"StateName":"Succeeded","StdoutSize":17,"WorkType":"demo"}"#
+        );
+    }
+
+    #[test]
+    fn units_of_unknown_types_show_it() {
+        let st = Status::new(
+            "gone",
+            Some(ExtraData::Command(CommandExtra {
+                pid: 0,
+                params: String::new(),
+            })),
+        );
+        assert!(
+            st.to_reply(false)
+                .contains(r#""ExtraData":"Unknown WorkType""#)
         );
     }
 
@@ -253,7 +271,7 @@ mod tests {
                 expiration: ZERO_TIME.into(),
             })),
         );
-        let reply = st.to_reply();
+        let reply = st.to_reply(true);
         assert!(!reply.contains("secret"), "{reply}");
         assert!(
             reply.contains(r#""RemoteParams":{"params":"-v"}"#),
