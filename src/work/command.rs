@@ -1,7 +1,6 @@
 //! `work-command` units, daemon side: launching the runner process,
 //! watching it, cancelling it, and picking units up again after a restart.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -53,15 +52,9 @@ pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<
     .arg(format!("params={params}"))
     .arg(format!("unitdir={}", unit.dir.path().display()))
     .stdin(Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // The runner makes its own session first thing; doing it here would
+    // need a pre_exec hook, which forces fork() (copying the daemon's page
+    // tables) instead of posix_spawn.
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let pid = child.id();
     unit.update(|s| {

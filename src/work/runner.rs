@@ -26,6 +26,13 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the command to completion; returns the process exit code.
 pub fn run(cfg: &CommandRunnerCfg) -> i32 {
+    // Leave the daemon's session so that stopping or restarting the daemon
+    // (or its terminal going away) leaves the unit running.
+    // SAFETY: setsid has no memory effects; failure (already a session
+    // leader) is harmless.
+    unsafe {
+        libc::setsid();
+    }
     let dir = UnitDir::open(cfg.unit_dir.clone());
     let base = dir.read().unwrap_or_else(|_| Status::new("", None));
     let set = |state: i64, detail: String, size: i64| {
