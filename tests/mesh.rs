@@ -693,3 +693,56 @@ fn sigterm_stops_cleanly() {
     );
     assert!(!socket.exists(), "control socket left behind");
 }
+
+/// A peer that sends malformed frames gets them logged and ignored; the
+/// node keeps serving, and the same connection can still identify itself.
+#[test]
+fn malformed_frames_are_logged_and_survived() {
+    use std::io::Write;
+    let port = free_port();
+    let node = Node::start("sturdy", &[listener(port, 1.0)]);
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let frame = |msg: &[u8]| {
+        let mut f = (msg.len() as u16).to_le_bytes().to_vec();
+        f.extend_from_slice(msg);
+        f
+    };
+    let garbage: [&[u8]; 6] = [
+        b"",                 // empty message (panics the Go daemon)
+        b"\x00short",        // data message shorter than its header
+        b"\x01{\"NodeID\":", // truncated JSON
+        b"\x02[1,2,3]",      // an ad that is not an object
+        b"\x09whatever",     // unknown type
+        &[0xff; 300],        // noise
+    ];
+    for g in garbage {
+        sock.write_all(&frame(g)).expect("write garbage");
+    }
+    let hello = format!(
+        "\x01{{\"NodeID\":\"raw\",\"UpdateID\":\"abcdefgh\",\"UpdateEpoch\":1,\"UpdateSequence\":1,\"Connections\":{{}},\"ForwardingNode\":\"raw\",\"SuspectedDuplicate\":0}}"
+    );
+    sock.write_all(&frame(hello.as_bytes()))
+        .expect("write update");
+    assert!(
+        wait_until(secs(10), || node.connections() == ["raw"]),
+        "the peer was not accepted after its garbage\n{}",
+        node.log_tail(30)
+    );
+    let log = node.log();
+    assert!(
+        log.contains("Error decoding message from backend: empty message"),
+        "{}",
+        node.log_tail(30)
+    );
+    assert!(
+        log.contains("data message too short"),
+        "{}",
+        node.log_tail(30)
+    );
+    assert!(
+        log.contains("malformed routing update"),
+        "{}",
+        node.log_tail(30)
+    );
+    assert_eq!(node.status()["NodeID"], "sturdy");
+}

@@ -106,13 +106,26 @@ fn dial_loop(net: &Netceptor, address: &str, redial: bool, params: &BackendParam
     }
 }
 
-fn connect(address: &str) -> std::io::Result<TcpStream> {
-    let mut last = None;
-    for addr in address.to_socket_addrs()? {
+/// Connects to the first address that answers; errors read like Go's
+/// (`dial tcp 127.0.0.1:7323: connect: connection refused`).
+fn connect(address: &str) -> Result<TcpStream, String> {
+    let addrs = address
+        .to_socket_addrs()
+        .map_err(|e| format!("dial tcp {address}: lookup: {e}"))?;
+    let mut last = format!("dial tcp {address}: no addresses");
+    for addr in addrs {
         match TcpStream::connect(addr) {
             Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
+            Err(e) => last = format!("dial tcp {addr}: connect: {}", os_error_text(&e)),
         }
     }
-    Err(last.unwrap_or_else(|| std::io::Error::other(format!("no address for {address}"))))
+    Err(last)
+}
+
+/// The OS's text for an error, without Rust's " (os error N)" suffix and
+/// in lower case, as Go prints it.
+fn os_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    text.to_lowercase()
 }
