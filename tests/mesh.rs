@@ -718,9 +718,8 @@ fn malformed_frames_are_logged_and_survived() {
     for g in garbage {
         sock.write_all(&frame(g)).expect("write garbage");
     }
-    let hello = format!(
-        "\x01{{\"NodeID\":\"raw\",\"UpdateID\":\"abcdefgh\",\"UpdateEpoch\":1,\"UpdateSequence\":1,\"Connections\":{{}},\"ForwardingNode\":\"raw\",\"SuspectedDuplicate\":0}}"
-    );
+    let hello = r#"{"NodeID":"raw","UpdateID":"abcdefgh","UpdateEpoch":1,"UpdateSequence":1,"Connections":{},"ForwardingNode":"raw","SuspectedDuplicate":0}"#;
+    let hello = [b"\x01".as_slice(), hello.as_bytes()].concat();
     sock.write_all(&frame(hello.as_bytes()))
         .expect("write update");
     assert!(
