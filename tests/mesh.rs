@@ -720,8 +720,7 @@ fn malformed_frames_are_logged_and_survived() {
     }
     let hello = r#"{"NodeID":"raw","UpdateID":"abcdefgh","UpdateEpoch":1,"UpdateSequence":1,"Connections":{},"ForwardingNode":"raw","SuspectedDuplicate":0}"#;
     let hello = [b"\x01".as_slice(), hello.as_bytes()].concat();
-    sock.write_all(&frame(hello.as_bytes()))
-        .expect("write update");
+    sock.write_all(&frame(&hello)).expect("write update");
     assert!(
         wait_until(secs(10), || node.connections() == ["raw"]),
         "the peer was not accepted after its garbage\n{}",
