@@ -4,7 +4,6 @@
 //! saving a thread hand-off; otherwise they queue for the connection's
 //! writer thread, which writes them in large batches.
 
-use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +21,7 @@ pub enum SinkError {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<u8>,
+    queue: Vec<u8>,
     /// The writer thread is writing bytes it took from the queue.
     busy: bool,
     closed: bool,
@@ -77,7 +76,7 @@ impl FrameSink {
             return Ok(());
         }
         // A partly sent frame must be finished, so the rest always queues.
-        st.queue.extend(&frames[sent..]);
+        st.queue.extend_from_slice(&frames[sent..]);
         self.queued.store(st.queue.len(), Ordering::Relaxed);
         drop(st);
         self.ready.notify_one();
@@ -105,8 +104,10 @@ impl FrameSink {
                     return Ok(());
                 }
                 st.busy = true;
+                // Swap buffers rather than copy: the queue keeps the
+                // batch's old capacity for what comes next.
                 batch.clear();
-                batch.extend(st.queue.drain(..));
+                std::mem::swap(&mut batch, &mut st.queue);
                 self.queued.store(0, Ordering::Relaxed);
             }
             if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {

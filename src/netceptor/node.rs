@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use log::{debug, error, info, warn};
 
 use super::codec::{
@@ -63,7 +65,7 @@ pub enum Output {
         service: ServiceName,
         from_node: String,
         from_service: ServiceName,
-        payload: Vec<u8>,
+        payload: BytesMut,
     },
     /// Tell a local service that something it sent could not be delivered.
     Unreachable {
@@ -623,7 +625,7 @@ impl Node {
 
     // ----- data -----
 
-    fn handle_inbound_data(&mut self, h: DataHeader, mut frame: Vec<u8>, now: Instant) {
+    fn handle_inbound_data(&mut self, h: DataHeader, frame: Vec<u8>, now: Instant) {
         let (Some(from), Some(to)) = (self.names.get(&h.from_node), self.names.get(&h.to_node))
         else {
             error!("Error translating data to message struct: hash not found");
@@ -633,8 +635,10 @@ impl Node {
         if to != self.id {
             return self.forward(h, &from, &to, frame, now);
         }
-        frame.drain(..DATA_HEADER_LEN);
-        if let Err(e) = self.deliver_local(h, &from, frame, now) {
+        // Owning the frame's buffer, skip the header without copying.
+        let mut payload = BytesMut::from(Bytes::from(frame));
+        payload.advance(DATA_HEADER_LEN);
+        if let Err(e) = self.deliver_local(h, &from, payload, now) {
             error!("Error handling message data: {e}");
         }
     }
@@ -664,7 +668,7 @@ impl Node {
         };
         if to_node == self.id {
             let id = self.id.clone();
-            return self.deliver_local(h, &id, payload.to_vec(), now);
+            return self.deliver_local(h, &id, BytesMut::from(payload), now);
         }
         if !self.routes.contains_key(&to_node) && hops > 0 {
             return Err(SendError::NoRoute);
@@ -696,7 +700,7 @@ impl Node {
         &mut self,
         h: DataHeader,
         from: &str,
-        payload: Vec<u8>,
+        payload: BytesMut,
         now: Instant,
     ) -> Result<(), SendError> {
         match h.to_service.as_bytes() {

@@ -20,7 +20,7 @@ pub enum Delivery {
     Data {
         from_node: String,
         from_service: ServiceName,
-        payload: Vec<u8>,
+        payload: bytes::BytesMut,
     },
     Unreachable {
         message: UnreachableMessage,

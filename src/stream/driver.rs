@@ -27,6 +27,8 @@ const HELLO: u8 = 0;
 const CLOSE_NORMAL: u32 = 0;
 const CLOSE_BAD_HELLO: u32 = 500;
 const STOP_READING: u32 = 499;
+/// Capacity of a transmit buffer: one QUIC packet.
+const PACKET_BUF: usize = 1500;
 /// Datagrams handled before the driver looks at its other work.
 const RECV_BATCH: usize = 64;
 
@@ -300,14 +302,8 @@ impl<T: Transport> Driver<T> {
         }
     }
 
-    fn on_packet(
-        &mut self,
-        addr: SocketAddr,
-        payload: Vec<u8>,
-        touched: &mut Vec<ConnectionHandle>,
-    ) {
+    fn on_packet(&mut self, addr: SocketAddr, data: BytesMut, touched: &mut Vec<ConnectionHandle>) {
         let now = Instant::now();
-        let data = BytesMut::from(&payload[..]);
         self.buf.clear();
         match self
             .endpoint
@@ -401,8 +397,10 @@ impl<T: Transport> Driver<T> {
             let Some(t) = c.conn.poll_transmit(now, 1, &mut self.buf) else {
                 return;
             };
-            self.transport
-                .send(&c.peer.0, &c.peer.1, self.buf[..t.size].to_vec());
+            // Hand the buffer itself over; a fresh one takes its place.
+            let mut packet = std::mem::replace(&mut self.buf, Vec::with_capacity(PACKET_BUF));
+            packet.truncate(t.size);
+            self.transport.send(&c.peer.0, &c.peer.1, packet);
         }
     }
 

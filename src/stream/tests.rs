@@ -38,7 +38,7 @@ impl MemTransport {
         Delivery::Data {
             from_node: self.local.0.clone(),
             from_service: ServiceName::new(&self.local.1).unwrap(),
-            payload,
+            payload: bytes::BytesMut::from(&payload[..]),
         }
     }
 }

@@ -39,8 +39,7 @@ pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<
         .command()
         .map(|c| c.params.clone())
         .unwrap_or_default();
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(own_executable()?);
     cmd.args([
         "--node",
         "id=worker",
@@ -79,6 +78,16 @@ pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<
         })
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The running binary. `/proc/self/exe` still runs it after a package
+/// upgrade has replaced or deleted the file, where its path would not.
+fn own_executable() -> Result<std::path::PathBuf, String> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_path_buf());
+    }
+    std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))
 }
 
 /// After the runner exits, its final status must be on disk; if not, it

@@ -286,7 +286,7 @@ fn unknown_service_and_unknown_node() {
     );
     assert_eq!(sim.send("a", svc, "localhost", "probe", b"hi", 30), Ok(()));
     assert!(
-        matches!(sim.delivered.pop(), Some((0, Output::Deliver { payload, .. })) if payload == b"hi")
+        matches!(sim.delivered.pop(), Some((0, Output::Deliver { payload, .. })) if payload[..] == b"hi"[..])
     );
 }
 
