@@ -233,8 +233,9 @@ impl Drop for PacketConn {
     }
 }
 
-/// Commands waiting for the router at most.
-const COMMAND_QUEUE: usize = 65_536;
+/// Commands waiting for the router at most. The channel allocates all
+/// its slots up front, so this is also memory held by every node.
+const COMMAND_QUEUE: usize = 4096;
 
 /// Commands handled before gathered frames are sent.
 const BATCH: usize = 256;
