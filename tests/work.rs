@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -396,48 +396,12 @@ fn stderr_lines(out: &Output) -> Vec<String> {
 
 /// Runs receptorctl against `node` with `input` on its stdin.
 fn ctl_stdin(node: &Node, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(receptorctl())
-        .arg("--socket")
+    let mut cmd = Command::new(receptorctl());
+    cmd.arg("--socket")
         .arg(&node.socket)
         .args(args)
-        .env_remove("RECEPTORCTL_SOCKET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run receptorctl");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + common::CMD_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("receptorctl {args:?} did not finish; killed it");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    feeder.join().expect("stdin feeder");
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+        .env_remove("RECEPTORCTL_SOCKET");
+    common::output_with_input(cmd, Some(input), common::CMD_TIMEOUT)
 }
 
 /// Asserts a receptorctl run succeeded (exit 0) and returns its stdout.

@@ -343,13 +343,28 @@ pub fn receptorctl() -> String {
 
 /// Runs `cmd` with no stdin, capturing stdout and stderr; SIGKILLs it and
 /// panics if it runs longer than `timeout`.
-pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
+pub fn output_within(cmd: Command, timeout: Duration) -> Output {
+    output_with_input(cmd, None, timeout)
+}
+
+/// As `output_within`, feeding `input` (if any) to the command's stdin.
+pub fn output_with_input(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) -> Output {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let feeder = child.stdin.take().zip(input).map(|(mut stdin, input)| {
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        })
+    });
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -371,6 +386,9 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    if let Some(f) = feeder {
+        f.join().expect("stdin feeder");
+    }
     Output {
         status,
         stdout: out.join().expect("stdout reader"),
