@@ -102,10 +102,15 @@ fn runner_gone(unit: &Unit, pid: u32, exit: std::io::Result<String>) {
         );
         unit.update(|s| {
             s.set(FAILED, format!("Command runner exited unexpectedly: {how}"));
+            s.stdout_size = stdout_len(unit);
             s.extra = None;
         });
     }
     unit.notify();
+}
+
+fn stdout_len(unit: &Unit) -> i64 {
+    std::fs::metadata(unit.dir.stdout_path()).map_or(0, |m| m.len() as i64)
 }
 
 /// Picks up a unit found on disk at startup.
@@ -158,6 +163,9 @@ fn lost(unit: &Unit, pid: u32) {
                     "Command runner (PID {pid}) is gone: it stopped while receptor was not running"
                 ),
             );
+            // The runner's last progress report may predate the output it
+            // wrote before dying; the file is the truth.
+            s.stdout_size = stdout_len(unit);
             s.extra = None;
         }
     });

@@ -25,6 +25,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Status is asked for when fetched output arrives or ends, and at least
 /// this often.
 const STATUS_POLL: Duration = Duration::from_secs(1);
+/// Least time between status requests while output is streaming.
+const STATUS_GAP: Duration = Duration::from_millis(100);
 /// A results stream silent this long while the executor reports more
 /// output than we have is stalled: reconnect.
 const RESULTS_STALL: Duration = Duration::from_secs(2);
@@ -357,6 +359,16 @@ fn follow(
             return Ok(Done::Continue);
         }
         unit.wait_change(seen, STATUS_POLL);
+        // Output arriving wakes us per chunk; ask for status at most every
+        // STATUS_GAP while the stream runs, at once when it has ended.
+        let quiet_until = std::time::Instant::now() + STATUS_GAP;
+        while fetching.load(Ordering::SeqCst) {
+            let left = quiet_until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            unit.wait_change(unit.version(), left);
+        }
     }
 }
 
@@ -369,8 +381,14 @@ fn spawn_fetcher(w: &Workceptor, unit: &Arc<Unit>, r: &RemoteExtra, busy: Arc<At
     let started = std::thread::Builder::new()
         .name(format!("results-{}", unit.id))
         .spawn(move || {
+            let before = local_size(&unit);
             if let Err(e) = fetch(&net, &unit, &r) {
                 debug!("[{}] Results stream ended: {e}", unit.id);
+            }
+            // A stream that brought nothing must not be redialled at once:
+            // the status loop would spin on it.
+            if local_size(&unit) == before {
+                std::thread::sleep(RETRY_FIRST);
             }
             busy.store(false, Ordering::SeqCst);
             unit.notify();
