@@ -198,7 +198,9 @@ pub fn runner_alive(pid: u32, unit_dir: &Path) -> bool {
 
 /// Interrupts the runner (which stops the command) and records Canceled.
 pub fn cancel(unit: &Unit) {
-    let st = unit.status();
+    // Canceled goes on disk first: the runner's own last write then keeps
+    // it, so no one watching sees a passing "Killed" failure instead.
+    let st = unit.update(|s| s.set(CANCELED, "Canceled"));
     let pid = st
         .command()
         .map_or(0, |c| u32::try_from(c.pid).unwrap_or(0));
