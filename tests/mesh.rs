@@ -744,3 +744,44 @@ fn malformed_frames_are_logged_and_survived() {
     );
     assert_eq!(node.status()["NodeID"], "sturdy");
 }
+
+/// `tcplisten` serves the same protocol on TCP; receptorctl reaches it with
+/// `--socket tcp://host:port` (and `tcp:host:port`).
+#[test]
+fn control_service_over_tcp() {
+    let port = free_port();
+    let node = Node::start(
+        "tcpctl",
+        &[
+            "- local-only".to_string(),
+            format!("- control-service:\n    service: ctl2\n    tcplisten: 127.0.0.1:{port}"),
+        ],
+    );
+    for socket in [
+        format!("tcp://127.0.0.1:{port}"),
+        format!("tcp:127.0.0.1:{port}"),
+    ] {
+        let mut cmd = std::process::Command::new(common::receptorctl());
+        cmd.args(["--socket", &socket, "status"]);
+        let out = common::output_within(cmd, secs(30));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", common::show(&out));
+        assert!(text.starts_with("Node ID: tcpctl\n"), "{text}");
+    }
+    let mut cmd = std::process::Command::new(common::receptorctl());
+    cmd.args([
+        "--socket",
+        &format!("tcp://127.0.0.1:{port}"),
+        "ping",
+        "tcpctl",
+        "--count",
+        "1",
+    ]);
+    let out = common::output_within(cmd, secs(30));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("Reply from tcpctl in "),
+        "{}",
+        common::show(&out)
+    );
+    drop(node);
+}
