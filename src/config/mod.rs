@@ -15,7 +15,7 @@ mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use help::{bash_completion, help_text};
@@ -266,30 +266,6 @@ fn parse_with_hostname(
     let strict_node = !directives.iter().any(|d| d.spec.exclusive);
     let config = build::build(&directives, config_files, strict_node, hostname)?;
     Ok(Invocation::Run(Box::new(config)))
-}
-
-/// One top-level item of a config file, for `reload` to compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigItem {
-    /// The directive name as written (lower case in a valid file).
-    pub directive: String,
-    /// The item re-serialised as YAML.
-    pub text: String,
-}
-
-/// Reads a config file's items without interpreting their parameters.
-pub fn config_file_items(path: &Path) -> Result<Vec<ConfigItem>, ConfigError> {
-    let items = yaml::read_items(path)?;
-    items
-        .iter()
-        .map(|item| {
-            let directive = yaml::item_name(item)
-                .map_err(|e| format!("config file {}: {e}", path.display()))?
-                .to_string();
-            let text = serde_yaml::to_string(item).map_err(|e| e.to_string())?;
-            Ok(ConfigItem { directive, text })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -446,16 +446,6 @@ fn help_forms() {
 }
 
 #[test]
-fn reload_items() {
-    let file = TempYaml::new("- local-only\n- tcp-listener:\n    port: 1\n");
-    let items = config_file_items(&file.0).expect("valid");
-    let names: Vec<&str> = items.iter().map(|i| i.directive.as_str()).collect();
-    assert_eq!(names, ["local-only", "tcp-listener"]);
-    assert!(items[1].text.contains("port: 1"));
-    assert!(config_file_items(std::path::Path::new("/nonexistent/x.yaml")).is_err());
-}
-
-#[test]
 fn arbitrary_input_never_panics() {
     let tokens = [
         "-",

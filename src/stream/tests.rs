@@ -217,6 +217,19 @@ fn a_slow_reader_gets_everything_after_the_writer_is_gone() {
 }
 
 #[test]
+fn write_timeout_fires_when_the_peer_reads_nothing() {
+    let (client, _server, _l, _) = connect(Faults::default(), tls::IDLE_TIMEOUT);
+    client.set_write_timeout(Some(Duration::from_millis(300)));
+    // Flow control (6 MiB stream window) plus both pipes fill up well
+    // before 32 MiB while the server reads nothing.
+    let chunk = vec![0u8; 1 << 20];
+    let err = (0..32)
+        .find_map(|_| (&client).write_all(&chunk).err())
+        .expect("a write timed out");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+}
+
+#[test]
 fn read_timeout_is_reported() {
     let (client, _server, _l, _) = connect(Faults::default(), tls::IDLE_TIMEOUT);
     client.set_read_timeout(Some(Duration::from_millis(50)));
