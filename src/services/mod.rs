@@ -41,33 +41,27 @@ fn hung_up(fd: std::os::fd::RawFd) -> bool {
     n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
-impl Socket for TcpStream {
-    fn try_clone(&self) -> io::Result<Self> {
-        TcpStream::try_clone(self)
-    }
+/// Kernel sockets: the std methods, plus `poll` for hang-up.
+macro_rules! kernel_socket {
+    ($t:ty) => {
+        impl Socket for $t {
+            fn try_clone(&self) -> io::Result<Self> {
+                <$t>::try_clone(self)
+            }
 
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        TcpStream::shutdown(self, how)
-    }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$t>::shutdown(self, how)
+            }
 
-    fn peer_gone(&self) -> bool {
-        hung_up(std::os::fd::AsRawFd::as_raw_fd(self))
-    }
+            fn peer_gone(&self) -> bool {
+                hung_up(std::os::fd::AsRawFd::as_raw_fd(self))
+            }
+        }
+    };
 }
 
-impl Socket for UnixStream {
-    fn try_clone(&self) -> io::Result<Self> {
-        UnixStream::try_clone(self)
-    }
-
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        UnixStream::shutdown(self, how)
-    }
-
-    fn peer_gone(&self) -> bool {
-        hung_up(std::os::fd::AsRawFd::as_raw_fd(self))
-    }
-}
+kernel_socket!(TcpStream);
+kernel_socket!(UnixStream);
 
 impl Socket for Stream {
     fn try_clone(&self) -> io::Result<Self> {

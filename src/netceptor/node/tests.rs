@@ -83,8 +83,10 @@ impl Sim {
         self.nodes[i] = Node::new(name, epoch, Duration::from_secs(21), self.now);
     }
 
+    /// Delivers outputs until the mesh is quiet; panics rather than hang if
+    /// it never is (a message circulating forever).
     fn pump(&mut self) {
-        loop {
+        for _ in 0..100_000 {
             let mut any = false;
             for i in 0..self.nodes.len() {
                 while let Some(out) = self.nodes[i].poll_output() {
@@ -96,6 +98,7 @@ impl Sim {
                 return;
             }
         }
+        panic!("messages still circulating after 100000 rounds");
     }
 
     fn apply(&mut self, i: usize, out: Output) {
@@ -556,4 +559,23 @@ fn a_cancel_does_not_circle_a_loop_forever() {
                 .any(|a| a.service == "svc")
         );
     }
+}
+
+#[test]
+fn remembered_update_ids_stay_bounded() {
+    let now = Instant::now();
+    let mut node = Node::new("a", 1, Duration::from_secs(21), now);
+    let mut ru = node.make_update(0);
+    ru.node_id = "far".into();
+    ru.forwarding_node = "far".into();
+    for i in 0..(SEEN_UPDATES_CAP as u64 + 10) {
+        ru.update_id = format!("u{i}");
+        ru.update_sequence = i + 1;
+        node.handle_routing_update(ru.clone(), 0, now + Duration::from_micros(i));
+    }
+    assert!(node.seen_updates.len() <= SEEN_UPDATES_CAP);
+    assert!(
+        node.seen_updates
+            .contains_key(&format!("u{}", SEEN_UPDATES_CAP + 9))
+    );
 }
