@@ -1,6 +1,9 @@
-//! Backends carry whole netceptor messages between neighbours. Each session
-//! is a reader thread and a writer thread around the router's channels.
+//! Backends carry whole netceptor messages between neighbours. Each
+//! connection is a reader thread feeding the router and a [`Link`] the
+//! router writes to (for byte streams, a writer thread behind it).
+//!
+//! [`Link`]: crate::netceptor::link::Link
 
+pub mod framed;
 pub mod session;
-pub mod sink;
 pub mod tcp;

@@ -1,38 +1,40 @@
 //! One backend session: frames in to the router, frames out to the peer.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::RawFd;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use log::error;
 
-use super::sink::FrameSink;
+use super::framed::{FrameSink, FramedLink};
 use crate::netceptor::Netceptor;
 use crate::netceptor::codec::FrameReader;
 use crate::netceptor::node::{BackendParams, ConnId};
 
 /// Runs a session to its end on the calling thread (the reader), with the
-/// writer on its own thread. `fd` enables direct sends from the router.
-/// `close` must unblock the reader, e.g. by shutting the socket down; the
-/// writer calls it when the router drops the connection.
+/// writer on its own thread. `direct`, a descriptor of the socket, enables
+/// direct sends from the router. `close` must unblock the reader, e.g. by
+/// shutting the socket down; the writer calls it when the router closes
+/// the link.
 pub fn run<R, W, C>(
     net: &Netceptor,
     params: BackendParams,
     reader: R,
     writer: W,
-    fd: Option<RawFd>,
+    direct: Option<OwnedFd>,
     close: C,
 ) where
     R: Read,
     W: Write + Send + 'static,
     C: Fn() + Send + Clone + 'static,
 {
-    let sink = Arc::new(FrameSink::new(fd));
-    let conn = net.conn_opened(params, sink.clone());
+    let sink = Arc::new(FrameSink::new(direct));
     let close_on_end = close.clone();
     let writer_sink = sink.clone();
+    // The writer exists before the router learns of the link, so a link
+    // the router holds always has someone draining it.
     let writer_thread = std::thread::Builder::new()
-        .name(format!("conn-{conn}-writer"))
+        .name("conn-writer".into())
         .spawn(move || {
             if let Err(e) = writer_sink.run_writer(writer)
                 && !is_closed(&e)
@@ -43,13 +45,13 @@ pub fn run<R, W, C>(
         });
     if let Err(e) = writer_thread {
         error!("Backend error: cannot start writer: {e}");
-        net.conn_closed(conn);
         close();
         return;
     }
+    let conn = net.conn_opened(params, Box::new(FramedLink::new(sink)));
     read_frames(net, conn, reader);
+    // The router closes the link, which ends the writer.
     net.conn_closed(conn);
-    sink.close();
     close();
 }
 

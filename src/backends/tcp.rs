@@ -58,9 +58,9 @@ fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream) {
         error!("Backend error: cannot clone TCP socket");
         return;
     };
-    let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    let direct = stream.try_clone().ok().map(std::os::fd::OwnedFd::from);
     let closer = std::sync::Arc::new(stream);
-    session::run(net, params, reader, writer, fd, move || {
+    session::run(net, params, reader, writer, direct, move || {
         let _ = closer.shutdown(Shutdown::Both);
     });
 }

@@ -13,8 +13,23 @@ pub const MSG_ROUTE: u8 = 1;
 pub const MSG_SERVICE_AD: u8 = 2;
 pub const MSG_REJECT: u8 = 3;
 
+/// Byte ranges of a data message's fixed header: the one source of the
+/// layout, for encoding, decoding and rewriting the hop count in place.
+mod field {
+    use std::ops::Range;
+
+    pub const TYPE: usize = 0;
+    pub const HOPS_TO_LIVE: usize = 1;
+    // Bytes 2..4 are zero padding.
+    pub const FROM_NODE: Range<usize> = 4..12;
+    pub const TO_NODE: Range<usize> = 12..20;
+    pub const FROM_SERVICE: Range<usize> = 20..28;
+    pub const TO_SERVICE: Range<usize> = 28..36;
+    pub const PAYLOAD: usize = TO_SERVICE.end;
+}
+
 /// Size of the fixed data-message header.
-pub const DATA_HEADER_LEN: usize = 36;
+pub const DATA_HEADER_LEN: usize = field::PAYLOAD;
 /// Largest message a 2-byte length prefix can carry.
 pub const MAX_MESSAGE_LEN: usize = u16::MAX as usize;
 /// The whole reject message: type byte and an empty JSON list.
@@ -96,13 +111,13 @@ impl DataHeader {
     /// Builds a complete data message: header then payload.
     pub fn encode(&self, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(DATA_HEADER_LEN + payload.len());
-        out.push(MSG_DATA);
-        out.push(self.hops_to_live);
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&self.from_node.to_be_bytes());
-        out.extend_from_slice(&self.to_node.to_be_bytes());
-        out.extend_from_slice(&self.from_service.wire());
-        out.extend_from_slice(&self.to_service.wire());
+        out.resize(DATA_HEADER_LEN, 0);
+        out[field::TYPE] = MSG_DATA;
+        out[field::HOPS_TO_LIVE] = self.hops_to_live;
+        out[field::FROM_NODE].copy_from_slice(&self.from_node.to_be_bytes());
+        out[field::TO_NODE].copy_from_slice(&self.to_node.to_be_bytes());
+        out[field::FROM_SERVICE].copy_from_slice(&self.from_service.wire());
+        out[field::TO_SERVICE].copy_from_slice(&self.to_service.wire());
         out.extend_from_slice(payload);
         out
     }
@@ -112,18 +127,28 @@ impl DataHeader {
             .get(..DATA_HEADER_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(DecodeError::ShortDataMessage(msg.len()))?;
-        let u64_at = |i: usize| {
+        // The length is checked once above, so these slices cannot fail.
+        let eight = |r: std::ops::Range<usize>| -> [u8; 8] {
             let mut b = [0u8; 8];
-            b.copy_from_slice(&head[i..i + 8]);
+            b.copy_from_slice(&head[r]);
             b
         };
         Ok(DataHeader {
-            hops_to_live: head[1],
-            from_node: u64::from_be_bytes(u64_at(4)),
-            to_node: u64::from_be_bytes(u64_at(12)),
-            from_service: ServiceName::from_wire(&u64_at(20)),
-            to_service: ServiceName::from_wire(&u64_at(28)),
+            hops_to_live: head[field::HOPS_TO_LIVE],
+            from_node: u64::from_be_bytes(eight(field::FROM_NODE)),
+            to_node: u64::from_be_bytes(eight(field::TO_NODE)),
+            from_service: ServiceName::from_wire(&eight(field::FROM_SERVICE)),
+            to_service: ServiceName::from_wire(&eight(field::TO_SERVICE)),
         })
+    }
+}
+
+/// Rewrites the hop budget of an encoded data message in place, so a relay
+/// forwards the frame it received without re-encoding it. A message too
+/// short to be data is left alone (decoding already refused it).
+pub fn set_hops_to_live(msg: &mut [u8], hops: u8) {
+    if msg.len() >= DATA_HEADER_LEN {
+        msg[field::HOPS_TO_LIVE] = hops;
     }
 }
 

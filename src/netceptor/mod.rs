@@ -1,8 +1,10 @@
 //! The mesh: message codec, node-name hashing, routing, and the router
 //! thread that owns all mesh state.
 
+pub mod addr;
 pub mod codec;
 pub mod hash;
+pub mod link;
 pub mod node;
 pub mod ping;
 pub mod router;

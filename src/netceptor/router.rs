@@ -10,9 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use log::{debug, error, warn};
 
-use super::codec::{self, ServiceName, UnreachableMessage, WorkCommand};
-use super::node::{Advertise, BackendParams, ConnId, Node, Output, SendError, StatusSnapshot};
-use crate::backends::sink::FrameSink;
+use super::codec::{ServiceName, UnreachableMessage, WorkCommand};
+use super::link::{Link, LinkError};
+use super::node::{Advertise, BackendParams, ConnId, Node, Now, Output, SendError, StatusSnapshot};
+use crate::random::IdGen;
 
 /// What a local service receives.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub(crate) enum Command {
     ConnOpened {
         conn: ConnId,
         params: BackendParams,
-        sink: Arc<FrameSink>,
+        link: Box<dyn Link>,
     },
     Message {
         conn: ConnId,
@@ -74,14 +75,16 @@ pub struct Netceptor {
 }
 
 impl Netceptor {
-    /// Starts the router thread for node `id`.
+    /// Starts the router thread for node `id`. The thread runs until
+    /// [`Netceptor::shutdown`] (or the mesh tells this node to stop); join
+    /// the handle to know it has closed every link.
     pub fn start(id: &str, max_idle: Duration) -> (Netceptor, JoinHandle<()>) {
         // Bounded, so readers of busy connections wait (and TCP pushes back
         // on the peer) instead of queueing without limit.
         let (tx, rx) = bounded(COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = bounded(1);
         let epoch = new_epoch();
-        let node = Node::new(id, epoch, max_idle, Instant::now());
+        let node = Node::new(id, epoch, max_idle, IdGen::from_os(), Instant::now());
         let handle = std::thread::Builder::new()
             .name("router".into())
             .spawn(move || Router::new(node, shutdown_tx).run(rx))
@@ -104,10 +107,10 @@ impl Netceptor {
         &self.shutdown
     }
 
-    /// Registers a backend session; returns its ID for `message`/`closed`.
-    pub fn conn_opened(&self, params: BackendParams, sink: Arc<FrameSink>) -> ConnId {
+    /// Registers a backend connection; returns its ID for `message`/`closed`.
+    pub fn conn_opened(&self, params: BackendParams, link: Box<dyn Link>) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.command(Command::ConnOpened { conn, params, sink });
+        self.command(Command::ConnOpened { conn, params, link });
         conn
     }
 
@@ -165,6 +168,14 @@ impl Netceptor {
     fn command(&self, cmd: Command) {
         // Only fails once the router has stopped, when nothing matters.
         let _ = self.tx.send(cmd);
+    }
+}
+
+/// The router's clocks, read once per input.
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: SystemTime::now(),
     }
 }
 
@@ -240,16 +251,16 @@ const COMMAND_QUEUE: usize = 4096;
 /// Commands handled before gathered frames are sent.
 const BATCH: usize = 256;
 
-/// A connection's sink and the frames gathered for it in this batch.
+/// A connection's link, and whether it has messages queued in this batch.
 struct Outgoing {
-    sink: Arc<FrameSink>,
-    pending: Vec<u8>,
+    link: Box<dyn Link>,
+    queued: bool,
 }
 
 struct Router {
     node: Node,
     writers: HashMap<ConnId, Outgoing>,
-    /// Connections with frames gathered since the last flush.
+    /// Connections with messages queued since the last flush.
     dirty: Vec<ConnId>,
     services: HashMap<ServiceName, Sender<Delivery>>,
     shutdown: Sender<String>,
@@ -284,30 +295,34 @@ impl Router {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             // Checked after every batch too, so a busy channel cannot starve timers.
-            let now = Instant::now();
-            if self.node.poll_timeout() <= now {
+            let now = now();
+            if self.node.poll_timeout() <= now.mono {
                 self.node.handle_timeout(now);
                 self.apply_outputs();
             }
             self.flush();
         }
+        // Peers see the connection end now, not at process exit.
+        for (_, out) in self.writers.drain() {
+            out.link.close();
+        }
         debug!("Router stopped");
     }
 
     fn handle(&mut self, cmd: Command) {
-        let now = Instant::now();
+        let now = now();
         match cmd {
-            Command::ConnOpened { conn, params, sink } => {
-                let pending = Vec::new();
-                self.writers.insert(conn, Outgoing { sink, pending });
-                self.node.handle_conn_opened(conn, params, now);
+            Command::ConnOpened { conn, params, link } => {
+                let queued = false;
+                self.writers.insert(conn, Outgoing { link, queued });
+                self.node.handle_conn_opened(conn, params, now.mono);
             }
             Command::Message { conn, msg } => self.node.handle_message(conn, msg, now),
             Command::ConnClosed { conn } => {
                 if let Some(out) = self.writers.remove(&conn) {
-                    out.sink.close();
+                    out.link.close();
                 }
-                self.node.handle_conn_closed(conn, now);
+                self.node.handle_conn_closed(conn, now.mono);
             }
             Command::Bind {
                 service,
@@ -316,8 +331,8 @@ impl Router {
                 reply,
             } => {
                 let bound = match service {
-                    Some(name) => self.node.bind(&name, advertise, now),
-                    None => Ok(self.node.bind_ephemeral(now)),
+                    Some(name) => self.node.bind(&name, advertise, now.mono),
+                    None => Ok(self.node.bind_ephemeral(now.mono)),
                 };
                 if let Ok(name) = bound {
                     self.services.insert(name, deliver);
@@ -326,7 +341,7 @@ impl Router {
             }
             Command::Unbind { service } => {
                 self.services.remove(&service);
-                self.node.unbind(service);
+                self.node.unbind(service, now.wall);
             }
             Command::Send {
                 from,
@@ -336,16 +351,14 @@ impl Router {
                 hops,
                 reply,
             } => {
-                let result = self
-                    .node
-                    .send(from, &to_node, &to_service, &payload, hops, now);
+                let result = self.node.send(from, &to_node, &to_service, &payload, hops);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
             }
             Command::WorkType(wc) => self.node.add_work_command(wc),
             Command::Status(reply) => {
-                let _ = reply.send(self.node.status(SystemTime::now()));
+                let _ = reply.send(self.node.status(now.wall));
             }
             Command::HasRoute(node, reply) => {
                 let _ = reply.send(self.node.has_route(&node));
@@ -363,10 +376,9 @@ impl Router {
                     if let Some(e) = error {
                         error!("Backend error: {e}");
                     }
-                    // The writer flushes what is queued, then closes.
+                    // The link still sends what is queued, then closes.
                     if let Some(out) = self.writers.remove(&conn) {
-                        let _ = out.sink.send(&out.pending);
-                        out.sink.close();
+                        out.link.close();
                     }
                 }
                 Output::Deliver {
@@ -401,33 +413,31 @@ impl Router {
         }
     }
 
-    /// Gathers a frame; `flush` hands the gathered frames over.
+    /// Queues a message; `flush` hands each link's batch over.
     fn write(&mut self, conn: ConnId, msg: Vec<u8>) {
         let Some(out) = self.writers.get_mut(&conn) else {
             return;
         };
-        if out.sink.would_congest(out.pending.len() + msg.len() + 2) {
-            warn!("Dropping message: connection {conn} is congested");
-            return;
-        }
-        if let Err(e) = codec::write_frame(&mut out.pending, &msg) {
-            error!("Cannot send message: {e}");
-            return;
-        }
-        if out.pending.len() == msg.len() + 2 {
-            self.dirty.push(conn);
+        match out.link.queue(&msg) {
+            Ok(()) if !out.queued => {
+                out.queued = true;
+                self.dirty.push(conn);
+            }
+            Ok(()) => {}
+            Err(LinkError::Congested) => warn!("Dropping message: connection {conn} is congested"),
+            Err(e) => error!("Cannot send message: {e}"),
         }
     }
 
-    /// Sends everything gathered since the last flush.
+    /// Sends everything queued since the last flush.
     fn flush(&mut self) {
         for conn in self.dirty.drain(..) {
             let Some(out) = self.writers.get_mut(&conn) else {
                 continue;
             };
-            let sent = out.sink.send(&out.pending);
-            out.pending.clear();
-            if sent.is_err() {
+            out.queued = false;
+            if out.link.flush().is_err() {
+                // The backend's reader reports the close to the node.
                 self.writers.remove(&conn);
             }
         }

@@ -1,15 +1,38 @@
 //! Nodes wired together in memory: every frame a node emits is handed to the
 //! node at the other end of the link, with simulated time.
 
+use super::updates::SEEN_UPDATES_CAP;
 use super::*;
+use crate::netceptor::codec::{self, DataHeader};
 use crate::netceptor::hash::node_hash;
+
+/// The virtual clock's start. The monotonic base is read once (an
+/// `Instant` cannot be made otherwise); after that only the simulation
+/// moves time.
+fn start() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
+    }
+}
+
+/// A node whose identifiers are seeded by its epoch, so runs replay.
+fn node(id: &str, epoch: u64, now: Now) -> Node {
+    Node::new(
+        id,
+        epoch,
+        Duration::from_secs(21),
+        IdGen::from_seed(epoch),
+        now.mono,
+    )
+}
 
 struct Sim {
     nodes: Vec<Node>,
     /// (node, conn) -> (node, conn) at the other end.
     links: HashMap<(usize, ConnId), (usize, ConnId)>,
     next_conn: ConnId,
-    now: Instant,
+    now: Now,
     delivered: Vec<(usize, Output)>,
     closed_with: Vec<(usize, String)>,
     shutdowns: Vec<usize>,
@@ -25,11 +48,11 @@ fn params(cost: f64) -> BackendParams {
 
 impl Sim {
     fn new(names: &[&str]) -> Sim {
-        let now = Instant::now();
+        let now = start();
         let nodes = names
             .iter()
             .enumerate()
-            .map(|(i, n)| Node::new(n, 1000 + i as u64, Duration::from_secs(21), now))
+            .map(|(i, n)| node(n, 1000 + i as u64, now))
             .collect();
         Sim {
             nodes,
@@ -56,8 +79,8 @@ impl Sim {
         self.next_conn += 2;
         self.links.insert((a, ca), (b, cb));
         self.links.insert((b, cb), (a, ca));
-        self.nodes[a].handle_conn_opened(ca, pa, self.now);
-        self.nodes[b].handle_conn_opened(cb, pb, self.now);
+        self.nodes[a].handle_conn_opened(ca, pa, self.now.mono);
+        self.nodes[b].handle_conn_opened(cb, pb, self.now.mono);
     }
 
     fn connect(&mut self, a: &str, b: &str, cost: f64) {
@@ -76,11 +99,11 @@ impl Sim {
         for key in gone {
             if let Some((peer, pc)) = self.links.remove(&key) {
                 self.links.remove(&(peer, pc));
-                self.nodes[peer].handle_conn_closed(pc, self.now);
+                self.nodes[peer].handle_conn_closed(pc, self.now.mono);
             }
         }
         let epoch = self.nodes[i].epoch + 100;
-        self.nodes[i] = Node::new(name, epoch, Duration::from_secs(21), self.now);
+        self.nodes[i] = node(name, epoch, self.now);
     }
 
     /// Delivers outputs until the mesh is quiet; panics rather than hang if
@@ -114,7 +137,7 @@ impl Sim {
                 }
                 if let Some((peer, pc)) = self.links.remove(&(i, conn)) {
                     self.links.remove(&(peer, pc));
-                    self.nodes[peer].handle_conn_closed(pc, self.now);
+                    self.nodes[peer].handle_conn_closed(pc, self.now.mono);
                 }
             }
             Output::Shutdown { .. } => self.shutdowns.push(i),
@@ -123,17 +146,19 @@ impl Sim {
     }
 
     fn run_for(&mut self, d: Duration) {
-        let end = self.now + d;
+        let end = self.now.after(d);
         self.pump();
         loop {
             let next = self.nodes.iter().map(Node::poll_timeout).min().unwrap();
-            if next > end {
+            if next > end.mono {
                 self.now = end;
                 return;
             }
-            self.now = self.now.max(next);
+            if next > self.now.mono {
+                self.now = self.now.after(next - self.now.mono);
+            }
             for i in 0..self.nodes.len() {
-                if self.nodes[i].poll_timeout() <= self.now {
+                if self.nodes[i].poll_timeout() <= self.now.mono {
                     self.nodes[i].handle_timeout(self.now);
                 }
             }
@@ -147,7 +172,7 @@ impl Sim {
 
     fn service(&mut self, node: &str, name: &str) -> ServiceName {
         let i = self.idx(node);
-        self.nodes[i].bind(name, None, self.now).unwrap()
+        self.nodes[i].bind(name, None, self.now.mono).unwrap()
     }
 
     fn send(
@@ -159,8 +184,8 @@ impl Sim {
         data: &[u8],
         hops: u8,
     ) -> Result<(), SendError> {
-        let (i, now) = (self.idx(from), self.now);
-        let r = self.nodes[i].send(svc, to, to_svc, data, hops, now);
+        let i = self.idx(from);
+        let r = self.nodes[i].send(svc, to, to_svc, data, hops);
         self.pump();
         r
     }
@@ -184,7 +209,7 @@ fn line_of_three_learns_routes_both_ways() {
         sim.route("relayer", "executor").as_deref(),
         Some("executor")
     );
-    let st = sim.nodes[0].status(SystemTime::now());
+    let st = sim.nodes[0].status(start().wall);
     assert_eq!(st.connections, vec![("relayer".to_string(), 1.0)]);
     assert_eq!(st.known_connection_costs.len(), 3);
 }
@@ -350,18 +375,17 @@ fn nodecost_overrides_listener_cost_for_that_peer() {
     sim.run_for(Duration::from_secs(2));
     assert!(sim.closed_with.is_empty(), "{:?}", sim.closed_with);
     assert_eq!(
-        sim.nodes[0].status(SystemTime::now()).connections,
+        sim.nodes[0].status(start().wall).connections,
         vec![("dialer".into(), 2.5)]
     );
 }
 
 #[test]
 fn silent_peer_gets_eleven_initial_messages_then_is_dropped() {
-    let now = Instant::now();
-    let mut node = Node::new("a", 1, Duration::from_secs(21), now);
-    node.handle_conn_opened(7, params(1.0), now);
+    let mut t = start();
+    let mut node = node("a", 1, t);
+    node.handle_conn_opened(7, params(1.0), t.mono);
     let mut sends = 0;
-    let mut t = now;
     let mut closed = false;
     for _ in 0..20 {
         node.handle_timeout(t);
@@ -372,7 +396,7 @@ fn silent_peer_gets_eleven_initial_messages_then_is_dropped() {
                 _ => {}
             }
         }
-        t += Duration::from_secs(1);
+        t = t.after(Duration::from_secs(1));
     }
     assert_eq!(sends, 11);
     assert!(closed);
@@ -398,7 +422,7 @@ fn advertisements_reach_other_nodes_and_cancel() {
     sim.connect("a", "b", 1.0);
     sim.connect("b", "c", 1.0);
     sim.run_for(Duration::from_secs(1));
-    let now = sim.now;
+    let now = sim.now.mono;
     let tags = BTreeMap::from([("type".to_string(), "Control Service".to_string())]);
     sim.nodes[0].add_work_command(WorkCommand {
         work_type: "echo".into(),
@@ -408,7 +432,7 @@ fn advertisements_reach_other_nodes_and_cancel() {
         .bind("control", Some(Advertise { conn_type: 1, tags }), now)
         .unwrap();
     sim.run_for(Duration::from_secs(1));
-    let st = sim.nodes[2].status(SystemTime::now());
+    let st = sim.nodes[2].status(start().wall);
     let ad = st
         .advertisements
         .iter()
@@ -418,25 +442,22 @@ fn advertisements_reach_other_nodes_and_cancel() {
     assert_eq!(ad.work_commands.as_ref().unwrap()[0].work_type, "echo");
     // A node joining later learns it when it connects, not a minute later.
     let mut late = Sim::new(&["a", "d"]);
-    late.nodes[0] = std::mem::replace(
-        &mut sim.nodes[0],
-        Node::new("z", 9, Duration::from_secs(21), now),
-    );
+    late.nodes[0] = std::mem::replace(&mut sim.nodes[0], node("z", 9, start()));
     late.connect("a", "d", 1.0);
     late.run_for(Duration::from_secs(1));
     assert!(
         late.nodes[1]
-            .status(SystemTime::now())
+            .status(start().wall)
             .advertisements
             .iter()
             .any(|a| a.node_id == "a")
     );
     // Cancel removes it.
-    late.nodes[0].unbind(svc);
+    late.nodes[0].unbind(svc, late.now.wall);
     late.run_for(Duration::from_secs(1));
     assert!(
         !late.nodes[1]
-            .status(SystemTime::now())
+            .status(start().wall)
             .advertisements
             .iter()
             .any(|a| a.node_id == "a")
@@ -457,9 +478,9 @@ fn the_later_of_two_processes_with_one_id_shuts_down() {
 
 #[test]
 fn garbage_frames_do_not_disturb_the_node() {
-    let now = Instant::now();
-    let mut node = Node::new("a", 1, Duration::from_secs(21), now);
-    node.handle_conn_opened(1, params(1.0), now);
+    let now = start();
+    let mut node = node("a", 1, now);
+    node.handle_conn_opened(1, params(1.0), now.mono);
     for junk in [
         &b""[..],
         b"\x00",
@@ -492,9 +513,9 @@ fn a_restarted_node_learns_distant_routes_at_once() {
 
 #[test]
 fn a_forged_ping_from_ping_gets_no_answer() {
-    let now = Instant::now();
-    let mut node = Node::new("target", 1, Duration::from_secs(21), now);
-    node.handle_conn_opened(1, params(1.0), now);
+    let now = start();
+    let mut node = node("target", 1, now);
+    node.handle_conn_opened(1, params(1.0), now.mono);
     let mut update = node.make_update(0);
     update.node_id = "peer".into();
     update.forwarding_node = "peer".into();
@@ -542,18 +563,18 @@ fn a_cancel_does_not_circle_a_loop_forever() {
     sim.connect("c", "d", 1.0);
     sim.connect("d", "b", 1.0);
     sim.run_for(Duration::from_secs(1));
-    let now = sim.now;
+    let now = sim.now.mono;
     let tags = BTreeMap::from([("type".to_string(), "x".to_string())]);
     let svc = sim.nodes[0]
         .bind("svc", Some(Advertise { conn_type: 1, tags }), now)
         .unwrap();
     sim.run_for(Duration::from_secs(1));
-    sim.nodes[0].unbind(svc);
+    sim.nodes[0].unbind(svc, sim.now.wall);
     // pump() would never return if the cancel kept circulating.
     sim.run_for(Duration::from_secs(1));
     for n in &sim.nodes[1..] {
         assert!(
-            !n.status(SystemTime::now())
+            !n.status(start().wall)
                 .advertisements
                 .iter()
                 .any(|a| a.service == "svc")
@@ -563,8 +584,8 @@ fn a_cancel_does_not_circle_a_loop_forever() {
 
 #[test]
 fn remembered_update_ids_stay_bounded() {
-    let now = Instant::now();
-    let mut node = Node::new("a", 1, Duration::from_secs(21), now);
+    let now = start().mono;
+    let mut node = node("a", 1, start());
     let mut ru = node.make_update(0);
     ru.node_id = "far".into();
     ru.forwarding_node = "far".into();

@@ -1,13 +1,17 @@
-//! A connection's outgoing side as the router sees it. The router gathers
-//! the frames of one batch of work and hands them over together: when
-//! nothing is queued they go straight to the socket without blocking,
-//! saving a thread hand-off; otherwise they queue for the connection's
-//! writer thread, which writes them in large batches.
+//! The [`Link`] of a byte-stream backend (TCP, and TLS over it): each
+//! message goes out with a 2-byte length prefix. The router queues the
+//! frames of one batch of work and flushes them together: when nothing is
+//! waiting they go straight to the socket without blocking, saving a
+//! thread hand-off; otherwise they queue for the connection's writer
+//! thread, which writes them in large batches.
 
 use std::io::{ErrorKind, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::netceptor::codec;
+use crate::netceptor::link::{Link, LinkError};
 
 /// Queued bytes beyond which new messages are dropped: mesh data is
 /// datagrams (QUIC recovers the loss), and memory per peer stays bounded.
@@ -27,21 +31,24 @@ struct State {
     closed: bool,
 }
 
+/// What the router's link and the writer thread share.
 pub struct FrameSink {
     state: Mutex<State>,
     ready: Condvar,
-    /// The socket, for direct non-blocking sends; `None` queues everything.
-    fd: Option<RawFd>,
+    /// The sink's own descriptor of the socket, for direct non-blocking
+    /// sends; `None` queues everything (e.g. when a TLS layer must see
+    /// every byte). Owned, so it stays valid however the session ends.
+    direct: Option<OwnedFd>,
     /// Bytes in `queue`, readable without the lock.
     queued: AtomicUsize,
 }
 
 impl FrameSink {
-    pub fn new(fd: Option<RawFd>) -> FrameSink {
+    pub fn new(direct: Option<OwnedFd>) -> FrameSink {
         FrameSink {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
-            fd,
+            direct,
             queued: AtomicUsize::new(0),
         }
     }
@@ -52,12 +59,12 @@ impl FrameSink {
 
     /// Whether `extra` more bytes would exceed what may wait here; the
     /// caller then drops a whole message rather than queue it.
-    pub fn would_congest(&self, extra: usize) -> bool {
+    fn would_congest(&self, extra: usize) -> bool {
         self.queued.load(Ordering::Relaxed) + extra > QUEUE_LIMIT
     }
 
     /// Sends whole frames (length prefixes included), in order.
-    pub fn send(&self, frames: &[u8]) -> Result<(), SinkError> {
+    fn send(&self, frames: &[u8]) -> Result<(), SinkError> {
         let mut st = self.lock();
         if st.closed {
             return Err(SinkError::Closed);
@@ -65,7 +72,7 @@ impl FrameSink {
         let mut sent = 0;
         if st.queue.is_empty()
             && !st.busy
-            && let Some(fd) = self.fd
+            && let Some(fd) = &self.direct
         {
             sent = send_now(fd, frames).map_err(|()| {
                 st.closed = true;
@@ -84,7 +91,7 @@ impl FrameSink {
     }
 
     /// No more messages: the writer flushes what is queued, then stops.
-    pub fn close(&self) {
+    fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
     }
@@ -118,13 +125,49 @@ impl FrameSink {
     }
 }
 
+/// The router's end: frames of the current batch, then the shared sink.
+pub struct FramedLink {
+    sink: Arc<FrameSink>,
+    batch: Vec<u8>,
+}
+
+impl FramedLink {
+    pub fn new(sink: Arc<FrameSink>) -> FramedLink {
+        FramedLink {
+            sink,
+            batch: Vec::new(),
+        }
+    }
+}
+
+impl Link for FramedLink {
+    fn queue(&mut self, msg: &[u8]) -> Result<(), LinkError> {
+        if self.sink.would_congest(self.batch.len() + msg.len() + 2) {
+            return Err(LinkError::Congested);
+        }
+        codec::write_frame(&mut self.batch, msg).map_err(|_| LinkError::TooLarge(msg.len()))
+    }
+
+    fn flush(&mut self) -> Result<(), LinkError> {
+        let sent = self.sink.send(&self.batch);
+        self.batch.clear();
+        sent.map_err(|SinkError::Closed| LinkError::Closed)
+    }
+
+    fn close(mut self: Box<Self>) {
+        let _ = self.flush();
+        self.sink.close();
+    }
+}
+
 /// One non-blocking send; the bytes sent, or `Err` when the socket is
 /// unusable.
-fn send_now(fd: RawFd, data: &[u8]) -> Result<usize, ()> {
-    // SAFETY: send only reads `data` during the call.
+fn send_now(fd: &OwnedFd, data: &[u8]) -> Result<usize, ()> {
+    // SAFETY: `fd` is open for as long as the borrow lasts, and send only
+    // reads `data` during the call.
     let n = unsafe {
         libc::send(
-            fd,
+            fd.as_raw_fd(),
             data.as_ptr() as *const libc::c_void,
             data.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
@@ -143,14 +186,13 @@ fn send_now(fd: RawFd, data: &[u8]) -> Result<usize, ()> {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
-    use std::sync::Arc;
 
     #[test]
     fn direct_and_queued_sends_keep_order() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let sink = Arc::new(FrameSink::new(Some(a.as_raw_fd())));
+        let direct = OwnedFd::from(a.try_clone().unwrap());
+        let sink = Arc::new(FrameSink::new(Some(direct)));
         let writer = {
             let (sink, a) = (sink.clone(), a.try_clone().unwrap());
             std::thread::spawn(move || sink.run_writer(a))
@@ -162,19 +204,29 @@ mod tests {
             b.read_to_end(&mut all).unwrap();
             all
         });
-        for m in &msgs {
-            let mut framed = Vec::new();
-            crate::netceptor::codec::write_frame(&mut framed, m).unwrap();
-            sink.send(&framed).unwrap();
+        let mut link = Box::new(FramedLink::new(sink.clone()));
+        for batch in msgs.chunks(7) {
+            for m in batch {
+                link.queue(m).unwrap();
+            }
+            link.flush().unwrap();
         }
-        sink.close();
+        link.close();
         writer.join().unwrap().unwrap();
-        drop(a);
+        assert_eq!(sink.send(b"x"), Err(SinkError::Closed));
+        // The reader sees the end once every descriptor is closed.
+        drop((sink, a));
         let all = reader.join().unwrap();
         let mut frames = crate::netceptor::codec::FrameReader::default();
         frames.push(&all);
         let got: Vec<Vec<u8>> = std::iter::from_fn(|| frames.next_frame()).collect();
         assert_eq!(got, msgs);
-        assert_eq!(sink.send(b"x"), Err(SinkError::Closed));
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_alone() {
+        let mut link = FramedLink::new(Arc::new(FrameSink::new(None)));
+        assert_eq!(link.queue(&vec![0; 65536]), Err(LinkError::TooLarge(65536)));
+        assert_eq!(link.queue(b"ok"), Ok(()));
     }
 }

@@ -1,0 +1,163 @@
+//! Data messages: delivery to local services, forwarding towards other
+//! nodes, the reserved `ping` and `unreach` services, and unreachables.
+
+use bytes::{Buf, Bytes, BytesMut};
+use log::{debug, error, warn};
+
+use super::{
+    MAX_FORWARDING_HOPS, Node, Output, PROBLEM_EXPIRED, PROBLEM_SERVICE_UNKNOWN, RESERVED_PING,
+    RESERVED_UNREACH, SendError,
+};
+use crate::netceptor::addr;
+use crate::netceptor::codec::{self, DATA_HEADER_LEN, DataHeader, ServiceName, UnreachableMessage};
+
+impl Node {
+    pub(super) fn handle_inbound_data(&mut self, h: DataHeader, frame: Vec<u8>) {
+        let (Some(from), Some(to)) = (self.names.get(&h.from_node), self.names.get(&h.to_node))
+        else {
+            error!("Error translating data to message struct: hash not found");
+            return;
+        };
+        let (from, to) = (from.clone(), to.clone());
+        if to != self.id {
+            return self.forward(h, &from, &to, frame);
+        }
+        // Owning the frame's buffer, skip the header without copying.
+        let mut payload = BytesMut::from(Bytes::from(frame));
+        payload.advance(DATA_HEADER_LEN);
+        if let Err(e) = self.deliver_local(h, &from, payload) {
+            error!("Error handling message data: {e}");
+        }
+    }
+
+    /// Sends a datagram from a local service (or relays one from a peer).
+    pub fn send(
+        &mut self,
+        from_service: ServiceName,
+        to_node: &str,
+        to_service: &str,
+        payload: &[u8],
+        hops: u8,
+    ) -> Result<(), SendError> {
+        let to_service = ServiceName::new(to_service).map_err(|_| SendError::ServiceNameTooLong)?;
+        let to_node = addr::resolve(to_node, &self.id).to_string();
+        let h = DataHeader {
+            hops_to_live: hops,
+            from_node: self.own_hash,
+            to_node: self.add_name(&to_node),
+            from_service,
+            to_service,
+        };
+        if to_node == self.id {
+            let id = self.id.clone();
+            return self.deliver_local(h, &id, BytesMut::from(payload));
+        }
+        if !self.routes.contains_key(&to_node) && hops > 0 {
+            return Err(SendError::NoRoute);
+        }
+        let id = self.id.clone();
+        self.forward(h, &id, &to_node, h.encode(payload));
+        Ok(())
+    }
+
+    fn forward(&mut self, h: DataHeader, from: &str, to: &str, mut frame: Vec<u8>) {
+        if h.hops_to_live == 0 {
+            if h.from_service.as_bytes() != RESERVED_UNREACH {
+                self.send_unreachable(from, to, h, PROBLEM_EXPIRED);
+            }
+            return;
+        }
+        let Some(conn) = self.routes.get(to).and_then(|hop| self.peers.get(hop)) else {
+            error!("Error handling message data: no route to node {to}");
+            return;
+        };
+        codec::set_hops_to_live(&mut frame, h.hops_to_live - 1);
+        self.outputs.push_back(Output::Send {
+            conn: *conn,
+            msg: frame,
+        });
+    }
+
+    fn deliver_local(
+        &mut self,
+        h: DataHeader,
+        from: &str,
+        payload: BytesMut,
+    ) -> Result<(), SendError> {
+        match h.to_service.as_bytes() {
+            // Never answer a reserved service: a forged ping from `ping`
+            // would otherwise echo forever (or recurse without end when it
+            // claims to come from ourselves).
+            RESERVED_PING
+                if ![RESERVED_PING, RESERVED_UNREACH].contains(&h.from_service.as_bytes()) =>
+            {
+                let ping = ServiceName::new("ping").unwrap_or_default();
+                let reply_to = h.from_service.to_text();
+                return self.send(ping, from, &reply_to, &[], MAX_FORWARDING_HOPS);
+            }
+            RESERVED_PING => return Ok(()),
+            RESERVED_UNREACH => {
+                self.handle_unreachable(h, from, &payload);
+                return Ok(());
+            }
+            _ => {}
+        }
+        if self.services.contains_key(&h.to_service) {
+            self.outputs.push_back(Output::Deliver {
+                service: h.to_service,
+                from_node: from.to_string(),
+                from_service: h.from_service,
+                payload,
+            });
+            return Ok(());
+        }
+        if from == self.id {
+            return Err(SendError::ServiceUnknown);
+        }
+        let to = self.id.clone();
+        self.send_unreachable(from, &to, h, PROBLEM_SERVICE_UNKNOWN);
+        Ok(())
+    }
+
+    fn handle_unreachable(&mut self, h: DataHeader, from: &str, payload: &[u8]) {
+        let message: UnreachableMessage = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                error!("Error handling message data: bad unreachable message: {e}");
+                return;
+            }
+        };
+        warn!(
+            "Received unreachable message from {from} (service {}) to {} (service {}): ttl {}, data {}",
+            h.from_service, self.id, h.to_service, h.hops_to_live, message.problem
+        );
+        if message.from_node != self.id {
+            return;
+        }
+        let Ok(service) = ServiceName::new(&message.from_service) else {
+            return;
+        };
+        if self.services.contains_key(&service) {
+            self.outputs.push_back(Output::Unreachable {
+                service,
+                message,
+                received_from: from.to_string(),
+            });
+        }
+    }
+
+    fn send_unreachable(&mut self, from: &str, to: &str, h: DataHeader, problem: &str) {
+        let message = UnreachableMessage {
+            from_node: from.to_string(),
+            to_node: to.to_string(),
+            from_service: h.from_service.to_text(),
+            to_service: h.to_service.to_text(),
+            problem: problem.to_string(),
+        };
+        let payload = serde_json::to_vec(&message).unwrap_or_default();
+        let unreach = ServiceName::new("unreach").unwrap_or_default();
+        if let Err(e) = self.send(unreach, from, "unreach", &payload, MAX_FORWARDING_HOPS) {
+            debug!("Could not send unreachable message to {from}: {e}");
+        }
+    }
+}

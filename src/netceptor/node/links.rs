@@ -1,0 +1,282 @@
+//! Backend connections: identifying the peer on a new link, the rules
+//! that reject one, idle links, and losing a peer.
+
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+
+use super::{BackendParams, ConnId, Node, Now, Output};
+use crate::gotime;
+use crate::netceptor::codec::{self, Message, REJECT_MESSAGE, RoutingUpdate};
+
+const INITIAL_SEND_INTERVAL: Duration = Duration::from_secs(1);
+/// Initial connect messages sent before giving up on a silent peer.
+const INITIAL_SEND_LIMIT: u32 = 11;
+
+#[derive(Debug)]
+pub(super) enum ConnState {
+    Pending {
+        sends: u32,
+        next_send: Instant,
+    },
+    Established {
+        peer: String,
+        /// The peer has listed us in one of its own updates.
+        peer_lists_us: bool,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub params: BackendParams,
+    pub cost: f64,
+    pub state: ConnState,
+    pub last_received: Instant,
+}
+
+impl Node {
+    /// A backend session exists: start identifying the peer.
+    pub fn handle_conn_opened(&mut self, conn: ConnId, params: BackendParams, now: Instant) {
+        let cost = params.cost;
+        self.conns.insert(
+            conn,
+            Conn {
+                params,
+                cost,
+                state: ConnState::Pending {
+                    sends: 0,
+                    next_send: now,
+                },
+                last_received: now,
+            },
+        );
+        self.send_due_initial_messages(now);
+    }
+
+    pub fn handle_conn_closed(&mut self, conn: ConnId, now: Instant) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let ConnState::Established { peer, .. } = c.state {
+            self.forget_peer(&peer, now);
+        }
+    }
+
+    fn forget_peer(&mut self, peer: &str, now: Instant) {
+        self.peers.remove(peer);
+        if let Some(edges) = self.costs.get_mut(peer) {
+            edges.remove(&self.id);
+        }
+        if let Some(edges) = self.costs.get_mut(&self.id) {
+            edges.remove(peer);
+        }
+        self.schedule_flood(now);
+        self.schedule_recompute(now);
+    }
+
+    pub(super) fn close(&mut self, conn: ConnId, error: Option<String>, now: Instant) {
+        self.handle_conn_closed(conn, now);
+        self.outputs.push_back(Output::Close { conn, error });
+    }
+
+    fn reject(&mut self, conn: ConnId, peer: &str, reason: &str, now: Instant) {
+        self.outputs.push_back(Output::Send {
+            conn,
+            msg: REJECT_MESSAGE.to_vec(),
+        });
+        let error = format!(
+            "{}: rejected connection with node {peer} because {reason}",
+            self.id
+        );
+        self.close(conn, Some(error), now);
+    }
+
+    /// When the next initial connect message of a pending link is due.
+    pub(super) fn next_initial_send(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter_map(|c| match c.state {
+                ConnState::Pending { next_send, .. } => Some(next_send),
+                ConnState::Established { .. } => None,
+            })
+            .min()
+    }
+
+    pub(super) fn send_due_initial_messages(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ConnState::Pending { next_send, .. } if next_send <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in due {
+            let Some(ConnState::Pending { sends, .. }) = self.conns.get(&conn).map(|c| &c.state)
+            else {
+                continue;
+            };
+            if *sends >= INITIAL_SEND_LIMIT {
+                warn!("Giving up on connection initialization");
+                self.close(conn, None, now);
+                continue;
+            }
+            let sends = sends + 1;
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.state = ConnState::Pending {
+                    sends,
+                    next_send: now + INITIAL_SEND_INTERVAL,
+                };
+            }
+            debug!("Sending initial connection message");
+            let msg = codec::encode_routing(&self.make_update(0));
+            self.outputs.push_back(Output::Send { conn, msg });
+        }
+    }
+
+    pub(super) fn close_idle_connections(&mut self, now: Instant) {
+        let idle: Vec<(ConnId, String)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last_received) > self.max_idle)
+            .filter_map(|(&id, c)| match &c.state {
+                ConnState::Established { peer, .. } => Some((id, peer.clone())),
+                ConnState::Pending { .. } => None,
+            })
+            .collect();
+        for (conn, peer) in idle {
+            warn!(
+                "Timing out connection {peer}, idle for the past {}",
+                gotime::duration_string(self.max_idle)
+            );
+            self.close(conn, None, now);
+        }
+    }
+
+    /// One whole message arrived on a connection.
+    pub fn handle_message(&mut self, conn: ConnId, msg: Vec<u8>, now: Now) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_received = now.mono;
+        let peer = match &c.state {
+            ConnState::Established { peer, .. } => Some(peer.clone()),
+            ConnState::Pending { .. } => None,
+        };
+        let decoded = match codec::decode(&msg) {
+            Ok(m) => m,
+            Err(codec::DecodeError::UnknownType(t)) if peer.is_some() => {
+                warn!("Unknown message type {t}");
+                return;
+            }
+            Err(e) => {
+                error!("Error decoding message from backend: {e}");
+                return;
+            }
+        };
+        match (peer, decoded) {
+            (None, Message::Routing(ru)) => self.identify_peer(conn, ru, now),
+            (_, Message::Reject) => {
+                warn!("Received a rejection message from peer.");
+                self.close(
+                    conn,
+                    Some("remote node rejected the connection".into()),
+                    now.mono,
+                );
+            }
+            (None, _) => {}
+            (Some(_), Message::Data(h)) => self.handle_inbound_data(h, msg),
+            (Some(peer), Message::Routing(ru)) => {
+                self.handle_peer_update(conn, &peer, ru, now.mono)
+            }
+            (Some(peer), Message::ServiceAd(ad)) => self.handle_service_ad(ad, &peer),
+        }
+    }
+
+    fn identify_peer(&mut self, conn: ConnId, ru: RoutingUpdate, at: Now) {
+        let now = at.mono;
+        let peer = ru.forwarding_node;
+        if peer == self.id {
+            return self.reject(
+                conn,
+                &peer,
+                "it tried to connect using our own node ID",
+                now,
+            );
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if let Some(allowed) = &c.params.allowed_peers
+            && !allowed.contains(&peer)
+        {
+            return self.reject(conn, &peer, "it is not in the allowed peers list", now);
+        }
+        if self.peers.contains_key(&peer) {
+            let reason = "it connected using a node ID we are already connected to";
+            return self.reject(conn, &peer, reason, now);
+        }
+        let cost = c.params.node_cost.get(&peer).copied().unwrap_or(c.cost);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.cost = cost;
+            c.state = ConnState::Established {
+                peer: peer.clone(),
+                peer_lists_us: false,
+            };
+        }
+        debug!("Stopping initial updates");
+        info!("Connection established with {peer}");
+        self.add_name(&peer);
+        self.peers.insert(peer.clone(), conn);
+        self.costs
+            .entry(self.id.clone())
+            .or_default()
+            .insert(peer.clone(), cost);
+        self.costs
+            .entry(peer.clone())
+            .or_default()
+            .insert(self.id.clone(), cost);
+        self.schedule_flood(now);
+        self.schedule_recompute(now);
+        self.share_ads_with(conn, at.wall);
+    }
+
+    fn handle_peer_update(&mut self, conn: ConnId, peer: &str, ru: RoutingUpdate, now: Instant) {
+        if ru.forwarding_node != peer {
+            let reason = format!(
+                "remote node ID changed unexpectedly from {peer} to {}",
+                ru.node_id
+            );
+            return self.reject(conn, peer, &reason, now);
+        }
+        if ru.node_id == peer {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let ConnState::Established { peer_lists_us, .. } = &mut c.state else {
+                return;
+            };
+            match ru.connections.get(&self.id) {
+                None if *peer_lists_us => {
+                    let reason = "remote node no longer lists us as a connection";
+                    return self.reject(conn, peer, reason, now);
+                }
+                // A late initial message: the peer has not registered us yet.
+                None => return,
+                Some(&cost) => {
+                    *peer_lists_us = true;
+                    if cost != c.cost {
+                        let reason = "we disagree about the connection cost";
+                        return self.reject(conn, peer, reason, now);
+                    }
+                }
+            }
+        }
+        self.handle_routing_update(ru, conn, now);
+    }
+
+    pub(super) fn peer_of(&self, conn: ConnId) -> Option<String> {
+        match &self.conns.get(&conn)?.state {
+            ConnState::Established { peer, .. } => Some(peer.clone()),
+            ConnState::Pending { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The mesh node as a state machine, apart from sockets, threads, clocks
+//! and the OS random generator.
+//!
+//! Inputs are `handle_*` calls (and `send`/`bind`) given the current
+//! [`Now`]; each may queue [`Output`]s, which the shell drains with
+//! [`Node::poll_output`] after every input. [`Node::poll_timeout`] says
+//! when to call [`Node::handle_timeout`] next. Nothing here blocks, reads a
+//! clock or draws OS randomness: identifiers come from the [`IdGen`] the
+//! shell seeds.
+//!
+//! The files split the node by concept: `links` (backend connections and
+//! the peers on them), `updates` (routing updates, flooding, the routing
+//! table), `data` (data messages: local delivery, forwarding,
+//! unreachables), `services` (bound services and advertisements) and
+//! `timer` (the deadline table).
+
+mod data;
+mod links;
+mod services;
+mod timer;
+mod updates;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::codec::{ServiceAdvertisement, ServiceName, UnreachableMessage, WorkCommand};
+use super::hash::node_hash;
+use super::routing::CostTable;
+use crate::random::IdGen;
+use timer::{Timer, TimerTable};
+
+pub type ConnId = u64;
+
+/// Hop budget of locally originated data messages.
+pub const MAX_FORWARDING_HOPS: u8 = 30;
+pub const PROBLEM_SERVICE_UNKNOWN: &str = "service unknown";
+pub const PROBLEM_EXPIRED: &str = "message expired";
+
+const ROUTE_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
+const SERVICE_AD_INTERVAL: Duration = Duration::from_secs(60);
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+const SEEN_UPDATE_EXPIRY: Duration = Duration::from_secs(3600);
+const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Services every node has; no local service may take these names.
+const RESERVED_PING: &[u8] = b"ping";
+const RESERVED_UNREACH: &[u8] = b"unreach";
+/// How soon a change (new peer, lost peer, new node) reaches the mesh.
+const SOON: Duration = Duration::from_millis(100);
+
+/// When an input happens. `mono` drives every deadline; `wall` is read
+/// only for the timestamps Go nodes expect on the wire and in `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// The same moment `d` later on both clocks (for simulations).
+    pub fn after(self, d: Duration) -> Now {
+        Now {
+            mono: self.mono + d,
+            wall: self.wall + d,
+        }
+    }
+}
+
+/// How a backend connection may be used, from its listener or peer config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendParams {
+    pub cost: f64,
+    pub node_cost: BTreeMap<String, f64>,
+    /// `None` accepts any peer.
+    pub allowed_peers: Option<Vec<String>>,
+}
+
+/// What the shell must do on the node's behalf.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// Write one message to a connection.
+    Send { conn: ConnId, msg: Vec<u8> },
+    /// Close a connection (after writing what was queued). `error` is the
+    /// reason to log, if the close is a failure.
+    Close { conn: ConnId, error: Option<String> },
+    /// Hand a datagram to the local service it was sent to.
+    Deliver {
+        service: ServiceName,
+        from_node: String,
+        from_service: ServiceName,
+        payload: bytes::BytesMut,
+    },
+    /// Tell a local service that something it sent could not be delivered.
+    Unreachable {
+        service: ServiceName,
+        message: UnreachableMessage,
+        received_from: String,
+    },
+    /// Another node has our ID and an older process: we must stop.
+    Shutdown { reason: String },
+}
+
+/// How a local service is announced to the mesh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Advertise {
+    pub conn_type: u8,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Why a local send failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    NoRoute,
+    ServiceUnknown,
+    ServiceNameTooLong,
+    Stopped,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::NoRoute => "no route to node",
+            SendError::ServiceUnknown => PROBLEM_SERVICE_UNKNOWN,
+            SendError::ServiceNameTooLong => "service name too long",
+            SendError::Stopped => "node is shutting down",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A consistent copy of what `status` reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusSnapshot {
+    pub node_id: String,
+    pub connections: Vec<(String, f64)>,
+    pub routing_table: BTreeMap<String, String>,
+    pub advertisements: Vec<ServiceAdvertisement>,
+    pub known_connection_costs: CostTable,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NodeSeq {
+    epoch: u64,
+    sequence: u64,
+}
+
+#[derive(Debug, Clone)]
+struct StoredAd {
+    ad: ServiceAdvertisement,
+    time: i128,
+}
+
+pub struct Node {
+    id: String,
+    epoch: u64,
+    sequence: u64,
+    max_idle: Duration,
+    ids: IdGen,
+    conns: HashMap<ConnId, links::Conn>,
+    peers: BTreeMap<String, ConnId>,
+    costs: CostTable,
+    known: HashMap<String, NodeSeq>,
+    seen_updates: HashMap<String, Instant>,
+    routes: BTreeMap<String, String>,
+    names: HashMap<u64, String>,
+    own_hash: u64,
+    ads: BTreeMap<(String, String), StoredAd>,
+    services: HashMap<ServiceName, Option<Advertise>>,
+    work_commands: Vec<WorkCommand>,
+    timers: TimerTable,
+    outputs: VecDeque<Output>,
+}
+
+impl Node {
+    /// A node with ID `id` whose process started at `epoch` (Go's
+    /// `unix_seconds << 24 | random`), drawing identifiers from `ids`.
+    pub fn new(id: &str, epoch: u64, max_idle: Duration, ids: IdGen, now: Instant) -> Self {
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Ads, now + SERVICE_AD_INTERVAL);
+        timers.set(Timer::PeriodicUpdate, now + ROUTE_UPDATE_INTERVAL);
+        timers.set(Timer::IdleCheck, now + IDLE_CHECK_INTERVAL);
+        timers.set(Timer::SeenSweep, now + SEEN_UPDATE_EXPIRY / 2);
+        let mut node = Node {
+            id: id.to_string(),
+            epoch,
+            sequence: 0,
+            max_idle,
+            ids,
+            conns: HashMap::new(),
+            peers: BTreeMap::new(),
+            costs: CostTable::new(),
+            known: HashMap::new(),
+            seen_updates: HashMap::new(),
+            routes: BTreeMap::new(),
+            names: HashMap::new(),
+            own_hash: node_hash(id),
+            ads: BTreeMap::new(),
+            services: HashMap::new(),
+            work_commands: Vec::new(),
+            timers,
+            outputs: VecDeque::new(),
+        };
+        node.add_name(id);
+        node
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next instant at which `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Instant {
+        let earliest = self.timers.next().into_iter();
+        earliest
+            .chain(self.next_initial_send())
+            .min()
+            .expect("the periodic timers are always armed")
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.send_due_initial_messages(now.mono);
+        for timer in self.timers.take_expired(now.mono) {
+            self.fire(timer, now);
+        }
+    }
+
+    fn fire(&mut self, timer: Timer, now: Now) {
+        let t = now.mono;
+        match timer {
+            Timer::Flood => self.flood_own_update(0),
+            Timer::Recompute => {
+                self.timers.set(Timer::Recompute, t + RECOMPUTE_INTERVAL);
+                self.recompute_routes();
+            }
+            Timer::PeriodicUpdate => {
+                self.timers
+                    .set(Timer::PeriodicUpdate, t + ROUTE_UPDATE_INTERVAL);
+                if !self.peers.is_empty() {
+                    self.flood_own_update(0);
+                }
+            }
+            Timer::Ads => {
+                self.timers.set(Timer::Ads, t + SERVICE_AD_INTERVAL);
+                self.send_own_ads(now.wall);
+            }
+            Timer::IdleCheck => {
+                self.timers.set(Timer::IdleCheck, t + IDLE_CHECK_INTERVAL);
+                self.close_idle_connections(t);
+            }
+            Timer::SeenSweep => {
+                self.timers
+                    .set(Timer::SeenSweep, t + SEEN_UPDATE_EXPIRY / 2);
+                self.seen_updates
+                    .retain(|_, seen| t.duration_since(*seen) < SEEN_UPDATE_EXPIRY);
+            }
+        }
+    }
+
+    /// Remembers a node name for its hash; the first name for a hash wins.
+    fn add_name(&mut self, name: &str) -> u64 {
+        let hash = node_hash(name);
+        self.names.entry(hash).or_insert_with(|| name.to_string());
+        hash
+    }
+
+    /// Whether `node` is this node (or its alias) or currently reachable.
+    pub fn has_route(&self, node: &str) -> bool {
+        let node = super::addr::resolve(node, &self.id);
+        node == self.id || self.routes.contains_key(node)
+    }
+
+    pub fn status(&self, wall: SystemTime) -> StatusSnapshot {
+        let mut advertisements = self.own_ads(wall);
+        // Status shows the work types on every own ad, as Go does.
+        for ad in &mut advertisements {
+            if !self.work_commands.is_empty() {
+                ad.work_commands = Some(self.work_commands.clone());
+            }
+        }
+        advertisements.extend(
+            self.ads
+                .values()
+                .filter(|s| s.ad.node_id != self.id && !s.ad.cancel)
+                .map(|s| s.ad.clone()),
+        );
+        StatusSnapshot {
+            node_id: self.id.clone(),
+            connections: self
+                .peers
+                .iter()
+                .filter_map(|(p, c)| Some((p.clone(), self.conns.get(c)?.cost)))
+                .collect(),
+            routing_table: self.routes.clone(),
+            advertisements,
+            known_connection_costs: self.costs.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
