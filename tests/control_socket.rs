@@ -1,4 +1,4 @@
-//! Raw control-socket protocol tests against one node (control.md §2–§3).
+//! Raw control-socket protocol tests against one node (docs/control.md §2–§3).
 //! No receptorctl: every byte is written and checked here.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Parsing one control-service line into a command (control.md §2–§3).
+//! Parsing one control-service line into a command (docs/control.md §2–§3).
 //! Pure: no I/O, every error is the text of the `ERROR:` reply.
 
 use serde_json::{Map, Value};
@@ -26,7 +26,7 @@ pub enum Command {
     Work(WorkCommand),
 }
 
-/// The `work` subcommands (control.md §3, work.md).
+/// The `work` subcommands (docs/control.md §3, docs/work.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkCommand {
     Submit(SubmitRequest),

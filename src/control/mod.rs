@@ -1,4 +1,4 @@
-//! The control service that receptorctl talks to (control.md): a Unix
+//! The control service that receptorctl talks to (docs/control.md): a Unix
 //! socket, a TCP port, and the mesh service `control`.
 
 pub mod command;

@@ -1,4 +1,4 @@
-//! Netceptor messages: the bytes carried whole by every backend (wire.md §4–§7).
+//! Netceptor messages: the bytes carried whole by every backend (docs/wire.md §4–§7).
 //!
 //! Decoding checks every length and never panics; encoding produces exactly
 //! what a Go node emits (field order, compact JSON, `1` rather than `1.0`).

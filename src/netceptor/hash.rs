@@ -1,5 +1,5 @@
 //! Node-name hashing: data headers carry a 64-bit HighwayHash of each node ID
-//! instead of the name (wire.md §3).
+//! instead of the name (docs/wire.md §3).
 
 use highway::{HighwayHash, HighwayHasher, Key};
 

@@ -1,4 +1,4 @@
-//! Ping and traceroute over the reserved `ping` service (wire.md §9).
+//! Ping and traceroute over the reserved `ping` service (docs/wire.md §9).
 
 use std::time::{Duration, Instant};
 

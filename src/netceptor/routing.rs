@@ -1,4 +1,4 @@
-//! The routing table: shortest paths by connection cost (wire.md §6.4).
+//! The routing table: shortest paths by connection cost (docs/wire.md §6.4).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};

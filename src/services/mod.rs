@@ -1,4 +1,4 @@
-//! Service proxies (config-and-cli.md §4): local TCP, Unix and UDP sockets
+//! Service proxies (docs/config.md §4): local TCP, Unix and UDP sockets
 //! joined to mesh services, and the byte bridge they share with the
 //! control service's `connect`.
 

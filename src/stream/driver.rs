@@ -23,7 +23,7 @@ use crate::netceptor::node::PROBLEM_SERVICE_UNKNOWN;
 const ACCEPT_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// The byte a dialer writes first so the listener's accept fires.
 const HELLO: u8 = 0;
-/// Application close codes (wire.md §11.5).
+/// Application close codes (docs/wire.md §11.5).
 const CLOSE_NORMAL: u32 = 0;
 const CLOSE_BAD_HELLO: u32 = 500;
 const STOP_READING: u32 = 499;

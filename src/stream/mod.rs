@@ -1,5 +1,5 @@
 //! Reliable streams between services on different nodes: QUIC carried in
-//! mesh datagrams, as Go nodes do it (wire.md §11).
+//! mesh datagrams, as Go nodes do it (docs/wire.md §11).
 //!
 //! A [`Listener`] serves one named service; [`dial`] opens one stream to a
 //! remote service from a fresh ephemeral service. Each runs an endpoint

@@ -1,4 +1,4 @@
-//! The QUIC handshake's TLS settings in "insecure" mode (wire.md §11.3):
+//! The QUIC handshake's TLS settings in "insecure" mode (docs/wire.md §11.3):
 //! the listener shows a self-signed certificate with a fixed common name,
 //! and the dialer accepts any certificate chain that carries that name.
 

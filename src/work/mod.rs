@@ -1,6 +1,6 @@
 //! Workceptor: units of work submitted through the control service, run
 //! here (`work-command`) or on another node (`remote`), persisted under
-//! `<datadir>/<node>/<unit>/` so they survive restarts (work.md).
+//! `<datadir>/<node>/<unit>/` so they survive restarts (docs/work.md).
 
 pub mod command;
 pub mod remote;
@@ -204,7 +204,7 @@ impl Workceptor {
         node == self.node_id || node.eq_ignore_ascii_case("localhost")
     }
 
-    /// Checks the request and makes the unit (work.md §3 steps 1–2).
+    /// Checks the request and makes the unit (docs/work.md §3 steps 1–2).
     pub fn allocate(&self, req: &SubmitRequest) -> Result<Arc<Unit>, String> {
         let (work_type, extra) = if self.is_local(&req.node) {
             if !req.ttl.is_empty() {

@@ -1,7 +1,7 @@
 //! Remote units: work submitted here to run on another node. The controller
 //! talks to the executor's `control` service over mesh streams: it submits
 //! once, then keeps the local status and stdout in step until the unit is
-//! final, reconnecting promptly whenever a path fails (work.md §6).
+//! final, reconnecting promptly whenever a path fails (docs/work.md §6).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

@@ -1,7 +1,7 @@
 //! The command runner: a separate process (`receptor --command-runner`)
 //! that runs one unit's command and records its progress and outcome in
 //! the unit's `status` file. Living in its own session, it outlives a
-//! daemon restart, so the outcome is never lost (work.md §4).
+//! daemon restart, so the outcome is never lost (docs/work.md §4).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;

@@ -1,5 +1,5 @@
 //! Unit states and the `status` file, in the Go daemon's JSON shape
-//! (work.md §1, §2, §6, §7).
+//! (docs/work.md §1, §2, §6, §7).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! Unit directories under `<datadir>/<node>/<unit>/`: the `status` file,
-//! its `status.lock`, and the `stdin` and `stdout` files (work.md §2).
+//! its `status.lock`, and the `stdin` and `stdout` files (docs/work.md §2).
 //!
 //! Every status change is a read-modify-write under an exclusive flock on
 //! `status.lock` (so Go runners sharing the directory stay consistent),
