@@ -1,6 +1,18 @@
 //! Starting a node from its configuration and running it until it stops.
+//!
+//! How the process stops: SIGINT or SIGTERM (or the mesh telling this node
+//! that a newer process has its ID) ends [`Daemon::wait`], which stops the
+//! router and joins its thread. The router closes every backend link on
+//! its way out, so peers see the connections end at once and reroute
+//! rather than wait for an idle timeout. Dropping the [`Daemon`] then
+//! removes the control sockets. Everything else needs no stop: unit status
+//! files are synced on every state change, command units run in sessions
+//! of their own and outlive the daemon (the next start follows them), and
+//! the remaining threads (accept loops, dialers, clients) end with the
+//! process.
 
-use std::time::Duration;
+use std::fmt;
+use std::thread::JoinHandle;
 
 use log::{info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -15,26 +27,60 @@ use crate::work::Workceptor;
 /// Everything that must stay alive while the node runs.
 pub struct Daemon {
     net: Netceptor,
+    router: JoinHandle<()>,
     _control: Vec<ControlService>,
 }
 
-/// Starts every configured part, or fails with one clear message and
-/// nothing left running that the caller would have to stop.
-pub fn start(cfg: &Config) -> Result<Daemon, String> {
+/// Why the node did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// No backend is configured: Go prints a hint and exits 1.
+    NothingToDo,
+    /// The configuration asks for something this build cannot run yet
+    /// (a directive, or a directive's option).
+    Unsupported(String),
+    /// A part could not start; the text names it and says why.
+    Failed(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::NothingToDo => f.write_str("nothing to do - no backends are running"),
+            StartError::Unsupported(what) => {
+                write!(f, "{what}: not supported yet by this receptor")
+            }
+            StartError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<String> for StartError {
+    fn from(why: String) -> Self {
+        StartError::Failed(why)
+    }
+}
+
+/// Starts every configured part, or fails with one clear message. On
+/// failure the process is expected to exit: threads already started are
+/// not stopped.
+pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     if let Some(name) = cfg.unsupported.first() {
-        return Err(format!("{name}: not supported yet by this receptor"));
+        return Err(StartError::Unsupported(name.clone()));
     }
     if !cfg.node.firewall_rules.is_empty() {
-        return Err("node: firewallrules are not supported yet by this receptor".into());
+        return Err(StartError::Unsupported("node firewallrules".into()));
     }
     if has_tls(cfg) {
-        return Err("tls options on backends are not supported yet by this receptor".into());
+        return Err(StartError::Unsupported("tls options on backends".into()));
     }
     let backends = cfg.tcp_listeners.len() + cfg.tcp_peers.len() + usize::from(cfg.local_only);
     if backends == 0 {
-        return Err("nothing to do".into());
+        return Err(StartError::NothingToDo);
     }
-    let (net, _router) = Netceptor::start(&cfg.node.id, cfg.node.max_idle_connection_timeout);
+    let (net, router) = Netceptor::start(&cfg.node.id, cfg.node.max_idle_connection_timeout);
     for l in &cfg.tcp_listeners {
         let addr = format!("{}:{}", l.bind_addr, l.port);
         tcp::listen(&net, &addr, listener_params(l))?;
@@ -56,6 +102,7 @@ pub fn start(cfg: &Config) -> Result<Daemon, String> {
     info!("Initialization complete");
     Ok(Daemon {
         net,
+        router,
         _control: control,
     })
 }
@@ -112,8 +159,9 @@ impl Daemon {
             }
         };
         self.net.shutdown();
-        // Give the router a moment to stop; sockets close with the process.
-        std::thread::sleep(Duration::from_millis(20));
+        if self.router.join().is_err() {
+            warn!("The router thread panicked while stopping");
+        }
         status
     }
 }

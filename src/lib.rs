@@ -1,5 +1,6 @@
 //! receptor-rs: a Rust implementation of the Receptor mesh overlay network.
 
+pub mod accept;
 pub mod backends;
 pub mod config;
 pub mod control;

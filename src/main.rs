@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     }
     match daemon::start(&cfg) {
         Ok(d) => ExitCode::from(d.wait() as u8),
-        Err(e) if e == "nothing to do" => {
+        Err(daemon::StartError::NothingToDo) => {
             log::warn!("Nothing to do - no backends are running.");
             let argv0 = std::env::args().next().unwrap_or_else(|| "receptor".into());
             println!("Run {argv0} --help for command line instructions.");

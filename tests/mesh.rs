@@ -675,11 +675,14 @@ fn help_lists_every_section_and_version_exits_0() {
 }
 
 /// SIGTERM stops the daemon cleanly: exit status 0, a log line, the
-/// control socket removed (Go dies at once with status 143).
+/// control socket removed (Go dies at once with status 143), and its peer
+/// sees the link end at once rather than after an idle timeout.
 #[test]
 fn sigterm_stops_cleanly() {
     let port = free_port();
     let mut node = Node::start("stopper", &[listener(port, 1.0)]);
+    let peer_node = Node::start("watcher", &[peer(port, 1.0)]);
+    assert!(wait_until(secs(10), || peer_node.connections() == ["stopper"]));
     let socket = node.socket.clone();
     assert!(socket.exists());
     let status = node
@@ -692,6 +695,11 @@ fn sigterm_stops_cleanly() {
         node.log_tail(20)
     );
     assert!(!socket.exists(), "control socket left behind");
+    assert!(
+        wait_until(secs(5), || peer_node.connections().is_empty()),
+        "{}",
+        peer_node.log_tail(20)
+    );
 }
 
 /// A peer that sends malformed frames gets them logged and ignored; the

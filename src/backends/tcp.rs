@@ -26,30 +26,10 @@ pub fn listen(
         .map_or(addr.to_string(), |a| a.to_string());
     debug!("Listening on TCP {local}");
     let net = net.clone();
-    std::thread::Builder::new()
-        .name(format!("tcp-listen-{local}"))
-        .spawn(move || accept_loop(&net, listener, &params))
+    let serve = move |stream| run_stream(&net, params.clone(), stream);
+    let what = "Error accepting TCP connection".to_string();
+    crate::accept::spawn(format!("tcp-listen-{local}"), listener, what, serve)
         .map_err(|e| e.to_string())
-}
-
-fn accept_loop(net: &Netceptor, listener: TcpListener, params: &BackendParams) {
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => {
-                let (net, params) = (net.clone(), params.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("tcp-conn".into())
-                    .spawn(move || run_stream(&net, params, stream));
-                if let Err(e) = spawned {
-                    error!("Cannot start connection thread: {e}");
-                }
-            }
-            Err(e) => {
-                error!("Error accepting TCP connection: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
 }
 
 fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream) {

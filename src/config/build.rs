@@ -11,6 +11,7 @@ use super::{
     CommandRunnerCfg, Config, ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel,
     NodeCfg, ProxyCfg, TcpListenerCfg, TcpPeerCfg, WorkCommandCfg,
 };
+use crate::netceptor::addr::is_local_alias;
 
 /// The smallest allowed `maxidleconnectiontimeout`, also the default.
 pub(crate) const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(21);
@@ -189,7 +190,8 @@ fn node(
     })
 }
 
-/// The node ID: as given, else the host name (which must not be localhost).
+/// The node ID: as given, else the host name (which must not be localhost
+/// or `localhost.<domain>`). No node may be called by the local alias.
 fn node_id(
     given: String,
     strict: bool,
@@ -197,8 +199,8 @@ fn node_id(
 ) -> Result<String, String> {
     let id = if given.is_empty() {
         let host = hostname().unwrap_or_default();
-        let lower = host.to_ascii_lowercase();
-        let localhost = lower == "localhost" || lower.starts_with("localhost.");
+        let first_label = host.split('.').next().unwrap_or_default();
+        let localhost = is_local_alias(first_label);
         if strict && (host.is_empty() || localhost) {
             return Err(if host.is_empty() {
                 "no node ID specified and the local host name could not be determined".to_string()
@@ -210,7 +212,7 @@ fn node_id(
     } else {
         given
     };
-    if strict && id.eq_ignore_ascii_case("localhost") {
+    if strict && is_local_alias(&id) {
         return Err(format!("node ID {id:?} is reserved"));
     }
     Ok(id)

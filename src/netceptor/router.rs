@@ -453,3 +453,166 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The router thread with in-memory links: no sockets, and waits only
+    //! on channels with a deadline.
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::netceptor::codec::{self, DATA_HEADER_LEN, DataHeader, Message, RoutingUpdate};
+    use crate::netceptor::hash::node_hash;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// What a link was given: one entry per flush, and its close.
+    #[derive(Debug, PartialEq)]
+    enum Wire {
+        Batch(Vec<Vec<u8>>),
+        Closed,
+    }
+
+    struct MemLink {
+        queued: Vec<Vec<u8>>,
+        out: Sender<Wire>,
+    }
+
+    impl Link for MemLink {
+        fn queue(&mut self, msg: &[u8]) -> Result<(), LinkError> {
+            self.queued.push(msg.to_vec());
+            Ok(())
+        }
+
+        fn flush(&mut self) -> Result<(), LinkError> {
+            let batch = std::mem::take(&mut self.queued);
+            self.out
+                .send(Wire::Batch(batch))
+                .map_err(|_| LinkError::Closed)
+        }
+
+        fn close(mut self: Box<Self>) {
+            let _ = self.flush();
+            let _ = self.out.send(Wire::Closed);
+        }
+    }
+
+    fn params() -> BackendParams {
+        BackendParams {
+            cost: 1.0,
+            node_cost: BTreeMap::new(),
+            allowed_peers: None,
+        }
+    }
+
+    fn open_link(net: &Netceptor) -> (ConnId, Receiver<Wire>) {
+        let (out, rx) = unbounded();
+        let link = MemLink {
+            queued: Vec::new(),
+            out,
+        };
+        (net.conn_opened(params(), Box::new(link)), rx)
+    }
+
+    /// The next message on the link that `pick` accepts.
+    fn next<T>(rx: &Receiver<Wire>, mut pick: impl FnMut(Message, &[u8]) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match rx.recv_deadline(deadline).expect("link went quiet") {
+                Wire::Batch(msgs) => {
+                    let found = msgs
+                        .iter()
+                        .find_map(|m| pick(codec::decode(m).expect("router sent garbage"), m));
+                    if let Some(t) = found {
+                        return t;
+                    }
+                }
+                Wire::Closed => panic!("link closed"),
+            }
+        }
+    }
+
+    fn wait_closed(rx: &Receiver<Wire>) {
+        let deadline = Instant::now() + WAIT;
+        while rx.recv_deadline(deadline).expect("link never closed") != Wire::Closed {}
+    }
+
+    fn update_from(peer: &str, lists: Option<&str>, seq: u64) -> Vec<u8> {
+        codec::encode_routing(&RoutingUpdate {
+            node_id: peer.into(),
+            update_id: format!("{peer}-{seq}"),
+            update_epoch: 7,
+            update_sequence: seq,
+            connections: lists.map(|n| (n.to_string(), 1.0)).into_iter().collect(),
+            forwarding_node: peer.into(),
+            suspected_duplicate: 0,
+        })
+    }
+
+    #[test]
+    fn a_link_carries_routing_and_data_both_ways_and_closes() {
+        let (net, router) = Netceptor::start("a", Duration::from_secs(30));
+        let (conn, wire) = open_link(&net);
+        // The new link gets our initial connect message at once.
+        next(&wire, |m, _| match m {
+            Message::Routing(ru) if ru.node_id == "a" => Some(()),
+            _ => None,
+        });
+        net.conn_message(conn, update_from("b", None, 1));
+        // Established: our next update lists b, and b is routable.
+        next(&wire, |m, _| match m {
+            Message::Routing(ru) if ru.connections.contains_key("b") => Some(()),
+            _ => None,
+        });
+        net.conn_message(conn, update_from("b", Some("a"), 2));
+        assert!(net.has_route("b"));
+
+        let svc = net.bind(Some("echo"), None).unwrap();
+        svc.send_checked("b", "far", b"hello".to_vec(), 30).unwrap();
+        let payload = next(&wire, |m, raw| match m {
+            Message::Data(h) if h.to_node == node_hash("b") => {
+                Some(raw[DATA_HEADER_LEN..].to_vec())
+            }
+            _ => None,
+        });
+        assert_eq!(payload, b"hello");
+
+        let inbound = DataHeader {
+            hops_to_live: 5,
+            from_node: node_hash("b"),
+            to_node: node_hash("a"),
+            from_service: ServiceName::new("far").unwrap(),
+            to_service: ServiceName::new("echo").unwrap(),
+        };
+        net.conn_message(conn, inbound.encode(b"back"));
+        match svc.receiver().recv_timeout(WAIT).unwrap() {
+            Delivery::Data {
+                from_node, payload, ..
+            } => assert_eq!((from_node.as_str(), &payload[..]), ("b", &b"back"[..])),
+            other => panic!("unexpected {other:?}"),
+        }
+
+        net.conn_closed(conn);
+        wait_closed(&wire);
+        net.shutdown();
+        router.join().unwrap();
+    }
+
+    #[test]
+    fn shutdown_closes_every_link_and_ends_the_thread() {
+        let (net, router) = Netceptor::start("a", Duration::from_secs(30));
+        let links: Vec<_> = (0..3).map(|_| open_link(&net).1).collect();
+        net.shutdown();
+        router.join().unwrap();
+        for wire in &links {
+            wait_closed(wire);
+        }
+        // Calls after the stop fail cleanly instead of hanging.
+        assert!(net.status().is_none());
+        assert_eq!(
+            net.bind(None, None).err().as_deref(),
+            Some("router stopped")
+        );
+    }
+}

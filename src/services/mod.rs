@@ -154,45 +154,32 @@ pub fn start(proxies: &[ProxyCfg], net: &Netceptor) -> Result<(), String> {
     Ok(())
 }
 
-/// Carries each connection from `incoming` to `node:service` over the mesh.
-fn forward_local<S, I>(
+/// Carries each connection accepted on `listener` to `node:service` over
+/// the mesh.
+fn forward_local<A>(
     name: String,
-    incoming: I,
+    listener: A,
     net: &Netceptor,
     node: &str,
     service: &str,
 ) -> Result<(), String>
 where
-    S: Socket,
-    I: Iterator<Item = io::Result<S>> + Send + 'static,
+    A: crate::accept::Accept,
+    A::Conn: Socket,
 {
     let (net, node, service) = (net.clone(), node.to_string(), service.to_string());
-    let thread = name.clone();
-    spawn(thread, move || {
-        for conn in incoming {
-            let Ok(conn) = conn.inspect_err(|e| {
-                error!("{name} accept: {e}");
-                // A lasting error (no file descriptors left) must not spin.
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }) else {
-                continue;
-            };
-            let (net, node, service, name) =
-                (net.clone(), node.clone(), service.clone(), name.clone());
-            let started = spawn(format!("{name}-conn"), move || {
-                match stream::dial(&net, &node, &service, DIAL_TIMEOUT) {
-                    Ok(s) => bridge(conn, &[], s, OnRemoteEof::HalfClose),
-                    Err(e) => {
-                        error!("{name}: cannot reach {node}:{service}: {e}");
-                        let _ = conn.shutdown(Shutdown::Both);
-                    }
-                }
-            });
-            if let Err(e) = started {
-                error!("{e}");
-            }
+    let who = name.clone();
+    let serve = move |conn: A::Conn| match stream::dial(&net, &node, &service, DIAL_TIMEOUT) {
+        Ok(s) => bridge(conn, &[], s, OnRemoteEof::HalfClose),
+        Err(e) => {
+            error!("{who}: cannot reach {node}:{service}: {e}");
+            let _ = conn.shutdown(Shutdown::Both);
         }
-    })
+    };
+    let what = format!("{name} accept");
+    crate::accept::spawn(name.clone(), listener, what, serve)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start {name}: {e}"))
 }
 
 /// Serves mesh service `service`, advertised with `tags`, and joins each

@@ -51,13 +51,7 @@ pub fn start(cfg: &ProxyCfg, net: &Netceptor) -> Result<(), String> {
 fn server(net: &Netceptor, addr: &str, node: &str, service: &str) -> Result<(), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("tcp-server {addr}: {e}"))?;
     info!("Listening on TCP {addr} for {node}:{service}");
-    let incoming = std::iter::from_fn(move || {
-        Some(listener.accept().map(|(conn, _)| {
-            let _ = conn.set_nodelay(true);
-            conn
-        }))
-    });
-    forward_local(format!("tcp-server-{addr}"), incoming, net, node, service)
+    forward_local(format!("tcp-server-{addr}"), listener, net, node, service)
 }
 
 /// Serves the mesh service and connects each stream to `address`.

@@ -47,8 +47,7 @@ fn server(
     let listener = UnixListener::bind(path).map_err(|e| format!("{what}: {e}"))?;
     std::fs::set_permissions(path, Permissions::from_mode(mode))
         .map_err(|e| format!("{what}: {e}"))?;
-    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(conn, _)| conn)));
-    forward_local(what, incoming, net, node, service)
+    forward_local(what, listener, net, node, service)
 }
 
 fn client(net: &Netceptor, service: &str, path: &Path) -> Result<(), String> {
