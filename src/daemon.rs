@@ -21,6 +21,7 @@ use crate::backends::tcp;
 use crate::config::{Config, TcpListenerCfg, TcpPeerCfg};
 use crate::control::{self, ControlService};
 use crate::netceptor::Netceptor;
+use crate::netceptor::firewall::Firewall;
 use crate::netceptor::node::BackendParams;
 use crate::work::Workceptor;
 
@@ -70,9 +71,6 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     if let Some(name) = cfg.unsupported.first() {
         return Err(StartError::Unsupported(name.clone()));
     }
-    if !cfg.node.firewall_rules.is_empty() {
-        return Err(StartError::Unsupported("node firewallrules".into()));
-    }
     if has_tls(cfg) {
         return Err(StartError::Unsupported("tls options on backends".into()));
     }
@@ -80,7 +78,11 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     if backends == 0 {
         return Err(StartError::NothingToDo);
     }
-    let (net, router) = Netceptor::start(&cfg.node.id, cfg.node.max_idle_connection_timeout);
+    let rules = cfg.node.firewall_rules.iter();
+    let firewall = Firewall::new(rules.map(|r| (r.action, &r.matches)))
+        .map_err(|e| StartError::Failed(format!("node: {e}")))?;
+    let (net, router) =
+        Netceptor::start(&cfg.node.id, cfg.node.max_idle_connection_timeout, firewall);
     for l in &cfg.tcp_listeners {
         let addr = format!("{}:{}", l.bind_addr, l.port);
         tcp::listen(&net, &addr, listener_params(l))?;

@@ -120,22 +120,16 @@ pub struct NodeCfg {
     pub firewall_rules: Vec<FirewallRuleCfg>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FirewallAction {
-    Accept,
-    Reject,
-    Drop,
-}
+pub use crate::netceptor::firewall::{Action as FirewallAction, RuleSpec};
 
 /// One firewall rule. Each matcher is an exact name or, written as `/re/`, a
-/// regular expression to be anchored `^re$` (kept with its slashes here).
+/// regular expression to be anchored `^re$` (kept with its slashes here;
+/// the rules are compiled once while the config is checked, to report bad
+/// ones, and again by the node that runs them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallRuleCfg {
     pub action: FirewallAction,
-    pub from_node: Option<String>,
-    pub to_node: Option<String>,
-    pub from_service: Option<String>,
-    pub to_service: Option<String>,
+    pub matches: RuleSpec,
 }
 
 #[derive(Debug, Clone, PartialEq)]

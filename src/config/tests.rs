@@ -254,12 +254,20 @@ fn yaml_firewall_rules() {
     let rules = &c.node.firewall_rules;
     assert_eq!(rules.len(), 2);
     assert_eq!(rules[0].action, FirewallAction::Reject);
-    assert_eq!(rules[0].from_node.as_deref(), Some("/(?i)bad.*/"));
+    assert_eq!(rules[0].matches.from_node.as_deref(), Some("/(?i)bad.*/"));
     assert_eq!(rules[1].action, FirewallAction::Accept);
     let e = run_yaml("- node: {id: a, firewallrules: [{action: accept, bogus: x}]}");
     let e = e.err().unwrap_or_default();
     assert!(
         e.contains("node: firewall rule #1: unknown key \"bogus\""),
+        "{e}"
+    );
+    let e = run_yaml(
+        "- node: {id: a, firewallrules: [{action: drop}, {action: drop, fromservice: /a(/}]}",
+    );
+    let e = e.err().unwrap_or_default();
+    assert!(
+        e.contains("node: firewall rule #2: fromservice: invalid regular expression \"/a(/\""),
         "{e}"
     );
     let e = run_yaml("- node: {id: a, firewallrules: [{action: accept, tonode: 5}]}");

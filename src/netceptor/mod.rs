@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod codec;
+pub mod firewall;
 pub mod hash;
 pub mod link;
 pub mod node;

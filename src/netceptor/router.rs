@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use log::{debug, error, warn};
 
 use super::codec::{ServiceName, UnreachableMessage, WorkCommand};
+use super::firewall::Firewall;
 use super::link::{Link, LinkError};
 use super::node::{Advertise, BackendParams, ConnId, Node, Now, Output, SendError, StatusSnapshot};
 use crate::random::IdGen;
@@ -78,13 +79,14 @@ impl Netceptor {
     /// Starts the router thread for node `id`. The thread runs until
     /// [`Netceptor::shutdown`] (or the mesh tells this node to stop); join
     /// the handle to know it has closed every link.
-    pub fn start(id: &str, max_idle: Duration) -> (Netceptor, JoinHandle<()>) {
+    pub fn start(id: &str, max_idle: Duration, firewall: Firewall) -> (Netceptor, JoinHandle<()>) {
         // Bounded, so readers of busy connections wait (and TCP pushes back
         // on the peer) instead of queueing without limit.
         let (tx, rx) = bounded(COMMAND_QUEUE);
         let (shutdown_tx, shutdown_rx) = bounded(1);
         let epoch = new_epoch();
-        let node = Node::new(id, epoch, max_idle, IdGen::from_os(), Instant::now());
+        let mut node = Node::new(id, epoch, max_idle, IdGen::from_os(), Instant::now());
+        node.set_firewall(firewall);
         let handle = std::thread::Builder::new()
             .name("router".into())
             .spawn(move || Router::new(node, shutdown_tx).run(rx))
@@ -552,7 +554,7 @@ mod tests {
 
     #[test]
     fn a_link_carries_routing_and_data_both_ways_and_closes() {
-        let (net, router) = Netceptor::start("a", Duration::from_secs(30));
+        let (net, router) = Netceptor::start("a", Duration::from_secs(30), Firewall::default());
         let (conn, wire) = open_link(&net);
         // The new link gets our initial connect message at once.
         next(&wire, |m, _| match m {
@@ -601,7 +603,7 @@ mod tests {
 
     #[test]
     fn shutdown_closes_every_link_and_ends_the_thread() {
-        let (net, router) = Netceptor::start("a", Duration::from_secs(30));
+        let (net, router) = Netceptor::start("a", Duration::from_secs(30), Firewall::default());
         let links: Vec<_> = (0..3).map(|_| open_link(&net).1).collect();
         net.shutdown();
         router.join().unwrap();

@@ -124,11 +124,23 @@ impl Node {
 
     /// Like [`Node::start`] but does not wait for the control socket.
     pub fn spawn(id: &str, items: &[String]) -> Node {
+        Node::spawn_with(id, "", items)
+    }
+
+    /// Like [`Node::start`], with more keys for the `node` directive
+    /// (YAML lines indented by four spaces, e.g. `    firewallrules: [...]`).
+    pub fn start_with(id: &str, node_keys: &str, items: &[String]) -> Node {
+        let mut node = Node::spawn_with(id, node_keys, items);
+        node.wait_ready();
+        node
+    }
+
+    fn spawn_with(id: &str, node_keys: &str, items: &[String]) -> Node {
         let dir = TempDir::new(id);
         let socket = dir.path.join("ctl.sock");
         let config = dir.path.join("receptor.yaml");
         let mut yaml = format!(
-            "- node:\n    id: {id}\n    datadir: {:?}\n- log-level: debug\n\
+            "- node:\n    id: {id}\n    datadir: {:?}\n{node_keys}\n- log-level: debug\n\
              - control-service:\n    service: control\n    filename: {:?}\n",
             dir.path.join("data"),
             socket,

@@ -5,11 +5,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use log::{debug, error, warn};
 
 use super::{
-    MAX_FORWARDING_HOPS, Node, Output, PROBLEM_EXPIRED, PROBLEM_SERVICE_UNKNOWN, RESERVED_PING,
-    RESERVED_UNREACH, SendError,
+    MAX_FORWARDING_HOPS, Node, Output, PROBLEM_BLOCKED, PROBLEM_EXPIRED, PROBLEM_SERVICE_UNKNOWN,
+    RESERVED_PING, RESERVED_UNREACH, SendError,
 };
 use crate::netceptor::addr;
 use crate::netceptor::codec::{self, DATA_HEADER_LEN, DataHeader, ServiceName, UnreachableMessage};
+use crate::netceptor::firewall::{Action, Packet};
 
 impl Node {
     pub(super) fn handle_inbound_data(&mut self, h: DataHeader, frame: Vec<u8>) {
@@ -19,6 +20,9 @@ impl Node {
             return;
         };
         let (from, to) = (from.clone(), to.clone());
+        if !self.passes_firewall(h, &from, &to) {
+            return;
+        }
         if to != self.id {
             return self.forward(h, &from, &to, frame);
         }
@@ -48,16 +52,52 @@ impl Node {
             from_service,
             to_service,
         };
+        let id = self.id.clone();
+        if !self.passes_firewall(h, &id, &to_node) {
+            return Ok(());
+        }
         if to_node == self.id {
-            let id = self.id.clone();
             return self.deliver_local(h, &id, BytesMut::from(payload));
         }
         if !self.routes.contains_key(&to_node) && hops > 0 {
             return Err(SendError::NoRoute);
         }
-        let id = self.id.clone();
         self.forward(h, &id, &to_node, h.encode(payload));
         Ok(())
+    }
+
+    /// Asks the firewall about a data message from `from` to `to`; true if
+    /// it may go on. A rejected message is answered with an unreachable
+    /// (unless it is one itself, so two firewalls cannot ping-pong).
+    fn passes_firewall(&mut self, h: DataHeader, from: &str, to: &str) -> bool {
+        if self.firewall.is_empty() {
+            return true;
+        }
+        let (from_service, to_service) = (h.from_service.to_text(), h.to_service.to_text());
+        let packet = Packet {
+            from_node: from,
+            from_service: &from_service,
+            to_node: to,
+            to_service: &to_service,
+        };
+        match self.firewall.decide(&packet) {
+            Action::Accept => true,
+            Action::Drop => {
+                debug!(
+                    "Firewall dropped a message from {from}:{from_service} to {to}:{to_service}"
+                );
+                false
+            }
+            Action::Reject => {
+                debug!(
+                    "Firewall rejected a message from {from}:{from_service} to {to}:{to_service}"
+                );
+                if h.from_service.as_bytes() != RESERVED_UNREACH {
+                    self.send_unreachable(from, to, h, PROBLEM_BLOCKED);
+                }
+                false
+            }
+        }
     }
 
     fn forward(&mut self, h: DataHeader, from: &str, to: &str, mut frame: Vec<u8>) {

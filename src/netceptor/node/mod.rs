@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::{ServiceAdvertisement, ServiceName, UnreachableMessage, WorkCommand};
+use super::firewall::Firewall;
 use super::hash::node_hash;
 use super::routing::CostTable;
 use crate::random::IdGen;
@@ -35,6 +36,7 @@ pub type ConnId = u64;
 pub const MAX_FORWARDING_HOPS: u8 = 30;
 pub const PROBLEM_SERVICE_UNKNOWN: &str = "service unknown";
 pub const PROBLEM_EXPIRED: &str = "message expired";
+pub const PROBLEM_BLOCKED: &str = "blocked by firewall";
 
 const ROUTE_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
 const SERVICE_AD_INTERVAL: Duration = Duration::from_secs(60);
@@ -167,6 +169,7 @@ pub struct Node {
     ads: BTreeMap<(String, String), StoredAd>,
     services: HashMap<ServiceName, Option<Advertise>>,
     work_commands: Vec<WorkCommand>,
+    firewall: Firewall,
     timers: TimerTable,
     outputs: VecDeque<Output>,
 }
@@ -197,6 +200,7 @@ impl Node {
             ads: BTreeMap::new(),
             services: HashMap::new(),
             work_commands: Vec::new(),
+            firewall: Firewall::default(),
             timers,
             outputs: VecDeque::new(),
         };
@@ -206,6 +210,11 @@ impl Node {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The rules every data message is checked against from now on.
+    pub fn set_firewall(&mut self, firewall: Firewall) {
+        self.firewall = firewall;
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
