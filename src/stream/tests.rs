@@ -248,5 +248,5 @@ fn dial_to_a_silent_service_times_out() {
         tls::IDLE_TIMEOUT,
     )
     .unwrap_err();
-    assert!(err.starts_with("timeout"), "{err}");
+    assert!(err.to_string().starts_with("timeout"), "{err}");
 }
