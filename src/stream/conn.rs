@@ -120,14 +120,24 @@ impl Conn {
         }
         if self.setup_deadline.is_some_and(|t| t <= now) {
             self.setup_deadline = None;
-            if let Role::Listener { .. } = owner.role {
-                close(&mut self.conn, now, CLOSE_BAD_HELLO, "Accept Timeout");
-            } else if owner.fail_dial(DialError::Timeout) {
-                close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
-            }
+            self.setup_timed_out(owner, now);
             fired = true;
         }
         fired
+    }
+
+    fn setup_timed_out(&mut self, owner: &mut Owner, now: Instant) {
+        match owner.role {
+            Role::Listener { .. } => {
+                close(&mut self.conn, now, CLOSE_BAD_HELLO, "Accept Timeout");
+            }
+            // The dialer is told, and nobody is left to use the connection.
+            Role::Dialer { .. } => {
+                if owner.fail_dial(DialError::Timeout) {
+                    close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
+                }
+            }
+        }
     }
 
     /// The last handle is gone: flush, finish, then close.
