@@ -161,7 +161,7 @@ fn connect<S: Socket>(
 ) {
     let dialed = match tls {
         Some(name) => Err(format!("unknown TLS config {name}")),
-        None => stream::dial(&ctx.net, node, service, DIAL_TIMEOUT),
+        None => stream::dial(&ctx.net, node, service, DIAL_TIMEOUT).map_err(String::from),
     };
     let remote = match dialed {
         Ok(s) => s,

@@ -5,18 +5,22 @@
 //! remote service from a fresh ephemeral service. Each runs an endpoint
 //! driver thread; callers get blocking [`Stream`] handles.
 
+mod conn;
 mod driver;
+mod endpoint;
+mod error;
 mod pipe;
 pub mod tls;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::Advertise;
 pub use driver::Transport;
-use driver::{Driver, Role};
+use endpoint::Endpoint;
+pub use error::DialError;
 pub use pipe::Stream;
 
 /// How long a dial may take, handshake included (Go's handshake timeout).
@@ -47,16 +51,11 @@ impl Listener {
     ) -> Result<Listener, String> {
         let (accepted_tx, accepted) = unbounded();
         let (gone_tx, gone_rx) = bounded(0);
-        let driver = Driver::new(
-            transport,
-            Some(tls::server_config(idle)?),
-            Role::Listener {
-                accepted: accepted_tx,
-            },
-        );
+        let (cmds_tx, cmds) = unbounded();
+        let core = Endpoint::listener(tls::server_config(idle)?, accepted_tx, cmds_tx);
         std::thread::Builder::new()
             .name(thread_name.into())
-            .spawn(move || driver.run(gone_rx))
+            .spawn(move || driver::run(transport, core, cmds, gone_rx))
             .map_err(|e| e.to_string())?;
         Ok(Listener {
             accepted,
@@ -83,17 +82,13 @@ pub fn dial(
     node: &str,
     service: &str,
     timeout: Duration,
-) -> Result<Stream, String> {
+) -> Result<Stream, DialError> {
     // Fail at once, as ping does, rather than wait out the handshake.
     if !net.has_route(node) {
-        return Err("no route to node".into());
+        return Err(DialError::NoRoute);
     }
-    let node = if node.eq_ignore_ascii_case("localhost") {
-        net.node_id()
-    } else {
-        node
-    };
-    let pc = net.bind(None, None)?;
+    let node = crate::netceptor::addr::resolve(node, net.node_id());
+    let pc = net.bind(None, None).map_err(DialError::Bind)?;
     dial_over(
         pc,
         net.node_id(),
@@ -108,33 +103,24 @@ pub fn dial(
 pub fn dial_over<T: Transport>(
     transport: T,
     local_node: &str,
-    (node, service): (&str, &str),
+    to: (&str, &str),
     timeout: Duration,
     idle: Duration,
-) -> Result<Stream, String> {
+) -> Result<Stream, DialError> {
     let (connected_tx, connected) = bounded(1);
-    let mut driver = Driver::new(
-        transport,
-        None,
-        Role::Dialer {
-            connected: Some(connected_tx),
-        },
-    );
-    driver.connect(
-        tls::client_config(idle)?,
-        node,
-        service,
-        &tls::sni_for(local_node),
-    )?;
+    let (cmds_tx, cmds) = unbounded();
+    let mut core = Endpoint::dialer(connected_tx, cmds_tx);
+    let cfg = tls::client_config(idle).map_err(DialError::Tls)?;
+    let now = Instant::now();
+    core.connect(cfg, to, &tls::sni_for(local_node), now + timeout, now)
+        .map_err(DialError::Connect)?;
     std::thread::Builder::new()
-        .name(format!("dial-{node}-{service}"))
-        .spawn(move || driver.run(crossbeam_channel::never()))
-        .map_err(|e| e.to_string())?;
-    match connected.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(RecvTimeoutError::Timeout) => Err("timeout: handshake did not complete in time".into()),
-        Err(RecvTimeoutError::Disconnected) => Err("stream driver stopped".into()),
-    }
+        .name(format!("dial-{}-{}", to.0, to.1))
+        .spawn(move || driver::run(transport, core, cmds, crossbeam_channel::never()))
+        .map_err(DialError::Spawn)?;
+    // The endpoint answers by the deadline; a closed channel means its
+    // thread is gone.
+    connected.recv().unwrap_or(Err(DialError::Stopped))
 }
 
 #[cfg(test)]
