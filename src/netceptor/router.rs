@@ -181,12 +181,22 @@ fn now() -> Now {
     }
 }
 
-/// `unix_seconds * 2^24 + random(0..2^24)`, as Go picks its epoch.
-fn new_epoch() -> u64 {
-    let secs = SystemTime::now()
+/// This process's epoch: `unix_seconds * 2^24` plus the fraction of the
+/// second in 24 bits. Go fills the low bits with a random number instead,
+/// so a node restarted within the second it started gets a smaller epoch
+/// half the time, and every peer then ignores its updates as stale for as
+/// long as it runs. Ours only grow; on the scale of seconds they compare
+/// with Go's epochs as Go's do with each other.
+fn epoch_at(time: SystemTime) -> u64 {
+    let since = time
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    (secs << 24) + (crate::random::u64() & 0xff_ffff)
+        .unwrap_or_default();
+    let fraction = (u64::from(since.subsec_nanos()) << 24) / 1_000_000_000;
+    (since.as_secs() << 24) + fraction
+}
+
+fn new_epoch() -> u64 {
+    epoch_at(SystemTime::now())
 }
 
 /// A bound datagram service: receive what is sent to it, send from it.
@@ -599,6 +609,15 @@ mod tests {
         wait_closed(&wire);
         net.shutdown();
         router.join().unwrap();
+    }
+
+    #[test]
+    fn epochs_grow_within_a_second_and_keep_go_scale() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+        let (a, b) = (epoch_at(t), epoch_at(t + Duration::from_micros(1)));
+        assert!(b > a);
+        assert!(epoch_at(t + Duration::from_millis(999)) < epoch_at(t + Duration::from_secs(1)));
+        assert_eq!(a >> 24, 1_780_000_000);
     }
 
     #[test]
