@@ -119,6 +119,7 @@ fn listener_params(l: &TcpListenerCfg) -> BackendParams {
         cost: l.cost,
         node_cost: l.node_cost.clone(),
         allowed_peers: allowed(&l.allowed_peers),
+        cert_node_ids: None,
     }
 }
 
@@ -127,6 +128,7 @@ fn peer_params(p: &TcpPeerCfg) -> BackendParams {
         cost: p.cost,
         node_cost: Default::default(),
         allowed_peers: allowed(&p.allowed_peers),
+        cert_node_ids: None,
     }
 }
 

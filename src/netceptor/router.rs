@@ -515,6 +515,7 @@ mod tests {
             cost: 1.0,
             node_cost: BTreeMap::new(),
             allowed_peers: None,
+            cert_node_ids: None,
         }
     }
 

@@ -210,6 +210,17 @@ impl Node {
         {
             return self.reject(conn, &peer, "it is not in the allowed peers list", now);
         }
+        // Go checks only the chain on backend links, so one node's stolen
+        // certificate could join the mesh as any node.
+        if let Some(ids) = &c.params.cert_node_ids
+            && !ids.contains(&peer)
+        {
+            let reason = match ids.as_slice() {
+                [] => "its TLS certificate lists no node IDs".to_string(),
+                _ => format!("its TLS certificate is for node ID(s) {}", ids.join(", ")),
+            };
+            return self.reject(conn, &peer, &reason, now);
+        }
         if self.peers.contains_key(&peer) {
             let reason = "it connected using a node ID we are already connected to";
             return self.reject(conn, &peer, reason, now);

@@ -74,6 +74,9 @@ pub struct BackendParams {
     pub node_cost: BTreeMap<String, f64>,
     /// `None` accepts any peer.
     pub allowed_peers: Option<Vec<String>>,
+    /// The node IDs in the peer's TLS certificate, when the link is TLS and
+    /// the names check is on: the peer must then claim one of them.
+    pub cert_node_ids: Option<Vec<String>>,
 }
 
 /// What the shell must do on the node's behalf.

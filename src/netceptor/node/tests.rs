@@ -43,6 +43,7 @@ fn params(cost: f64) -> BackendParams {
         cost,
         node_cost: BTreeMap::new(),
         allowed_peers: None,
+        cert_node_ids: None,
     }
 }
 
@@ -364,6 +365,34 @@ fn own_id_and_allowed_peers_and_cost_mismatch_rejections() {
             .any(|(_, e)| e.ends_with("because we disagree about the connection cost"))
     );
     assert!(sim3.nodes.iter().all(|n| n.peers.is_empty()));
+}
+
+#[test]
+fn a_peer_must_claim_a_node_id_its_certificate_lists() {
+    let with_ids = |ids: &[&str]| BackendParams {
+        cert_node_ids: Some(ids.iter().map(|s| s.to_string()).collect()),
+        ..params(1.0)
+    };
+    let mut sim = Sim::new(&["a", "mallory"]);
+    sim.connect_with("a", with_ids(&["bob", "b2"]), "mallory", params(1.0));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.closed_with.iter().any(|(_, e)| e
+        == "a: rejected connection with node mallory because its TLS certificate is for node ID(s) bob, b2"));
+    assert!(sim.nodes[0].peers.is_empty());
+
+    let mut sim = Sim::new(&["a", "anon"]);
+    sim.connect_with("a", with_ids(&[]), "anon", params(1.0));
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.closed_with
+            .iter()
+            .any(|(_, e)| e.ends_with("its TLS certificate lists no node IDs"))
+    );
+
+    let mut sim = Sim::new(&["a", "bob"]);
+    sim.connect_with("a", with_ids(&["bob"]), "bob", params(1.0));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.route("a", "bob").as_deref(), Some("bob"));
 }
 
 #[test]
