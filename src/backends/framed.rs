@@ -29,6 +29,9 @@ struct State {
     /// The writer thread is writing bytes it took from the queue.
     busy: bool,
     closed: bool,
+    /// The writer must call its output even with nothing queued (a TLS
+    /// layer has records of its own to send).
+    nudged: bool,
 }
 
 /// What the router's link and the writer thread share.
@@ -90,6 +93,14 @@ impl FrameSink {
         Ok(())
     }
 
+    /// Wakes the writer to write an empty batch, so an output with bytes
+    /// of its own (TLS records the reader side produced) sends them in
+    /// order with everything else.
+    pub fn nudge(&self) {
+        self.lock().nudged = true;
+        self.ready.notify_one();
+    }
+
     /// No more messages: the writer flushes what is queued, then stops.
     fn close(&self) {
         self.lock().closed = true;
@@ -104,13 +115,14 @@ impl FrameSink {
             {
                 let mut st = self.lock();
                 st.busy = false;
-                while st.queue.is_empty() && !st.closed {
+                while st.queue.is_empty() && !st.closed && !st.nudged {
                     st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
-                if st.queue.is_empty() {
+                if st.queue.is_empty() && !st.nudged {
                     return Ok(());
                 }
                 st.busy = true;
+                st.nudged = false;
                 // Swap buffers rather than copy: the queue keeps the
                 // batch's old capacity for what comes next.
                 batch.clear();

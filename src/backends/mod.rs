@@ -7,3 +7,4 @@
 pub mod framed;
 pub mod session;
 pub mod tcp;
+pub mod tls;

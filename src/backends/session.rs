@@ -1,7 +1,6 @@
 //! One backend session: frames in to the router, frames out to the peer.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use log::error;
@@ -12,23 +11,21 @@ use crate::netceptor::codec::FrameReader;
 use crate::netceptor::node::{BackendParams, ConnId};
 
 /// Runs a session to its end on the calling thread (the reader), with the
-/// writer on its own thread. `direct`, a descriptor of the socket, enables
-/// direct sends from the router. `close` must unblock the reader, e.g. by
-/// shutting the socket down; the writer calls it when the router closes
-/// the link.
+/// writer on its own thread draining `sink` into `writer`. `close` must
+/// unblock the reader, e.g. by shutting the socket down; the writer calls
+/// it when the router closes the link.
 pub fn run<R, W, C>(
     net: &Netceptor,
     params: BackendParams,
     reader: R,
     writer: W,
-    direct: Option<OwnedFd>,
+    sink: Arc<FrameSink>,
     close: C,
 ) where
     R: Read,
     W: Write + Send + 'static,
     C: Fn() + Send + Clone + 'static,
 {
-    let sink = Arc::new(FrameSink::new(direct));
     let close_on_end = close.clone();
     let writer_sink = sink.clone();
     // The writer exists before the router learns of the link, so a link

@@ -1,11 +1,13 @@
 //! `tcp-listener` and `tcp-peer`.
 
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{debug, error, warn};
 
+use super::framed::FrameSink;
 use super::session;
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::BackendParams;
@@ -39,8 +41,9 @@ fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream) {
         return;
     };
     let direct = stream.try_clone().ok().map(std::os::fd::OwnedFd::from);
-    let closer = std::sync::Arc::new(stream);
-    session::run(net, params, reader, writer, direct, move || {
+    let sink = Arc::new(FrameSink::new(direct));
+    let closer = Arc::new(stream);
+    session::run(net, params, reader, writer, sink, move || {
         let _ = closer.shutdown(Shutdown::Both);
     });
 }
