@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use log::{debug, error, info, warn};
 
 use super::state::{FAILED, RemoteExtra, Status, ZERO_TIME};
-use super::{SubmitRequest, Unit, Workceptor};
+use super::{Completion, SubmitRequest, Unit, WorkError, Workceptor};
 use crate::gotime;
 use crate::netceptor::Netceptor;
 use crate::stream::{self, Stream};
@@ -34,25 +34,24 @@ const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The ExtraData of a new remote unit, after the submit checks.
-pub fn new_extra(req: &SubmitRequest) -> Result<RemoteExtra, String> {
+pub fn new_extra(req: &SubmitRequest) -> Result<RemoteExtra, WorkError> {
     if !req.tls_client.is_empty() {
-        return Err(format!("unknown TLS config {}", req.tls_client));
+        return Err(WorkError::UnknownTlsConfig(req.tls_client.clone()));
     }
     if req
         .params
         .keys()
         .any(|k| k.to_lowercase().starts_with("secret_"))
     {
-        return Err("cannot send secrets over a non-TLS connection".into());
+        return Err(WorkError::SecretsWithoutTls);
     }
     if req.sign_work {
-        return Err("cannot sign work: no work-signing key is configured".into());
+        return Err(WorkError::NoSigningKey);
     }
     let expiration = if req.ttl.is_empty() {
         ZERO_TIME.to_string()
     } else {
-        let ttl =
-            crate::config::parse_duration(&req.ttl).map_err(|e| format!("invalid ttl: {e}"))?;
+        let ttl = crate::config::parse_duration(&req.ttl).map_err(WorkError::InvalidTtl)?;
         gotime::rfc3339_nano(SystemTime::now() + ttl)
     };
     Ok(RemoteExtra {
@@ -116,13 +115,12 @@ fn remote_of(unit: &Unit) -> Option<RemoteExtra> {
     unit.status().remote().cloned()
 }
 
-/// Submits now if the executor answers, else in the background. `Ok(true)`:
-/// started; `Ok(false)`: accepted, still trying to reach the executor.
-pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<bool, String> {
+/// Submits now if the executor answers, else in the background.
+pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkError> {
     match submit(w, unit) {
         Ok(()) => {
             spawn_monitor(w, unit);
-            Ok(true)
+            Ok(Completion::Done)
         }
         Err(Failure::Refused(e)) => Err(e),
         Err(Failure::Unreachable(e)) => {
@@ -131,20 +129,20 @@ pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<bool, String> {
                 unit.id
             );
             spawn_monitor(w, unit);
-            Ok(false)
+            Ok(Completion::Pending)
         }
     }
 }
 
 enum Failure {
     /// The executor answered with an error: retrying will not help.
-    Refused(String),
+    Refused(WorkError),
     /// No answer: try again later.
     Unreachable(String),
 }
 
 fn submit(w: &Workceptor, unit: &Unit) -> Result<(), Failure> {
-    let r = remote_of(unit).ok_or_else(|| Failure::Refused("not a remote unit".into()))?;
+    let r = remote_of(unit).ok_or(Failure::Refused(WorkError::NotRemote))?;
     let mut conn = ControlConn::open(w.net(), &r.remote_node).map_err(Failure::Unreachable)?;
     let mut req = serde_json::Map::new();
     for (k, v) in &r.remote_params {
@@ -159,9 +157,7 @@ fn submit(w: &Workceptor, unit: &Unit) -> Result<(), Failure> {
         .request(&serde_json::Value::Object(req).to_string())
         .map_err(Failure::Unreachable)?;
     let Some(remote_id) = unit_id_in(&reply) else {
-        return Err(Failure::Refused(format!(
-            "could not parse response: {reply}"
-        )));
+        return Err(Failure::Refused(WorkError::BadSubmitReply(reply)));
     };
     unit.update(|s| {
         if let Some(r) = s.remote_mut() {
@@ -171,8 +167,8 @@ fn submit(w: &Workceptor, unit: &Unit) -> Result<(), Failure> {
     send_stdin(unit, &conn.writer).map_err(Failure::Unreachable)?;
     conn.writer.set_read_timeout(Some(Duration::from_secs(30)));
     let result = conn.line().map_err(Failure::Unreachable)?;
-    if let Some(e) = result.strip_prefix("ERROR: ") {
-        return Err(Failure::Refused(format!("remote error: {e}")));
+    if let Some(e) = remote_error(&result) {
+        return Err(Failure::Refused(WorkError::Refused(Box::new(e))));
     }
     unit.update(|s| {
         if let Some(r) = s.remote_mut() {
@@ -323,8 +319,8 @@ fn follow(
     let mut conn = ControlConn::open(w.net(), &r.remote_node)?;
     loop {
         let reply = conn.request(&format!("work status {}", r.remote_unit_id))?;
-        if let Some(err) = reply.strip_prefix("ERROR") {
-            if err.contains("unknown work unit") {
+        if let Some(err) = remote_error(&reply) {
+            if let WorkError::UnknownUnit(_) = err {
                 let current = remote_of(unit);
                 if current.is_some_and(|c| c.local_released) {
                     return Ok(Done::Continue);
@@ -332,7 +328,7 @@ fn follow(
                 unit.update(|s| s.set(FAILED, "Remote work unit is gone"));
                 return Ok(Done::Stop);
             }
-            return Err(format!("remote status error{err}"));
+            return Err(format!("remote status error: {err}"));
         }
         let remote: Status =
             serde_json::from_str(&reply).map_err(|e| format!("bad status reply: {e}"))?;
@@ -443,10 +439,16 @@ fn send_unit_command(w: &Workceptor, r: &RemoteExtra, subcommand: &str) -> Resul
     conn.writer.set_read_timeout(Some(Duration::from_secs(30)));
     let req = serde_json::json!({"command": "work", "subcommand": subcommand, "unitid": r.remote_unit_id});
     let reply = conn.request(&req.to_string())?;
-    match reply.strip_prefix("ERROR: ") {
-        Some(e) if !e.contains("unknown work unit") => Err(e.to_string()),
-        _ => Ok(()),
+    match remote_error(&reply) {
+        // Already gone there is as good as cancelled or released.
+        None | Some(WorkError::UnknownUnit(_)) => Ok(()),
+        Some(e) => Err(e.to_string()),
     }
+}
+
+/// The error in an `ERROR: <text>` reply line.
+fn remote_error(reply: &str) -> Option<WorkError> {
+    reply.strip_prefix("ERROR: ").map(WorkError::from_remote)
 }
 
 fn send_cancel(w: &Workceptor, r: &RemoteExtra) -> Result<(), String> {
@@ -455,7 +457,7 @@ fn send_cancel(w: &Workceptor, r: &RemoteExtra) -> Result<(), String> {
 
 fn send_release(w: &Arc<Workceptor>, unit: &Unit, r: &RemoteExtra) -> Result<(), String> {
     send_unit_command(w, r, "release")?;
-    w.forget(unit, true)
+    w.forget(unit, true).map_err(|e| e.to_string())
 }
 
 fn mark(unit: &Unit, cancel: bool, release: bool) {
@@ -469,54 +471,58 @@ fn mark(unit: &Unit, cancel: bool, release: bool) {
 
 /// Cancels on the executor. `Ok(false)`: not reachable now, the monitor
 /// keeps trying.
-pub fn cancel(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<bool, String> {
+pub fn cancel(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkError> {
     mark(unit, true, false);
     let Some(r) = remote_of(unit) else {
-        return Err("not a remote unit".into());
+        return Err(WorkError::NotRemote);
     };
     if !r.remote_started {
         unit.update(|s| s.set(FAILED, "Locally Cancelled"));
-        return Ok(true);
+        return Ok(Completion::Done);
     }
     match send_cancel(w, &r) {
         Ok(()) => {
             unit.cancel_delivered.store(true, Ordering::SeqCst);
             unit.notify();
-            Ok(true)
+            Ok(Completion::Done)
         }
         Err(e) => {
             warn!("[{}] Cancel not delivered yet: {e}", unit.id);
             spawn_monitor(w, unit);
-            Ok(false)
+            Ok(Completion::Pending)
         }
     }
 }
 
 /// Releases on the executor, then here. `force` gives up on the executor
 /// after one try.
-pub fn release(w: &Arc<Workceptor>, unit: &Arc<Unit>, force: bool) -> Result<bool, String> {
+pub fn release(
+    w: &Arc<Workceptor>,
+    unit: &Arc<Unit>,
+    force: bool,
+) -> Result<Completion, WorkError> {
     mark(unit, true, true);
     let Some(r) = remote_of(unit) else {
-        return Err("not a remote unit".into());
+        return Err(WorkError::NotRemote);
     };
     if !r.remote_started {
         w.forget(unit, true)?;
-        return Ok(true);
+        return Ok(Completion::Done);
     }
     match send_release(w, unit, &r) {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(Completion::Done),
         Err(e) if force => {
             warn!(
                 "[{}] Released locally; the executor was not told: {e}",
                 unit.id
             );
             w.forget(unit, true)?;
-            Ok(true)
+            Ok(Completion::Done)
         }
         Err(e) => {
             warn!("[{}] Release not delivered yet: {e}", unit.id);
             spawn_monitor(w, unit);
-            Ok(false)
+            Ok(Completion::Pending)
         }
     }
 }
@@ -570,13 +576,13 @@ mod tests {
         req.ttl = "10s".into();
         assert_ne!(new_extra(&req).unwrap().expiration, ZERO_TIME);
         req.tls_client = "nosuch".into();
-        assert_eq!(new_extra(&req).unwrap_err(), "unknown TLS config nosuch");
+        assert_eq!(
+            new_extra(&req).unwrap_err().to_string(),
+            "unknown TLS config nosuch"
+        );
         req.tls_client.clear();
         req.params.insert("secret_x".into(), "y".into());
-        assert_eq!(
-            new_extra(&req).unwrap_err(),
-            "cannot send secrets over a non-TLS connection"
-        );
+        assert!(matches!(new_extra(&req), Err(WorkError::SecretsWithoutTls)));
     }
 
     #[test]
