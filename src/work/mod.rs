@@ -25,7 +25,7 @@ use crate::config::WorkCommandCfg;
 use crate::netceptor::Netceptor;
 use crate::netceptor::codec::WorkCommand;
 pub use error::WorkError;
-use state::{CommandExtra, ExtraData, PENDING, Status};
+use state::{CommandExtra, ExtraData, PENDING, Status, StatusView};
 use store::{StatusError, UnitDir};
 
 /// The internal work type of units that run on another node.
@@ -303,31 +303,28 @@ impl Workceptor {
 
     /// The status object a `work status` reply carries.
     pub fn status_reply(&self, id: &str) -> Result<String, WorkError> {
-        let unit = self.find(id)?;
-        Ok(self.reply_for(&unit.status()))
+        let st = self.find(id)?.status();
+        Ok(to_json(&self.view(&st)))
     }
 
-    fn reply_for(&self, st: &Status) -> String {
-        st.to_reply(st.work_type == REMOTE_TYPE || self.types.contains_key(&st.work_type))
+    fn view<'a>(&self, st: &'a Status) -> StatusView<'a> {
+        st.view(st.work_type == REMOTE_TYPE || self.types.contains_key(&st.work_type))
     }
 
-    /// `{"<id>": status, …}` for every unit, or just the one asked for.
+    /// `{"<id>": status, …}` for every unit, or just the one asked for;
+    /// sorted by ID, as Go marshals a map.
     pub fn list_reply(&self, id: Option<&str>) -> Result<String, WorkError> {
         let units: Vec<Arc<Unit>> = match id {
             Some(id) => vec![self.find(id)?],
             None => self.units().values().cloned().collect(),
         };
-        let body: Vec<String> = units
+        let statuses: Vec<(&str, Status)> =
+            units.iter().map(|u| (u.id.as_str(), u.status())).collect();
+        let views: BTreeMap<&str, StatusView> = statuses
             .iter()
-            .map(|u| {
-                format!(
-                    "{}:{}",
-                    serde_json::Value::from(u.id.as_str()),
-                    self.reply_for(&u.status())
-                )
-            })
+            .map(|(id, st)| (*id, self.view(st)))
             .collect();
-        Ok(format!("{{{}}}", body.join(",")))
+        Ok(to_json(&views))
     }
 
     /// Cancels a unit (here, or on its executor).
@@ -437,4 +434,9 @@ impl Workceptor {
             pause = (pause * 2).min(RESULTS_POLL_MAX);
         }
     }
+}
+
+/// Reply views have string keys only, so encoding them cannot fail.
+fn to_json(view: &impl serde::Serialize) -> String {
+    serde_json::to_string(view).unwrap_or_else(|_| "null".into())
 }
