@@ -66,13 +66,13 @@ fn local_size(unit: &Unit) -> u64 {
 /// Submits now if the executor answers, else in the background.
 pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkError> {
     let r = remote_of(unit).ok_or(WorkError::NotRemote)?;
-    match submit(w, unit, &r).map_err(refused_start) {
+    match submit(w, unit, &r) {
         Ok(()) => {
             spawn_monitor(w, unit);
             Ok(Completion::Done)
         }
-        Err(Ok(refusal)) => Err(refusal),
-        Err(Err(e)) => {
+        Err(SubmitFailure::Refused(e)) => Err(e),
+        Err(SubmitFailure::Unreachable(e)) => {
             info!(
                 "[{}] Remote node not reachable yet ({e}); will keep trying",
                 unit.id
@@ -85,7 +85,7 @@ pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkEr
 
 /// Creates the unit on the executor and sends its stdin, recording the
 /// executor's unit ID and then that it started.
-fn submit(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
+fn submit(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), SubmitFailure> {
     let mut conn = ControlClient::connect(w.net(), &r.remote_node)?;
     let remote_id = conn.submit(r)?;
     unit.update(|s| {
@@ -93,7 +93,7 @@ fn submit(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientErro
             r.remote_unit_id = remote_id.clone();
         }
     });
-    let mut stdin = File::open(unit.dir.stdin_path())?;
+    let mut stdin = File::open(unit.dir.stdin_path()).map_err(ClientError::from)?;
     conn.send_stdin(&mut stdin)?;
     unit.update(|s| {
         if let Some(r) = s.remote_mut() {
@@ -103,14 +103,23 @@ fn submit(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientErro
     Ok(())
 }
 
-/// A failed submit: `Ok` with the unit's start error when the executor
-/// answered (trying again will not help), `Err` when it could not be
-/// reached.
-fn refused_start(e: ClientError) -> Result<WorkError, ClientError> {
-    match e {
-        ClientError::Refused(e) => Ok(WorkError::Refused(Box::new(e))),
-        ClientError::Unexpected(line) => Ok(WorkError::BadSubmitReply(line)),
-        link @ ClientError::Link(_) => Err(link),
+/// How a submit failed.
+enum SubmitFailure {
+    /// The executor answered and will not run the unit: its start error.
+    Refused(WorkError),
+    /// The executor could not be reached: try again later.
+    Unreachable(ClientError),
+}
+
+impl From<ClientError> for SubmitFailure {
+    fn from(e: ClientError) -> SubmitFailure {
+        match e {
+            ClientError::Refused(e) => SubmitFailure::Refused(WorkError::Refused(Box::new(e))),
+            ClientError::Unexpected(line) => {
+                SubmitFailure::Refused(WorkError::BadSubmitReply(line))
+            }
+            link @ ClientError::Link(_) => SubmitFailure::Unreachable(link),
+        }
     }
 }
 
@@ -285,16 +294,20 @@ mod tests {
 
     #[test]
     fn submit_refusals_keep_go_wording() {
-        let refused = ClientError::Refused(WorkError::UnknownType("nope".into()));
+        let refusal = |e: ClientError| match SubmitFailure::from(e) {
+            SubmitFailure::Refused(e) => Some(e.to_string()),
+            SubmitFailure::Unreachable(_) => None,
+        };
         assert_eq!(
-            refused_start(refused).unwrap().to_string(),
-            "remote error: unknown work type nope"
+            refusal(ClientError::Refused(WorkError::UnknownType("nope".into()))),
+            Some("remote error: unknown work type nope".into())
         );
-        let odd = ClientError::Unexpected("ERROR: unknown work type nope".into());
         assert_eq!(
-            refused_start(odd).unwrap().to_string(),
-            "could not parse response: ERROR: unknown work type nope"
+            refusal(ClientError::Unexpected(
+                "ERROR: unknown work type nope".into()
+            )),
+            Some("could not parse response: ERROR: unknown work type nope".into())
         );
-        assert!(refused_start(ClientError::Link("no route to node".into())).is_err());
+        assert_eq!(refusal(ClientError::Link("no route to node".into())), None);
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::debug;
 
 use super::client::{ClientError, ControlClient};
-use super::{local_size, refused_start, remote_of, results, send_cancel, send_release, submit};
+use super::{SubmitFailure, local_size, remote_of, results, send_cancel, send_release, submit};
 use crate::gotime;
 use crate::netceptor::Netceptor;
 use crate::work::state::{FAILED, RemoteExtra, ZERO_TIME};
@@ -255,7 +255,8 @@ pub fn run(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
             },
             Step::Submit => match submit(w, unit, &r) {
                 Ok(()) => Outcome::Fine,
-                Err(e) => refused_start(e).map_or_else(|e| failed(unit, &e), Outcome::Refused),
+                Err(SubmitFailure::Refused(e)) => Outcome::Refused(e),
+                Err(SubmitFailure::Unreachable(e)) => failed(unit, &e),
             },
             Step::Cancel => match send_cancel(w, &r) {
                 Ok(()) => {
