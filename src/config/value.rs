@@ -247,7 +247,7 @@ fn to_map_list(raw: &Value) -> Result<Vec<Mapping>, String> {
 /// `betterParseBool`) does: Go's `strconv.ParseBool` words plus `Y`, `N`,
 /// `yes` and `no`. The control service's `signwork` is not read this way
 /// (see `control::command`).
-pub(crate) fn parse_go_bool(s: &str) -> Result<bool, String> {
+fn parse_go_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "Y" | "true" | "TRUE" | "True" | "yes" | "Yes" | "YES" => Ok(true),
         "0" | "f" | "F" | "N" | "false" | "FALSE" | "False" | "no" | "No" | "NO" => Ok(false),
