@@ -34,49 +34,107 @@ pub fn rfc3339_nano(t: SystemTime) -> String {
     out
 }
 
-/// Parses RFC 3339 (any offset, optional fraction) into nanoseconds since
-/// the Unix epoch. Used to order advertisements, so only exactness matters.
+/// Parses a time as Go's `time.Parse(time.RFC3339, s)` does (which is also
+/// what its JSON decoding of a `time.Time` does) into nanoseconds since the
+/// Unix epoch. Go's layout engine is looser than RFC 3339 in three ways we
+/// copy: a one-digit hour, `,` before the fraction, and zone offsets up to
+/// `+24:60`; it rejects `t`, `z`, a space for `T`, and a 60th second.
 pub fn parse_rfc3339(s: &str) -> Option<i128> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    let mut p = Fields(s.as_bytes());
+    let year = p.fixed(4)?;
+    p.literal(b'-')?;
+    let month = p.fixed(2).filter(|m| (1..=12).contains(m))?;
+    p.literal(b'-')?;
+    let day = p.fixed(2)?;
+    p.literal(b'T')?;
+    let hour = p.hour().filter(|h| *h < 24)?;
+    p.literal(b':')?;
+    let min = p.fixed(2).filter(|m| *m < 60)?;
+    p.literal(b':')?;
+    let sec = p.fixed(2).filter(|s| *s < 60)?;
+    let nanos = p.fraction();
+    let offset_secs = p.zone()?;
+    if !p.0.is_empty() || day < 1 || day > days_in_month(year, month) {
         return None;
     }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut i = 19;
-    let mut nanos: i128 = 0;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let digits = s.get(start..i)?;
-        if digits.is_empty() || digits.len() > 9 {
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86400 + hour * 3600 + min * 60 + sec - offset_secs;
+    Some(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+}
+
+/// The unparsed rest of a time being read field by field.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn literal(&mut self, c: u8) -> Option<()> {
+        (self.take(1)? == [c]).then_some(())
+    }
+
+    /// Exactly `n` ASCII digits.
+    fn fixed(&mut self, n: usize) -> Option<i64> {
+        let digits = self.0.get(..n)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        nanos = format!("{digits:0<9}").parse().ok()?;
+        self.0 = &self.0[n..];
+        Some(digits.iter().fold(0, |v, d| v * 10 + i64::from(d - b'0')))
     }
-    let offset_secs = match s.get(i..)? {
-        "Z" | "z" => 0,
-        tz if tz.len() == 6
-            && matches!(tz.as_bytes()[0], b'+' | b'-')
-            && tz.as_bytes()[3] == b':' =>
-        {
-            let mag = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-            if tz.as_bytes()[0] == b'-' { -mag } else { mag }
+
+    /// Go reads the hour as one digit or two.
+    fn hour(&mut self) -> Option<i64> {
+        self.fixed(2).or_else(|| self.fixed(1))
+    }
+
+    /// An optional `.` or `,` and one or more digits, of which Go keeps
+    /// the first nine.
+    fn fraction(&mut self) -> u32 {
+        let digits = match self.0 {
+            [b'.' | b',', rest @ ..] => rest,
+            _ => return 0,
+        };
+        let n = digits.iter().take_while(|d| d.is_ascii_digit()).count();
+        if n == 0 {
+            return 0;
         }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_secs;
-    Some(secs as i128 * 1_000_000_000 + nanos)
+        self.0 = &digits[n..];
+        (0..9).fold(0, |v, i| {
+            v * 10 + digits[..n].get(i).map_or(0, |d| u32::from(d - b'0'))
+        })
+    }
+
+    /// `Z` or `±hh:mm` as seconds east of UTC; Go allows up to 24 hours
+    /// and 60 minutes ("some people do write offsets of 24 hours").
+    fn zone(&mut self) -> Option<i64> {
+        if self.0.first() == Some(&b'Z') {
+            self.0 = &self.0[1..];
+            return Some(0);
+        }
+        let sign = match self.take(1)? {
+            b"+" => 1,
+            b"-" => -1,
+            _ => return None,
+        };
+        let hours = self.fixed(2).filter(|h| *h <= 24)?;
+        self.literal(b':')?;
+        let minutes = self.fixed(2).filter(|m| *m <= 60)?;
+        Some(sign * (hours * 3600 + minutes * 60))
+    }
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Go's `time.Duration.String()`: `0s`, `12ns`, `1.5µs`, `2.3ms`, `1m2.5s`.
@@ -243,6 +301,116 @@ mod tests {
             unix_nanos_to_system_time(1_000_000_001),
             UNIX_EPOCH + Duration::new(1, 1)
         );
+    }
+
+    /// `time.Parse(time.RFC3339, input)` as Go ran it: nanoseconds since
+    /// the epoch, or `None` for an error. Captured with Go 1.19; the two
+    /// offsets beyond `+24:60` it still took are rejected since Go 1.20
+    /// (its `time zone offset hour/minute out of range` checks), which is
+    /// what the Go daemon is built with.
+    const GO_RFC3339: &[(&str, Option<i128>)] = &[
+        ("2024-99-99T99:99:99Z", None),
+        ("2024-13-01T00:00:00Z", None),
+        ("2024-00-01T00:00:00Z", None),
+        ("2024-02-30T00:00:00Z", None),
+        ("2024-02-29T00:00:00Z", Some(1_709_164_800_000_000_000)),
+        ("2023-02-29T00:00:00Z", None),
+        ("1900-02-29T00:00:00Z", None),
+        ("2000-02-29T00:00:00Z", Some(951_782_400_000_000_000)),
+        ("2024-04-31T00:00:00Z", None),
+        ("2024-04-30T00:00:00Z", Some(1_714_435_200_000_000_000)),
+        ("2024-01-00T00:00:00Z", None),
+        ("2024-01-31T00:00:00Z", Some(1_706_659_200_000_000_000)),
+        ("2024-12-32T00:00:00Z", None),
+        ("2024-01-01T24:00:00Z", None),
+        ("2024-01-01T23:59:59Z", Some(1_704_153_599_000_000_000)),
+        ("2024-01-01T1:00:00Z", Some(1_704_070_800_000_000_000)),
+        ("2024-01-01T1:00:00.5Z", Some(1_704_070_800_500_000_000)),
+        ("2024-01-01T00:60:00Z", None),
+        ("2024-01-01T00:00:60Z", None),
+        ("2024-01-01T00:0:00Z", None),
+        ("2024-01-01T00:00:0Z", None),
+        ("2024-01-01T00:00:00+23:59", Some(1_703_980_860_000_000_000)),
+        ("2024-01-01T00:00:00+24:00", Some(1_703_980_800_000_000_000)),
+        ("2024-01-01T00:00:00+23:60", Some(1_703_980_800_000_000_000)),
+        ("2024-01-01T00:00:00+25:00", None),
+        ("2024-01-01T00:00:00-24:00", Some(1_704_153_600_000_000_000)),
+        ("2024-01-01T00:00:00+00:61", None),
+        ("2024-01-01T00:00:00+0100", None),
+        ("2024-01-01T00:00:00+01", None),
+        ("2024-01-01T00:00:00+01:00:00", None),
+        ("2024-01-01T00:00:00-01:30", Some(1_704_072_600_000_000_000)),
+        ("2024-01-01T00:00:00+1:00", None),
+        ("2024-01-01t00:00:00Z", None),
+        ("2024-01-01 00:00:00Z", None),
+        ("2024-01-01T00:00:00z", None),
+        ("2024-01-01T00:00:00.5Z", Some(1_704_067_200_500_000_000)),
+        ("2024-01-01T00:00:00,5Z", Some(1_704_067_200_500_000_000)),
+        (
+            "2024-01-01T00:00:00.1234567891Z",
+            Some(1_704_067_200_123_456_789),
+        ),
+        (
+            "2024-01-01T00:00:00.123456789123Z",
+            Some(1_704_067_200_123_456_789),
+        ),
+        ("2024-01-01T00:00:00.Z", None),
+        (
+            "2026-11-23T01:32:24.448745035Z",
+            Some(1_795_397_544_448_745_035),
+        ),
+        (
+            "2026-11-23T02:32:24.448745035+01:00",
+            Some(1_795_397_544_448_745_035),
+        ),
+        (
+            "2024-01-01T00:00:00.5+01:00",
+            Some(1_704_063_600_500_000_000),
+        ),
+        ("0000-01-01T00:00:00Z", Some(-62_167_219_200_000_000_000)),
+        ("0001-01-01T00:00:00Z", Some(-62_135_596_800_000_000_000)),
+        ("9999-12-31T23:59:59Z", Some(253_402_300_799_000_000_000)),
+        ("+024-01-01T00:00:00Z", None),
+        ("-001-01-01T00:00:00Z", None),
+        ("2024-01-01T00:00:00Zx", None),
+        (" 2024-01-01T00:00:00Z", None),
+        ("2024-01-01T00:00:00Z ", None),
+        ("2024-1-01T00:00:00Z", None),
+        ("2024-01-1T00:00:00Z", None),
+        ("2024-01-01T00:00:00+0é:0", None),
+        ("2024-01-01T00:00:00é00:00", None),
+        ("2024-01-01T00:00:00.5é", None),
+        ("garbage", None),
+        ("", None),
+        ("2024-01-01T00:00:00", None),
+        ("2024-01-01T00:00Z", None),
+        ("2024-01-01T00:00:00.5", None),
+        ("1970-01-01T00:00:00Z", Some(0)),
+        ("1969-12-31T23:59:59.5Z", Some(-500_000_000)),
+        ("2024-01-01T00:00:00-00:00", Some(1_704_067_200_000_000_000)),
+        ("2024-06-15T12:30:45+05:45", Some(1_718_433_945_000_000_000)),
+        ("2024-01-01T00:00:00+24:60", Some(1_703_977_200_000_000_000)),
+        ("2024-01-01T00:00:00+00:60", Some(1_704_063_600_000_000_000)),
+        ("2024-01-01T00:00:00+2a:00", None),
+        (
+            "2024-01-01T00:00:00.0000000000Z",
+            Some(1_704_067_200_000_000_000),
+        ),
+        ("2024-01-01T00:00:00.-5Z", None),
+    ];
+
+    #[test]
+    fn rfc3339_accepts_exactly_what_go_time_parse_accepts() {
+        for (input, want) in GO_RFC3339 {
+            assert_eq!(parse_rfc3339(input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_rejects_2024_99_99t99_99_99z() {
+        assert_eq!(parse_rfc3339("2024-99-99T99:99:99Z"), None);
+        assert_eq!(parse_rfc3339("2023-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:60Z"), None);
     }
 
     #[test]

@@ -243,8 +243,11 @@ fn to_map_list(raw: &Value) -> Result<Vec<Mapping>, String> {
         .collect()
 }
 
-/// Parses a Go boolean (`strconv.ParseBool` plus `Y`/`N`/`yes`/`no`).
-pub(crate) fn parse_go_bool(s: &str) -> Result<bool, String> {
+/// Parses a config boolean as the Go daemon's option parser (ghjm/cmdline
+/// `betterParseBool`) does: Go's `strconv.ParseBool` words plus `Y`, `N`,
+/// `yes` and `no`. The control service's `signwork` is not read this way
+/// (see `control::command`).
+fn parse_go_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "Y" | "true" | "TRUE" | "True" | "yes" | "Yes" | "YES" => Ok(true),
         "0" | "f" | "F" | "N" | "false" | "FALSE" | "False" | "no" | "No" | "NO" => Ok(false),

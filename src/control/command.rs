@@ -192,7 +192,7 @@ fn submit_json(obj: &Map<String, Value>) -> Result<WorkCommand, String> {
         work_type: take("worktype").ok_or("field worktype missing")?,
         tls_client: take("tlsclient").unwrap_or_default(),
         ttl: take("ttl").unwrap_or_default(),
-        sign_work: take("signwork").is_some_and(|v| parse_go_bool(&v)),
+        sign_work: take("signwork").is_some_and(|v| signwork_is_true(&v)),
         params: text
             .iter()
             .filter(|(k, _)| !SUBMIT_OPTIONS.contains(&k.as_str()))
@@ -202,8 +202,11 @@ fn submit_json(obj: &Map<String, Value>) -> Result<WorkCommand, String> {
     Ok(WorkCommand::Submit(req))
 }
 
-fn parse_go_bool(v: &str) -> bool {
-    matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
+/// Go's control service reads `signwork` with its own `boolFromMap`, not
+/// `strconv.ParseBool`: only `true` is true, and anything else (`1`,
+/// `True`, `yes`) is silently false.
+fn signwork_is_true(v: &str) -> bool {
+    v == "true"
 }
 
 /// `connect <node> <service> [<tls>]`, split on single spaces; receptorctl
@@ -486,6 +489,23 @@ mod tests {
             work(r#"{"command":"work","subcommand":"nope"}"#),
             Err("bad command".into())
         );
+    }
+
+    #[test]
+    fn signwork_1_is_false_as_in_go() {
+        let sign_work = |v: &str| {
+            let line = format!(
+                r#"{{"command":"work","subcommand":"submit","node":"n2","worktype":"demo","signwork":"{v}"}}"#
+            );
+            match work(&line) {
+                Ok(WorkCommand::Submit(req)) => req.sign_work,
+                other => panic!("{v}: {other:?}"),
+            }
+        };
+        assert!(sign_work("true"));
+        for v in ["1", "t", "T", "True", "TRUE", "yes", "false", "0", ""] {
+            assert!(!sign_work(v), "{v}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::gotime::duration_string;
 use crate::netceptor::codec::{GoFloat, WorkCommand};
 use crate::netceptor::node::StatusSnapshot;
 use crate::netceptor::ping::Probe;
+use crate::work::Completion;
 
 /// The daemon's version as `status` reports it.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -151,6 +152,43 @@ pub fn traceroute(hops: &[Probe]) -> String {
     Value::Object(map).to_string()
 }
 
+/// `{"cancelled":id}`, or `{"cancel pending":id}` while the executor has
+/// not been told yet.
+pub fn cancelled(c: Completion, unit: &str) -> String {
+    keyed(pick(c, "cancelled", "cancel pending"), unit)
+}
+
+/// `{"released":id}` or `{"release pending":id}`.
+pub fn released(c: Completion, unit: &str) -> String {
+    keyed(pick(c, "released", "release pending"), unit)
+}
+
+#[derive(Serialize)]
+struct Submitted<'a> {
+    result: &'a str,
+    unitid: &'a str,
+}
+
+/// The last line of a `work submit`: `Job Started`, or `Job Submitted` when
+/// the executor is not reachable yet.
+pub fn submitted(c: Completion, unit: &str) -> String {
+    to_json(&Submitted {
+        result: pick(c, "Job Started", "Job Submitted"),
+        unitid: unit,
+    })
+}
+
+fn pick<'a>(c: Completion, done: &'a str, pending: &'a str) -> &'a str {
+    match c {
+        Completion::Done => done,
+        Completion::Pending => pending,
+    }
+}
+
+fn keyed(key: &str, unit: &str) -> String {
+    to_json(&BTreeMap::from([(key, unit)]))
+}
+
 fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
@@ -210,6 +248,35 @@ mod tests {
             r#"{"Connections":[{"NodeID":"node2","Cost":1}],"NodeID":"node1"}"#
         );
         assert_eq!(status(&snapshot(), &host, Some(&[])), "{}");
+    }
+
+    #[test]
+    fn work_outcome_replies() {
+        // Go's replies (tests/vectors control transcripts).
+        assert_eq!(
+            cancelled(Completion::Done, "wGlE8qSq"),
+            r#"{"cancelled":"wGlE8qSq"}"#
+        );
+        assert_eq!(
+            cancelled(Completion::Pending, "x"),
+            r#"{"cancel pending":"x"}"#
+        );
+        assert_eq!(
+            released(Completion::Done, "2e6IeY3q"),
+            r#"{"released":"2e6IeY3q"}"#
+        );
+        assert_eq!(
+            released(Completion::Pending, "x"),
+            r#"{"release pending":"x"}"#
+        );
+        assert_eq!(
+            submitted(Completion::Done, "3EcpOkRH"),
+            r#"{"result":"Job Started","unitid":"3EcpOkRH"}"#
+        );
+        assert_eq!(
+            submitted(Completion::Pending, "x"),
+            r#"{"result":"Job Submitted","unitid":"x"}"#
+        );
     }
 
     #[test]

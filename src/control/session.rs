@@ -86,16 +86,18 @@ fn run(ctx: &Context, cmd: Command) -> Result<String, String> {
 
 fn work(ctx: &Context, cmd: WorkCommand) -> Result<String, String> {
     let w = &ctx.work;
-    let keyed = |key: &str, unit: &str| serde_json::json!({ key: unit }).to_string();
-    match cmd {
+    let reply = match cmd {
         WorkCommand::List(unit) => w.list_reply(unit.as_deref()),
         WorkCommand::Status(unit) => w.status_reply(&unit),
-        WorkCommand::Cancel(unit) => w.cancel(&unit).map(|k| keyed(k, &unit)),
-        WorkCommand::Release { unit, force } => w.release(&unit, force).map(|k| keyed(k, &unit)),
-        WorkCommand::Submit(_) | WorkCommand::Results { .. } => {
-            Err("handled by the session".into())
+        WorkCommand::Cancel(unit) => w.cancel(&unit).map(|c| reply::cancelled(c, &unit)),
+        WorkCommand::Release { unit, force } => {
+            w.release(&unit, force).map(|c| reply::released(c, &unit))
         }
-    }
+        WorkCommand::Submit(_) | WorkCommand::Results { .. } => {
+            return Err("handled by the session".into());
+        }
+    };
+    reply.map_err(|e| e.to_string())
 }
 
 /// `work submit`: the ID line, then stdin until the client half-closes,
@@ -105,7 +107,7 @@ fn submit<S: Socket>(
     conn: &mut BufReader<S>,
     req: &crate::work::SubmitRequest,
 ) -> Result<String, String> {
-    let unit = ctx.work.allocate(req)?;
+    let unit = ctx.work.allocate(req).map_err(|e| e.to_string())?;
     let mut stdin = ctx.work.open_stdin(&unit).map_err(|e| e.to_string())?;
     let line = format!(
         "Work unit created with ID {}. Send stdin data and EOF.\n",
@@ -117,20 +119,15 @@ fn submit<S: Socket>(
         return Err(e.to_string());
     }
     drop(stdin);
-    let started = ctx.work.start_unit(&unit)?;
-    let result = if started {
-        "Job Started"
-    } else {
-        "Job Submitted"
-    };
-    Ok(serde_json::json!({"result": result, "unitid": unit.id}).to_string())
+    let started = ctx.work.start_unit(&unit).map_err(|e| e.to_string())?;
+    Ok(reply::submitted(started, &unit.id))
 }
 
 fn results<S: Socket>(ctx: &Context, mut conn: BufReader<S>, id: &str, start: u64) {
     let unit = match ctx.work.find(id) {
         Ok(u) => u,
         Err(e) => {
-            let _ = write(&mut conn, &render(Err(e)));
+            let _ = write(&mut conn, &render(Err(e.to_string())));
             return;
         }
     };

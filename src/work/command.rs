@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use log::{debug, error, warn};
 
-use super::Unit;
 use super::state::{CANCELED, CommandExtra, ExtraData, FAILED, PENDING};
+use super::{Unit, WorkError};
 use crate::config::WorkCommandCfg;
 
 /// The Detail of a unit about to be handed to its runner.
@@ -21,9 +21,9 @@ const ORPHAN_POLL: Duration = Duration::from_millis(250);
 const CANCEL_WAIT: Duration = Duration::from_secs(12);
 
 /// The params a unit runs with: the configured ones, then the runtime ones.
-pub fn effective_params(cfg: &WorkCommandCfg, runtime: &str) -> Result<String, String> {
+pub fn effective_params(cfg: &WorkCommandCfg, runtime: &str) -> Result<String, WorkError> {
     if !runtime.is_empty() && !cfg.allow_runtime_params {
-        return Err("extra params provided but not allowed".into());
+        return Err(WorkError::ParamsNotAllowed);
     }
     Ok(match (cfg.params.is_empty(), runtime.is_empty()) {
         (_, true) => cfg.params.clone(),
@@ -33,13 +33,13 @@ pub fn effective_params(cfg: &WorkCommandCfg, runtime: &str) -> Result<String, S
 }
 
 /// Starts the runner for a unit whose stdin is complete.
-pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<(), String> {
+pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<(), WorkError> {
     let params = unit
         .status()
         .command()
         .map(|c| c.params.clone())
         .unwrap_or_default();
-    let mut cmd = Command::new(own_executable()?);
+    let mut cmd = Command::new(own_executable().map_err(WorkError::Launch)?);
     cmd.args([
         "--node",
         "id=worker",
@@ -54,7 +54,7 @@ pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<
     // The runner makes its own session first thing; doing it here would
     // need a pre_exec hook, which forces fork() (copying the daemon's page
     // tables) instead of posix_spawn.
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let mut child = cmd.spawn().map_err(WorkError::Launch)?;
     let pid = child.id();
     unit.update(|s| {
         // A fast runner may already have moved on, or even finished.
@@ -76,18 +76,19 @@ pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<
             let exit = child.wait();
             runner_gone(&watched, pid, exit.map(super::runner::describe_exit));
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(WorkError::Launch)?;
     Ok(())
 }
 
 /// The running binary. `/proc/self/exe` still runs it after a package
 /// upgrade has replaced or deleted the file, where its path would not.
-fn own_executable() -> Result<std::path::PathBuf, String> {
+fn own_executable() -> std::io::Result<std::path::PathBuf> {
     let proc_exe = Path::new("/proc/self/exe");
     if proc_exe.exists() {
         return Ok(proc_exe.to_path_buf());
     }
-    std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))
+    std::env::current_exe()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot find own executable: {e}")))
 }
 
 /// After the runner exits, its final status must be on disk; if not, it
@@ -237,13 +238,16 @@ mod tests {
 
     #[test]
     fn params_combine_like_go() {
-        assert_eq!(effective_params(&cfg("-c x", false), ""), Ok("-c x".into()));
+        let params = |base: &str, allow: bool, runtime: &str| {
+            effective_params(&cfg(base, allow), runtime).map_err(|e| e.to_string())
+        };
+        assert_eq!(params("-c x", false, ""), Ok("-c x".into()));
         assert_eq!(
-            effective_params(&cfg("-c x", false), "y"),
+            params("-c x", false, "y"),
             Err("extra params provided but not allowed".into())
         );
-        assert_eq!(effective_params(&cfg("a", true), "b c"), Ok("a b c".into()));
-        assert_eq!(effective_params(&cfg("", true), "b"), Ok("b".into()));
+        assert_eq!(params("a", true, "b c"), Ok("a b c".into()));
+        assert_eq!(params("", true, "b"), Ok("b".into()));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `<datadir>/<node>/<unit>/` so they survive restarts (docs/work.md).
 
 pub mod command;
+pub mod error;
 pub mod remote;
 pub mod runner;
 pub mod shlex;
@@ -23,7 +24,8 @@ use log::{error, info, warn};
 use crate::config::WorkCommandCfg;
 use crate::netceptor::Netceptor;
 use crate::netceptor::codec::WorkCommand;
-use state::{CommandExtra, ExtraData, PENDING, Status};
+pub use error::WorkError;
+use state::{CommandExtra, ExtraData, PENDING, Status, StatusView};
 use store::{StatusError, UnitDir};
 
 /// The internal work type of units that run on another node.
@@ -35,6 +37,15 @@ pub const REMOTE_TYPE: &str = "remote";
 const RESULTS_POLL_FIRST: Duration = Duration::from_millis(2);
 const RESULTS_POLL_MAX: Duration = Duration::from_millis(100);
 const RESULTS_CHUNK: usize = 64 * 1024;
+
+/// How far a start, cancel or release got. `Pending`: accepted, and a
+/// background thread finishes it once the executor answers (Go's
+/// `ErrPending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    Done,
+    Pending,
+}
 
 /// One unit of work; its directory is the source of truth.
 pub struct Unit {
@@ -201,19 +212,19 @@ impl Workceptor {
     }
 
     fn is_local(&self, node: &str) -> bool {
-        node == self.node_id || node.eq_ignore_ascii_case("localhost")
+        crate::netceptor::addr::resolve(node, &self.node_id) == self.node_id
     }
 
     /// Checks the request and makes the unit (docs/work.md §3 steps 1–2).
-    pub fn allocate(&self, req: &SubmitRequest) -> Result<Arc<Unit>, String> {
+    pub fn allocate(&self, req: &SubmitRequest) -> Result<Arc<Unit>, WorkError> {
         let (work_type, extra) = if self.is_local(&req.node) {
             if !req.ttl.is_empty() {
-                return Err("ttl option is intended for remote work only".into());
+                return Err(WorkError::TtlForLocal);
             }
             let cfg = self
                 .types
                 .get(&req.work_type)
-                .ok_or_else(|| format!("unknown work type {}", req.work_type))?;
+                .ok_or_else(|| WorkError::UnknownType(req.work_type.clone()))?;
             let runtime = req.params.get("params").map_or("", String::as_str);
             let params = command::effective_params(cfg, runtime)?;
             (
@@ -226,12 +237,11 @@ impl Workceptor {
                 ExtraData::Remote(remote::new_extra(req)?),
             )
         };
-        let (id, dir) = UnitDir::create(&self.node_dir)
-            .map_err(|e| format!("cannot create unit directory: {e}"))?;
+        let (id, dir) = UnitDir::create(&self.node_dir).map_err(WorkError::CreateDir)?;
         let status = Status::new(&work_type, Some(extra));
         if let Err(e) = dir.write(&status) {
             let _ = dir.remove();
-            return Err(format!("cannot write unit status: {e}"));
+            return Err(WorkError::WriteStatus(e));
         }
         let unit = Unit::new(id.clone(), dir, status);
         self.units().insert(id, unit.clone());
@@ -254,23 +264,23 @@ impl Workceptor {
         Ok(f)
     }
 
-    /// Starts a unit whose stdin is complete. `Ok(false)` means it was
-    /// accepted but not started yet (a remote node not reachable yet).
-    pub fn start_unit(self: &Arc<Self>, unit: &Arc<Unit>) -> Result<bool, String> {
+    /// Starts a unit whose stdin is complete. `Pending`: accepted but not
+    /// started yet (a remote node not reachable yet).
+    pub fn start_unit(self: &Arc<Self>, unit: &Arc<Unit>) -> Result<Completion, WorkError> {
         let st = unit.update(|s| {
             if !s.is_final() {
                 s.set(PENDING, command::STARTING);
             }
         });
         if st.is_final() {
-            return Err(format!("unit is already {}", state::state_name(st.state)));
+            return Err(WorkError::AlreadyFinal(state::state_name(st.state)));
         }
         let started = if st.work_type == REMOTE_TYPE {
             remote::start(self, unit)
         } else {
             match self.types.get(&st.work_type) {
-                Some(cfg) => command::start(unit, cfg, &self.log_level).map(|()| true),
-                None => Err(format!("unknown work type {}", st.work_type)),
+                Some(cfg) => command::start(unit, cfg, &self.log_level).map(|()| Completion::Done),
+                None => Err(WorkError::UnknownType(st.work_type.clone())),
             }
         };
         if let Err(e) = &started {
@@ -284,70 +294,65 @@ impl Workceptor {
         unit.update(|s| s.set(state::FAILED, format!("Error reading input data: {err}")));
     }
 
-    pub fn find(&self, id: &str) -> Result<Arc<Unit>, String> {
+    pub fn find(&self, id: &str) -> Result<Arc<Unit>, WorkError> {
         self.units()
             .get(id)
             .cloned()
-            .ok_or_else(|| format!("unknown work unit {id}"))
+            .ok_or_else(|| WorkError::UnknownUnit(id.to_string()))
     }
 
     /// The status object a `work status` reply carries.
-    pub fn status_reply(&self, id: &str) -> Result<String, String> {
-        let unit = self.find(id)?;
-        Ok(self.reply_for(&unit.status()))
+    pub fn status_reply(&self, id: &str) -> Result<String, WorkError> {
+        let st = self.find(id)?.status();
+        Ok(to_json(&self.view(&st)))
     }
 
-    fn reply_for(&self, st: &Status) -> String {
-        st.to_reply(st.work_type == REMOTE_TYPE || self.types.contains_key(&st.work_type))
+    fn view<'a>(&self, st: &'a Status) -> StatusView<'a> {
+        st.view(st.work_type == REMOTE_TYPE || self.types.contains_key(&st.work_type))
     }
 
-    /// `{"<id>": status, …}` for every unit, or just the one asked for.
-    pub fn list_reply(&self, id: Option<&str>) -> Result<String, String> {
+    /// `{"<id>": status, …}` for every unit, or just the one asked for;
+    /// sorted by ID, as Go marshals a map.
+    pub fn list_reply(&self, id: Option<&str>) -> Result<String, WorkError> {
         let units: Vec<Arc<Unit>> = match id {
             Some(id) => vec![self.find(id)?],
             None => self.units().values().cloned().collect(),
         };
-        let body: Vec<String> = units
+        let statuses: Vec<(&str, Status)> =
+            units.iter().map(|u| (u.id.as_str(), u.status())).collect();
+        let views: BTreeMap<&str, StatusView> = statuses
             .iter()
-            .map(|u| {
-                format!(
-                    "{}:{}",
-                    serde_json::Value::from(u.id.as_str()),
-                    self.reply_for(&u.status())
-                )
-            })
+            .map(|(id, st)| (*id, self.view(st)))
             .collect();
-        Ok(format!("{{{}}}", body.join(",")))
+        Ok(to_json(&views))
     }
 
-    /// Cancels a unit; the reply key is `cancelled` or `cancel pending`.
-    pub fn cancel(self: &Arc<Self>, id: &str) -> Result<&'static str, String> {
+    /// Cancels a unit (here, or on its executor).
+    pub fn cancel(self: &Arc<Self>, id: &str) -> Result<Completion, WorkError> {
         let unit = self.find(id)?;
         if unit.status().work_type == REMOTE_TYPE {
-            return remote::cancel(self, &unit)
-                .map(|done| if done { "cancelled" } else { "cancel pending" });
+            return remote::cancel(self, &unit);
         }
         command::cancel(&unit);
-        Ok("cancelled")
+        Ok(Completion::Done)
     }
 
     /// Releases a unit: cancels it and deletes it (here and, for remote
     /// units, on the executor). `force` deletes locally whatever happens.
-    pub fn release(self: &Arc<Self>, id: &str, force: bool) -> Result<&'static str, String> {
+    pub fn release(self: &Arc<Self>, id: &str, force: bool) -> Result<Completion, WorkError> {
         let unit = self.find(id)?;
         if unit.status().work_type == REMOTE_TYPE {
-            let done = remote::release(self, &unit, force)?;
-            return Ok(if done { "released" } else { "release pending" });
+            return remote::release(self, &unit, force);
         }
         if !unit.status().is_final() {
             command::cancel(&unit);
         }
         self.forget(&unit, force)?;
-        Ok("released")
+        Ok(Completion::Done)
     }
 
     /// Deletes a unit's directory and drops it from the table.
-    fn forget(&self, unit: &Unit, force: bool) -> Result<(), String> {
+    fn forget(&self, unit: &Unit, force: bool) -> Result<(), WorkError> {
         let mut result = unit.dir.remove();
         for _ in 0..2 {
             if result.is_ok() || force {
@@ -359,7 +364,7 @@ impl Workceptor {
         self.units().remove(&unit.id);
         unit.notify();
         match result {
-            Err(e) if !force => Err(format!("cannot remove unit directory: {e}")),
+            Err(e) if !force => Err(WorkError::RemoveDir(e)),
             _ => Ok(()),
         }
     }
@@ -429,4 +434,9 @@ impl Workceptor {
             pause = (pause * 2).min(RESULTS_POLL_MAX);
         }
     }
+}
+
+/// Reply views have string keys only, so encoding them cannot fail.
+fn to_json(view: &impl serde::Serialize) -> String {
+    serde_json::to_string(view).unwrap_or_else(|_| "null".into())
 }

@@ -91,30 +91,52 @@ impl Status {
         out
     }
 
-    /// The object `work status` and `work list` reply with: keys sorted,
-    /// `StateName` added, and secret params left out.
+    /// What `work status` and `work list` show of this status.
     /// `known_type` is false for units of a work type not configured here,
     /// whose ExtraData Go shows as `"Unknown WorkType"`.
-    pub fn to_reply(&self, known_type: bool) -> String {
+    pub fn view(&self, known_type: bool) -> StatusView<'_> {
         let extra = match &self.extra {
-            _ if !known_type => Ok("\"Unknown WorkType\"".to_string()),
-            Some(ExtraData::Remote(r)) => serde_json::to_string(&r.without_secrets()),
-            other => serde_json::to_string(other),
+            _ if !known_type => ExtraView::UnknownType("Unknown WorkType"),
+            Some(ExtraData::Remote(r)) => ExtraView::Remote(r.without_secrets()),
+            other => ExtraView::Stored(other),
+        };
+        StatusView {
+            detail: &self.detail,
+            extra,
+            state: self.state,
+            state_name: state_name(self.state),
+            stdout_size: self.stdout_size,
+            work_type: &self.work_type,
         }
-        .unwrap_or_else(|_| "null".into());
-        format!(
-            "{{\"Detail\":{},\"ExtraData\":{extra},\"State\":{},\"StateName\":{},\"StdoutSize\":{},\"WorkType\":{}}}",
-            json_str(&self.detail),
-            self.state,
-            json_str(&state_name(self.state)),
-            self.stdout_size,
-            json_str(&self.work_type),
-        )
     }
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
+/// A status as the control service shows it (Go's `unitStatusForCFR`):
+/// a map there, so its keys come sorted, with `StateName` added.
+#[derive(Serialize)]
+pub struct StatusView<'a> {
+    #[serde(rename = "Detail")]
+    detail: &'a str,
+    #[serde(rename = "ExtraData")]
+    extra: ExtraView<'a>,
+    #[serde(rename = "State")]
+    state: i64,
+    #[serde(rename = "StateName")]
+    state_name: String,
+    #[serde(rename = "StdoutSize")]
+    stdout_size: i64,
+    #[serde(rename = "WorkType")]
+    work_type: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ExtraView<'a> {
+    /// Only this text for a work type not configured here.
+    UnknownType(&'static str),
+    /// Secret params are left out of replies.
+    Remote(RemoteExtra),
+    Stored(&'a Option<ExtraData>),
 }
 
 /// Work-type specific data; untagged, told apart by their fields.
@@ -213,6 +235,10 @@ mod tests {
         }
     }
 
+    fn reply(st: &Status, known_type: bool) -> String {
+        serde_json::to_string(&st.view(known_type)).unwrap()
+    }
+
     #[test]
     fn reply_shape_matches_go() {
         let st: Status = serde_json::from_str(
@@ -220,7 +246,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            st.to_reply(true),
+            reply(&st, true),
             r#"{"Detail":"Waiting for Input Data","ExtraData":{"Pid":0,"Params":"-c \"cat; sleep 3; echo done\""},"State":0,"StateName":"Pending","StdoutSize":0,"WorkType":"demo"}"#
         );
         let done = Status {
@@ -231,9 +257,39 @@ mod tests {
             extra: None,
         };
         assert_eq!(
-            done.to_reply(true),
+            reply(&done, true),
             r#"{"Detail":"exit status 0","ExtraData":null,"State":2,"StateName":"Succeeded","StdoutSize":17,"WorkType":"demo"}"#
         );
+    }
+
+    /// The Go daemon's `work list` reply (control transcript `work_list`):
+    /// a remote and a local unit, re-encoded from their own fields.
+    #[test]
+    fn list_reply_matches_go_bytes() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/control-transcripts.json"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let go = v["transcripts"]["work_list"]["exchange"][2]["text"]
+            .as_str()
+            .unwrap()
+            .trim_end();
+        let units: BTreeMap<String, serde_json::Value> = serde_json::from_str(go).unwrap();
+        let statuses: BTreeMap<&str, Status> = units
+            .iter()
+            .map(|(id, u)| {
+                let mut u = u.clone();
+                u.as_object_mut().unwrap().remove("StateName");
+                (id.as_str(), serde_json::from_value(u).unwrap())
+            })
+            .collect();
+        let views: BTreeMap<&str, StatusView> = statuses
+            .iter()
+            .map(|(id, st)| (*id, st.view(true)))
+            .collect();
+        assert_eq!(serde_json::to_string(&views).unwrap(), go);
     }
 
     #[test]
@@ -245,10 +301,7 @@ mod tests {
                 params: String::new(),
             })),
         );
-        assert!(
-            st.to_reply(false)
-                .contains(r#""ExtraData":"Unknown WorkType""#)
-        );
+        assert!(reply(&st, false).contains(r#""ExtraData":"Unknown WorkType""#));
     }
 
     #[test]
@@ -271,7 +324,7 @@ mod tests {
                 expiration: ZERO_TIME.into(),
             })),
         );
-        let reply = st.to_reply(true);
+        let reply = reply(&st, true);
         assert!(!reply.contains("secret"), "{reply}");
         assert!(
             reply.contains(r#""RemoteParams":{"params":"-v"}"#),

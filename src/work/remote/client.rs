@@ -1,0 +1,216 @@
+//! A typed client for another node's control service, reached as the mesh
+//! service `control`: the calls a controller makes for its remote units,
+//! each reply parsed here and nowhere else (docs/control.md, docs/work.md §6).
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+use crate::netceptor::Netceptor;
+use crate::stream::{self, Stream};
+use crate::work::WorkError;
+use crate::work::state::{RemoteExtra, Status};
+
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+/// A status reply slower than this means the path is gone: reconnect.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Submit results, cancels and releases may wait on the executor's disk.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No answer: no route, a broken or silent stream, a stranger's
+    /// greeting. Worth trying again later.
+    Link(String),
+    /// The node answered `ERROR: …`.
+    Refused(WorkError),
+    /// The node answered something the call does not expect; holds the
+    /// line.
+    Unexpected(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Link(e) => f.write_str(e),
+            ClientError::Refused(e) => write!(f, "{e}"),
+            ClientError::Unexpected(line) => write!(f, "could not parse response: {line}"),
+        }
+    }
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> ClientError {
+        ClientError::Link(e.to_string())
+    }
+}
+
+/// One connection to a node's control service. Calls go one after
+/// another on it; `submit`, `results`, `cancel` and `release` use it up.
+pub struct ControlClient {
+    reader: BufReader<Stream>,
+    stream: Stream,
+}
+
+impl ControlClient {
+    /// Dials `node` and checks that its greeting names it.
+    pub fn connect(net: &Netceptor, node: &str) -> Result<ControlClient, ClientError> {
+        let stream = stream::dial(net, node, "control", DIAL_TIMEOUT)
+            .map_err(|e| ClientError::Link(e.to_string()))?;
+        stream.set_read_timeout(Some(GREETING_TIMEOUT));
+        let mut client = ControlClient {
+            reader: BufReader::new(stream.clone()),
+            stream,
+        };
+        let greeting = client.line()?;
+        if !greeting.contains(node) {
+            return Err(ClientError::Link(format!(
+                "unexpected greeting from {node}: {greeting:?}"
+            )));
+        }
+        client.stream.set_read_timeout(Some(REPLY_TIMEOUT));
+        Ok(client)
+    }
+
+    /// Asks the node to create the unit `r` describes; returns its ID
+    /// there. `send_stdin` comes next. Like Go's controller, any line
+    /// without an ID, an `ERROR:` one too, is `Unexpected`.
+    pub fn submit(&mut self, r: &RemoteExtra) -> Result<String, ClientError> {
+        let mut req = serde_json::Map::new();
+        for (k, v) in &r.remote_params {
+            req.insert(k.clone(), v.clone().into());
+        }
+        for (k, v) in [
+            ("command", "work"),
+            ("subcommand", "submit"),
+            ("node", &r.remote_node),
+            ("worktype", &r.remote_work_type),
+            ("tlsclient", &r.tls_client),
+        ] {
+            req.insert(k.into(), v.into());
+        }
+        let line = self.request(&serde_json::Value::Object(req).to_string())?;
+        unit_id_in(&line).ok_or(ClientError::Unexpected(line))
+    }
+
+    /// Sends the unit's stdin and half-closes; the unit then starts there.
+    pub fn send_stdin(mut self, stdin: &mut dyn Read) -> Result<(), ClientError> {
+        io::copy(stdin, &mut &self.stream)?;
+        self.stream.shutdown_write();
+        self.stream.set_read_timeout(Some(ACTION_TIMEOUT));
+        let line = self.line()?;
+        refusal(&line).map_or(Ok(()), Err)
+    }
+
+    /// The unit's status there.
+    pub fn status(&mut self, unit_id: &str) -> Result<Status, ClientError> {
+        let line = self.request(&format!("work status {unit_id}"))?;
+        if let Some(e) = refusal(&line) {
+            return Err(e);
+        }
+        serde_json::from_str(&line).map_err(|_| ClientError::Unexpected(line))
+    }
+
+    /// The unit's stdout from `start` on, as the node streams it. A read
+    /// silent for `stall` fails with `TimedOut`; the stream ends with the
+    /// unit.
+    pub fn results(
+        mut self,
+        unit_id: &str,
+        start: u64,
+        stall: Duration,
+    ) -> Result<impl Read, ClientError> {
+        let req = serde_json::json!({
+            "command": "work", "subcommand": "results",
+            "unitid": unit_id, "startpos": start,
+        });
+        let line = self.request(&req.to_string())?;
+        if let Some(e) = refusal(&line) {
+            return Err(e);
+        }
+        if !line.contains("Streaming results") {
+            return Err(ClientError::Unexpected(line));
+        }
+        self.stream.shutdown_write();
+        self.stream.set_read_timeout(Some(stall));
+        // Output may already sit in the buffer behind the reply line.
+        Ok(self.reader)
+    }
+
+    pub fn cancel(self, unit_id: &str) -> Result<(), ClientError> {
+        self.unit_command("cancel", unit_id)
+    }
+
+    pub fn release(self, unit_id: &str) -> Result<(), ClientError> {
+        self.unit_command("release", unit_id)
+    }
+
+    fn unit_command(mut self, subcommand: &str, unit_id: &str) -> Result<(), ClientError> {
+        self.stream.set_read_timeout(Some(ACTION_TIMEOUT));
+        let req =
+            serde_json::json!({"command": "work", "subcommand": subcommand, "unitid": unit_id});
+        let line = self.request(&req.to_string())?;
+        refusal(&line).map_or(Ok(()), Err)
+    }
+
+    fn request(&mut self, line: &str) -> Result<String, ClientError> {
+        (&self.stream).write_all(format!("{line}\n").as_bytes())?;
+        self.line()
+    }
+
+    fn line(&mut self) -> Result<String, ClientError> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line)? {
+            0 => Err(ClientError::Link("connection closed".into())),
+            _ => Ok(line.trim_end().to_string()),
+        }
+    }
+}
+
+/// The error an `ERROR: <text>` reply carries.
+fn refusal(line: &str) -> Option<ClientError> {
+    let text = line.strip_prefix("ERROR: ")?;
+    Some(ClientError::Refused(WorkError::from_remote(text)))
+}
+
+/// The unit ID in `Work unit created with ID <id>. Send stdin data and EOF.`
+fn unit_id_in(line: &str) -> Option<String> {
+    let rest = &line[line.find("with ID ")? + "with ID ".len()..];
+    let id: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    (!id.is_empty() && rest[id.len()..].starts_with('.')).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_id_from_the_id_line() {
+        assert_eq!(
+            unit_id_in("Work unit created with ID j4bLSmVp. Send stdin data and EOF."),
+            Some("j4bLSmVp".into())
+        );
+        assert_eq!(unit_id_in("ERROR: unknown work type nope"), None);
+        assert_eq!(unit_id_in("with ID . x"), None);
+    }
+
+    #[test]
+    fn error_replies_become_typed_refusals() {
+        assert!(matches!(
+            refusal("ERROR: unknown work unit j4bLSmVp"),
+            Some(ClientError::Refused(WorkError::UnknownUnit(id))) if id == "j4bLSmVp"
+        ));
+        assert!(refusal(r#"{"cancelled":"j4bLSmVp"}"#).is_none());
+        // What a refused submit tells the user: Go's wording.
+        let e = ClientError::Unexpected("ERROR: unknown work type nope".into());
+        assert_eq!(
+            e.to_string(),
+            "could not parse response: ERROR: unknown work type nope"
+        );
+    }
+}

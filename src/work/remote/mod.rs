@@ -1,0 +1,313 @@
+//! Remote units: work submitted here to run on another node. The
+//! controller talks to the executor's `control` service (`client`): it
+//! submits once, then a monitor thread (`monitor`) keeps the local status
+//! in step and a results stream (`results`) the stdout, until the unit is
+//! final, reconnecting promptly whenever a path fails (docs/work.md §6).
+
+mod client;
+mod monitor;
+mod results;
+
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use log::{error, info, warn};
+
+use super::state::{FAILED, RemoteExtra, ZERO_TIME};
+use super::{Completion, SubmitRequest, Unit, WorkError, Workceptor};
+use crate::gotime;
+use client::{ClientError, ControlClient};
+
+/// The ExtraData of a new remote unit, after the submit checks.
+pub fn new_extra(req: &SubmitRequest) -> Result<RemoteExtra, WorkError> {
+    if !req.tls_client.is_empty() {
+        return Err(WorkError::UnknownTlsConfig(req.tls_client.clone()));
+    }
+    if req
+        .params
+        .keys()
+        .any(|k| k.to_lowercase().starts_with("secret_"))
+    {
+        return Err(WorkError::SecretsWithoutTls);
+    }
+    if req.sign_work {
+        return Err(WorkError::NoSigningKey);
+    }
+    let expiration = if req.ttl.is_empty() {
+        ZERO_TIME.to_string()
+    } else {
+        let ttl = crate::config::parse_duration(&req.ttl).map_err(WorkError::InvalidTtl)?;
+        gotime::rfc3339_nano(SystemTime::now() + ttl)
+    };
+    Ok(RemoteExtra {
+        remote_node: req.node.clone(),
+        remote_work_type: req.work_type.clone(),
+        remote_params: req.params.clone(),
+        remote_unit_id: String::new(),
+        remote_started: false,
+        local_cancelled: false,
+        local_released: false,
+        sign_work: req.sign_work,
+        tls_client: req.tls_client.clone(),
+        expiration,
+    })
+}
+
+fn remote_of(unit: &Unit) -> Option<RemoteExtra> {
+    unit.status().remote().cloned()
+}
+
+fn local_size(unit: &Unit) -> u64 {
+    std::fs::metadata(unit.dir.stdout_path()).map_or(0, |m| m.len())
+}
+
+/// Submits now if the executor answers, else in the background.
+pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkError> {
+    let r = remote_of(unit).ok_or(WorkError::NotRemote)?;
+    match submit(w, unit, &r) {
+        Ok(()) => {
+            spawn_monitor(w, unit);
+            Ok(Completion::Done)
+        }
+        Err(SubmitFailure::Refused(e)) => Err(e),
+        Err(SubmitFailure::Unreachable(e)) => {
+            info!(
+                "[{}] Remote node not reachable yet ({e}); will keep trying",
+                unit.id
+            );
+            spawn_monitor(w, unit);
+            Ok(Completion::Pending)
+        }
+    }
+}
+
+/// Creates the unit on the executor and sends its stdin, recording the
+/// executor's unit ID and then that it started.
+fn submit(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), SubmitFailure> {
+    let mut conn = ControlClient::connect(w.net(), &r.remote_node)?;
+    let remote_id = conn.submit(r)?;
+    unit.update(|s| {
+        if let Some(r) = s.remote_mut() {
+            r.remote_unit_id = remote_id.clone();
+        }
+    });
+    let mut stdin = File::open(unit.dir.stdin_path()).map_err(ClientError::from)?;
+    conn.send_stdin(&mut stdin)?;
+    unit.update(|s| {
+        if let Some(r) = s.remote_mut() {
+            r.remote_started = true;
+        }
+    });
+    Ok(())
+}
+
+/// How a submit failed.
+enum SubmitFailure {
+    /// The executor answered and will not run the unit: its start error.
+    Refused(WorkError),
+    /// The executor could not be reached: try again later.
+    Unreachable(ClientError),
+}
+
+impl From<ClientError> for SubmitFailure {
+    fn from(e: ClientError) -> SubmitFailure {
+        match e {
+            ClientError::Refused(e) => SubmitFailure::Refused(WorkError::Refused(Box::new(e))),
+            ClientError::Unexpected(line) => {
+                SubmitFailure::Refused(WorkError::BadSubmitReply(line))
+            }
+            link @ ClientError::Link(_) => SubmitFailure::Unreachable(link),
+        }
+    }
+}
+
+/// Tells the executor to cancel.
+fn send_cancel(w: &Workceptor, r: &RemoteExtra) -> Result<(), ClientError> {
+    let conn = ControlClient::connect(w.net(), &r.remote_node)?;
+    already_gone_is_done(conn.cancel(&r.remote_unit_id))
+}
+
+/// Tells the executor to release, then deletes the unit here.
+fn send_release(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
+    let conn = ControlClient::connect(w.net(), &r.remote_node)?;
+    already_gone_is_done(conn.release(&r.remote_unit_id))?;
+    // Forced, it cannot fail.
+    let _ = w.forget(unit, true);
+    Ok(())
+}
+
+/// A unit the executor no longer knows is as cancelled or released as it
+/// gets.
+fn already_gone_is_done(reply: Result<(), ClientError>) -> Result<(), ClientError> {
+    match reply {
+        Err(ClientError::Refused(WorkError::UnknownUnit(_))) => Ok(()),
+        other => other,
+    }
+}
+
+/// Starts the unit's monitor unless one is running already.
+fn spawn_monitor(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
+    if unit.monitored.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let (w, watched) = (w.clone(), unit.clone());
+    let started = std::thread::Builder::new()
+        .name(format!("remote-{}", unit.id))
+        .spawn(move || {
+            loop {
+                monitor::run(&w, &watched);
+                watched.monitored.store(false, Ordering::SeqCst);
+                // A cancel or release may have come in as the loop ended.
+                if !more_to_deliver(&watched) || watched.monitored.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = started {
+        unit.monitored.store(false, Ordering::SeqCst);
+        error!("Cannot start remote unit monitor: {e}");
+    }
+}
+
+fn more_to_deliver(unit: &Unit) -> bool {
+    unit.dir.exists()
+        && remote_of(unit).is_some_and(|r| {
+            r.local_released
+                || (r.local_cancelled
+                    && !unit.cancel_delivered.load(Ordering::SeqCst)
+                    && !unit.status().is_final())
+        })
+}
+
+fn mark(unit: &Unit, cancel: bool, release: bool) {
+    unit.update(|s| {
+        if let Some(r) = s.remote_mut() {
+            r.local_cancelled |= cancel;
+            r.local_released |= release;
+        }
+    });
+}
+
+/// Cancels on the executor; `Pending` if it is not reachable now, and the
+/// monitor keeps trying.
+pub fn cancel(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkError> {
+    mark(unit, true, false);
+    let r = remote_of(unit).ok_or(WorkError::NotRemote)?;
+    if !r.remote_started {
+        unit.update(|s| s.set(FAILED, "Locally Cancelled"));
+        return Ok(Completion::Done);
+    }
+    match send_cancel(w, &r) {
+        Ok(()) => {
+            unit.cancel_delivered.store(true, Ordering::SeqCst);
+            unit.notify();
+            Ok(Completion::Done)
+        }
+        Err(e) => {
+            warn!("[{}] Cancel not delivered yet: {e}", unit.id);
+            spawn_monitor(w, unit);
+            Ok(Completion::Pending)
+        }
+    }
+}
+
+/// Releases on the executor, then here. `force` gives up on the executor
+/// after one try.
+pub fn release(
+    w: &Arc<Workceptor>,
+    unit: &Arc<Unit>,
+    force: bool,
+) -> Result<Completion, WorkError> {
+    mark(unit, true, true);
+    let r = remote_of(unit).ok_or(WorkError::NotRemote)?;
+    if !r.remote_started {
+        w.forget(unit, true)?;
+        return Ok(Completion::Done);
+    }
+    match send_release(w, unit, &r) {
+        Ok(()) => Ok(Completion::Done),
+        Err(e) if force => {
+            warn!(
+                "[{}] Released locally; the executor was not told: {e}",
+                unit.id
+            );
+            w.forget(unit, true)?;
+            Ok(Completion::Done)
+        }
+        Err(e) => {
+            warn!("[{}] Release not delivered yet: {e}", unit.id);
+            spawn_monitor(w, unit);
+            Ok(Completion::Pending)
+        }
+    }
+}
+
+/// Picks a remote unit up after a restart.
+pub fn restart(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
+    let st = unit.status();
+    let Some(r) = st.remote() else { return };
+    if !r.remote_started && !r.local_released {
+        if !st.is_final() {
+            unit.update(|s| {
+                s.set(
+                    FAILED,
+                    "Failed to restart: remote work had not previously started",
+                )
+            });
+        }
+        return;
+    }
+    let local_done = st.is_final() && local_size(unit) >= st.stdout_size as u64;
+    if local_done && !r.local_released {
+        return;
+    }
+    spawn_monitor(w, unit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submit_checks() {
+        let mut req = SubmitRequest {
+            node: "n2".into(),
+            work_type: "demo".into(),
+            ..SubmitRequest::default()
+        };
+        let r = new_extra(&req).unwrap();
+        assert_eq!(r.expiration, ZERO_TIME);
+        assert!(!r.remote_started);
+        req.ttl = "10s".into();
+        assert_ne!(new_extra(&req).unwrap().expiration, ZERO_TIME);
+        req.tls_client = "nosuch".into();
+        assert_eq!(
+            new_extra(&req).unwrap_err().to_string(),
+            "unknown TLS config nosuch"
+        );
+        req.tls_client.clear();
+        req.params.insert("secret_x".into(), "y".into());
+        assert!(matches!(new_extra(&req), Err(WorkError::SecretsWithoutTls)));
+    }
+
+    #[test]
+    fn submit_refusals_keep_go_wording() {
+        let refusal = |e: ClientError| match SubmitFailure::from(e) {
+            SubmitFailure::Refused(e) => Some(e.to_string()),
+            SubmitFailure::Unreachable(_) => None,
+        };
+        assert_eq!(
+            refusal(ClientError::Refused(WorkError::UnknownType("nope".into()))),
+            Some("remote error: unknown work type nope".into())
+        );
+        assert_eq!(
+            refusal(ClientError::Unexpected(
+                "ERROR: unknown work type nope".into()
+            )),
+            Some("could not parse response: ERROR: unknown work type nope".into())
+        );
+        assert_eq!(refusal(ClientError::Link("no route to node".into())), None);
+    }
+}

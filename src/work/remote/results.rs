@@ -1,0 +1,84 @@
+//! The results stream of a remote unit: a thread that appends the
+//! executor's stdout to ours from our current size until the stream ends.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use log::{debug, error};
+
+use super::client::{ClientError, ControlClient};
+use super::local_size;
+use crate::netceptor::Netceptor;
+use crate::work::Unit;
+use crate::work::state::RemoteExtra;
+
+/// A results stream silent this long while the executor reports more
+/// output than we have is stalled: reconnect.
+const RESULTS_STALL: Duration = Duration::from_secs(2);
+/// How long a stream that brought nothing waits before it ends, so the
+/// monitor does not redial it at once and spin.
+const EMPTY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Streams the output in a thread that clears `busy` and wakes the
+/// unit's watchers when it ends.
+pub fn spawn_fetcher(net: &Netceptor, unit: &Arc<Unit>, r: &RemoteExtra, busy: Arc<AtomicBool>) {
+    let (unit, r, net) = (unit.clone(), r.clone(), net.clone());
+    let started = std::thread::Builder::new()
+        .name(format!("results-{}", unit.id))
+        .spawn(move || {
+            let before = local_size(&unit);
+            if let Err(e) = fetch(&net, &unit, &r) {
+                debug!("[{}] Results stream ended: {e}", unit.id);
+            }
+            if local_size(&unit) == before {
+                std::thread::sleep(EMPTY_PAUSE);
+            }
+            busy.store(false, Ordering::SeqCst);
+            unit.notify();
+        });
+    if let Err(e) = started {
+        error!("Cannot start results fetcher: {e}");
+    }
+}
+
+/// Appends the executor's stdout from our current size until its stream
+/// ends, or until it stalls while more output is known to exist.
+fn fetch(net: &Netceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
+    let start = local_size(unit);
+    let mut results = ControlClient::connect(net, &r.remote_node)?.results(
+        &r.remote_unit_id,
+        start,
+        RESULTS_STALL,
+    )?;
+    let mut out = open_stdout(unit)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match results.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                unit.notify();
+            }
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                let behind =
+                    local_size(unit) < u64::try_from(unit.status().stdout_size).unwrap_or(0);
+                if behind {
+                    return Err(ClientError::Link("results stream stalled".into()));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn open_stdout(unit: &Unit) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(unit.dir.stdout_path())
+}
