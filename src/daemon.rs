@@ -8,12 +8,14 @@
 //! removes the control sockets. Everything else needs no stop: unit status
 //! files are synced on every state change, command units run in sessions
 //! of their own and outlive the daemon (the next start follows them), and
-//! the remaining threads (accept loops, dialers, clients) end with the
-//! process.
+//! the remaining threads (accept loops, dialers, control clients, remote
+//! unit monitors, unit watchers) hold nothing that a stop must finish, so
+//! they end with the process.
 
 use std::fmt;
 use std::thread::JoinHandle;
 
+use crossbeam_channel::Receiver;
 use log::{info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -29,6 +31,7 @@ use crate::work::Workceptor;
 pub struct Daemon {
     net: Netceptor,
     router: JoinHandle<()>,
+    signals: Receiver<i32>,
     _control: Vec<ControlService>,
 }
 
@@ -78,6 +81,7 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     if backends == 0 {
         return Err(StartError::NothingToDo);
     }
+    let signals = watch_signals()?;
     let rules = cfg.node.firewall_rules.iter();
     let firewall = Firewall::new(rules.map(|r| (r.action, &r.matches)))
         .map_err(|e| StartError::Failed(format!("node: {e}")))?;
@@ -105,6 +109,7 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     Ok(Daemon {
         net,
         router,
+        signals,
         _control: control,
     })
 }
@@ -140,20 +145,8 @@ impl Daemon {
     /// Blocks until SIGINT/SIGTERM or the mesh tells this node to stop.
     /// Returns the process exit status.
     pub fn wait(self) -> i32 {
-        let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]);
-        let (sig_tx, sig_rx) = crossbeam_channel::bounded(1);
-        match signals {
-            Ok(mut signals) => {
-                std::thread::spawn(move || {
-                    if let Some(sig) = signals.forever().next() {
-                        let _ = sig_tx.send(sig);
-                    }
-                });
-            }
-            Err(e) => warn!("Cannot watch for signals: {e}"),
-        }
         let status = crossbeam_channel::select! {
-            recv(sig_rx) -> sig => {
+            recv(self.signals) -> sig => {
                 info!("Received signal {}, shutting down", sig.unwrap_or(0));
                 0
             }
@@ -168,4 +161,22 @@ impl Daemon {
         }
         status
     }
+}
+
+/// Catches SIGINT and SIGTERM from now on; each arrives on the channel.
+/// Called before anything listens, so a signal sent as soon as the node
+/// answers still stops it cleanly instead of killing it.
+fn watch_signals() -> Result<Receiver<i32>, StartError> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| StartError::Failed(format!("cannot watch for signals: {e}")))?;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = tx.send(sig);
+            }
+        })
+        .map_err(|e| StartError::Failed(format!("cannot watch for signals: {e}")))?;
+    Ok(rx)
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use log::{error, info};
 
+use crate::accept;
 use crate::config::ControlServiceCfg;
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::Advertise;
@@ -22,8 +23,10 @@ use crate::stream::Listener;
 use crate::work::Workceptor;
 use session::Context;
 
-/// What keeps a running control service alive: its socket lock and its
-/// mesh binding. Dropping it releases both.
+/// The parts of a running control service that must be undone when the
+/// daemon stops: dropping it removes the Unix socket file and releases its
+/// lock, so the next start finds neither. The listener threads themselves
+/// serve until the process exits.
 pub struct ControlService {
     _lock: Option<File>,
     socket_path: Option<PathBuf>,
@@ -128,36 +131,23 @@ fn bind_unix(path: &Path, permissions: u32) -> Result<(File, UnixListener), Stri
     Ok((lock, listener))
 }
 
+const ACCEPT_ERROR: &str = "Error accepting control connection";
+
 fn spawn_unix(listener: UnixListener, ctx: Arc<Context>) -> Result<(), String> {
-    spawn("control-unix", move || {
-        for stream in listener.incoming() {
-            match stream {
-                Ok(s) => client(ctx.clone(), move |ctx| session::serve(ctx, s, "@")),
-                Err(e) => accept_failed(&e),
-            }
-        }
-    })
+    let serve = move |s| session::serve(&ctx, s, "@");
+    accept::spawn("control-unix".into(), listener, ACCEPT_ERROR.into(), serve)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start control-unix thread: {e}"))
 }
 
 fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>) -> Result<(), String> {
-    spawn("control-tcp", move || {
-        for stream in listener.incoming() {
-            match stream {
-                Ok(s) => {
-                    let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-                    client(ctx.clone(), move |ctx| session::serve(ctx, s, &peer));
-                }
-                Err(e) => accept_failed(&e),
-            }
-        }
-    })
-}
-
-/// Logs an accept error and pauses, so a lasting one (no file descriptors
-/// left) does not spin.
-fn accept_failed(e: &std::io::Error) {
-    error!("Error accepting control connection: {e}");
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    let serve = move |s: std::net::TcpStream| {
+        let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+        session::serve(&ctx, s, &peer);
+    };
+    accept::spawn("control-tcp".into(), listener, ACCEPT_ERROR.into(), serve)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start control-tcp thread: {e}"))
 }
 
 fn client<F: FnOnce(&Context) + Send + 'static>(ctx: Arc<Context>, f: F) {
