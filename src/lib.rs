@@ -1,6 +1,7 @@
 //! receptor-rs: a Rust implementation of the Receptor mesh overlay network.
 
 pub mod backends;
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod daemon;
