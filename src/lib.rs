@@ -11,4 +11,5 @@ pub mod netceptor;
 pub mod random;
 pub mod services;
 pub mod stream;
+pub mod tls;
 pub mod work;
