@@ -38,6 +38,8 @@ pub enum CertError {
     Declined,
     /// Standard input ended before an answer.
     NoAnswer,
+    /// The prompt could not be written or its answer read.
+    Prompt(io::Error),
 }
 
 impl fmt::Display for CertError {
@@ -53,6 +55,7 @@ impl fmt::Display for CertError {
                 "no answer to \"Sign certificate (yes/no)?\": standard input is closed \
                  (use verify=true to sign without asking)",
             ),
+            CertError::Prompt(e) => write!(f, "cannot ask for confirmation: {}", io_text(e)),
         }
     }
 }

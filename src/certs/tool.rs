@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::ca::{self, Validity};
 use super::pem::{self, PemItem};
 use super::{CertError, RsaKey, SanNames};
-use crate::config::CertToolCfg;
+use crate::config::{CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg};
 use crate::gotime::parse_rfc3339;
 
 /// Runs one tool at time `now`. `input` answers the signing prompt, which
@@ -23,90 +23,74 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<(), CertError> {
     match cfg {
-        CertToolCfg::Init {
-            common_name,
-            bits,
-            not_before,
-            not_after,
-            out_cert,
-            out_key,
-        } => {
-            let validity = validity(not_before, not_after, now, 10)?;
-            let key = RsaKey::generate(*bits)?;
-            let cert = ca::create_ca(common_name, &key, validity)?;
-            pem::write_private(out_cert, &cert)?;
-            pem::write_private(out_key, &key.to_pkcs1_pem()?)
-        }
-        CertToolCfg::MakeReq { .. } => make_req(cfg),
-        CertToolCfg::SignReq {
-            req,
-            ca_cert,
-            ca_key,
-            not_before,
-            not_after,
-            out_cert,
-            verify,
-        } => {
-            let validity = validity(not_before, not_after, now, 1)?;
-            let ca_der = pem::load_certificate(ca_cert)?;
-            let ca_key = pem::load_private_key(ca_key)?;
-            let req_der = pem::load_request(req)?;
-            let summary = ca::summarize_request(&req_der)?;
-            if summary.names.is_empty() {
-                return Err(CertError::BadInput(
-                    "cannot sign: no names found in certificate".into(),
-                ));
-            }
-            if !verify {
-                confirm(&summary.describe(), input, out)?;
-            }
-            let cert = ca::sign_request(&req_der, &ca_der, &ca_key, validity)?;
-            pem::write_private(out_cert, &cert)
-        }
+        CertToolCfg::Init(c) => init(c, now),
+        CertToolCfg::MakeReq(c) => make_req(c),
+        CertToolCfg::SignReq(c) => sign_req(c, now, input, out),
     }
 }
 
-fn make_req(cfg: &CertToolCfg) -> Result<(), CertError> {
-    let CertToolCfg::MakeReq {
-        common_name,
-        bits,
-        dns_names,
-        ip_addresses,
-        node_ids,
-        out_req,
-        in_key,
-        out_key,
-    } = cfg
-    else {
-        return Ok(());
+fn init(c: &CertInitCfg, now: OffsetDateTime) -> Result<(), CertError> {
+    let validity = validity(&c.not_before, &c.not_after, now, 10)?;
+    let key = RsaKey::generate(c.bits)?;
+    let cert = ca::create_ca(&c.common_name, &key, validity)?;
+    pem::write_private(&c.out_cert, &cert)?;
+    pem::write_private(&c.out_key, &key.to_pkcs1_pem()?)
+}
+
+/// Go's rules: exactly one of inkey/outkey; bits with outkey only.
+fn check_key_source(c: &CertMakeReqCfg) -> Result<(), CertError> {
+    let msg = match (&c.in_key, &c.out_key) {
+        (None, None) => "must provide either InKey or OutKey",
+        (Some(_), Some(_)) => "cannot use both InKey and OutKey",
+        (Some(_), None) if c.bits != 0 => {
+            "cannot specify key bits when reading an already-existing key"
+        }
+        (None, Some(_)) if c.bits == 0 => "must specify key bits when creating a new key",
+        _ => return Ok(()),
     };
-    let param = |m: &str| Err(CertError::Param(m.into()));
-    match (in_key, out_key) {
-        (None, None) => return param("must provide either InKey or OutKey"),
-        (Some(_), Some(_)) => return param("cannot use both InKey and OutKey"),
-        (Some(_), None) if *bits != 0 => {
-            return param("cannot specify key bits when reading an already-existing key");
-        }
-        (None, Some(_)) if *bits == 0 => {
-            return param("must specify key bits when creating a new key");
-        }
-        _ => {}
-    }
+    Err(CertError::Param(msg.into()))
+}
+
+fn make_req(c: &CertMakeReqCfg) -> Result<(), CertError> {
+    check_key_source(c)?;
     let names = SanNames {
-        dns_names: dns_names.clone(),
-        ip_addresses: parse_ips(ip_addresses)?,
-        node_ids: node_ids.clone(),
+        dns_names: c.dns_names.clone(),
+        ip_addresses: parse_ips(&c.ip_addresses)?,
+        node_ids: c.node_ids.clone(),
     };
-    let key = match in_key {
+    let key = match &c.in_key {
         Some(path) => only_rsa_key(path)?,
-        None => RsaKey::generate(*bits)?,
+        None => RsaKey::generate(c.bits)?,
     };
-    let req = ca::make_request(common_name, &names, &key)?;
-    pem::write_private(out_req, &req)?;
-    match out_key {
+    let req = ca::make_request(&c.common_name, &names, &key)?;
+    pem::write_private(&c.out_req, &req)?;
+    match &c.out_key {
         Some(path) => pem::write_private(path, &key.to_pkcs1_pem()?),
         None => Ok(()),
     }
+}
+
+fn sign_req(
+    c: &CertSignReqCfg,
+    now: OffsetDateTime,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<(), CertError> {
+    let validity = validity(&c.not_before, &c.not_after, now, 1)?;
+    let ca_der = pem::load_certificate(&c.ca_cert)?;
+    let ca_key = pem::load_private_key(&c.ca_key)?;
+    let req_der = pem::load_request(&c.req)?;
+    let summary = ca::summarize_request(&req_der)?;
+    if summary.names.is_empty() {
+        return Err(CertError::BadInput(
+            "cannot sign: no names found in certificate".into(),
+        ));
+    }
+    if !c.verify {
+        confirm(&summary.describe(), input, out)?;
+    }
+    let cert = ca::sign_request(&req_der, &ca_der, &ca_key, validity)?;
+    pem::write_private(&c.out_cert, &cert)
 }
 
 fn parse_ips(texts: &[String]) -> Result<Vec<IpAddr>, CertError> {
@@ -187,31 +171,23 @@ fn confirm(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<(), CertError> {
-    let write = |out: &mut dyn Write| -> std::io::Result<()> {
-        out.write_all(description.as_bytes())?;
-        out.write_all(b"Sign certificate (yes/no)? ")?;
-        out.flush()
-    };
-    write(out).map_err(|source| CertError::File {
-        path: "/dev/stdout".into(),
-        source,
-    })?;
+    out.write_all(description.as_bytes())
+        .and_then(|()| out.write_all(b"Sign certificate (yes/no)? "))
+        .and_then(|()| out.flush())
+        .map_err(CertError::Prompt)?;
     let mut line = Vec::new();
-    let read = (&mut *input).take(MAX_ANSWER).read_until(b'\n', &mut line);
-    match read {
-        Ok(0) => Err(CertError::NoAnswer),
-        Ok(_) => {
-            let answer = String::from_utf8_lossy(&line).trim().to_ascii_lowercase();
-            if answer == "y" || answer == "yes" {
-                Ok(())
-            } else {
-                Err(CertError::Declined)
-            }
-        }
-        Err(source) => Err(CertError::File {
-            path: "/dev/stdin".into(),
-            source,
-        }),
+    let read = (&mut *input)
+        .take(MAX_ANSWER)
+        .read_until(b'\n', &mut line)
+        .map_err(CertError::Prompt)?;
+    if read == 0 {
+        return Err(CertError::NoAnswer);
+    }
+    let answer = String::from_utf8_lossy(&line).trim().to_ascii_lowercase();
+    if answer == "y" || answer == "yes" {
+        Ok(())
+    } else {
+        Err(CertError::Declined)
     }
 }
 

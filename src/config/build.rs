@@ -8,9 +8,9 @@ use serde_yaml::{Mapping, Value};
 use super::directive::{Directive, RawDirective, resolve};
 use super::schema;
 use super::{
-    CertToolCfg, CommandRunnerCfg, Config, ControlServiceCfg, FirewallAction, FirewallRuleCfg,
-    LogLevel, NodeCfg, ProxyCfg, TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg,
-    WorkCommandCfg,
+    CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg, CommandRunnerCfg, Config,
+    ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg,
+    TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, WorkCommandCfg,
 };
 
 /// The smallest allowed `maxidleconnectiontimeout`, also the default.
@@ -413,15 +413,15 @@ fn tls_client(d: &Directive) -> TlsClientCfg {
 
 fn cert_tool(d: &Directive) -> CertToolCfg {
     match d.name() {
-        "cert-init" => CertToolCfg::Init {
+        "cert-init" => CertToolCfg::Init(CertInitCfg {
             common_name: d.str("commonname"),
             bits: d.int("bits"),
             not_before: d.opt_str("notbefore"),
             not_after: d.opt_str("notafter"),
             out_cert: PathBuf::from(d.str("outcert")),
             out_key: PathBuf::from(d.str("outkey")),
-        },
-        "cert-makereq" => CertToolCfg::MakeReq {
+        }),
+        "cert-makereq" => CertToolCfg::MakeReq(CertMakeReqCfg {
             common_name: d.str("commonname"),
             bits: d.int("bits"),
             dns_names: d.str_list("dnsname"),
@@ -430,8 +430,8 @@ fn cert_tool(d: &Directive) -> CertToolCfg {
             out_req: PathBuf::from(d.str("outreq")),
             in_key: opt_path(d, "inkey"),
             out_key: opt_path(d, "outkey"),
-        },
-        _ => CertToolCfg::SignReq {
+        }),
+        _ => CertToolCfg::SignReq(CertSignReqCfg {
             req: PathBuf::from(d.str("req")),
             ca_cert: PathBuf::from(d.str("cacert")),
             ca_key: PathBuf::from(d.str("cakey")),
@@ -439,7 +439,7 @@ fn cert_tool(d: &Directive) -> CertToolCfg {
             not_after: d.opt_str("notafter"),
             out_cert: PathBuf::from(d.str("outcert")),
             verify: d.bool("verify"),
-        },
+        }),
     }
 }
 

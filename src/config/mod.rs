@@ -224,35 +224,47 @@ pub struct TlsClientCfg {
 /// An exclusive certificate tool (spec §5); runs instead of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertToolCfg {
-    Init {
-        common_name: String,
-        /// 0 means 2048.
-        bits: i64,
-        not_before: Option<String>,
-        not_after: Option<String>,
-        out_cert: PathBuf,
-        out_key: PathBuf,
-    },
-    MakeReq {
-        common_name: String,
-        bits: i64,
-        dns_names: Vec<String>,
-        ip_addresses: Vec<String>,
-        node_ids: Vec<String>,
-        out_req: PathBuf,
-        in_key: Option<PathBuf>,
-        out_key: Option<PathBuf>,
-    },
-    SignReq {
-        req: PathBuf,
-        ca_cert: PathBuf,
-        ca_key: PathBuf,
-        not_before: Option<String>,
-        not_after: Option<String>,
-        out_cert: PathBuf,
-        /// Sign without asking.
-        verify: bool,
-    },
+    Init(CertInitCfg),
+    MakeReq(CertMakeReqCfg),
+    SignReq(CertSignReqCfg),
+}
+
+/// `cert-init`: make a CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInitCfg {
+    pub common_name: String,
+    /// 0 means 2048.
+    pub bits: i64,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    pub out_cert: PathBuf,
+    pub out_key: PathBuf,
+}
+
+/// `cert-makereq`: make a certificate request, with a new key or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertMakeReqCfg {
+    pub common_name: String,
+    pub bits: i64,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<String>,
+    pub node_ids: Vec<String>,
+    pub out_req: PathBuf,
+    pub in_key: Option<PathBuf>,
+    pub out_key: Option<PathBuf>,
+}
+
+/// `cert-signreq`: sign a request with a CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSignReqCfg {
+    pub req: PathBuf,
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    pub out_cert: PathBuf,
+    /// Sign without asking.
+    pub verify: bool,
 }
 
 /// A service proxy: `*-server` listens locally and dials a mesh service;

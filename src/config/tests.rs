@@ -443,7 +443,7 @@ fn version_and_exclusive_tools() {
     assert!(c.unsupported.is_empty());
     assert_eq!(
         c.cert_tool,
-        Some(CertToolCfg::MakeReq {
+        Some(CertToolCfg::MakeReq(CertMakeReqCfg {
             common_name: "x".into(),
             bits: 0,
             dns_names: vec![],
@@ -452,7 +452,7 @@ fn version_and_exclusive_tools() {
             out_req: "r".into(),
             in_key: None,
             out_key: Some("k".into()),
-        })
+        }))
     );
     let exclusive = parse_with_hostname(
         &argv("--cert-signreq req=r cacert=c cakey=k outcert=o"),

@@ -632,3 +632,29 @@ fn client_startup_checks() {
         "error preparing tls client config: error reading root CAs file: open /nonexistent/ca: no such file or directory"
     );
 }
+
+/// Mesh streams wrap these configs for QUIC; quinn must accept them in
+/// both modes.
+#[test]
+fn configs_convert_for_quic() {
+    use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    for min_tls13 in [false, true] {
+        let client = TlsClientCfg {
+            min_tls13,
+            ..client_cfg(Some("bar"))
+        };
+        let (mut c, _) = to_node(&client, "foo");
+        c.alpn_protocols = vec![b"netceptor".to_vec()];
+        assert!(QuicClientConfig::try_from(c).is_ok(), "{min_tls13}");
+        let srv = TlsServerCfg {
+            min_tls13,
+            ..requiring("ca.crt")
+        };
+        let mut s = ServerTls::load(&srv, "foo")
+            .unwrap()
+            .config_for_node("bar")
+            .unwrap();
+        s.alpn_protocols = vec![b"netceptor".to_vec()];
+        assert!(QuicServerConfig::try_from(s).is_ok(), "{min_tls13}");
+    }
+}

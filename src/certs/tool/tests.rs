@@ -46,18 +46,18 @@ fn ok(cfg: &CertToolCfg) {
 }
 
 fn init(dir: &TempDir, bits: i64) -> CertToolCfg {
-    CertToolCfg::Init {
+    CertToolCfg::Init(CertInitCfg {
         common_name: "Test CA".into(),
         bits,
         not_before: None,
         not_after: None,
         out_cert: dir.path("ca.crt"),
         out_key: dir.path("ca.key"),
-    }
+    })
 }
 
 fn makereq(dir: &TempDir, out_key: Option<&str>, in_key: Option<&str>, bits: i64) -> CertToolCfg {
-    CertToolCfg::MakeReq {
+    CertToolCfg::MakeReq(CertMakeReqCfg {
         common_name: "foo".into(),
         bits,
         dns_names: vec!["foo.example.com".into()],
@@ -66,11 +66,11 @@ fn makereq(dir: &TempDir, out_key: Option<&str>, in_key: Option<&str>, bits: i64
         out_req: dir.path("foo.csr"),
         in_key: in_key.map(|k| dir.path(k)),
         out_key: out_key.map(|k| dir.path(k)),
-    }
+    })
 }
 
 fn signreq(dir: &TempDir, verify: bool) -> CertToolCfg {
-    CertToolCfg::SignReq {
+    CertToolCfg::SignReq(CertSignReqCfg {
         req: dir.path("foo.csr"),
         ca_cert: dir.path("ca.crt"),
         ca_key: dir.path("ca.key"),
@@ -78,7 +78,7 @@ fn signreq(dir: &TempDir, verify: bool) -> CertToolCfg {
         not_after: None,
         out_cert: dir.path("foo.crt"),
         verify,
-    }
+    })
 }
 
 fn mode(path: &Path) -> u32 {
@@ -168,8 +168,8 @@ fn makereq_key_rules_use_gos_words() {
         format!("no private keys in file {}", dir.path("ca.crt").display())
     );
     let mut bad_ip = makereq(&dir, Some("k"), None, 1024);
-    if let CertToolCfg::MakeReq { ip_addresses, .. } = &mut bad_ip {
-        ip_addresses.push("bad".into());
+    if let CertToolCfg::MakeReq(c) = &mut bad_ip {
+        c.ip_addresses.push("bad".into());
     }
     assert_eq!(err(bad_ip), "invalid IP address: bad");
 }
@@ -269,33 +269,30 @@ fn signreq_refuses_bad_inputs() {
     ca_and_request(&dir);
     let err = |cfg: CertToolCfg| run_with(&cfg, "").0.unwrap_err().to_string();
     let mut swapped = signreq(&dir, true);
-    if let CertToolCfg::SignReq { req, ca_cert, .. } = &mut swapped {
-        std::mem::swap(req, ca_cert);
+    if let CertToolCfg::SignReq(c) = &mut swapped {
+        std::mem::swap(&mut c.req, &mut c.ca_cert);
     }
     assert_eq!(
         err(swapped),
         "certificate file does not contain certificate data"
     );
     let mut key_as_cert = signreq(&dir, true);
-    if let CertToolCfg::SignReq {
-        ca_key, ca_cert, ..
-    } = &mut key_as_cert
-    {
-        *ca_key = ca_cert.clone();
+    if let CertToolCfg::SignReq(c) = &mut key_as_cert {
+        c.ca_key = c.ca_cert.clone();
     }
     assert_eq!(
         err(key_as_cert),
         "private key file does not contain private key data"
     );
     let mut other_key = signreq(&dir, true);
-    if let CertToolCfg::SignReq { ca_key, .. } = &mut other_key {
-        *ca_key = dir.path("foo.key");
+    if let CertToolCfg::SignReq(c) = &mut other_key {
+        c.ca_key = dir.path("foo.key");
     }
     assert_eq!(
         err(other_key),
         "CA private key does not match the CA certificate"
     );
-    let nameless = CertToolCfg::MakeReq {
+    let nameless = CertToolCfg::MakeReq(CertMakeReqCfg {
         common_name: "n".into(),
         bits: 0,
         dns_names: vec![],
@@ -304,7 +301,7 @@ fn signreq_refuses_bad_inputs() {
         out_req: dir.path("foo.csr"),
         in_key: Some(dir.path("foo.key")),
         out_key: None,
-    };
+    });
     ok(&nameless);
     assert_eq!(
         err(signreq(&dir, true)),
