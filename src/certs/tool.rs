@@ -7,12 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::ca::{self, Validity};
 use super::pem::{self, PemItem};
 use super::{CertError, RsaKey, SanNames};
 use crate::config::{CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg};
-use crate::gotime::parse_rfc3339;
 
 /// Runs one tool at time `now`. `input` answers the signing prompt, which
 /// goes to `out` with the request's description.
@@ -141,13 +141,11 @@ fn validity(
 }
 
 fn rfc3339(field: &str, text: &str) -> Result<OffsetDateTime, CertError> {
-    parse_rfc3339(text)
-        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
-        .ok_or_else(|| {
-            CertError::Param(format!(
-                "{field}: {text:?} is not an RFC3339 date/time (like 2006-01-02T15:04:05Z)"
-            ))
-        })
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+        CertError::Param(format!(
+            "{field}: {text:?} is not an RFC3339 date/time (like 2006-01-02T15:04:05Z)"
+        ))
+    })
 }
 
 /// Go's `AddDate(years, 0, 0)`: 29 February in a year without one becomes

@@ -320,6 +320,12 @@ fn validity_dates() {
     .unwrap();
     assert_eq!(v.not_before.unix_timestamp(), 1_577_836_800);
     assert_eq!(v.not_after.unix_timestamp(), 1_609_452_000);
+    for bad in ["2020-13-01T00:00:00Z", "2020-02-30T00:00:00Z", "2020-01-01"] {
+        assert!(
+            validity(&None, &Some(bad.into()), now(), 1).is_err(),
+            "{bad}"
+        );
+    }
     let e = validity(&Some("bad".into()), &None, now(), 1).unwrap_err();
     assert_eq!(
         e.to_string(),
