@@ -225,6 +225,16 @@ impl ResolvesClientCert for Identity {
     }
 }
 
+/// Where a server's client-certificate anchors come from.
+#[derive(Debug)]
+enum ClientRoots {
+    /// `clientcas`; their names go to clients as hints, as in Go.
+    Cas(Arc<RootCertStore>),
+    /// The system store (Go's fallback for `requireclientcert` alone);
+    /// no hints, as Go sends none then.
+    System(Arc<RootCertStore>),
+}
+
 /// A loaded `tls-server` section.
 #[derive(Debug)]
 pub struct ServerTls {
@@ -232,7 +242,7 @@ pub struct ServerTls {
     identity: Arc<CertifiedKey>,
     /// Set when clients must show a certificate (`requireclientcert` or
     /// `clientcas`): the CAs to verify it against.
-    client_roots: Option<Arc<RootCertStore>>,
+    client_roots: Option<ClientRoots>,
     require_client_cert: bool,
     pins: Pins,
     min_tls13: bool,
@@ -259,18 +269,22 @@ impl ServerTls {
         // Go verifies a required client certificate against the system
         // roots when no clientcas are given.
         let client_roots = match (cas, cfg.require_client_cert) {
-            (Some(cas), _) => Some(Arc::new(cas)),
-            (None, true) => Some(Arc::new(files::system_roots())),
+            (Some(cas), _) => Some(ClientRoots::Cas(Arc::new(cas))),
+            (None, true) => Some(ClientRoots::System(Arc::new(files::system_roots()))),
             (None, false) => None,
         };
-        Ok(ServerTls {
+        let tls = ServerTls {
             name: cfg.name.clone(),
             identity,
             client_roots,
             require_client_cert: cfg.require_client_cert,
             pins,
             min_tls13: cfg.min_tls13,
-        })
+        };
+        // Fail at startup, not on the first client, when the CA file holds
+        // no usable certificate (Go would start and refuse every client).
+        tls.build(None)?;
+        Ok(tls)
     }
 
     /// For backends, the control service and local proxies.
@@ -292,9 +306,17 @@ impl ServerTls {
         let builder = match &self.client_roots {
             None => builder.with_no_client_auth(),
             Some(roots) => {
-                let inner = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider)
-                    .build()
-                    .map_err(|e| server_err(rustls_err(format!("client CAs: {e}"))))?;
+                let inner = match roots {
+                    ClientRoots::Cas(r) => {
+                        WebPkiClientVerifier::builder_with_provider(r.clone(), provider)
+                    }
+                    ClientRoots::System(r) => {
+                        WebPkiClientVerifier::builder_with_provider(r.clone(), provider)
+                            .clear_root_hint_subjects()
+                    }
+                }
+                .build()
+                .map_err(|e| server_err(rustls_err(format!("client CAs: {e}"))))?;
                 let verifier = verify::ClientVerifier::new(inner, self.pins.clone(), client_node);
                 builder.with_client_cert_verifier(Arc::new(verifier))
             }

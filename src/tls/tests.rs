@@ -604,6 +604,14 @@ fn startup_checks_use_gos_words() {
     assert!(
         load_server_err(no_cas).contains("error reading client CAs file: open /nonexistent/ca")
     );
+    let empty_cas = TlsServerCfg {
+        client_cas: Some(pki().path("leaf.key")),
+        ..server_cfg("foo")
+    };
+    assert_eq!(
+        load_server_err(empty_cas),
+        "error preparing tls server config: client CAs: no root trust anchors were provided"
+    );
 }
 
 #[test]
