@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::{CMD_TIMEOUT, RECEPTOR, TempDir, output_with_input, show};
 use receptor::certs::{pem, san};
 use receptor::config::{TlsClientCfg, TlsServerCfg};
-use receptor::tls::{ClientTls, ServerTls};
+use receptor::tls::{ClientTls, ServerTls, error_text};
 use rustls::Connection;
 
 const NODE_OID: &str = "1.3.6.1.4.1.2312.19.1";
@@ -406,12 +406,7 @@ fn mesh_handshake(dir: &Path, id: &str, target: &str) -> Result<(), String> {
         if let Err(e) = pump(&mut c, &mut s) {
             panic!("server failed: {e}");
         }
-        pump(&mut s, &mut c).map_err(|e| match e {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
-                o.0.to_string()
-            }
-            other => other.to_string(),
-        })?;
+        pump(&mut s, &mut c).map_err(|e| error_text(&e))?;
     }
     Ok(())
 }

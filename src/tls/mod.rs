@@ -26,6 +26,7 @@
 //! * Backends that must match the node ID a peer claims in its handshake
 //!   against its certificate: [`peer_node_ids`] on the connection's
 //!   `peer_certificates()`.
+//! * Logging a failed handshake: [`error_text`] gives Go's wording.
 //!
 //! # Differences from Go, and rustls limits
 //!
@@ -435,6 +436,20 @@ pub fn peer_node_ids(chain: Option<&[CertificateDer<'_>]>) -> Result<Vec<String>
         Some(leaf) => san::cert_node_ids(leaf),
         None => Ok(Vec::new()),
     }
+}
+
+/// A handshake error for a log line or a control reply. rustls shows a
+/// verifier's own error with `Debug`; this gives Receptor's messages (Go's
+/// words, e.g. `x509: certificate is valid for Receptor node ID a, not b`)
+/// as they are, and any other error as rustls displays it.
+pub fn error_text(e: &rustls::Error) -> String {
+    let ours = match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            other.0.downcast_ref::<PeerCertError>()
+        }
+        _ => None,
+    };
+    ours.map_or_else(|| e.to_string(), PeerCertError::to_string)
 }
 
 #[cfg(test)]
