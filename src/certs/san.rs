@@ -360,4 +360,27 @@ mod tests {
             .is_err()
         );
     }
+
+    /// Peers send these bytes: no mutation of a valid value may panic.
+    #[test]
+    fn mutated_values_never_panic() {
+        let names = SanNames {
+            dns_names: vec!["a.example".into()],
+            ip_addresses: vec!["::1".parse().unwrap()],
+            node_ids: vec!["node".repeat(40)],
+        };
+        let good = encode(&names).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            // xorshift: deterministic, so a failure reproduces.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bytes = good.clone();
+            let at = (state as usize) % bytes.len();
+            bytes[at] = (state >> 32) as u8;
+            bytes.truncate(bytes.len() - (state >> 40) as usize % 3);
+            let _ = decode(&bytes);
+        }
+    }
 }
