@@ -2,6 +2,7 @@
 
 pub mod accept;
 pub mod backends;
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -11,4 +12,5 @@ pub mod netceptor;
 pub mod random;
 pub mod services;
 pub mod stream;
+pub mod tls;
 pub mod work;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use receptor::config::{self, Invocation};
-use receptor::{control, daemon, logging};
+use receptor::{certs, control, daemon, logging};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(tool) = &cfg.cert_tool {
+        return run_cert_tool(tool);
+    }
     logging::init(cfg.log_level.level_filter());
     if let Some(runner) = &cfg.command_runner {
         return ExitCode::from(receptor::work::runner::run(runner) as u8);
@@ -34,6 +37,19 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             log::error!("{e}");
+            println!("Error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The cert tools run instead of a node and report like config errors.
+fn run_cert_tool(tool: &config::CertToolCfg) -> ExitCode {
+    let now = time::OffsetDateTime::now_utc();
+    let mut stdin = std::io::stdin().lock();
+    match certs::tool::run(tool, now, &mut stdin, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             println!("Error: {e}");
             ExitCode::from(1)
         }

@@ -8,8 +8,9 @@ use serde_yaml::{Mapping, Value};
 use super::directive::{Directive, RawDirective, resolve};
 use super::schema;
 use super::{
-    CommandRunnerCfg, Config, ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel,
-    NodeCfg, ProxyCfg, RuleSpec, TcpListenerCfg, TcpPeerCfg, WorkCommandCfg,
+    CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg, CommandRunnerCfg, Config,
+    ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg, RuleSpec,
+    TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, WorkCommandCfg,
 };
 use crate::netceptor::addr::is_local_alias;
 use crate::netceptor::firewall::Firewall;
@@ -61,6 +62,9 @@ pub(crate) fn build(
         proxies: Vec::new(),
         work_commands: Vec::new(),
         command_runner: None,
+        cert_tool: None,
+        tls_servers: Vec::new(),
+        tls_clients: Vec::new(),
         unsupported: Vec::new(),
         config_files,
     };
@@ -100,6 +104,17 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
                 params: d.str("params"),
                 unit_dir: PathBuf::from(d.str("unitdir")),
             })
+        }
+        "cert-init" | "cert-makereq" | "cert-signreq" => config.cert_tool = Some(cert_tool(d)),
+        // Typed for the TLS module, but nothing uses them yet: the node
+        // still refuses them until listeners and dialers do.
+        "tls-server" => {
+            config.tls_servers.push(tls_server(d));
+            config.unsupported.push("tls-server".into());
+        }
+        "tls-client" => {
+            config.tls_clients.push(tls_client(d));
+            config.unsupported.push("tls-client".into());
         }
         other => config.unsupported.push(other.to_string()),
     }
@@ -358,6 +373,68 @@ fn proxy(d: &Directive) -> Result<ProxyCfg, String> {
             tls: d.opt_str("tls"),
         },
     })
+}
+
+fn opt_path(d: &Directive, field: &str) -> Option<PathBuf> {
+    d.opt_str(field).map(PathBuf::from)
+}
+
+fn tls_server(d: &Directive) -> TlsServerCfg {
+    TlsServerCfg {
+        name: d.str("name"),
+        cert: PathBuf::from(d.str("cert")),
+        key: PathBuf::from(d.str("key")),
+        require_client_cert: d.bool("requireclientcert"),
+        client_cas: opt_path(d, "clientcas"),
+        pinned_client_cert: d.str_list("pinnedclientcert"),
+        skip_receptor_names_check: d.bool("skipreceptornamescheck"),
+        min_tls13: d.bool("mintls13"),
+    }
+}
+
+fn tls_client(d: &Directive) -> TlsClientCfg {
+    TlsClientCfg {
+        name: d.str("name"),
+        cert: opt_path(d, "cert"),
+        key: opt_path(d, "key"),
+        root_cas: opt_path(d, "rootcas"),
+        insecure_skip_verify: d.bool("insecureskipverify"),
+        pinned_server_cert: d.str_list("pinnedservercert"),
+        skip_receptor_names_check: d.bool("skipreceptornamescheck"),
+        min_tls13: d.bool("mintls13"),
+    }
+}
+
+fn cert_tool(d: &Directive) -> CertToolCfg {
+    match d.name() {
+        "cert-init" => CertToolCfg::Init(CertInitCfg {
+            common_name: d.str("commonname"),
+            bits: d.int("bits"),
+            not_before: d.opt_str("notbefore"),
+            not_after: d.opt_str("notafter"),
+            out_cert: PathBuf::from(d.str("outcert")),
+            out_key: PathBuf::from(d.str("outkey")),
+        }),
+        "cert-makereq" => CertToolCfg::MakeReq(CertMakeReqCfg {
+            common_name: d.str("commonname"),
+            bits: d.int("bits"),
+            dns_names: d.str_list("dnsname"),
+            ip_addresses: d.str_list("ipaddress"),
+            node_ids: d.str_list("nodeid"),
+            out_req: PathBuf::from(d.str("outreq")),
+            in_key: opt_path(d, "inkey"),
+            out_key: opt_path(d, "outkey"),
+        }),
+        _ => CertToolCfg::SignReq(CertSignReqCfg {
+            req: PathBuf::from(d.str("req")),
+            ca_cert: PathBuf::from(d.str("cacert")),
+            ca_key: PathBuf::from(d.str("cakey")),
+            not_before: d.opt_str("notbefore"),
+            not_after: d.opt_str("notafter"),
+            out_cert: PathBuf::from(d.str("outcert")),
+            verify: d.bool("verify"),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -46,9 +46,6 @@ pub const NOT_YET: &[&str] = &[
     "work-verification",
     "command-service",
     "ip-router",
-    "cert-init",
-    "cert-makereq",
-    "cert-signreq",
 ];
 
 fn directive_help(out: &mut String, d: &DirectiveSpec) {

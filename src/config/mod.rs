@@ -67,6 +67,11 @@ pub struct Config {
     pub work_commands: Vec<WorkCommandCfg>,
     /// Set when this process is a unit's command runner, not a node.
     pub command_runner: Option<CommandRunnerCfg>,
+    /// Set when this process runs a certificate tool, not a node.
+    pub cert_tool: Option<CertToolCfg>,
+    /// Named TLS settings that listeners and services refer to.
+    pub tls_servers: Vec<TlsServerCfg>,
+    pub tls_clients: Vec<TlsClientCfg>,
     /// Directives that parsed and validated but are not implemented yet, one
     /// entry per occurrence in order of appearance, by canonical lower-case
     /// name (e.g. "ws-listener", "work-command", "tls-server").
@@ -180,6 +185,80 @@ pub struct CommandRunnerCfg {
     pub command: String,
     pub params: String,
     pub unit_dir: PathBuf,
+}
+
+/// `tls-server`: the identity a TLS server shows and how it checks clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServerCfg {
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub require_client_cert: bool,
+    pub client_cas: Option<PathBuf>,
+    /// Hex SHA-256/SHA-512 fingerprints, colons allowed.
+    pub pinned_client_cert: Vec<String>,
+    pub skip_receptor_names_check: bool,
+    pub min_tls13: bool,
+}
+
+/// `tls-client`: the identity a TLS client shows and how it checks servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClientCfg {
+    pub name: String,
+    /// Go allows neither or both of cert and key.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub root_cas: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub pinned_server_cert: Vec<String>,
+    pub skip_receptor_names_check: bool,
+    pub min_tls13: bool,
+}
+
+/// An exclusive certificate tool (spec §5); runs instead of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertToolCfg {
+    Init(CertInitCfg),
+    MakeReq(CertMakeReqCfg),
+    SignReq(CertSignReqCfg),
+}
+
+/// `cert-init`: make a CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInitCfg {
+    pub common_name: String,
+    /// 0 means 2048.
+    pub bits: i64,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    pub out_cert: PathBuf,
+    pub out_key: PathBuf,
+}
+
+/// `cert-makereq`: make a certificate request, with a new key or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertMakeReqCfg {
+    pub common_name: String,
+    pub bits: i64,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<String>,
+    pub node_ids: Vec<String>,
+    pub out_req: PathBuf,
+    pub in_key: Option<PathBuf>,
+    pub out_key: Option<PathBuf>,
+}
+
+/// `cert-signreq`: sign a request with a CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSignReqCfg {
+    pub req: PathBuf,
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    pub out_cert: PathBuf,
+    /// Sign without asking.
+    pub verify: bool,
 }
 
 /// A service proxy: `*-server` listens locally and dials a mesh service;

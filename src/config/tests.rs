@@ -398,6 +398,28 @@ fn unsupported_directives_are_validated_then_listed() {
         ]
     );
     assert_eq!(
+        c.tls_servers,
+        [TlsServerCfg {
+            name: "s".into(),
+            cert: "c".into(),
+            key: "k".into(),
+            require_client_cert: false,
+            client_cas: None,
+            pinned_client_cert: vec![],
+            skip_receptor_names_check: false,
+            min_tls13: false,
+        }]
+    );
+    let c = run(
+        "--node a --tls-client name=c cert=c key=k rootcas=r insecureskipverify=true \
+                 pinnedservercert=aa pinnedservercert=bb mintls13=true",
+    )
+    .expect("valid");
+    assert_eq!(c.tls_clients[0].root_cas, Some("r".into()));
+    assert!(c.tls_clients[0].insecure_skip_verify && c.tls_clients[0].min_tls13);
+    assert_eq!(c.tls_clients[0].pinned_server_cert, ["aa", "bb"]);
+    assert_eq!(c.unsupported, ["tls-client"]);
+    assert_eq!(
         err("--tls-server name=s"),
         "tls-server: required parameter(s) missing: cert, key"
     );
@@ -425,10 +447,20 @@ fn version_and_exclusive_tools() {
         Some("cannot specify any other options with cert-init".to_string())
     );
     assert!(invoke(&argv("--version x")).is_err());
-    let c = run("--cert-makereq commonname=x outreq=r outkey=k nodeid=a nodeid=b");
+    let c = run("--cert-makereq commonname=x outreq=r outkey=k nodeid=a nodeid=b").expect("valid");
+    assert!(c.unsupported.is_empty());
     assert_eq!(
-        c.map(|c| c.unsupported),
-        Ok(vec!["cert-makereq".to_string()])
+        c.cert_tool,
+        Some(CertToolCfg::MakeReq(CertMakeReqCfg {
+            common_name: "x".into(),
+            bits: 0,
+            dns_names: vec![],
+            ip_addresses: vec![],
+            node_ids: vec!["a".into(), "b".into()],
+            out_req: "r".into(),
+            in_key: None,
+            out_key: Some("k".into()),
+        }))
     );
     let exclusive = parse_with_hostname(
         &argv("--cert-signreq req=r cacert=c cakey=k outcert=o"),
