@@ -20,11 +20,13 @@ use log::{info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::backends::tcp;
+use crate::backends::tls::BackendTls;
 use crate::config::{Config, TcpListenerCfg, TcpPeerCfg};
 use crate::control::{self, ControlService};
 use crate::netceptor::Netceptor;
 use crate::netceptor::firewall::Firewall;
 use crate::netceptor::node::BackendParams;
+use crate::tls::Sections;
 use crate::work::Workceptor;
 
 /// Everything that must stay alive while the node runs.
@@ -74,14 +76,13 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     if let Some(name) = cfg.unsupported.first() {
         return Err(StartError::Unsupported(name.clone()));
     }
-    if has_tls(cfg) {
-        return Err(StartError::Unsupported("tls options on backends".into()));
-    }
     let backends = cfg.tcp_listeners.len() + cfg.tcp_peers.len() + usize::from(cfg.local_only);
     if backends == 0 {
         return Err(StartError::NothingToDo);
     }
     let signals = watch_signals()?;
+    let tls = Sections::load(&cfg.tls_servers, &cfg.tls_clients, &cfg.node.id)
+        .map_err(|e| StartError::Failed(e.to_string()))?;
     let rules = cfg.node.firewall_rules.iter();
     let firewall = Firewall::new(rules.map(|r| (r.action, &r.matches)))
         .map_err(|e| StartError::Failed(format!("node: {e}")))?;
@@ -89,7 +90,11 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
         Netceptor::start(&cfg.node.id, cfg.node.max_idle_connection_timeout, firewall);
     for l in &cfg.tcp_listeners {
         let addr = format!("{}:{}", l.bind_addr, l.port);
-        tcp::listen(&net, &addr, listener_params(l))?;
+        let backend_tls = match &l.tls {
+            Some(name) => Some(server_tls(&tls, name)?),
+            None => None,
+        };
+        tcp::listen(&net, &addr, listener_params(l), backend_tls)?;
     }
     let work = Workceptor::start(
         &net,
@@ -103,7 +108,11 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     }
     crate::services::start(&cfg.proxies, &net)?;
     for p in &cfg.tcp_peers {
-        tcp::dial(&net, &p.address, p.redial, peer_params(p))?;
+        let backend_tls = match &p.tls {
+            Some(name) => Some(client_tls(&tls, name, tcp::host_of(&p.address))?),
+            None => None,
+        };
+        tcp::dial(&net, &p.address, p.redial, peer_params(p), backend_tls)?;
     }
     info!("Initialization complete");
     Ok(Daemon {
@@ -114,9 +123,14 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     })
 }
 
-fn has_tls(cfg: &Config) -> bool {
-    cfg.tcp_listeners.iter().any(|l| l.tls.is_some())
-        || cfg.tcp_peers.iter().any(|p| p.tls.is_some())
+fn server_tls(sections: &Sections, name: &str) -> Result<BackendTls, StartError> {
+    let tls = sections.server(name).map_err(|e| e.to_string())?;
+    BackendTls::server(&tls).map_err(|e| StartError::Failed(e.to_string()))
+}
+
+fn client_tls(sections: &Sections, name: &str, host: &str) -> Result<BackendTls, StartError> {
+    let tls = sections.client(name).map_err(|e| e.to_string())?;
+    BackendTls::client(&tls, host).map_err(|e| StartError::Failed(e.to_string()))
 }
 
 fn listener_params(l: &TcpListenerCfg) -> BackendParams {

@@ -9,6 +9,7 @@ use log::{debug, error, warn};
 
 use super::framed::FrameSink;
 use super::session;
+use super::tls::{self, BackendTls};
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::BackendParams;
 
@@ -16,11 +17,12 @@ const REDIAL_FIRST: Duration = Duration::from_secs(5);
 const REDIAL_MAX: Duration = Duration::from_secs(20);
 
 /// Binds the listening socket now (so errors surface at startup) and
-/// accepts sessions on a thread.
+/// accepts sessions on a thread, over TLS when `tls` is given.
 pub fn listen(
     net: &Netceptor,
     addr: &str,
     params: BackendParams,
+    tls: Option<BackendTls>,
 ) -> Result<JoinHandle<()>, String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("tcp-listener {addr}: {e}"))?;
     let local = listener
@@ -28,24 +30,86 @@ pub fn listen(
         .map_or(addr.to_string(), |a| a.to_string());
     debug!("Listening on TCP {local}");
     let net = net.clone();
-    let serve = move |stream| run_stream(&net, params.clone(), stream);
+    let serve = move |stream| run_stream(&net, params.clone(), stream, tls.as_ref());
     let what = "Error accepting TCP connection".to_string();
     crate::accept::spawn(format!("tcp-listen-{local}"), listener, what, serve)
         .map_err(|e| e.to_string())
 }
 
-fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream) {
+fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream, tls: Option<&BackendTls>) {
     let _ = stream.set_nodelay(true);
-    let (Ok(reader), Ok(writer)) = (stream.try_clone(), stream.try_clone()) else {
-        error!("Backend error: cannot clone TCP socket");
-        return;
+    let result = match tls {
+        None => run_plain(net, params, stream),
+        Some(tls) => run_tls(net, params, stream, tls),
     };
-    let direct = stream.try_clone().ok().map(std::os::fd::OwnedFd::from);
+    if let Err(e) = result {
+        error!("Backend error: {e}");
+    }
+}
+
+fn run_plain(net: &Netceptor, params: BackendParams, stream: TcpStream) -> Result<(), String> {
+    let clone = || {
+        stream
+            .try_clone()
+            .map_err(|e| format!("cannot clone TCP socket: {e}"))
+    };
+    let (reader, writer) = (clone()?, clone()?);
+    let direct = clone().ok().map(std::os::fd::OwnedFd::from);
     let sink = Arc::new(FrameSink::new(direct));
-    let closer = Arc::new(stream);
-    session::run(net, params, reader, writer, sink, move || {
-        let _ = closer.shutdown(Shutdown::Both);
-    });
+    session::run(net, params, reader, writer, sink, closer(stream));
+    Ok(())
+}
+
+/// Completes the handshake, reads the node IDs from the peer's
+/// certificate (for the node to check against the ID it claims), then
+/// runs the session through the shared TLS state.
+fn run_tls(
+    net: &Netceptor,
+    mut params: BackendParams,
+    mut stream: TcpStream,
+    tls: &BackendTls,
+) -> Result<(), String> {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let failed = |e: String| format!("TLS handshake with {peer} failed: {e}");
+    let mut conn = tls.connection().map_err(|e| failed(e.to_string()))?;
+    tls::handshake(&mut conn, &mut stream).map_err(|e| failed(handshake_error_text(&e)))?;
+    if tls.checks_names() {
+        let ids = crate::tls::peer_node_ids(conn.peer_certificates()).unwrap_or_default();
+        params.cert_node_ids = Some(ids);
+    }
+    let shared = tls::Shared::new(conn);
+    let clone = || {
+        stream
+            .try_clone()
+            .map_err(|e| format!("cannot clone TCP socket: {e}"))
+    };
+    let sink = Arc::new(FrameSink::new(None));
+    let reader = tls::TlsReader::new(shared.clone(), clone()?, sink.clone());
+    let writer = tls::TlsWriter::new(shared, clone()?);
+    session::run(net, params, reader, writer, sink, closer(stream));
+    Ok(())
+}
+
+/// rustls reports a refused certificate inside an I/O error; this gives
+/// Receptor's own words for it.
+fn handshake_error_text(e: &std::io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls_err) => crate::tls::error_text(tls_err),
+        None => e.to_string(),
+    }
+}
+
+/// What ends a session's reader: shutting the socket down.
+fn closer(stream: TcpStream) -> impl Fn() + Send + Clone + 'static {
+    let stream = Arc::new(stream);
+    move || {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
 }
 
 /// Dials `address` and keeps a session up, redialling with backoff when it
@@ -55,23 +119,39 @@ pub fn dial(
     address: &str,
     redial: bool,
     params: BackendParams,
+    tls: Option<BackendTls>,
 ) -> Result<JoinHandle<()>, String> {
     let net = net.clone();
     let address = address.to_string();
     debug!("Running TCP peer connection {address}");
     std::thread::Builder::new()
         .name(format!("tcp-peer-{address}"))
-        .spawn(move || dial_loop(&net, &address, redial, &params))
+        .spawn(move || dial_loop(&net, &address, redial, &params, tls.as_ref()))
         .map_err(|e| e.to_string())
 }
 
-fn dial_loop(net: &Netceptor, address: &str, redial: bool, params: &BackendParams) {
+/// The host part of a `host:port` address (`[v6]:port` too), which a TLS
+/// server's certificate must name.
+pub fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+fn dial_loop(
+    net: &Netceptor,
+    address: &str,
+    redial: bool,
+    params: &BackendParams,
+    tls: Option<&BackendTls>,
+) {
     let mut backoff = REDIAL_FIRST;
     loop {
         match connect(address) {
             Ok(stream) => {
                 backoff = REDIAL_FIRST;
-                run_stream(net, params.clone(), stream);
+                run_stream(net, params.clone(), stream, tls);
                 if !redial {
                     warn!("Backend connection exited");
                     return;
@@ -103,6 +183,16 @@ fn connect(address: &str) -> Result<TcpStream, String> {
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_strips_the_port_and_brackets() {
+        assert_eq!(super::host_of("example.com:7323"), "example.com");
+        assert_eq!(super::host_of("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(super::host_of("[::1]:7323"), "::1");
+    }
 }
 
 /// The OS's text for an error, without Rust's " (os error N)" suffix and

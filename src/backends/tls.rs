@@ -19,9 +19,65 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rustls::Connection;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use super::framed::FrameSink;
+use crate::tls::{ClientTls, ServerTls, TlsError};
+
+/// How one backend (a listener, or a peer it dials) speaks TLS, built once
+/// from its `tls-server` or `tls-client` section.
+#[derive(Clone)]
+pub enum BackendTls {
+    Server {
+        config: Arc<ServerConfig>,
+        check_names: bool,
+    },
+    Client {
+        config: Arc<ClientConfig>,
+        host: ServerName<'static>,
+        check_names: bool,
+    },
+}
+
+impl BackendTls {
+    pub fn server(tls: &ServerTls) -> Result<BackendTls, TlsError> {
+        Ok(BackendTls::Server {
+            config: Arc::new(tls.config()?),
+            check_names: !tls.skip_names_check,
+        })
+    }
+
+    /// For dialing `host` (the address's DNS name or IP, which the server's
+    /// certificate must match).
+    pub fn client(tls: &ClientTls, host: &str) -> Result<BackendTls, TlsError> {
+        let (config, host) = tls.for_host(host)?;
+        Ok(BackendTls::Client {
+            config: Arc::new(config),
+            host,
+            check_names: !tls.skip_names_check,
+        })
+    }
+
+    /// A fresh connection state for one link.
+    pub fn connection(&self) -> Result<Connection, rustls::Error> {
+        Ok(match self {
+            BackendTls::Server { config, .. } => ServerConnection::new(config.clone())?.into(),
+            BackendTls::Client { config, host, .. } => {
+                ClientConnection::new(config.clone(), host.clone())?.into()
+            }
+        })
+    }
+
+    /// Whether the peer must claim a node ID its certificate lists.
+    pub fn checks_names(&self) -> bool {
+        match self {
+            BackendTls::Server { check_names, .. } | BackendTls::Client { check_names, .. } => {
+                *check_names
+            }
+        }
+    }
+}
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -106,16 +106,8 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
             })
         }
         "cert-init" | "cert-makereq" | "cert-signreq" => config.cert_tool = Some(cert_tool(d)),
-        // Typed for the TLS module, but nothing uses them yet: the node
-        // still refuses them until listeners and dialers do.
-        "tls-server" => {
-            config.tls_servers.push(tls_server(d));
-            config.unsupported.push("tls-server".into());
-        }
-        "tls-client" => {
-            config.tls_clients.push(tls_client(d));
-            config.unsupported.push("tls-client".into());
-        }
+        "tls-server" => config.tls_servers.push(tls_server(d)),
+        "tls-client" => config.tls_clients.push(tls_client(d)),
         other => config.unsupported.push(other.to_string()),
     }
     Ok(())

@@ -46,6 +46,7 @@
 
 mod files;
 pub mod pins;
+mod sections;
 mod verify;
 
 use std::fmt;
@@ -65,6 +66,7 @@ use rustls::{
 use crate::certs::san::{self, SanError};
 use crate::config::{TlsClientCfg, TlsServerCfg};
 use pins::{PinError, Pins};
+pub use sections::{Sections, UnknownTls};
 pub use verify::{PeerCertError, check_node_id};
 
 /// What went wrong preparing one TLS section.
@@ -240,6 +242,9 @@ enum ClientRoots {
 #[derive(Debug)]
 pub struct ServerTls {
     pub name: String,
+    /// `skipreceptornamescheck`: also whether backend peers must claim a
+    /// node ID their certificate lists.
+    pub skip_names_check: bool,
     identity: Arc<CertifiedKey>,
     /// Set when clients must show a certificate (`requireclientcert` or
     /// `clientcas`): the CAs to verify it against.
@@ -276,6 +281,7 @@ impl ServerTls {
         };
         let tls = ServerTls {
             name: cfg.name.clone(),
+            skip_names_check: cfg.skip_receptor_names_check,
             identity,
             client_roots,
             require_client_cert: cfg.require_client_cert,
@@ -330,6 +336,9 @@ impl ServerTls {
 #[derive(Debug)]
 pub struct ClientTls {
     pub name: String,
+    /// `skipreceptornamescheck`: also whether the backend listener we dial
+    /// must claim a node ID its certificate lists.
+    pub skip_names_check: bool,
     identity: Option<Arc<CertifiedKey>>,
     /// `rootcas`, else the system trust store.
     roots: Arc<RootCertStore>,
@@ -363,6 +372,7 @@ impl ClientTls {
             Pins::parse(&cfg.pinned_server_cert).map_err(|e| client_err(SetupError::Pins(e)))?;
         Ok(ClientTls {
             name: cfg.name.clone(),
+            skip_names_check: cfg.skip_receptor_names_check,
             identity,
             roots: Arc::new(roots),
             insecure_skip_verify: cfg.insecure_skip_verify,

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod pki;
+
 /// The daemon under test.
 pub const RECEPTOR: &str = env!("CARGO_BIN_EXE_receptor");
 
@@ -275,6 +277,15 @@ impl Node {
         cmd.arg("--socket").arg(&self.socket).args(args);
         cmd.env_remove("RECEPTORCTL_SOCKET");
         output_within(cmd, CMD_TIMEOUT)
+    }
+
+    /// Runs `receptorctl --socket <this node's socket> args...` with
+    /// `input` on its stdin.
+    pub fn ctl_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut cmd = Command::new(receptorctl());
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd.env_remove("RECEPTORCTL_SOCKET");
+        output_with_input(cmd, Some(input), CMD_TIMEOUT)
     }
 
     /// `receptorctl status --json`, parsed; panics if it fails.

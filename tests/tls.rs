@@ -1,0 +1,244 @@
+//! TLS on backend links with certificates made by our own cert tools: a
+//! mutual-TLS mesh driven by the real receptorctl, and every way a peer can
+//! be refused while the mesh keeps working.
+
+mod common;
+
+use common::pki::{NodeCert, Pki, tls_listener, tls_peer};
+use common::{Node, TempDir, free_port, listener, peer, secs, show, wait_until};
+
+/// `alpha` listens (mutual TLS) on a port that `bravo` dials, and `bravo`
+/// listens for `charlie`. Every link is TLS.
+struct Mesh {
+    _tmp: TempDir,
+    pki: Pki,
+    alpha_port: u16,
+    alpha: Node,
+    _bravo: Node,
+    _charlie: Node,
+}
+
+fn tls_items(cert: &NodeCert, ca: &std::path::Path) -> [String; 2] {
+    [cert.server("srv", ca), cert.client("cli", ca, "")]
+}
+
+fn mesh() -> Mesh {
+    let tmp = TempDir::new("tlsmesh");
+    let pki = Pki::new(&tmp.path.join("pki"), "Mesh CA");
+    let ca = pki.ca();
+    let (pa, pb) = (free_port(), free_port());
+    let work = "- work-command: {worktype: echo, command: cat}".to_string();
+    let mut items = tls_items(&pki.node("alpha"), &ca).to_vec();
+    items.push(tls_listener(pa, "srv"));
+    let alpha = Node::start("alpha", &items);
+    let mut items = tls_items(&pki.node("bravo"), &ca).to_vec();
+    items.extend([tls_peer(pa, "cli"), tls_listener(pb, "srv")]);
+    let bravo = Node::start("bravo", &items);
+    let mut items = tls_items(&pki.node("charlie"), &ca).to_vec();
+    items.extend([tls_peer(pb, "cli"), work]);
+    let charlie = Node::start("charlie", &items);
+    let routed = wait_until(secs(15), || alpha.route("charlie").is_some());
+    assert!(
+        routed,
+        "no TLS route: {}\n{}",
+        alpha.status(),
+        alpha.log_tail(20)
+    );
+    Mesh {
+        _tmp: tmp,
+        pki,
+        alpha_port: pa,
+        alpha,
+        _bravo: bravo,
+        _charlie: charlie,
+    }
+}
+
+#[test]
+fn a_mutual_tls_mesh_routes_pings_and_runs_remote_work() {
+    let m = mesh();
+    let status = m.alpha.ctl(&["status"]);
+    assert!(status.status.success(), "{}", show(&status));
+    let ping = m.alpha.ctl(&["ping", "charlie", "--count", "1"]);
+    let text = String::from_utf8_lossy(&ping.stdout).into_owned();
+    assert!(
+        text.starts_with("Reply from charlie in "),
+        "{}",
+        show(&ping)
+    );
+    let trace = m.alpha.ctl(&["traceroute", "charlie"]);
+    let hops: Vec<String> = String::from_utf8_lossy(&trace.stdout)
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(hops, ["alpha", "bravo", "charlie"], "{}", show(&trace));
+
+    // A remote unit whose only path is the two TLS links.
+    let payload = b"over tls, twice\n".repeat(5000);
+    let submit = m.alpha.ctl_with_input(
+        &[
+            "work", "submit", "echo", "--node", "charlie", "-f", "--rm", "-p", "-",
+        ],
+        &payload,
+    );
+    assert!(submit.status.success(), "{}", show(&submit));
+    // With --rm, receptorctl ends with "(<unit id>, released)".
+    let out = &submit.stdout;
+    let (body, last) = out[..out.len() - 1].split_at(payload.len());
+    assert!(body == payload, "output differs from the payload");
+    let last = String::from_utf8_lossy(last);
+    assert!(last.starts_with('(') && last.ends_with(", released)"), "{last:?}");
+}
+
+/// Starts `intruder` with `items`, dialing alpha; asserts it never gets a
+/// connection, that `why` appears in `log_of`'s log (alpha's or its own),
+/// and that the mesh still routes.
+fn refused(m: &Mesh, items: Vec<String>, why: &str, in_intruder_log: bool) {
+    let intruder = Node::start("intruder", &items);
+    let logged = wait_until(secs(15), || {
+        let log = if in_intruder_log {
+            intruder.log()
+        } else {
+            m.alpha.log()
+        };
+        log.contains(why)
+    });
+    let log_tail = if in_intruder_log {
+        intruder.log_tail(15)
+    } else {
+        m.alpha.log_tail(15)
+    };
+    assert!(logged, "no {why:?} in the log:\n{log_tail}");
+    assert!(intruder.connections().is_empty(), "{}", intruder.status());
+    assert!(!m.alpha.connections().contains(&"intruder".to_string()));
+    let ping = m.alpha.ctl(&["ping", "charlie", "--count", "1"]);
+    assert!(ping.status.success(), "mesh broken: {}", show(&ping));
+}
+
+fn dial_alpha(m: &Mesh, client: String) -> Vec<String> {
+    vec![client, tls_peer(m.alpha_port, "cli")]
+}
+
+#[test]
+fn peers_that_fail_tls_are_refused_and_the_mesh_keeps_working() {
+    let m = mesh();
+    let ca = m.pki.ca();
+
+    // A certificate from another CA.
+    let other = Pki::new(&m.pki.dir.join("other"), "Other CA");
+    let stranger = other.node("intruder");
+    refused(
+        &m,
+        dial_alpha(&m, stranger.client("cli", &ca, "")),
+        "TLS handshake with",
+        false,
+    );
+
+    // An expired certificate.
+    let old = m.pki.issue(
+        "expired",
+        &["intruder"],
+        &[
+            "notbefore=2020-01-01T00:00:00Z",
+            "notafter=2021-01-01T00:00:00Z",
+        ],
+    );
+    refused(
+        &m,
+        dial_alpha(&m, old.client("cli", &ca, "")),
+        "TLS handshake with",
+        false,
+    );
+
+    // A certificate without the node ID, and one for another node.
+    let anon = m.pki.issue("anon", &[], &[]);
+    let extra = "    skipreceptornamescheck: true";
+    refused(
+        &m,
+        dial_alpha(&m, anon.client("cli", &ca, extra)),
+        "rejected connection with node intruder because its TLS certificate lists no node IDs",
+        false,
+    );
+    let bob = m.pki.node("bob");
+    refused(
+        &m,
+        dial_alpha(&m, bob.client("cli", &ca, extra)),
+        "because its TLS certificate is for node ID(s) bob",
+        false,
+    );
+
+    // No client certificate where one is required. A legacy tls-client
+    // section must name a cert (as in Go), so a bare rustls client tries.
+    let before = m.alpha.log().matches("TLS handshake with").count();
+    assert!(handshake_without_cert(m.alpha_port, &ca).is_err());
+    let logged = wait_until(secs(5), || {
+        m.alpha.log().matches("TLS handshake with").count() > before
+    });
+    assert!(logged, "{}", m.alpha.log_tail(10));
+
+    // A plain dialer to the TLS listener.
+    refused(
+        &m,
+        vec![peer(m.alpha_port, 1.0)],
+        "TLS handshake with",
+        false,
+    );
+
+    // A server pin that does not match: the intruder refuses alpha.
+    let me = m.pki.node("intruder");
+    let pin = format!("    pinnedservercert: [\"{}\"]", "ab".repeat(32));
+    refused(
+        &m,
+        dial_alpha(&m, me.client("cli", &ca, &pin)),
+        "presented certificate does not match any pinned fingerprint",
+        true,
+    );
+}
+
+/// A TLS client with no certificate of its own, trusting `ca`.
+fn handshake_without_cert(port: u16, ca: &std::path::Path) -> Result<(), String> {
+    use receptor::config::TlsClientCfg;
+    use std::io::Read;
+    let cfg = TlsClientCfg {
+        name: "bare".into(),
+        cert: None,
+        key: None,
+        root_cas: Some(ca.to_path_buf()),
+        insecure_skip_verify: false,
+        pinned_server_cert: vec![],
+        skip_receptor_names_check: false,
+        min_tls13: false,
+    };
+    let tls = receptor::tls::ClientTls::load(&cfg, "bare").unwrap();
+    let (config, name) = tls.for_host("127.0.0.1").unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(secs(10))).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut buf = [0u8; 64];
+    // TLS 1.3 clients finish first; the server's refusal arrives after.
+    loop {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+        match conn.reader().read(&mut buf) {
+            Ok(n) if n > 0 => return Ok(()),
+            Ok(_) => return Err("closed".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+#[test]
+fn a_plain_listener_is_not_reached_by_a_tls_dialer() {
+    let tmp = TempDir::new("tlsplain");
+    let pki = Pki::new(&tmp.path.join("pki"), "CA");
+    let port = free_port();
+    let plain = Node::start("plain", &[listener(port, 1.0)]);
+    let me = pki.node("dialer");
+    let dialer = Node::start(
+        "dialer",
+        &[me.client("cli", &pki.ca(), ""), tls_peer(port, "cli")],
+    );
+    let logged = wait_until(secs(15), || dialer.log().contains("TLS handshake with"));
+    assert!(logged, "{}", dialer.log_tail(15));
+    assert!(plain.connections().is_empty());
+}
