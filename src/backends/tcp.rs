@@ -185,6 +185,14 @@ fn connect(address: &str) -> Result<TcpStream, String> {
     Err(last)
 }
 
+/// The OS's text for an error, without Rust's " (os error N)" suffix and
+/// in lower case, as Go prints it.
+fn os_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    text.to_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -193,12 +201,4 @@ mod tests {
         assert_eq!(super::host_of("127.0.0.1:1"), "127.0.0.1");
         assert_eq!(super::host_of("[::1]:7323"), "::1");
     }
-}
-
-/// The OS's text for an error, without Rust's " (os error N)" suffix and
-/// in lower case, as Go prints it.
-fn os_error_text(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text);
-    text.to_lowercase()
 }
