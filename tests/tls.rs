@@ -87,7 +87,10 @@ fn a_mutual_tls_mesh_routes_pings_and_runs_remote_work() {
     let (body, last) = out[..out.len() - 1].split_at(payload.len());
     assert!(body == payload, "output differs from the payload");
     let last = String::from_utf8_lossy(last);
-    assert!(last.starts_with('(') && last.ends_with(", released)"), "{last:?}");
+    assert!(
+        last.starts_with('(') && last.ends_with(", released)"),
+        "{last:?}"
+    );
 }
 
 /// Starts `intruder` with `items`, dialing alpha; asserts it never gets a

@@ -9,9 +9,10 @@ use log::{debug, error, warn};
 
 use super::framed::FrameSink;
 use super::session;
-use super::tls::{self, BackendTls};
+use super::tls::BackendTls;
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::BackendParams;
+use crate::tls::io as tls;
 
 const REDIAL_FIRST: Duration = Duration::from_secs(5);
 const REDIAL_MAX: Duration = Duration::from_secs(20);
@@ -86,7 +87,9 @@ fn run_tls(
             .map_err(|e| format!("cannot clone TCP socket: {e}"))
     };
     let sink = Arc::new(FrameSink::new(None));
-    let reader = tls::TlsReader::new(shared.clone(), clone()?, sink.clone());
+    let nudge = sink.clone();
+    let on_records = Box::new(move || nudge.nudge());
+    let reader = tls::TlsReader::new(shared.clone(), clone()?, on_records);
     let writer = tls::TlsWriter::new(shared, clone()?);
     session::run(net, params, reader, writer, sink, closer(stream));
     Ok(())

@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::Advertise;
+use crate::tls::{ClientTls, ServerTls};
 pub use driver::Transport;
 use endpoint::Endpoint;
 pub use error::DialError;
@@ -39,8 +40,23 @@ impl Listener {
         service: &str,
         advertise: Option<Advertise>,
     ) -> Result<Listener, String> {
+        Self::bind_tls(net, service, advertise, None)
+    }
+
+    /// As [`Listener::bind`], with the service's `tls-server` section when
+    /// it has one (else the insecure mode Go uses for plain services).
+    pub fn bind_tls(
+        net: &Netceptor,
+        service: &str,
+        advertise: Option<Advertise>,
+        server: Option<&ServerTls>,
+    ) -> Result<Listener, String> {
+        let quic = match server {
+            Some(s) => tls::quic_server(s.config().map_err(|e| e.to_string())?, tls::IDLE_TIMEOUT)?,
+            None => tls::server_config(tls::IDLE_TIMEOUT)?,
+        };
         let pc = net.bind(Some(service), advertise)?;
-        Self::serve(pc, &format!("stream-{service}"), tls::IDLE_TIMEOUT)
+        Self::serve_with(pc, &format!("stream-{service}"), quic)
     }
 
     /// Serves streams over any datagram transport (tests use in-memory ones).
@@ -49,10 +65,18 @@ impl Listener {
         thread_name: &str,
         idle: Duration,
     ) -> Result<Listener, String> {
+        Self::serve_with(transport, thread_name, tls::server_config(idle)?)
+    }
+
+    fn serve_with<T: Transport>(
+        transport: T,
+        thread_name: &str,
+        quic: std::sync::Arc<quinn_proto::ServerConfig>,
+    ) -> Result<Listener, String> {
         let (accepted_tx, accepted) = unbounded();
         let (gone_tx, gone_rx) = bounded(0);
         let (cmds_tx, cmds) = unbounded();
-        let core = Endpoint::listener(tls::server_config(idle)?, accepted_tx, cmds_tx);
+        let core = Endpoint::listener(quic, accepted_tx, cmds_tx);
         std::thread::Builder::new()
             .name(thread_name.into())
             .spawn(move || driver::run(transport, core, cmds, gone_rx))
@@ -83,23 +107,52 @@ pub fn dial(
     service: &str,
     timeout: Duration,
 ) -> Result<Stream, DialError> {
+    dial_tls(net, node, service, timeout, None)
+}
+
+/// As [`dial`], with a `tls-client` section when the service expects TLS:
+/// the server must then show a certificate for `node` (Go's rules).
+pub fn dial_tls(
+    net: &Netceptor,
+    node: &str,
+    service: &str,
+    timeout: Duration,
+    client: Option<&ClientTls>,
+) -> Result<Stream, DialError> {
     // Fail at once, as ping does, rather than wait out the handshake.
     if !net.has_route(node) {
         return Err(DialError::NoRoute);
     }
     let node = crate::netceptor::addr::resolve(node, net.node_id());
+    let (cfg, server_name) = match client {
+        None => (
+            tls::client_config(tls::IDLE_TIMEOUT).map_err(DialError::Tls)?,
+            tls::sni_for(net.node_id()),
+        ),
+        Some(c) => {
+            let (rustls_cfg, _) = c
+                .for_node(node)
+                .map_err(|e| DialError::Tls(e.to_string()))?;
+            let quic = tls::quic_client(rustls_cfg, tls::IDLE_TIMEOUT).map_err(DialError::Tls)?;
+            (quic, target_server_name(node))
+        }
+    };
     let pc = net.bind(None, None).map_err(DialError::Bind)?;
-    dial_over(
-        pc,
-        net.node_id(),
-        (node, service),
-        timeout,
-        tls::IDLE_TIMEOUT,
-    )
+    dial_with(pc, cfg, &server_name, (node, service), timeout)
 }
 
-/// Dials over any datagram transport; `local_node` is sent as the TLS
-/// server name, as Go dialers do.
+/// With TLS, Go dialers name the target node; rustls sends a name only if
+/// it is a valid DNS name, and an IP literal (which it never sends) stands
+/// for the others.
+fn target_server_name(node: &str) -> String {
+    match crate::tls::sni_for_node(node) {
+        rustls::pki_types::ServerName::DnsName(_) => node.to_string(),
+        _ => "0.0.0.0".to_string(),
+    }
+}
+
+/// Dials over any datagram transport in insecure mode; `local_node` is
+/// sent as the TLS server name, as Go dialers do.
 pub fn dial_over<T: Transport>(
     transport: T,
     local_node: &str,
@@ -107,12 +160,22 @@ pub fn dial_over<T: Transport>(
     timeout: Duration,
     idle: Duration,
 ) -> Result<Stream, DialError> {
+    let cfg = tls::client_config(idle).map_err(DialError::Tls)?;
+    dial_with(transport, cfg, &tls::sni_for(local_node), to, timeout)
+}
+
+fn dial_with<T: Transport>(
+    transport: T,
+    cfg: quinn_proto::ClientConfig,
+    server_name: &str,
+    to: (&str, &str),
+    timeout: Duration,
+) -> Result<Stream, DialError> {
     let (connected_tx, connected) = bounded(1);
     let (cmds_tx, cmds) = unbounded();
     let mut core = Endpoint::dialer(connected_tx, cmds_tx);
-    let cfg = tls::client_config(idle).map_err(DialError::Tls)?;
     let now = Instant::now();
-    core.connect(cfg, to, &tls::sni_for(local_node), now + timeout, now)
+    core.connect(cfg, to, server_name, now + timeout, now)
         .map_err(DialError::Connect)?;
     std::thread::Builder::new()
         .name(format!("dial-{}-{}", to.0, to.1))

@@ -65,15 +65,25 @@ fn transport(idle: Duration, keep_alive: bool) -> Arc<TransportConfig> {
     Arc::new(t)
 }
 
+/// The listener side in insecure mode.
 pub fn server_config(idle: Duration) -> Result<Arc<ServerConfig>, String> {
     let (cert, key) = insecure_identity()?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone()));
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(vec![cert.clone()], key)
         .map_err(|e| e.to_string())?;
+    quic_server(tls, idle)
+}
+
+/// A listener whose service has a `tls-server` section: its rustls
+/// config, carried by QUIC.
+pub fn quic_server(
+    mut tls: rustls::ServerConfig,
+    idle: Duration,
+) -> Result<Arc<ServerConfig>, String> {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cfg = ServerConfig::with_crypto(Arc::new(quic));
@@ -82,17 +92,24 @@ pub fn server_config(idle: Duration) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
+/// The dialer side in insecure mode.
 pub fn client_config(idle: Duration) -> Result<ClientConfig, String> {
     let provider = provider();
     let verifier = InsecureNameVerifier {
         algorithms: provider.signature_verification_algorithms,
     };
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
+    quic_client(tls, idle)
+}
+
+/// A dialer with a `tls-client` section: its rustls config, carried by
+/// QUIC.
+pub fn quic_client(mut tls: rustls::ClientConfig, idle: Duration) -> Result<ClientConfig, String> {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.enable_sni = true;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;

@@ -1,9 +1,10 @@
 //! TLS for backends, the control service and mesh streams, built from the
 //! `tls-server` / `tls-client` sections with Go's parameters (spec §6).
 //!
-//! Sans-IO: this module only turns configuration into rustls
-//! `ServerConfig` / `ClientConfig` objects and checks certificates; the
-//! callers own sockets and QUIC.
+//! Apart from [`io`] (blocking adapters that run a rustls connection over
+//! a socket shared by two threads), this module only turns configuration
+//! into rustls `ServerConfig` / `ClientConfig` objects and checks
+//! certificates; the callers own sockets and QUIC.
 //!
 //! # How callers use it
 //!
@@ -45,6 +46,7 @@
 //!   drops them there.
 
 mod files;
+pub mod io;
 pub mod pins;
 mod sections;
 mod verify;
