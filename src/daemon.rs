@@ -83,6 +83,7 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     let signals = watch_signals()?;
     let tls = Sections::load(&cfg.tls_servers, &cfg.tls_clients, &cfg.node.id)
         .map_err(|e| StartError::Failed(e.to_string()))?;
+    let tls = std::sync::Arc::new(tls);
     let rules = cfg.node.firewall_rules.iter();
     let firewall = Firewall::new(rules.map(|r| (r.action, &r.matches)))
         .map_err(|e| StartError::Failed(format!("node: {e}")))?;
@@ -101,10 +102,11 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
         &cfg.node.datadir,
         &cfg.work_commands,
         cfg.log_level.name(),
+        tls.clone(),
     );
     let mut control = Vec::new();
     for c in &cfg.control_services {
-        control.push(control::start(c, &net, &work)?);
+        control.push(control::start(c, &net, &work, &tls)?);
     }
     crate::services::start(&cfg.proxies, &net)?;
     for p in &cfg.tcp_peers {

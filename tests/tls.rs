@@ -245,3 +245,149 @@ fn a_plain_listener_is_not_reached_by_a_tls_dialer() {
     assert!(logged, "{}", dialer.log_tail(15));
     assert!(plain.connections().is_empty());
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// receptorctl with its own `--socket` and TLS flags in `args`.
+fn ctl_tls(args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(common::receptorctl());
+    cmd.args(args).env_remove("RECEPTORCTL_SOCKET");
+    common::output_with_input(cmd, None, common::CMD_TIMEOUT)
+}
+
+#[test]
+fn tls_control_services_remote_work_secrets_and_connect() {
+    let tmp = TempDir::new("tlsctl");
+    let pki = Pki::new(&tmp.path.join("pki"), "Control CA");
+    let ca = pki.ca();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let alpha_cert = pki.node("alpha");
+    let mut items = tls_items(&alpha_cert, &ca).to_vec();
+    items.push(tls_listener(pa, "srv"));
+    let tcptls = format!("    tcplisten: 127.0.0.1:{pc}\n    tcptls: srv");
+    let alpha = Node::start_full("alpha", "", &tcptls, &items);
+    let mut items = tls_items(&pki.node("bravo"), &ca).to_vec();
+    items.extend([tls_peer(pa, "cli"), tls_listener(pb, "srv")]);
+    let _bravo = Node::start("bravo", &items);
+    let mut items = tls_items(&pki.node("charlie"), &ca).to_vec();
+    items.extend([
+        tls_peer(pb, "cli"),
+        "- work-command: {worktype: echo, command: cat}".to_string(),
+    ]);
+    let charlie = Node::start_full("charlie", "", "    tls: srv", &items);
+    assert!(wait_until(secs(15), || alpha.route("charlie").is_some()));
+
+    // receptorctl on the TLS control port, with flags and with a config file.
+    let socket = format!("tls://127.0.0.1:{pc}");
+    let (cert, key) = (
+        alpha_cert.cert.display().to_string(),
+        alpha_cert.key.display().to_string(),
+    );
+    let ca_text = ca.display().to_string();
+    let flags = [
+        "--socket",
+        &socket,
+        "--rootcas",
+        &ca_text,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+    let out = ctl_tls(&[&flags[..], &["status"]].concat());
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Node ID: alpha"));
+    let cfg = tmp.path.join("ctl.yaml");
+    std::fs::write(&cfg, alpha_cert.client("mine", &ca, "")).unwrap();
+    let cfg_text = cfg.display().to_string();
+    let out = ctl_tls(&[
+        "--socket",
+        &socket,
+        "-c",
+        &cfg_text,
+        "--tls-client",
+        "mine",
+        "ping",
+        "charlie",
+        "--count",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    // Without a client certificate the port refuses.
+    let out = ctl_tls(&["--socket", &socket, "--rootcas", &ca_text, "status"]);
+    assert!(!out.status.success(), "{}", show(&out));
+
+    // Remote work to charlie's TLS control service, with a secret.
+    let secret = "hunter2-xyzzy-secret";
+    let payload = b"tls work\n".repeat(1000);
+    let param = format!("secret_token={secret}");
+    let submit = alpha.ctl_with_input(
+        &[
+            "work",
+            "submit",
+            "echo",
+            "--node",
+            "charlie",
+            "--tls-client",
+            "cli",
+            "--param",
+            &param,
+            "-f",
+            "-p",
+            "-",
+        ],
+        &payload,
+    );
+    assert!(submit.status.success(), "{}", show(&submit));
+    assert!(submit.stdout.starts_with(&payload), "{}", show(&submit));
+    let list = alpha.ctl(&["work", "list"]);
+    assert!(list.status.success(), "{}", show(&list));
+    for out in [&list.stdout, &submit.stdout] {
+        assert!(!String::from_utf8_lossy(out).contains(secret));
+    }
+    for node in [&alpha, &charlie] {
+        for file in files_under(&node.data_dir()) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "secret in {}",
+                file.display()
+            );
+        }
+    }
+    // Secrets never travel without TLS.
+    let out = alpha.ctl(&[
+        "work",
+        "submit",
+        "echo",
+        "--node",
+        "charlie",
+        "--param",
+        &param,
+        "--no-payload",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot send secrets over a non-TLS connection"),
+        "{}",
+        show(&out)
+    );
+
+    // connect with a TLS client reaches charlie's TLS control service.
+    let mut conn = alpha.connect();
+    assert_eq!(conn.cmd("connect charlie control cli"), "Connecting");
+    assert_eq!(conn.line(), "Receptor Control, node charlie");
+}

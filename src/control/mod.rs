@@ -20,6 +20,8 @@ use crate::config::ControlServiceCfg;
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::Advertise;
 use crate::stream::Listener;
+use crate::tls::io::TlsStream;
+use crate::tls::{Sections, ServerTls};
 use crate::work::Workceptor;
 use session::Context;
 
@@ -46,14 +48,19 @@ pub fn start(
     cfg: &ControlServiceCfg,
     net: &Netceptor,
     work: &Arc<Workceptor>,
+    tls: &Arc<Sections>,
 ) -> Result<ControlService, String> {
-    if cfg.tls.is_some() || cfg.tcp_tls.is_some() {
-        return Err("control-service: tls and tcptls are not supported yet".into());
-    }
+    let server = |name: &Option<String>| -> Result<Option<Arc<ServerTls>>, String> {
+        name.as_deref()
+            .map(|n| tls.server(n).map_err(|e| format!("control-service: {e}")))
+            .transpose()
+    };
+    let (mesh_tls, tcp_tls) = (server(&cfg.tls)?, server(&cfg.tcp_tls)?);
     let ctx = Arc::new(Context {
         net: net.clone(),
         host: reply::HostInfo::read(),
         work: work.clone(),
+        tls: tls.clone(),
     });
     let mut service = ControlService {
         _lock: None,
@@ -73,10 +80,13 @@ pub fn start(
         };
         let listener = TcpListener::bind(&addr)
             .map_err(|e| format!("control-service tcplisten {addr}: {e}"))?;
-        spawn_tcp(listener, ctx.clone())?;
+        match tcp_tls {
+            None => spawn_tcp(listener, ctx.clone())?,
+            Some(tls) => spawn_tcp_tls(listener, ctx.clone(), &tls)?,
+        }
     }
     if !cfg.service.is_empty() {
-        serve_mesh(net, &cfg.service, ctx.clone())?;
+        serve_mesh(net, &cfg.service, ctx.clone(), mesh_tls.as_deref())?;
     }
     if service.socket_path.is_none() && cfg.tcp_listen.is_none() && cfg.service.is_empty() {
         return Err("control-service: no listeners specified".into());
@@ -150,6 +160,25 @@ fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>) -> Result<(), String> {
         .map_err(|e| format!("cannot start control-tcp thread: {e}"))
 }
 
+/// The TCP control port with TLS: each client's handshake runs on its own
+/// thread, so a slow or silent client holds up nobody.
+fn spawn_tcp_tls(listener: TcpListener, ctx: Arc<Context>, tls: &ServerTls) -> Result<(), String> {
+    let config = Arc::new(tls.config().map_err(|e| e.to_string())?);
+    let serve = move |s: std::net::TcpStream| {
+        let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+        let stream = rustls::ServerConnection::new(config.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|c| TlsStream::establish(c.into(), s).map_err(|e| e.to_string()));
+        match stream {
+            Ok(stream) => session::serve(&ctx, stream, &peer),
+            Err(e) => error!("Control service TLS handshake with {peer} failed: {e}"),
+        }
+    };
+    accept::spawn("control-tcp".into(), listener, ACCEPT_ERROR.into(), serve)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start control-tcp thread: {e}"))
+}
+
 fn client<F: FnOnce(&Context) + Send + 'static>(ctx: Arc<Context>, f: F) {
     if let Err(e) = spawn("control-client", move || f(&ctx)) {
         error!("{e}");
@@ -166,9 +195,17 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<(), String> {
 
 /// Serves the control protocol on a mesh service, advertised with the
 /// node's work types so other nodes can submit work here.
-fn serve_mesh(net: &Netceptor, service: &str, ctx: Arc<Context>) -> Result<(), String> {
+fn serve_mesh(
+    net: &Netceptor,
+    service: &str,
+    ctx: Arc<Context>,
+    tls: Option<&ServerTls>,
+) -> Result<(), String> {
     let tags = BTreeMap::from([("type".to_string(), "Control Service".to_string())]);
-    let listener = Listener::bind(net, service, Some(Advertise { conn_type: 1, tags }))
+    // Go advertises a TLS service as StreamTLS.
+    let conn_type = if tls.is_some() { 2 } else { 1 };
+    let advert = Some(Advertise { conn_type, tags });
+    let listener = Listener::bind_tls(net, service, advert, tls)
         .map_err(|e| format!("control-service: {e}"))?;
     spawn("control-mesh", move || {
         while let Ok(stream) = listener.accept() {

@@ -23,6 +23,8 @@ pub struct Context {
     pub net: Netceptor,
     pub host: HostInfo,
     pub work: Arc<Workceptor>,
+    /// The node's TLS sections, for `connect NODE SERVICE TLSCLIENT`.
+    pub tls: Arc<crate::tls::Sections>,
 }
 
 /// Serves a client until it hangs up. `peer` names it in logs.
@@ -156,9 +158,10 @@ fn connect<S: Socket>(
     service: &str,
     tls: Option<&str>,
 ) {
-    let dialed = match tls {
-        Some(name) => Err(format!("unknown TLS config {name}")),
-        None => stream::dial(&ctx.net, node, service, DIAL_TIMEOUT).map_err(String::from),
+    let dialed = match tls.map(|name| ctx.tls.client(name)).transpose() {
+        Err(unknown) => Err(unknown.to_string()),
+        Ok(client) => stream::dial_tls(&ctx.net, node, service, DIAL_TIMEOUT, client.as_deref())
+            .map_err(String::from),
     };
     let remote = match dialed {
         Ok(s) => s,

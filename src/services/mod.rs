@@ -19,6 +19,7 @@ use crate::config::ProxyCfg;
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::Advertise;
 use crate::stream::{self, DIAL_TIMEOUT, Listener, Stream};
+use crate::tls::io::TlsStream;
 
 /// A byte socket that can be cloned for a second thread and half-closed.
 pub trait Socket: Read + Write + Send + Sized + 'static {
@@ -62,6 +63,25 @@ macro_rules! kernel_socket {
 
 kernel_socket!(TcpStream);
 kernel_socket!(UnixStream);
+
+impl Socket for TlsStream<TcpStream> {
+    fn try_clone(&self) -> io::Result<Self> {
+        TlsStream::try_clone(self)
+    }
+
+    /// Closing the write side sends TLS's close_notify first, so the peer
+    /// sees a clean end of data.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if how != Shutdown::Read {
+            self.close_notify();
+        }
+        self.socket().shutdown(how)
+    }
+
+    fn peer_gone(&self) -> bool {
+        self.socket().peer_gone()
+    }
+}
 
 impl Socket for Stream {
     fn try_clone(&self) -> io::Result<Self> {

@@ -31,6 +31,8 @@ pub enum WorkError {
     CreateDir(io::Error),
     WriteStatus(io::Error),
     RemoveDir(io::Error),
+    /// The unit's secret params could not be sealed or unsealed.
+    Secrets(String),
     /// The command runner process could not be started.
     Launch(io::Error),
     /// The executor refused a remote unit; holds what it said.
@@ -73,6 +75,7 @@ impl fmt::Display for WorkError {
             WorkError::CreateDir(e) => write!(f, "cannot create unit directory: {e}"),
             WorkError::WriteStatus(e) => write!(f, "cannot write unit status: {e}"),
             WorkError::RemoveDir(e) => write!(f, "cannot remove unit directory: {e}"),
+            WorkError::Secrets(e) => write!(f, "cannot keep the unit's secrets: {e}"),
             WorkError::Launch(e) => write!(f, "{e}"),
             WorkError::Refused(e) => write!(f, "{REFUSED}{e}"),
             WorkError::BadSubmitReply(line) => write!(f, "{BAD_SUBMIT_REPLY}{line}"),

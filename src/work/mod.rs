@@ -6,6 +6,7 @@ pub mod command;
 pub mod error;
 pub mod remote;
 pub mod runner;
+pub mod secrets;
 pub mod shlex;
 pub mod state;
 pub mod store;
@@ -25,6 +26,7 @@ use crate::config::WorkCommandCfg;
 use crate::netceptor::Netceptor;
 use crate::netceptor::codec::WorkCommand;
 pub use error::WorkError;
+use secrets::Vault;
 use state::{CommandExtra, ExtraData, PENDING, Status, StatusView};
 use store::{StatusError, UnitDir};
 
@@ -142,6 +144,8 @@ pub struct Workceptor {
     log_level: String,
     types: BTreeMap<String, WorkCommandCfg>,
     units: Mutex<BTreeMap<String, Arc<Unit>>>,
+    /// TLS clients a remote submit may name.
+    tls: Arc<crate::tls::Sections>,
 }
 
 impl Workceptor {
@@ -151,8 +155,10 @@ impl Workceptor {
         datadir: &std::path::Path,
         types: &[WorkCommandCfg],
         log_level: &str,
+        tls: Arc<crate::tls::Sections>,
     ) -> Arc<Workceptor> {
         let w = Arc::new(Workceptor {
+            tls,
             node_id: net.node_id().to_string(),
             node_dir: datadir.join(net.node_id()),
             net: net.clone(),
@@ -175,6 +181,25 @@ impl Workceptor {
 
     pub fn net(&self) -> &Netceptor {
         &self.net
+    }
+
+    /// The secret params sealed with `unit`, if any.
+    fn unit_secrets(&self, unit: &Unit) -> Result<BTreeMap<String, String>, WorkError> {
+        if !unit.dir.path().join(secrets::SECRETS_FILE).exists() {
+            return Ok(BTreeMap::new());
+        }
+        let vault = Vault::open(&self.node_dir).map_err(|e| WorkError::Secrets(e.to_string()))?;
+        vault
+            .unseal(unit.dir.path())
+            .map_err(|e| WorkError::Secrets(e.to_string()))
+    }
+
+    /// How remote units reach their executors.
+    pub fn dialer(&self) -> remote::Dialer {
+        remote::Dialer {
+            net: self.net.clone(),
+            tls: self.tls.clone(),
+        }
     }
 
     fn units(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Unit>>> {
@@ -234,14 +259,28 @@ impl Workceptor {
         } else {
             (
                 REMOTE_TYPE.to_string(),
-                ExtraData::Remote(remote::new_extra(req)?),
+                ExtraData::Remote(remote::new_extra(req, |n| self.tls.client(n).is_ok())?),
             )
         };
         let (id, dir) = UnitDir::create(&self.node_dir).map_err(WorkError::CreateDir)?;
+        let (extra, secrets) = secrets::split(extra);
         let status = Status::new(&work_type, Some(extra));
-        if let Err(e) = dir.write(&status) {
+        let stored = dir
+            .write(&status)
+            .map_err(WorkError::WriteStatus)
+            .and_then(|()| {
+                if secrets.is_empty() {
+                    return Ok(());
+                }
+                let vault =
+                    Vault::open(&self.node_dir).map_err(|e| WorkError::Secrets(e.to_string()))?;
+                vault
+                    .seal(dir.path(), &secrets)
+                    .map_err(|e| WorkError::Secrets(e.to_string()))
+            });
+        if let Err(e) = stored {
             let _ = dir.remove();
-            return Err(WorkError::WriteStatus(e));
+            return Err(e);
         }
         let unit = Unit::new(id.clone(), dir, status);
         self.units().insert(id, unit.clone());

@@ -132,18 +132,28 @@ impl Node {
     /// Like [`Node::start`], with more keys for the `node` directive
     /// (YAML lines indented by four spaces, e.g. `    firewallrules: [...]`).
     pub fn start_with(id: &str, node_keys: &str, items: &[String]) -> Node {
-        let mut node = Node::spawn_with(id, node_keys, items);
+        Node::start_full(id, node_keys, "", items)
+    }
+
+    /// Like [`Node::start_with`], with more keys for the harness's own
+    /// `control-service` (four-space indented lines, e.g. `    tls: srv`).
+    pub fn start_full(id: &str, node_keys: &str, control_keys: &str, items: &[String]) -> Node {
+        let mut node = Node::spawn_full(id, node_keys, control_keys, items);
         node.wait_ready();
         node
     }
 
     fn spawn_with(id: &str, node_keys: &str, items: &[String]) -> Node {
+        Node::spawn_full(id, node_keys, "", items)
+    }
+
+    fn spawn_full(id: &str, node_keys: &str, control_keys: &str, items: &[String]) -> Node {
         let dir = TempDir::new(id);
         let socket = dir.path.join("ctl.sock");
         let config = dir.path.join("receptor.yaml");
         let mut yaml = format!(
             "- node:\n    id: {id}\n    datadir: {:?}\n{node_keys}\n- log-level: debug\n\
-             - control-service:\n    service: control\n    filename: {:?}\n",
+             - control-service:\n    service: control\n    filename: {:?}\n{control_keys}\n",
             dir.path.join("data"),
             socket,
         );

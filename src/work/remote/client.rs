@@ -2,12 +2,14 @@
 //! service `control`: the calls a controller makes for its remote units,
 //! each reply parsed here and nowhere else (docs/control.md, docs/work.md §6).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use crate::netceptor::Netceptor;
 use crate::stream::{self, Stream};
+use crate::tls::ClientTls;
 use crate::work::WorkError;
 use crate::work::state::{RemoteExtra, Status};
 
@@ -56,8 +58,14 @@ pub struct ControlClient {
 
 impl ControlClient {
     /// Dials `node` and checks that its greeting names it.
-    pub fn connect(net: &Netceptor, node: &str) -> Result<ControlClient, ClientError> {
-        let stream = stream::dial(net, node, "control", DIAL_TIMEOUT)
+    /// Opens the control service of `node`, over TLS with `tls` when the
+    /// unit was submitted with a TLS client.
+    pub fn connect(
+        net: &Netceptor,
+        node: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<ControlClient, ClientError> {
+        let stream = stream::dial_tls(net, node, "control", DIAL_TIMEOUT, tls)
             .map_err(|e| ClientError::Link(e.to_string()))?;
         stream.set_read_timeout(Some(GREETING_TIMEOUT));
         let mut client = ControlClient {
@@ -77,9 +85,13 @@ impl ControlClient {
     /// Asks the node to create the unit `r` describes; returns its ID
     /// there. `send_stdin` comes next. Like Go's controller, any line
     /// without an ID, an `ERROR:` one too, is `Unexpected`.
-    pub fn submit(&mut self, r: &RemoteExtra) -> Result<String, ClientError> {
+    pub fn submit(
+        &mut self,
+        r: &RemoteExtra,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<String, ClientError> {
         let mut req = serde_json::Map::new();
-        for (k, v) in &r.remote_params {
+        for (k, v) in r.remote_params.iter().chain(secrets) {
             req.insert(k.clone(), v.clone().into());
         }
         for (k, v) in [

@@ -20,16 +20,48 @@ use super::{Completion, SubmitRequest, Unit, WorkError, Workceptor};
 use crate::gotime;
 use client::{ClientError, ControlClient};
 
-/// The ExtraData of a new remote unit, after the submit checks.
-pub fn new_extra(req: &SubmitRequest) -> Result<RemoteExtra, WorkError> {
-    if !req.tls_client.is_empty() {
+/// How this node reaches executors' control services: the mesh, and the
+/// TLS clients a submit may name.
+#[derive(Clone)]
+pub struct Dialer {
+    pub net: crate::netceptor::Netceptor,
+    pub tls: Arc<crate::tls::Sections>,
+}
+
+impl Dialer {
+    /// The control service of `r`'s executor, with `r`'s TLS client.
+    fn connect(&self, r: &RemoteExtra) -> Result<ControlClient, ClientError> {
+        let tls = match r.tls_client.as_str() {
+            "" => None,
+            name => Some(
+                self.tls
+                    .client(name)
+                    .map_err(|e| ClientError::Link(e.to_string()))?,
+            ),
+        };
+        ControlClient::connect(&self.net, &r.remote_node, tls.as_deref())
+    }
+
+    /// Whether a submit may name TLS client `name`.
+    pub fn knows_tls_client(&self, name: &str) -> bool {
+        self.tls.client(name).is_ok()
+    }
+}
+
+/// The ExtraData of a new remote unit, after the submit checks;
+/// `known_tls` says whether a TLS client name is configured.
+pub fn new_extra(
+    req: &SubmitRequest,
+    known_tls: impl Fn(&str) -> bool,
+) -> Result<RemoteExtra, WorkError> {
+    if !req.tls_client.is_empty() && !known_tls(&req.tls_client) {
         return Err(WorkError::UnknownTlsConfig(req.tls_client.clone()));
     }
-    if req
+    let has_secrets = req
         .params
         .keys()
-        .any(|k| k.to_lowercase().starts_with("secret_"))
-    {
+        .any(|k| k.to_lowercase().starts_with("secret_"));
+    if has_secrets && req.tls_client.is_empty() {
         return Err(WorkError::SecretsWithoutTls);
     }
     if req.sign_work {
@@ -86,8 +118,9 @@ pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkEr
 /// Creates the unit on the executor and sends its stdin, recording the
 /// executor's unit ID and then that it started.
 fn submit(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), SubmitFailure> {
-    let mut conn = ControlClient::connect(w.net(), &r.remote_node)?;
-    let remote_id = conn.submit(r)?;
+    let secrets = w.unit_secrets(unit).map_err(SubmitFailure::Refused)?;
+    let mut conn = w.dialer().connect(r)?;
+    let remote_id = conn.submit(r, &secrets)?;
     unit.update(|s| {
         if let Some(r) = s.remote_mut() {
             r.remote_unit_id = remote_id.clone();
@@ -100,6 +133,8 @@ fn submit(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), SubmitFail
             r.remote_started = true;
         }
     });
+    // The executor has them now; this node needs them no more.
+    super::secrets::Vault::forget(unit.dir.path());
     Ok(())
 }
 
@@ -125,13 +160,13 @@ impl From<ClientError> for SubmitFailure {
 
 /// Tells the executor to cancel.
 fn send_cancel(w: &Workceptor, r: &RemoteExtra) -> Result<(), ClientError> {
-    let conn = ControlClient::connect(w.net(), &r.remote_node)?;
+    let conn = w.dialer().connect(r)?;
     already_gone_is_done(conn.cancel(&r.remote_unit_id))
 }
 
 /// Tells the executor to release, then deletes the unit here.
 fn send_release(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
-    let conn = ControlClient::connect(w.net(), &r.remote_node)?;
+    let conn = w.dialer().connect(r)?;
     already_gone_is_done(conn.release(&r.remote_unit_id))?;
     // Forced, it cannot fail.
     let _ = w.forget(unit, true);
@@ -277,19 +312,22 @@ mod tests {
             work_type: "demo".into(),
             ..SubmitRequest::default()
         };
-        let r = new_extra(&req).unwrap();
+        let r = new_extra(&req, |_| false).unwrap();
         assert_eq!(r.expiration, ZERO_TIME);
         assert!(!r.remote_started);
         req.ttl = "10s".into();
-        assert_ne!(new_extra(&req).unwrap().expiration, ZERO_TIME);
+        assert_ne!(new_extra(&req, |_| false).unwrap().expiration, ZERO_TIME);
         req.tls_client = "nosuch".into();
         assert_eq!(
-            new_extra(&req).unwrap_err().to_string(),
+            new_extra(&req, |_| false).unwrap_err().to_string(),
             "unknown TLS config nosuch"
         );
         req.tls_client.clear();
         req.params.insert("secret_x".into(), "y".into());
-        assert!(matches!(new_extra(&req), Err(WorkError::SecretsWithoutTls)));
+        assert!(matches!(
+            new_extra(&req, |_| false),
+            Err(WorkError::SecretsWithoutTls)
+        ));
     }
 
     #[test]

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::debug;
 
+use super::Dialer;
 use super::client::{ClientError, ControlClient};
 use super::{SubmitFailure, local_size, remote_of, results, send_cancel, send_release, submit};
 use crate::gotime;
-use crate::netceptor::Netceptor;
 use crate::work::state::{FAILED, RemoteExtra, ZERO_TIME};
 use crate::work::{Unit, WorkError, Workceptor};
 
@@ -265,8 +265,8 @@ pub fn run(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
                 }
                 Err(e) => failed(unit, &e),
             },
-            Step::Fetch => d.fetch(w.net(), unit, &r),
-            Step::Poll => d.poll(w.net(), unit, &r),
+            Step::Fetch => d.fetch(&w.dialer(), unit, &r),
+            Step::Poll => d.poll(&w.dialer(), unit, &r),
         };
         d.record(outcome);
     }
@@ -307,10 +307,10 @@ impl Driver {
     }
 
     /// Asks for the executor's status and copies it into ours.
-    fn poll(&mut self, net: &Netceptor, unit: &Unit, r: &RemoteExtra) -> Outcome {
+    fn poll(&mut self, dialer: &Dialer, unit: &Unit, r: &RemoteExtra) -> Outcome {
         let conn = match self.conn.take() {
             Some(c) => Ok(c),
-            None => ControlClient::connect(net, &r.remote_node),
+            None => dialer.connect(r),
         };
         self.last_poll = Some(Instant::now());
         let reply = conn.and_then(|mut c| c.status(&r.remote_unit_id).map(|st| (c, st)));
@@ -332,9 +332,9 @@ impl Driver {
 
     /// Starts a results stream in its own thread; `fetching` is set until
     /// it ends.
-    fn fetch(&self, net: &Netceptor, unit: &Arc<Unit>, r: &RemoteExtra) -> Outcome {
+    fn fetch(&self, dialer: &Dialer, unit: &Arc<Unit>, r: &RemoteExtra) -> Outcome {
         self.fetching.store(true, Ordering::SeqCst);
-        results::spawn_fetcher(net, unit, r, self.fetching.clone());
+        results::spawn_fetcher(dialer, unit, r, self.fetching.clone());
         Outcome::Fine
     }
 }
@@ -651,10 +651,13 @@ mod tests {
 
     #[test]
     fn expiry() {
-        let mut r = super::super::new_extra(&crate::work::SubmitRequest {
-            node: "n".into(),
-            ..Default::default()
-        })
+        let mut r = super::super::new_extra(
+            &crate::work::SubmitRequest {
+                node: "n".into(),
+                ..Default::default()
+            },
+            |_| false,
+        )
         .unwrap();
         assert_eq!(super::expiry(&r), None);
         r.expiration = "2000-01-01T00:00:00Z".into();

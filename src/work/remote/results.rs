@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use log::{debug, error};
 
-use super::client::{ClientError, ControlClient};
+use super::Dialer;
+use super::client::ClientError;
 use super::local_size;
-use crate::netceptor::Netceptor;
 use crate::work::Unit;
 use crate::work::state::RemoteExtra;
 
@@ -25,13 +25,13 @@ const EMPTY_PAUSE: Duration = Duration::from_millis(250);
 
 /// Streams the output in a thread that clears `busy` and wakes the
 /// unit's watchers when it ends.
-pub fn spawn_fetcher(net: &Netceptor, unit: &Arc<Unit>, r: &RemoteExtra, busy: Arc<AtomicBool>) {
-    let (unit, r, net) = (unit.clone(), r.clone(), net.clone());
+pub fn spawn_fetcher(dialer: &Dialer, unit: &Arc<Unit>, r: &RemoteExtra, busy: Arc<AtomicBool>) {
+    let (unit, r, dialer) = (unit.clone(), r.clone(), dialer.clone());
     let started = std::thread::Builder::new()
         .name(format!("results-{}", unit.id))
         .spawn(move || {
             let before = local_size(&unit);
-            if let Err(e) = fetch(&net, &unit, &r) {
+            if let Err(e) = fetch(&dialer, &unit, &r) {
                 debug!("[{}] Results stream ended: {e}", unit.id);
             }
             if local_size(&unit) == before {
@@ -47,13 +47,11 @@ pub fn spawn_fetcher(net: &Netceptor, unit: &Arc<Unit>, r: &RemoteExtra, busy: A
 
 /// Appends the executor's stdout from our current size until its stream
 /// ends, or until it stalls while more output is known to exist.
-fn fetch(net: &Netceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
+fn fetch(dialer: &Dialer, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
     let start = local_size(unit);
-    let mut results = ControlClient::connect(net, &r.remote_node)?.results(
-        &r.remote_unit_id,
-        start,
-        RESULTS_STALL,
-    )?;
+    let mut results = dialer
+        .connect(r)?
+        .results(&r.remote_unit_id, start, RESULTS_STALL)?;
     let mut out = open_stdout(unit)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
