@@ -389,7 +389,6 @@ fn unsupported_directives_are_validated_then_listed() {
     assert_eq!(
         c.unsupported,
         [
-            "tls-server",
             "ws-listener",
             "udp-peer",
             "work-signing",
