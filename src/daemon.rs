@@ -108,7 +108,7 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     for c in &cfg.control_services {
         control.push(control::start(c, &net, &work, &tls)?);
     }
-    crate::services::start(&cfg.proxies, &net)?;
+    crate::services::start(&cfg.proxies, &net, &tls)?;
     for p in &cfg.tcp_peers {
         let backend_tls = match &p.tls {
             Some(name) => Some(client_tls(&tls, name, tcp::host_of(&p.address))?),

@@ -391,3 +391,124 @@ fn tls_control_services_remote_work_secrets_and_connect() {
     assert_eq!(conn.cmd("connect charlie control cli"), "Connecting");
     assert_eq!(conn.line(), "Receptor Control, node charlie");
 }
+
+/// A TLS echo server on 127.0.0.1 for one client: what it reads, it sends
+/// back, until the client ends its side.
+fn tls_echo_server(cert: &NodeCert, ca: &std::path::Path) -> u16 {
+    use receptor::config::TlsServerCfg;
+    use std::io::{Read, Write};
+    let cfg = TlsServerCfg {
+        name: "echo".into(),
+        cert: cert.cert.clone(),
+        key: cert.key.clone(),
+        require_client_cert: true,
+        client_cas: Some(ca.to_path_buf()),
+        pinned_client_cert: vec![],
+        skip_receptor_names_check: true,
+        min_tls13: false,
+    };
+    let config = std::sync::Arc::new(
+        receptor::tls::ServerTls::load(&cfg, "")
+            .unwrap()
+            .config()
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = receptor::tls::io::TlsStream::establish(conn.into(), tcp).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => tls.write_all(&buf[..n]).unwrap(),
+            }
+        }
+        tls.close_notify();
+        let _ = tls.socket().shutdown(std::net::Shutdown::Write);
+    });
+    port
+}
+
+/// A TLS client with `cert` (no node-ID check) trusting `ca`.
+fn tls_client_to(
+    port: u16,
+    cert: &NodeCert,
+    ca: &std::path::Path,
+) -> receptor::tls::io::TlsStream<std::net::TcpStream> {
+    use receptor::config::TlsClientCfg;
+    let cfg = TlsClientCfg {
+        name: "user".into(),
+        cert: Some(cert.cert.clone()),
+        key: Some(cert.key.clone()),
+        root_cas: Some(ca.to_path_buf()),
+        insecure_skip_verify: false,
+        pinned_server_cert: vec![],
+        skip_receptor_names_check: true,
+        min_tls13: false,
+    };
+    let (config, name) = receptor::tls::ClientTls::load(&cfg, "")
+        .unwrap()
+        .for_host("127.0.0.1")
+        .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(secs(20))).unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    receptor::tls::io::TlsStream::establish(conn.into(), tcp).unwrap()
+}
+
+#[test]
+fn tcp_proxies_with_tls_on_both_sides() {
+    use std::io::{Read, Write};
+    let tmp = TempDir::new("tlsproxy");
+    let pki = Pki::new(&tmp.path.join("pki"), "Proxy CA");
+    let ca = pki.ca();
+    let echo_port = tls_echo_server(&pki.issue("echo", &[], &[]), &ca);
+    let (pa, proxy_port) = (free_port(), free_port());
+    // alpha: local TLS clients in, TLS to the mesh service; charlie: the
+    // TLS mesh service, TLS out to the echo server.
+    let mut items = tls_items(&pki.node("alpha"), &ca).to_vec();
+    items.extend([
+        tls_listener(pa, "srv"),
+        format!(
+            "- tcp-server: {{port: {proxy_port}, bindaddr: 127.0.0.1, remotenode: charlie, \
+             remoteservice: echosvc, tlsserver: srv, tlsclient: cli}}"
+        ),
+    ]);
+    let alpha = Node::start("alpha", &items);
+    let mut items = tls_items(&pki.node("charlie"), &ca).to_vec();
+    items.extend([
+        tls_peer(pa, "cli"),
+        format!(
+            "- tcp-client: {{service: echosvc, address: \"127.0.0.1:{echo_port}\", \
+             tlsserver: srv, tlsclient: cli}}"
+        ),
+    ]);
+    let _charlie = Node::start("charlie", &items);
+    let advertised = wait_until(secs(15), || {
+        alpha.status()["Advertisements"]
+            .as_array()
+            .is_some_and(|ads| {
+                ads.iter()
+                    .any(|a| a["Service"] == "echosvc" && a["ConnType"] == 2)
+            })
+    });
+    assert!(advertised, "{}", alpha.status());
+
+    let user = pki.issue("user", &[], &[]);
+    let mut client = tls_client_to(proxy_port, &user, &ca);
+    let data = b"through two TLS proxies and a TLS mesh\n".repeat(2000);
+    client.write_all(&data).unwrap();
+    client.close_notify();
+    client.socket().shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).unwrap();
+    assert!(
+        back == data,
+        "echo differs: {} of {} bytes",
+        back.len(),
+        data.len()
+    );
+}

@@ -20,6 +20,20 @@ use crate::netceptor::Netceptor;
 use crate::netceptor::node::Advertise;
 use crate::stream::{self, DIAL_TIMEOUT, Listener, Stream};
 use crate::tls::io::TlsStream;
+use crate::tls::{ClientTls, Sections, ServerTls};
+
+/// The sections a proxy names, looked up at start-up (Go's errors).
+fn server_section(tls: &Sections, name: &Option<String>) -> Result<Option<Arc<ServerTls>>, String> {
+    name.as_deref()
+        .map(|n| tls.server(n).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+fn client_section(tls: &Sections, name: &Option<String>) -> Result<Option<Arc<ClientTls>>, String> {
+    name.as_deref()
+        .map(|n| tls.client(n).map_err(|e| e.to_string()))
+        .transpose()
+}
 
 /// A byte socket that can be cloned for a second thread and half-closed.
 pub trait Socket: Read + Write + Send + Sized + 'static {
@@ -160,13 +174,13 @@ fn copy_up<S: Socket>(mut local: S, pending: &[u8], stream: Stream) {
     stream.shutdown_write();
 }
 
-/// Starts every configured proxy.
-pub fn start(proxies: &[ProxyCfg], net: &Netceptor) -> Result<(), String> {
+/// Starts every configured proxy; `tls` holds the sections they name.
+pub fn start(proxies: &[ProxyCfg], net: &Netceptor, tls: &Sections) -> Result<(), String> {
     for p in proxies {
         match p {
-            ProxyCfg::TcpServer { .. } | ProxyCfg::TcpClient { .. } => tcp::start(p, net)?,
+            ProxyCfg::TcpServer { .. } | ProxyCfg::TcpClient { .. } => tcp::start(p, net, tls)?,
             ProxyCfg::UnixSocketServer { .. } | ProxyCfg::UnixSocketClient { .. } => {
-                unix::start(p, net)?
+                unix::start(p, net, tls)?
             }
             ProxyCfg::UdpServer { .. } | ProxyCfg::UdpClient { .. } => udp::start(p, net)?,
         }
@@ -175,25 +189,36 @@ pub fn start(proxies: &[ProxyCfg], net: &Netceptor) -> Result<(), String> {
 }
 
 /// Carries each connection accepted on `listener` to `node:service` over
-/// the mesh.
-fn forward_local<A>(
+/// the mesh. `wrap` turns an accepted connection into the socket to
+/// bridge (a TLS handshake for a `tlsserver`, else nothing); `mesh_tls`
+/// is the `tls-client` section for the mesh side, if any.
+fn forward_local<A, S, W>(
     name: String,
     listener: A,
+    wrap: W,
     net: &Netceptor,
-    node: &str,
-    service: &str,
+    (node, service): (&str, &str),
+    mesh_tls: Option<Arc<ClientTls>>,
 ) -> Result<(), String>
 where
     A: crate::accept::Accept,
-    A::Conn: Socket,
+    W: Fn(A::Conn) -> io::Result<S> + Clone + Send + 'static,
+    S: Socket,
 {
     let (net, node, service) = (net.clone(), node.to_string(), service.to_string());
     let who = name.clone();
-    let serve = move |conn: A::Conn| match stream::dial(&net, &node, &service, DIAL_TIMEOUT) {
-        Ok(s) => bridge(conn, &[], s, OnRemoteEof::HalfClose),
-        Err(e) => {
-            error!("{who}: cannot reach {node}:{service}: {e}");
-            let _ = conn.shutdown(Shutdown::Both);
+    let serve = move |conn: A::Conn| {
+        let local = match wrap(conn) {
+            Ok(local) => local,
+            Err(e) => return error!("{who}: TLS handshake with a local client failed: {e}"),
+        };
+        let dialed = stream::dial_tls(&net, &node, &service, DIAL_TIMEOUT, mesh_tls.as_deref());
+        match dialed {
+            Ok(s) => bridge(local, &[], s, OnRemoteEof::HalfClose),
+            Err(e) => {
+                error!("{who}: cannot reach {node}:{service}: {e}");
+                let _ = local.shutdown(Shutdown::Both);
+            }
         }
     };
     let what = format!("{name} accept");
@@ -202,22 +227,24 @@ where
         .map_err(|e| format!("cannot start {name}: {e}"))
 }
 
-/// Serves mesh service `service`, advertised with `tags`, and joins each
-/// stream to a local connection made by `connect`. A failed local
-/// connect closes the stream at once (Go leaves it open, and the far
-/// client hangs).
+/// Serves mesh service `service`, advertised with `tags` (as StreamTLS
+/// with a `tls-server` section, as Go does), and joins each stream to a
+/// local connection made by `connect`. A failed local connect closes the
+/// stream at once (Go leaves it open, and the far client hangs).
 fn forward_mesh<S, F>(
     name: String,
     net: &Netceptor,
-    service: &str,
-    tags: BTreeMap<String, String>,
+    (service, tags): (&str, BTreeMap<String, String>),
+    mesh_tls: Option<Arc<ServerTls>>,
     connect: F,
 ) -> Result<(), String>
 where
     S: Socket,
     F: Fn() -> io::Result<S> + Send + Sync + 'static,
 {
-    let listener = Listener::bind(net, service, Some(Advertise { conn_type: 1, tags }))
+    let conn_type = if mesh_tls.is_some() { 2 } else { 1 };
+    let advert = Some(Advertise { conn_type, tags });
+    let listener = Listener::bind_tls(net, service, advert, mesh_tls.as_deref())
         .map_err(|e| format!("{name}: {e}"))?;
     let connect = Arc::new(connect);
     let thread = name.clone();

@@ -7,26 +7,38 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
-use super::{forward_local, forward_mesh};
+use std::sync::Arc;
+
+use super::{client_section, forward_local, forward_mesh, server_section};
 use crate::config::ProxyCfg;
 use crate::netceptor::Netceptor;
+use crate::tls::{ClientTls, Sections, ServerTls};
 
-pub fn start(cfg: &ProxyCfg, net: &Netceptor) -> Result<(), String> {
+/// `tls` on a unix-socket-server is the `tls-client` for the mesh side;
+/// on a unix-socket-client, the `tls-server` of the mesh service.
+pub fn start(cfg: &ProxyCfg, net: &Netceptor, sections: &Sections) -> Result<(), String> {
     match cfg {
-        ProxyCfg::UnixSocketServer { tls: Some(_), .. }
-        | ProxyCfg::UnixSocketClient { tls: Some(_), .. } => {
-            Err("unix socket proxies: tls is not supported yet by this receptor".into())
-        }
         ProxyCfg::UnixSocketServer {
             filename,
             permissions,
             remote_node,
             remote_service,
-            ..
-        } => server(net, filename, *permissions, remote_node, remote_service),
+            tls,
+        } => {
+            let mesh = client_section(sections, tls)?;
+            server(
+                net,
+                filename,
+                *permissions,
+                (remote_node, remote_service),
+                mesh,
+            )
+        }
         ProxyCfg::UnixSocketClient {
-            service, filename, ..
-        } => client(net, service, filename),
+            service,
+            filename,
+            tls,
+        } => client(net, service, filename, server_section(sections, tls)?),
         _ => Err("not a Unix socket proxy".into()),
     }
 }
@@ -35,8 +47,8 @@ fn server(
     net: &Netceptor,
     path: &Path,
     mode: u32,
-    node: &str,
-    service: &str,
+    to: (&str, &str),
+    mesh: Option<Arc<ClientTls>>,
 ) -> Result<(), String> {
     let what = format!("unix-socket-server {}", path.display());
     match std::fs::remove_file(path) {
@@ -47,10 +59,15 @@ fn server(
     let listener = UnixListener::bind(path).map_err(|e| format!("{what}: {e}"))?;
     std::fs::set_permissions(path, Permissions::from_mode(mode))
         .map_err(|e| format!("{what}: {e}"))?;
-    forward_local(what, listener, net, node, service)
+    forward_local(what, listener, Ok, net, to, mesh)
 }
 
-fn client(net: &Netceptor, service: &str, path: &Path) -> Result<(), String> {
+fn client(
+    net: &Netceptor,
+    service: &str,
+    path: &Path,
+    mesh: Option<Arc<ServerTls>>,
+) -> Result<(), String> {
     let tags = BTreeMap::from([
         ("type".to_string(), "Unix Proxy".to_string()),
         ("filename".to_string(), path.display().to_string()),
@@ -59,8 +76,8 @@ fn client(net: &Netceptor, service: &str, path: &Path) -> Result<(), String> {
     forward_mesh(
         format!("unix-socket-client-{service}"),
         net,
-        service,
-        tags,
+        (service, tags),
+        mesh,
         move || UnixStream::connect(&path),
     )
 }
