@@ -5,12 +5,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use std::sync::Arc;
 
-use common::{CMD_TIMEOUT, RECEPTOR, TempDir, output_with_input, show};
+use common::{CMD_TIMEOUT, RECEPTOR, TempDir, go_reference, output_with_input, show};
 use receptor::certs::{pem, san};
 use receptor::config::{TlsClientCfg, TlsServerCfg};
 use receptor::tls::{ClientTls, ServerTls, error_text};
@@ -275,16 +275,6 @@ fn openssl_made_node_id_is_read_and_signed() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(receptor(dir, &args, None));
     assert_eq!(node_ids(&dir.join("foo.crt")), ["foo"]);
-}
-
-fn go_reference() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/reference/receptor-go");
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("skipped: no Go reference");
-        None
-    }
 }
 
 /// Go signs our request with our CA, and we sign Go's request with Go's

@@ -7,28 +7,18 @@ mod common;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TempDir, free_port, secs, wait_until};
+use common::{TempDir, free_port, go_reference, secs, wait_until};
 use receptor::certs::ca::{self, Validity};
 use receptor::certs::{RsaKey, SanNames};
 use receptor::config::{TlsClientCfg, TlsServerCfg};
 use receptor::tls::{ClientTls, ServerTls, error_text, peer_node_ids};
 use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
-
-fn go_reference() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/reference/receptor-go");
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("skipped: no Go reference");
-        None
-    }
-}
 
 /// A CA and leaves for nodes `rs` and `gonode` (both valid for 127.0.0.1).
 fn pki(dir: &Path) {

@@ -108,6 +108,8 @@ pub fn peer(port: u16, cost: f64) -> String {
 pub struct Node {
     pub id: String,
     pub socket: PathBuf,
+    /// The daemon binary: ours, or the Go reference.
+    binary: PathBuf,
     config: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -138,16 +140,22 @@ impl Node {
     /// Like [`Node::start_with`], with more keys for the harness's own
     /// `control-service` (four-space indented lines, e.g. `    tls: srv`).
     pub fn start_full(id: &str, node_keys: &str, control_keys: &str, items: &[String]) -> Node {
-        let mut node = Node::spawn_full(id, node_keys, control_keys, items);
+        let mut node = Node::spawn_full(Path::new(RECEPTOR), id, node_keys, control_keys, items);
         node.wait_ready();
         node
     }
 
     fn spawn_with(id: &str, node_keys: &str, items: &[String]) -> Node {
-        Node::spawn_full(id, node_keys, "", items)
+        Node::spawn_full(Path::new(RECEPTOR), id, node_keys, "", items)
     }
 
-    fn spawn_full(id: &str, node_keys: &str, control_keys: &str, items: &[String]) -> Node {
+    fn spawn_full(
+        binary: &Path,
+        id: &str,
+        node_keys: &str,
+        control_keys: &str,
+        items: &[String],
+    ) -> Node {
         let dir = TempDir::new(id);
         let socket = dir.path.join("ctl.sock");
         let config = dir.path.join("receptor.yaml");
@@ -169,8 +177,16 @@ impl Node {
             log_path: dir.path.join("receptor.log"),
             child: None,
             dir,
+            binary: binary.to_path_buf(),
         };
         node.launch();
+        node
+    }
+
+    /// Like [`Node::start`], running the Go reference daemon `go` instead.
+    pub fn start_go(go: &Path, id: &str, items: &[String]) -> Node {
+        let mut node = Node::spawn_full(go, id, "", "", items);
+        node.wait_ready();
         node
     }
 
@@ -181,7 +197,7 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .expect("open log");
-        let child = Command::new(RECEPTOR)
+        let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&self.config)
             .current_dir(&self.dir.path)
@@ -362,6 +378,18 @@ pub fn connection_ids(status: &Value) -> Vec<String> {
         .unwrap_or_default();
     ids.sort();
     ids
+}
+
+/// The Go reference daemon, unpacked by tests/run.sh when the workspace
+/// has it; `None` (after saying "skipped") when it does not.
+pub fn go_reference() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/reference/receptor-go");
+    if path.exists() {
+        Some(path)
+    } else {
+        println!("skipped: no Go reference");
+        None
+    }
 }
 
 /// Path of the receptorctl 1.6.9 executable, from $RECEPTORCTL.
