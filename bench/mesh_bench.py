@@ -3,6 +3,10 @@
 and ping round trips, on a 1-hop and a 3-hop line of nodes on 127.0.0.1.
 
 Usage: bench/mesh_bench.py PATH_TO_RECEPTOR [--mib N] [--pings N]
+                           [--hops 1,3] [--tls]
+
+With --tls every backend link is mutual TLS (certificates made with the
+binary's own --cert-init/--cert-makereq/--cert-signreq).
 
 Any receptor that accepts Go-style config flags can be measured, so the
 same command compares builds (ours, or the Go daemon). Prints one line per
@@ -60,11 +64,34 @@ class Sink:
         conn.close()
 
 
+def make_certs(binary, workdir, nodes):
+    """A CA and one certificate per node ID, made by the binary's tools."""
+    pki = os.path.join(workdir, "pki")
+    os.makedirs(pki, exist_ok=True)
+    def tool(*args):
+        subprocess.run([binary, *args], cwd=pki, check=True, stdout=subprocess.DEVNULL)
+    tool("--cert-init", "commonname=Bench CA", "bits=2048", "outcert=ca.crt", "outkey=ca.key")
+    for n in nodes:
+        tool("--cert-makereq", f"commonname={n}", "bits=2048", f"outreq={n}.csr",
+             f"outkey={n}.key", f"nodeid={n}", "ipaddress=127.0.0.1")
+        tool("--cert-signreq", f"req={n}.csr", "cacert=ca.crt", "cakey=ca.key",
+             f"outcert={n}.crt", "verify=true")
+    return pki
+
+
+def tls_args(pki, node):
+    cert, key, ca = (os.path.join(pki, f) for f in (f"{node}.crt", f"{node}.key", "ca.crt"))
+    return ["--tls-server", "name=srv", f"cert={cert}", f"key={key}",
+            "requireclientcert=true", f"clientcas={ca}",
+            "--tls-client", "name=cli", f"cert={cert}", f"key={key}", f"rootcas={ca}"]
+
+
 class Mesh:
     """A line of nodes n0 - n1 - ... - nH; n0 serves the proxy to the sink
-    (tcp-client) and nH accepts local connections (tcp-server)."""
+    (tcp-client) and nH accepts local connections (tcp-server). With `pki`,
+    every link is mutual TLS."""
 
-    def __init__(self, binary, hops, sink_port, workdir):
+    def __init__(self, binary, hops, sink_port, workdir, pki=None):
         self.procs = []
         self.dir = tempfile.mkdtemp(dir=workdir)
         ports = [free_port() for _ in range(hops + 1)]
@@ -73,12 +100,15 @@ class Mesh:
         for i in range(hops + 1):
             sock = os.path.join(self.dir, f"n{i}.sock")
             self.sockets.append(sock)
+            srv, cli = (["tls=srv"], ["tls=cli"]) if pki else ([], [])
             args = [binary, "--node", f"id=n{i}", f"datadir={self.dir}/d{i}",
                     "--log-level", "error",
                     "--control-service", f"filename={sock}",
-                    "--tcp-listener", f"port={ports[i]}", "bindaddr=127.0.0.1"]
+                    "--tcp-listener", f"port={ports[i]}", "bindaddr=127.0.0.1", *srv]
+            if pki:
+                args += tls_args(pki, f"n{i}")
             if i > 0:
-                args += ["--tcp-peer", f"address=127.0.0.1:{ports[i - 1]}"]
+                args += ["--tcp-peer", f"address=127.0.0.1:{ports[i - 1]}", *cli]
             if i == 0:
                 args += ["--tcp-client", "service=sink", f"address=127.0.0.1:{sink_port}"]
             if i == hops:
@@ -179,14 +209,19 @@ def main():
     ap.add_argument("receptor")
     ap.add_argument("--mib", type=int, default=256, help="MiB per single-stream run")
     ap.add_argument("--pings", type=int, default=100)
+    ap.add_argument("--hops", default="1,3", help="comma-separated line lengths")
+    ap.add_argument("--tls", action="store_true", help="mutual TLS on every link")
     args = ap.parse_args()
     binary = os.path.abspath(args.receptor)
+    hop_counts = [int(h) for h in args.hops.split(",")]
     sink = Sink()
     rows = []
     workdir = tempfile.mkdtemp(prefix="receptor-bench-")
     try:
-        for hops in (1, 3):
-            mesh = Mesh(binary, hops, sink.port, workdir)
+        nodes = [f"n{i}" for i in range(max(hop_counts) + 1)]
+        pki = make_certs(binary, workdir, nodes) if args.tls else None
+        for hops in hop_counts:
+            mesh = Mesh(binary, hops, sink.port, workdir, pki)
             try:
                 one = throughput(mesh.proxy_port, args.mib, 1)
                 eight = throughput(mesh.proxy_port, max(1, args.mib // 8), 8)
@@ -199,6 +234,7 @@ def main():
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
+    print("links:", "mutual TLS" if args.tls else "plain TCP")
     print("| hops | 1 stream MB/s | 8 streams MB/s | ping median µs |")
     print("|---|---|---|---|")
     for hops, one, eight, rtt in rows:

@@ -512,3 +512,49 @@ fn tcp_proxies_with_tls_on_both_sides() {
         data.len()
     );
 }
+
+#[test]
+fn bad_tls_sections_stop_startup_with_gos_messages() {
+    let tmp = TempDir::new("tlsbad");
+    let pki = Pki::new(&tmp.path.join("pki"), "CA");
+    let other = pki.node("someoneelse");
+    let port = free_port();
+    let missing = NodeCert {
+        cert: tmp.path.join("nope.crt"),
+        key: other.key.clone(),
+    };
+    let swapped = NodeCert {
+        cert: other.cert.clone(),
+        key: pki.node("third").key,
+    };
+    let cases = [
+        (
+            other.server("srv", &pki.ca()),
+            "nodeID=lonely not found in certificate name(s)",
+        ),
+        (
+            missing.server("srv", &pki.ca()),
+            "no such file or directory",
+        ),
+        (
+            swapped.server("srv", &pki.ca()),
+            "private key does not match public key",
+        ),
+        (tls_listener(port, "nosuch"), "unknown TLS config nosuch"),
+    ];
+    for (item, want) in cases {
+        let config = tmp.path.join("bad.yaml");
+        let yaml = format!(
+            "- node: {{id: lonely}}\n{item}\n{}\n",
+            tls_listener(port, "srv")
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let mut cmd = std::process::Command::new(common::RECEPTOR);
+        cmd.arg("-c").arg(&config).current_dir(&tmp.path);
+        let out = common::output_within(cmd, secs(20));
+        assert_eq!(out.status.code(), Some(1), "{item}: {}", show(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(want), "{item}: {}", show(&out));
+        assert!(!common::port_in_use(port), "{item}: left a listener");
+    }
+}
