@@ -26,6 +26,8 @@ import tempfile
 import threading
 import time
 
+from pki import make_certs, tls_args
+
 
 def free_port():
     with socket.socket() as s:
@@ -62,28 +64,6 @@ class Sink:
         # Report the count back, then close: the sender waits for this.
         conn.sendall(str(total).encode())
         conn.close()
-
-
-def make_certs(binary, workdir, nodes):
-    """A CA and one certificate per node ID, made by the binary's tools."""
-    pki = os.path.join(workdir, "pki")
-    os.makedirs(pki, exist_ok=True)
-    def tool(*args):
-        subprocess.run([binary, *args], cwd=pki, check=True, stdout=subprocess.DEVNULL)
-    tool("--cert-init", "commonname=Bench CA", "bits=2048", "outcert=ca.crt", "outkey=ca.key")
-    for n in nodes:
-        tool("--cert-makereq", f"commonname={n}", "bits=2048", f"outreq={n}.csr",
-             f"outkey={n}.key", f"nodeid={n}", "ipaddress=127.0.0.1")
-        tool("--cert-signreq", f"req={n}.csr", "cacert=ca.crt", "cakey=ca.key",
-             f"outcert={n}.crt", "verify=true")
-    return pki
-
-
-def tls_args(pki, node):
-    cert, key, ca = (os.path.join(pki, f) for f in (f"{node}.crt", f"{node}.key", "ca.crt"))
-    return ["--tls-server", "name=srv", f"cert={cert}", f"key={key}",
-            "requireclientcert=true", f"clientcas={ca}",
-            "--tls-client", "name=cli", f"cert={cert}", f"key={key}", f"rootcas={ca}"]
 
 
 class Mesh:

@@ -4,6 +4,11 @@ fetched) for units run locally and 3 hops away, daemon RSS afterwards, and
 the time to stream a large stdout from a remote unit.
 
 Usage: bench/work_bench.py PATH_TO_RECEPTOR [--units N] [--parallel P] [--stdout-mib M]
+                           [--hops 0,3] [--tls]
+
+With --tls every backend link is mutual TLS, the executor's mesh control
+service is TLS, and remote units are submitted with a TLS client, so each
+remote unit pays for its stream handshakes.
 
 Units are submitted over the control socket the way receptorctl does it
 (JSON submit, payload, half-close), by P client threads at once; each
@@ -23,6 +28,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from pki import make_certs, tls_args
 
 
 def free_port():
@@ -46,7 +53,7 @@ def wait_for(cond, timeout, what):
 class Line:
     """n0 - n1 - ... - nH on 127.0.0.1; nH runs the work types."""
 
-    def __init__(self, binary, hops, workdir, stdout_mib):
+    def __init__(self, binary, hops, workdir, stdout_mib, pki=None):
         self.dir = tempfile.mkdtemp(dir=workdir)
         self.procs = []
         self.sockets = []
@@ -54,14 +61,17 @@ class Line:
         for i in range(hops + 1):
             sock = os.path.join(self.dir, f"n{i}.sock")
             self.sockets.append(sock)
+            srv, cli = (["tls=srv"], ["tls=cli"]) if pki else ([], [])
             args = [binary, "--node", f"id=n{i}", f"datadir={self.dir}/data",
-                    "--log-level", "error", "--control-service", f"filename={sock}",
-                    "--tcp-listener", f"port={ports[i]}", "bindaddr=127.0.0.1",
+                    "--log-level", "error", "--control-service", f"filename={sock}", *srv,
+                    "--tcp-listener", f"port={ports[i]}", "bindaddr=127.0.0.1", *srv,
                     "--work-command", "worktype=echo", "command=cat",
                     "--work-command", "worktype=big", "command=head",
                     f"params=-c {stdout_mib << 20} /dev/zero"]
+            if pki:
+                args += tls_args(pki, f"n{i}")
             if i > 0:
-                args += ["--tcp-peer", f"address=127.0.0.1:{ports[i - 1]}"]
+                args += ["--tcp-peer", f"address=127.0.0.1:{ports[i - 1]}", *cli]
             log = open(os.path.join(self.dir, f"n{i}.log"), "w")
             self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
             wait_for(lambda: os.path.exists(sock), 10, f"n{i} socket")
@@ -102,9 +112,14 @@ def status(sock_path):
     return reply
 
 
+TLS_CLIENT = {}
+
+
 def submit(sock_path, node, worktype, payload):
     s, f = connect(sock_path)
     req = {"command": "work", "subcommand": "submit", "node": node, "worktype": worktype}
+    if node != "localhost":
+        req.update(TLS_CLIENT)
     f.write(json.dumps(req).encode() + b"\n")
     f.flush()
     line = f.readline().decode()
@@ -193,13 +208,20 @@ def main():
     ap.add_argument("--units", type=int, default=1000)
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--stdout-mib", type=int, default=1024)
+    ap.add_argument("--hops", default="0,3", help="comma-separated line lengths")
+    ap.add_argument("--tls", action="store_true", help="mutual TLS links and TLS control")
     args = ap.parse_args()
     binary = os.path.abspath(args.receptor)
+    hop_counts = [int(h) for h in args.hops.split(",")]
     workdir = tempfile.mkdtemp(prefix="receptor-work-bench-")
     rows = []
     try:
-        for hops in (0, 3):
-            line = Line(binary, hops, workdir, args.stdout_mib)
+        pki = None
+        if args.tls:
+            pki = make_certs(binary, workdir, [f"n{i}" for i in range(max(hop_counts) + 1)])
+            TLS_CLIENT["tlsclient"] = "cli"
+        for hops in hop_counts:
+            line = Line(binary, hops, workdir, args.stdout_mib, pki)
             node = f"n{hops}" if hops else "localhost"
             try:
                 rate = units_per_second(line, node, args.units, args.parallel)
@@ -215,6 +237,7 @@ def main():
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
+    print("links:", "mutual TLS, TLS control service" if args.tls else "plain TCP")
     print("| where | units/s | RSS after (MiB, per node) | stdout | seconds |")
     print("|---|---|---|---|---|")
     for where, rate, rss_text, size, secs in rows:
