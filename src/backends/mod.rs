@@ -5,6 +5,7 @@
 //! [`Link`]: crate::netceptor::link::Link
 
 pub mod framed;
+pub mod redial;
 pub mod session;
 pub mod tcp;
 pub mod tls;

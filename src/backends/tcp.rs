@@ -3,19 +3,16 @@
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use log::{debug, error, warn};
+use log::{debug, error};
 
 use super::framed::FrameSink;
+use super::redial::{self, Attempt};
 use super::session;
 use super::tls::BackendTls;
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::BackendParams;
 use crate::tls::io as tls;
-
-const REDIAL_FIRST: Duration = Duration::from_secs(5);
-const REDIAL_MAX: Duration = Duration::from_secs(20);
 
 /// Binds the listening socket now (so errors surface at startup) and
 /// accepts sessions on a thread, over TLS when `tls` is given.
@@ -149,27 +146,13 @@ fn dial_loop(
     params: &BackendParams,
     tls: Option<&BackendTls>,
 ) {
-    let mut backoff = REDIAL_FIRST;
-    loop {
-        match connect(address) {
-            Ok(stream) => {
-                backoff = REDIAL_FIRST;
-                run_stream(net, params.clone(), stream, tls);
-                if !redial {
-                    warn!("Backend connection exited");
-                    return;
-                }
-                warn!("Backend connection exited (will retry)");
-            }
-            Err(e) if redial => warn!("Backend connection failed (will retry): {e}"),
-            Err(e) => {
-                error!("Backend connection failed: {e}");
-                return;
-            }
+    redial::run(redial, || match connect(address) {
+        Ok(stream) => {
+            run_stream(net, params.clone(), stream, tls);
+            Attempt::Ran
         }
-        std::thread::sleep(backoff);
-        backoff = (backoff.mul_f64(1.5)).min(REDIAL_MAX);
-    }
+        Err(e) => Attempt::Failed(e),
+    });
 }
 
 /// Connects to the first address that answers; errors read like Go's
