@@ -19,8 +19,8 @@ use crossbeam_channel::Receiver;
 use log::{info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use crate::backends::tcp;
 use crate::backends::tls::BackendTls;
+use crate::backends::{tcp, udp};
 use crate::config::{Config, TcpListenerCfg, TcpPeerCfg};
 use crate::control::{self, ControlService};
 use crate::netceptor::Netceptor;
@@ -76,7 +76,11 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     if let Some(name) = cfg.unsupported.first() {
         return Err(StartError::Unsupported(name.clone()));
     }
-    let backends = cfg.tcp_listeners.len() + cfg.tcp_peers.len() + usize::from(cfg.local_only);
+    let backends = cfg.tcp_listeners.len()
+        + cfg.tcp_peers.len()
+        + cfg.udp_listeners.len()
+        + cfg.udp_peers.len()
+        + usize::from(cfg.local_only);
     if backends == 0 {
         return Err(StartError::NothingToDo);
     }
@@ -97,6 +101,11 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
         };
         tcp::listen(&net, &addr, listener_params(l), backend_tls)?;
     }
+    for l in &cfg.udp_listeners {
+        let addr = format!("{}:{}", l.bind_addr, l.port);
+        let params = backend_params(l.cost, &l.node_cost, &l.allowed_peers);
+        udp::listen(&net, &addr, params)?;
+    }
     let work = Workceptor::start(
         &net,
         &cfg.node.datadir,
@@ -115,6 +124,10 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
             None => None,
         };
         tcp::dial(&net, &p.address, p.redial, peer_params(p), backend_tls)?;
+    }
+    for p in &cfg.udp_peers {
+        let params = backend_params(p.cost, &Default::default(), &p.allowed_peers);
+        udp::dial(&net, &p.address, p.redial, params)?;
     }
     info!("Initialization complete");
     Ok(Daemon {
@@ -136,19 +149,22 @@ fn client_tls(sections: &Sections, name: &str, host: &str) -> Result<BackendTls,
 }
 
 fn listener_params(l: &TcpListenerCfg) -> BackendParams {
-    BackendParams {
-        cost: l.cost,
-        node_cost: l.node_cost.clone(),
-        allowed_peers: allowed(&l.allowed_peers),
-        cert_node_ids: None,
-    }
+    backend_params(l.cost, &l.node_cost, &l.allowed_peers)
 }
 
 fn peer_params(p: &TcpPeerCfg) -> BackendParams {
+    backend_params(p.cost, &Default::default(), &p.allowed_peers)
+}
+
+fn backend_params(
+    cost: f64,
+    node_cost: &std::collections::BTreeMap<String, f64>,
+    allowed_peers: &[String],
+) -> BackendParams {
     BackendParams {
-        cost: p.cost,
-        node_cost: Default::default(),
-        allowed_peers: allowed(&p.allowed_peers),
+        cost,
+        node_cost: node_cost.clone(),
+        allowed_peers: allowed(allowed_peers),
         cert_node_ids: None,
     }
 }

@@ -393,7 +393,10 @@ fn tls_control_services_remote_work_secrets_and_connect() {
     // bravo's control service has no TLS: its throwaway certificate is
     // refused by a TLS client.
     let reply = alpha.connect().cmd("connect bravo control cli");
-    assert!(reply.starts_with("ERROR: ") && reply.contains("certificate"), "{reply}");
+    assert!(
+        reply.starts_with("ERROR: ") && reply.contains("certificate"),
+        "{reply}"
+    );
 }
 
 /// A TLS echo server on 127.0.0.1 for one client: what it reads, it sends

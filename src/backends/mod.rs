@@ -9,3 +9,4 @@ pub mod redial;
 pub mod session;
 pub mod tcp;
 pub mod tls;
+pub mod udp;

@@ -10,7 +10,8 @@ use super::schema;
 use super::{
     CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg, CommandRunnerCfg, Config,
     ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg, RuleSpec,
-    TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, WorkCommandCfg,
+    TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, UdpListenerCfg, UdpPeerCfg,
+    WorkCommandCfg,
 };
 use crate::netceptor::addr::is_local_alias;
 use crate::netceptor::firewall::Firewall;
@@ -58,6 +59,8 @@ pub(crate) fn build(
         local_only: false,
         tcp_listeners: Vec::new(),
         tcp_peers: Vec::new(),
+        udp_listeners: Vec::new(),
+        udp_peers: Vec::new(),
         control_services: Vec::new(),
         proxies: Vec::new(),
         work_commands: Vec::new(),
@@ -88,6 +91,8 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
         "local-only" => config.local_only = true,
         "tcp-listener" => config.tcp_listeners.push(tcp_listener(d)?),
         "tcp-peer" => config.tcp_peers.push(tcp_peer(d)?),
+        "udp-listener" => config.udp_listeners.push(udp_listener(d)?),
+        "udp-peer" => config.udp_peers.push(udp_peer(d)?),
         "control-service" => config.control_services.push(control_service(d)?),
         "tcp-server" | "tcp-client" | "udp-server" | "udp-client" | "unix-socket-server"
         | "unix-socket-client" => config.proxies.push(proxy(d)?),
@@ -298,7 +303,27 @@ fn tcp_listener(d: &Directive) -> Result<TcpListenerCfg, String> {
     })
 }
 
-fn tcp_peer(d: &Directive) -> Result<TcpPeerCfg, String> {
+fn udp_listener(d: &Directive) -> Result<UdpListenerCfg, String> {
+    Ok(UdpListenerCfg {
+        bind_addr: d.str("bindaddr"),
+        port: port(d)?,
+        cost: d.float("cost"),
+        node_cost: d.float_map("nodecost"),
+        allowed_peers: d.str_list("allowedpeers"),
+    })
+}
+
+fn udp_peer(d: &Directive) -> Result<UdpPeerCfg, String> {
+    Ok(UdpPeerCfg {
+        address: host_port(d)?,
+        redial: d.bool("redial"),
+        cost: d.float("cost"),
+        allowed_peers: d.str_list("allowedpeers"),
+    })
+}
+
+/// A peer's `address`, which must be `host:port`.
+fn host_port(d: &Directive) -> Result<String, String> {
     let address = d.str("address");
     let has_port = address
         .rsplit_once(':')
@@ -306,8 +331,12 @@ fn tcp_peer(d: &Directive) -> Result<TcpPeerCfg, String> {
     if !has_port {
         return Err(d.error(format!("address {address:?} must be host:port")));
     }
+    Ok(address)
+}
+
+fn tcp_peer(d: &Directive) -> Result<TcpPeerCfg, String> {
     Ok(TcpPeerCfg {
-        address,
+        address: host_port(d)?,
         redial: d.bool("redial"),
         tls: d.opt_str("tls"),
         cost: d.float("cost"),

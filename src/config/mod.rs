@@ -61,6 +61,8 @@ pub struct Config {
     pub local_only: bool,
     pub tcp_listeners: Vec<TcpListenerCfg>,
     pub tcp_peers: Vec<TcpPeerCfg>,
+    pub udp_listeners: Vec<UdpListenerCfg>,
+    pub udp_peers: Vec<UdpPeerCfg>,
     pub control_services: Vec<ControlServiceCfg>,
     /// Service proxies between local sockets and mesh services.
     pub proxies: Vec<ProxyCfg>,
@@ -153,6 +155,26 @@ pub struct TcpPeerCfg {
     pub address: String,
     pub redial: bool,
     pub tls: Option<String>,
+    pub cost: f64,
+    pub allowed_peers: Vec<String>,
+}
+
+/// `udp-listener`: as a TCP listener, without TLS (UDP has none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpListenerCfg {
+    pub bind_addr: String,
+    pub port: u16,
+    pub cost: f64,
+    pub node_cost: BTreeMap<String, f64>,
+    pub allowed_peers: Vec<String>,
+}
+
+/// `udp-peer`: as a TCP peer, without TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpPeerCfg {
+    /// `host:port`.
+    pub address: String,
+    pub redial: bool,
     pub cost: f64,
     pub allowed_peers: Vec<String>,
 }

@@ -1,0 +1,237 @@
+//! `udp-listener` and `udp-peer` (docs/wire.md §2.3): one datagram is one
+//! netceptor message, with no framing, fragmentation or reliability (QUIC
+//! streams above recover what is lost). The listener tells sessions apart
+//! by the sender's address; a session ends when the node closes it (idle
+//! timeout, rejection), and the sender's next datagram opens a new one.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+
+use super::redial::{self, Attempt};
+use crate::netceptor::Netceptor;
+use crate::netceptor::link::{Link, LinkError};
+use crate::netceptor::node::{BackendParams, ConnId};
+
+/// The most a UDP datagram carries over IPv4 (Go's dialer limit too).
+const MAX_DATAGRAM: usize = 65_507;
+/// Sessions one listener keeps at most: each is a source address, which a
+/// forger can vary freely.
+const MAX_SESSIONS: usize = 4096;
+/// How often a peer's reader looks up from the socket to see whether the
+/// node closed its session.
+const READ_POLL: Duration = Duration::from_millis(500);
+
+/// One session's sending side: datagrams to `to` (or to the connected peer).
+struct UdpLink {
+    sock: Arc<UdpSocket>,
+    to: Option<SocketAddr>,
+    closed: Arc<AtomicBool>,
+    /// The listener's table entry to remove once the node closes us.
+    table: Option<(Sessions, SocketAddr)>,
+}
+
+impl Link for UdpLink {
+    fn queue(&mut self, msg: &[u8]) -> Result<(), LinkError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(LinkError::Closed);
+        }
+        if msg.len() > MAX_DATAGRAM {
+            return Err(LinkError::TooLarge(msg.len()));
+        }
+        let sent = match self.to {
+            Some(to) => self.sock.send_to(msg, to),
+            None => self.sock.send(msg),
+        };
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(LinkError::Congested),
+            // A refused datagram (the peer's port is shut for now) is lost
+            // like any other; the session lives until it goes idle.
+            Err(e) => {
+                debug!("UDP send failed: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), LinkError> {
+        Ok(())
+    }
+
+    fn close(self: Box<Self>) {
+        self.closed.store(true, Ordering::Relaxed);
+        if let Some((table, from)) = self.table {
+            table.forget(from, &self.closed);
+        }
+    }
+}
+
+/// A listener's sessions by source address.
+#[derive(Clone, Default)]
+struct Sessions(Arc<Mutex<HashMap<SocketAddr, (ConnId, Arc<AtomicBool>)>>>);
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, (ConnId, Arc<AtomicBool>)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes `from`'s entry if it is still the session `closed` belongs to.
+    fn forget(&self, from: SocketAddr, closed: &Arc<AtomicBool>) {
+        let mut map = self.lock();
+        if map.get(&from).is_some_and(|(_, c)| Arc::ptr_eq(c, closed)) {
+            map.remove(&from);
+        }
+    }
+}
+
+/// Binds now (so errors surface at startup) and reads datagrams on a thread.
+pub fn listen(
+    net: &Netceptor,
+    addr: &str,
+    params: BackendParams,
+) -> Result<JoinHandle<()>, String> {
+    let sock = UdpSocket::bind(addr).map_err(|e| format!("udp-listener {addr}: {e}"))?;
+    let local = sock
+        .local_addr()
+        .map_or(addr.to_string(), |a| a.to_string());
+    debug!("Listening on UDP {local}");
+    let (net, sock) = (net.clone(), Arc::new(sock));
+    std::thread::Builder::new()
+        .name(format!("udp-listen-{local}"))
+        .spawn(move || serve(&net, &sock, &params))
+        .map_err(|e| e.to_string())
+}
+
+fn serve(net: &Netceptor, sock: &Arc<UdpSocket>, params: &BackendParams) {
+    let sessions = Sessions::default();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                error!("UDP listener read error: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let Some(conn) = session(net, sock, params, &sessions, from) else {
+            continue;
+        };
+        net.conn_message(conn, buf[..n].to_vec());
+    }
+}
+
+/// The live session for `from`, opened if there is none.
+fn session(
+    net: &Netceptor,
+    sock: &Arc<UdpSocket>,
+    params: &BackendParams,
+    sessions: &Sessions,
+    from: SocketAddr,
+) -> Option<ConnId> {
+    let mut map = sessions.lock();
+    if let Some((conn, closed)) = map.get(&from)
+        && !closed.load(Ordering::Relaxed)
+    {
+        return Some(*conn);
+    }
+    if map.len() >= MAX_SESSIONS {
+        map.retain(|_, (_, closed)| !closed.load(Ordering::Relaxed));
+        if map.len() >= MAX_SESSIONS {
+            warn!("UDP listener: {MAX_SESSIONS} sessions open, ignoring {from}");
+            return None;
+        }
+    }
+    let closed = Arc::new(AtomicBool::new(false));
+    let link = UdpLink {
+        sock: sock.clone(),
+        to: Some(from),
+        closed: closed.clone(),
+        table: Some((sessions.clone(), from)),
+    };
+    let conn = net.conn_opened(params.clone(), Box::new(link));
+    map.insert(from, (conn, closed));
+    Some(conn)
+}
+
+/// Keeps a session with `address` up, starting a new one when the node
+/// closes it (unless `redial` is off).
+pub fn dial(
+    net: &Netceptor,
+    address: &str,
+    redial: bool,
+    params: BackendParams,
+) -> Result<JoinHandle<()>, String> {
+    let (net, address) = (net.clone(), address.to_string());
+    debug!("Running UDP peer connection {address}");
+    std::thread::Builder::new()
+        .name(format!("udp-peer-{address}"))
+        .spawn(move || {
+            redial::run(redial, || match connect(&address) {
+                Ok(sock) => {
+                    run_peer(&net, params.clone(), sock);
+                    Attempt::Ran
+                }
+                Err(e) => Attempt::Failed(e),
+            })
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// A socket connected to the first address `address` resolves to.
+fn connect(address: &str) -> Result<UdpSocket, String> {
+    let to = address
+        .to_socket_addrs()
+        .map_err(|e| format!("dial udp {address}: lookup: {e}"))?
+        .next()
+        .ok_or_else(|| format!("dial udp {address}: no addresses"))?;
+    let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let sock = UdpSocket::bind(any).map_err(|e| format!("dial udp {to}: {e}"))?;
+    sock.connect(to)
+        .map_err(|e| format!("dial udp {to}: {e}"))?;
+    sock.set_read_timeout(Some(READ_POLL))
+        .map_err(|e| format!("dial udp {to}: {e}"))?;
+    Ok(sock)
+}
+
+/// Runs one session until the node closes it or the socket fails.
+fn run_peer(net: &Netceptor, params: BackendParams, sock: UdpSocket) {
+    let sock = Arc::new(sock);
+    let closed = Arc::new(AtomicBool::new(false));
+    let link = UdpLink {
+        sock: sock.clone(),
+        to: None,
+        closed: closed.clone(),
+        table: None,
+    };
+    let conn = net.conn_opened(params, Box::new(link));
+    let mut buf = vec![0u8; 65_536];
+    while !closed.load(Ordering::Relaxed) {
+        match sock.recv(&mut buf) {
+            Ok(n) => net.conn_message(conn, buf[..n].to_vec()),
+            // Timeouts let us notice the close; a refused send (nobody
+            // listening yet) shows up here too and changes nothing.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock
+                        | ErrorKind::TimedOut
+                        | ErrorKind::Interrupted
+                        | ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => {
+                error!("UDP peer read error: {e}");
+                break;
+            }
+        }
+    }
+    net.conn_closed(conn);
+}
