@@ -73,12 +73,16 @@ impl Link for UdpLink {
     }
 }
 
+/// A session's connection, and the flag its link sets when the node
+/// closes it.
+type Session = (ConnId, Arc<AtomicBool>);
+
 /// A listener's sessions by source address.
 #[derive(Clone, Default)]
-struct Sessions(Arc<Mutex<HashMap<SocketAddr, (ConnId, Arc<AtomicBool>)>>>);
+struct Sessions(Arc<Mutex<HashMap<SocketAddr, Session>>>);
 
 impl Sessions {
-    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, (ConnId, Arc<AtomicBool>)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Session>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
