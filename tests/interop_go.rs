@@ -136,3 +136,41 @@ fn go_and_rust_nodes_share_a_mutual_tls_mesh_and_run_work_both_ways() {
     let ping = go_dialer.ctl(&["ping", "rsthird", "--count", "1"]);
     assert!(ping.status.success(), "{}", show(&ping));
 }
+
+#[test]
+fn go_and_rust_nodes_mesh_over_udp_both_ways() {
+    let Some(go) = go_reference() else { return };
+    let udp_port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    };
+    let (go_port, rs_port) = (udp_port(), udp_port());
+    let work = "- work-command: {worktype: echo, command: cat}".to_string();
+    let listen = |p: u16| format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {p}}}");
+    let dial = |p: u16| format!("- udp-peer: {{address: \"127.0.0.1:{p}\"}}");
+    // gonode listens for rsnode; rsnode listens for godialer.
+    let gonode = Node::start_go(&go, "gonode", &[listen(go_port), work.clone()]);
+    let rsnode = Node::start("rsnode", &[dial(go_port), listen(rs_port), work]);
+    let godialer = Node::start_go(&go, "godialer", &[dial(rs_port)]);
+    for (node, target) in [
+        (&rsnode, "gonode"),
+        (&gonode, "rsnode"),
+        (&godialer, "gonode"),
+    ] {
+        let routed = common::wait_until(secs(20), || node.route(target).is_some());
+        assert!(routed, "{} -> {target}: {}", node.id, node.log_tail(20));
+    }
+    let payload = b"over udp between two implementations\n".repeat(2000);
+    assert_eq!(
+        submit(&rsnode, "gonode", &payload),
+        payload,
+        "Rust -> Go over UDP"
+    );
+    assert_eq!(
+        submit(&godialer, "rsnode", &payload),
+        payload,
+        "Go dialer -> Rust listener"
+    );
+}
