@@ -141,17 +141,19 @@ fn session(
     sessions: &Sessions,
     from: SocketAddr,
 ) -> Option<ConnId> {
-    let mut map = sessions.lock();
-    if let Some((conn, closed)) = map.get(&from)
-        && !closed.load(Ordering::Relaxed)
     {
-        return Some(*conn);
-    }
-    if map.len() >= MAX_SESSIONS {
-        map.retain(|_, (_, closed)| !closed.load(Ordering::Relaxed));
+        let mut map = sessions.lock();
+        if let Some((conn, closed)) = map.get(&from)
+            && !closed.load(Ordering::Relaxed)
+        {
+            return Some(*conn);
+        }
         if map.len() >= MAX_SESSIONS {
-            warn!("UDP listener: {MAX_SESSIONS} sessions open, ignoring {from}");
-            return None;
+            map.retain(|_, (_, closed)| !closed.load(Ordering::Relaxed));
+            if map.len() >= MAX_SESSIONS {
+                warn!("UDP listener: {MAX_SESSIONS} sessions open, ignoring {from}");
+                return None;
+            }
         }
     }
     let closed = Arc::new(AtomicBool::new(false));
@@ -161,8 +163,10 @@ fn session(
         closed: closed.clone(),
         table: Some((sessions.clone(), from)),
     };
+    // Not under the table's lock: the router may be closing another
+    // session (which takes the lock) while this waits for room in its queue.
     let conn = net.conn_opened(params.clone(), Box::new(link));
-    map.insert(from, (conn, closed));
+    sessions.lock().insert(from, (conn, closed));
     Some(conn)
 }
 
