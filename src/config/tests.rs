@@ -386,11 +386,11 @@ fn unsupported_directives_are_validated_then_listed() {
                  --work-kubernetes worktype=k --ip-router networkname=n localnet=10.0.0.1/30",
     )
     .expect("valid");
+    assert_eq!(c.udp_peers[0].address, "h:1");
     assert_eq!(
         c.unsupported,
         [
             "ws-listener",
-            "udp-peer",
             "work-signing",
             "work-kubernetes",
             "ip-router"
