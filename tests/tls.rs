@@ -279,7 +279,17 @@ fn tls_control_services_remote_work_secrets_and_connect() {
     let tcptls = format!("    tcplisten: 127.0.0.1:{pc}\n    tcptls: srv");
     let alpha = Node::start_full("alpha", "", &tcptls, &items);
     let mut items = tls_items(&pki.node("bravo"), &ca).to_vec();
-    items.extend([tls_peer(pa, "cli"), tls_listener(pb, "srv")]);
+    // A mesh service whose certificate names another node.
+    let nobody = pki.node("nobody");
+    let fake = nobody
+        .server("fake", &ca)
+        .replace("requireclientcert: true", "skipreceptornamescheck: true");
+    items.extend([
+        tls_peer(pa, "cli"),
+        tls_listener(pb, "srv"),
+        fake,
+        format!("- tcp-client: {{service: fakesvc, address: \"127.0.0.1:{pc}\", tlsserver: fake}}"),
+    ]);
     let _bravo = Node::start("bravo", &items);
     let mut items = tls_items(&pki.node("charlie"), &ca).to_vec();
     items.extend([

@@ -31,6 +31,8 @@ pub enum DialError {
     Timeout,
     /// The connection ended before the stream opened.
     Handshake(ConnectionError),
+    /// Our TLS client refused the server's certificate; Go's words for why.
+    Certificate(String),
     /// The peer's transport parameters allow no bidirectional stream.
     NoStreams,
     /// The stream hello could not be written.
@@ -58,6 +60,7 @@ impl fmt::Display for DialError {
             ),
             DialError::Timeout => f.write_str("timeout: handshake did not complete in time"),
             DialError::Handshake(e) => f.write_str(&describe(e).1),
+            DialError::Certificate(why) => f.write_str(why),
             DialError::NoStreams => f.write_str("peer allows no streams"),
             DialError::Hello(e) => write!(f, "cannot write stream hello: {e}"),
             DialError::MeshClosed => f.write_str("mesh service closed"),

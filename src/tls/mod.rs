@@ -69,7 +69,7 @@ use crate::certs::san::{self, SanError};
 use crate::config::{TlsClientCfg, TlsServerCfg};
 use pins::{PinError, Pins};
 pub use sections::{Sections, UnknownTls};
-pub use verify::{PeerCertError, check_node_id};
+pub use verify::{PeerCertError, Refusal, check_node_id};
 
 /// What went wrong preparing one TLS section.
 #[derive(Debug)]
@@ -407,13 +407,25 @@ impl ClientTls {
     /// For dialing a mesh service on `node`: the chain to the root CAs with
     /// EKU serverAuth, pins, and `node` in the server leaf's node IDs.
     pub fn for_node(&self, node: &str) -> Result<(ClientConfig, ServerName<'static>), TlsError> {
+        self.for_node_reporting(node)
+            .map(|(config, name, _)| (config, name))
+    }
+
+    /// As [`ClientTls::for_node`], with the slot where a refusal of the
+    /// server's certificate leaves Go's words for it (QUIC reports only an
+    /// alert).
+    pub fn for_node_reporting(
+        &self,
+        node: &str,
+    ) -> Result<(ClientConfig, ServerName<'static>, Refusal), TlsError> {
         let algs = provider(self.min_tls13).signature_verification_algorithms;
         let verifier = if self.insecure_skip_verify {
             verify::ServerVerifier::insecure(algs)
         } else {
             verify::ServerVerifier::node(self.roots.clone(), node, self.pins.clone(), algs)
         };
-        Ok((self.build(verifier)?, sni_for_node(node)))
+        let refusal = verifier.refusal();
+        Ok((self.build(verifier)?, sni_for_node(node), refusal))
     }
 
     fn build(&self, verifier: verify::ServerVerifier) -> Result<ClientConfig, TlsError> {
@@ -455,13 +467,21 @@ pub fn peer_node_ids(chain: Option<&[CertificateDer<'_>]>) -> Result<Vec<String>
 /// words, e.g. `x509: certificate is valid for Receptor node ID a, not b`)
 /// as they are, and any other error as rustls displays it.
 pub fn error_text(e: &rustls::Error) -> String {
-    let ours = match e {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
-            other.0.downcast_ref::<PeerCertError>()
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::Other(other)) => other
+            .0
+            .downcast_ref::<PeerCertError>()
+            .map_or_else(|| e.to_string(), PeerCertError::to_string),
+        // Go's crypto/x509 words for the common chain failures.
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "x509: certificate signed by unknown authority".into()
         }
-        _ => None,
-    };
-    ours.map_or_else(|| e.to_string(), PeerCertError::to_string)
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "x509: certificate has expired or is not yet valid".into()
+        }
+        _ => e.to_string(),
+    }
 }
 
 #[cfg(test)]

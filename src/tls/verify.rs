@@ -125,12 +125,29 @@ enum ServerCheck {
     Nothing,
 }
 
+/// Where a verifier leaves the words of its refusal, for a dialer whose
+/// transport (QUIC) reports only an alert: `take` gives them once.
+#[derive(Debug, Clone, Default)]
+pub struct Refusal(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Refusal {
+    fn record(&self, e: &Error) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(super::error_text(e));
+    }
+
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// A client's verifier of server certificates.
 #[derive(Debug)]
 pub(crate) struct ServerVerifier {
     check: ServerCheck,
     pins: Pins,
     sigs: Signatures,
+    refusal: Refusal,
 }
 
 impl ServerVerifier {
@@ -161,21 +178,25 @@ impl ServerVerifier {
             check,
             pins,
             sigs: Signatures(algs),
+            refusal: Refusal::default(),
         }
     }
-}
 
-impl ServerCertVerifier for ServerVerifier {
-    fn verify_server_cert(
+    /// The slot this verifier's refusals go to.
+    pub(crate) fn refusal(&self) -> Refusal {
+        self.refusal.clone()
+    }
+
+    fn check_server(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
+    ) -> Result<(), Error> {
         match &self.check {
-            ServerCheck::Nothing => return Ok(ServerCertVerified::assertion()),
+            ServerCheck::Nothing => return Ok(()),
             ServerCheck::Host(inner) => {
                 inner.verify_server_cert(
                     end_entity,
@@ -200,6 +221,21 @@ impl ServerCertVerifier for ServerVerifier {
                 check_node_id(end_entity, node)?;
             }
         }
+        Ok(())
+    }
+}
+
+impl ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        self.check_server(end_entity, intermediates, server_name, ocsp_response, now)
+            .inspect_err(|e| self.refusal.record(e))?;
         Ok(ServerCertVerified::assertion())
     }
 
