@@ -16,6 +16,15 @@ use crate::netceptor::link::{Link, LinkError};
 /// Queued bytes beyond which new messages are dropped: mesh data is
 /// datagrams (QUIC recovers the loss), and memory per peer stays bounded.
 const QUEUE_LIMIT: usize = 8 * 1024 * 1024;
+/// Queued bytes of all links together beyond which a link may hold only
+/// [`LINK_FLOOR`]: hundreds of peers that never read cannot make the node
+/// hold gigabytes, and links that drain keep working.
+const TOTAL_LIMIT: usize = 64 * 1024 * 1024;
+/// What any link may queue, however full the others are.
+const LINK_FLOOR: usize = 256 * 1024;
+
+/// Bytes queued in every sink of the process.
+static TOTAL_QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 /// The connection is closed: nothing more can be sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,7 +72,9 @@ impl FrameSink {
     /// Whether `extra` more bytes would exceed what may wait here; the
     /// caller then drops a whole message rather than queue it.
     fn would_congest(&self, extra: usize) -> bool {
-        self.queued.load(Ordering::Relaxed) + extra > QUEUE_LIMIT
+        let mine = self.queued.load(Ordering::Relaxed) + extra;
+        mine > QUEUE_LIMIT
+            || (mine > LINK_FLOOR && TOTAL_QUEUED.load(Ordering::Relaxed) + extra > TOTAL_LIMIT)
     }
 
     /// Sends whole frames (length prefixes included), in order.
@@ -87,6 +98,7 @@ impl FrameSink {
         }
         // A partly sent frame must be finished, so the rest always queues.
         st.queue.extend_from_slice(&frames[sent..]);
+        TOTAL_QUEUED.fetch_add(frames.len() - sent, Ordering::Relaxed);
         self.queued.store(st.queue.len(), Ordering::Relaxed);
         drop(st);
         self.ready.notify_one();
@@ -127,6 +139,7 @@ impl FrameSink {
                 // batch's old capacity for what comes next.
                 batch.clear();
                 std::mem::swap(&mut batch, &mut st.queue);
+                TOTAL_QUEUED.fetch_sub(batch.len(), Ordering::Relaxed);
                 self.queued.store(0, Ordering::Relaxed);
             }
             if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
@@ -134,6 +147,13 @@ impl FrameSink {
                 return Err(e);
             }
         }
+    }
+}
+
+impl Drop for FrameSink {
+    fn drop(&mut self) {
+        let left = self.lock().queue.len();
+        TOTAL_QUEUED.fetch_sub(left, Ordering::Relaxed);
     }
 }
 
@@ -158,6 +178,10 @@ impl Link for FramedLink {
             return Err(LinkError::Congested);
         }
         codec::write_frame(&mut self.batch, msg).map_err(|_| LinkError::TooLarge(msg.len()))
+    }
+
+    fn backlog(&self) -> usize {
+        self.sink.queued.load(Ordering::Relaxed) + self.batch.len()
     }
 
     fn flush(&mut self) -> Result<(), LinkError> {

@@ -13,7 +13,9 @@ use log::{debug, error, warn};
 use super::codec::{ServiceName, UnreachableMessage, WorkCommand};
 use super::firewall::Firewall;
 use super::link::{Link, LinkError};
-use super::node::{Advertise, BackendParams, ConnId, Node, Now, Output, SendError, StatusSnapshot};
+use super::node::{
+    Advertise, BackendParams, ConnId, Limits, Node, Now, Output, SendError, StatusSnapshot,
+};
 use crate::random::IdGen;
 
 /// What a local service receives.
@@ -80,6 +82,16 @@ impl Netceptor {
     /// [`Netceptor::shutdown`] (or the mesh tells this node to stop); join
     /// the handle to know it has closed every link.
     pub fn start(id: &str, max_idle: Duration, firewall: Firewall) -> (Netceptor, JoinHandle<()>) {
+        Self::start_with(id, max_idle, firewall, Limits::default())
+    }
+
+    /// [`Netceptor::start`] with bounds on what the mesh may make it keep.
+    pub fn start_with(
+        id: &str,
+        max_idle: Duration,
+        firewall: Firewall,
+        limits: Limits,
+    ) -> (Netceptor, JoinHandle<()>) {
         // Bounded, so readers of busy connections wait (and TCP pushes back
         // on the peer) instead of queueing without limit.
         let (tx, rx) = bounded(COMMAND_QUEUE);
@@ -87,6 +99,7 @@ impl Netceptor {
         let epoch = new_epoch();
         let mut node = Node::new(id, epoch, max_idle, IdGen::from_os(), Instant::now());
         node.set_firewall(firewall);
+        node.set_limits(limits);
         let handle = std::thread::Builder::new()
             .name("router".into())
             .spawn(move || Router::new(node, shutdown_tx).run(rx))
@@ -309,6 +322,7 @@ impl Router {
             // Checked after every batch too, so a busy channel cannot starve timers.
             let now = now();
             if self.node.poll_timeout() <= now.mono {
+                self.report_backlogs();
                 self.node.handle_timeout(now);
                 self.apply_outputs();
             }
@@ -421,6 +435,16 @@ impl Router {
                     let _ = self.shutdown.try_send(reason);
                     self.stopping = true;
                 }
+            }
+        }
+    }
+
+    /// Tells the node how much waits on the links it paces sends by.
+    fn report_backlogs(&mut self) {
+        let conns: Vec<ConnId> = self.node.conns_sharing_ads().collect();
+        for conn in conns {
+            if let Some(out) = self.writers.get(&conn) {
+                self.node.handle_link_backlog(conn, out.link.backlog());
             }
         }
     }

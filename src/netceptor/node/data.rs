@@ -48,7 +48,13 @@ impl Node {
         let h = DataHeader {
             hops_to_live: hops,
             from_node: self.own_hash,
-            to_node: self.add_name(&to_node),
+            // Only names of nodes we can reach are kept: a local client
+            // must not grow the table with names it makes up.
+            to_node: if to_node == self.id || self.routes.contains_key(&to_node) {
+                self.add_name(&to_node)
+            } else {
+                crate::netceptor::hash::node_hash(&to_node)
+            },
             from_service,
             to_service,
         };

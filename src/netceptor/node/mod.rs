@@ -15,6 +15,7 @@
 //! `timer` (the deadline table).
 
 mod data;
+mod limits;
 mod links;
 mod services;
 mod timer;
@@ -28,6 +29,8 @@ use super::firewall::Firewall;
 use super::hash::node_hash;
 use super::routing::CostTable;
 use crate::random::IdGen;
+pub use limits::Limits;
+use limits::Overflow;
 use timer::{Timer, TimerTable};
 
 pub type ConnId = u64;
@@ -170,6 +173,12 @@ pub struct Node {
     names: HashMap<u64, String>,
     own_hash: u64,
     ads: BTreeMap<(String, String), StoredAd>,
+    /// Connections in `costs`, kept as `costs` changes.
+    edges: usize,
+    /// New peers still being sent the advertisements we know.
+    ad_shares: BTreeMap<ConnId, links::AdShare>,
+    limits: Limits,
+    overflow: Overflow,
     services: HashMap<ServiceName, Option<Advertise>>,
     work_commands: Vec<WorkCommand>,
     firewall: Firewall,
@@ -201,6 +210,10 @@ impl Node {
             names: HashMap::new(),
             own_hash: node_hash(id),
             ads: BTreeMap::new(),
+            edges: 0,
+            ad_shares: BTreeMap::new(),
+            limits: Limits::default(),
+            overflow: Overflow::default(),
             services: HashMap::new(),
             work_commands: Vec::new(),
             firewall: Firewall::default(),
@@ -213,6 +226,11 @@ impl Node {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The bounds on state fed from the network, from now on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// The rules every data message is checked against from now on.
@@ -263,6 +281,7 @@ impl Node {
                 self.timers.set(Timer::IdleCheck, t + IDLE_CHECK_INTERVAL);
                 self.close_idle_connections(t);
             }
+            Timer::ShareAds => self.share_ads_step(t),
             Timer::SeenSweep => {
                 self.timers
                     .set(Timer::SeenSweep, t + SEEN_UPDATE_EXPIRY / 2);

@@ -1,31 +1,70 @@
 //! Local services: binding names, and the service advertisements that
 //! tell the mesh about them (ours and everyone else's).
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, error};
+use log::debug;
 
+use super::limits::Refusal;
+use super::links::AdShare;
 use super::timer::Timer;
-use super::{Advertise, ConnId, Node, Output, RESERVED_PING, RESERVED_UNREACH, SOON, StoredAd};
+use super::{
+    Advertise, ConnId, Node, Now, Output, RESERVED_PING, RESERVED_UNREACH, SOON, StoredAd,
+};
 use crate::gotime;
 use crate::netceptor::codec::{self, ServiceAdvertisement, ServiceName, WorkCommand};
+use crate::netceptor::names;
+
+/// Advertisements handed to a new peer at a time.
+pub(super) const AD_SHARE_CHUNK: usize = 64;
+/// How often a new peer is given its next chunk.
+pub(super) const AD_SHARE_INTERVAL: Duration = Duration::from_millis(50);
+/// A new peer gets no more while this much is waiting on its link.
+pub(super) const AD_SHARE_BACKLOG: usize = 64 * 1024;
 
 impl Node {
-    pub(super) fn handle_service_ad(&mut self, ad: ServiceAdvertisement, from_peer: &str) {
+    pub(super) fn handle_service_ad(
+        &mut self,
+        ad: ServiceAdvertisement,
+        from_peer: &str,
+        now: Instant,
+    ) {
         if ad.node_id == self.id {
             return;
         }
+        let bad = names::check_node_id(&ad.node_id)
+            .map_err(|e| format!("node ID {} {e}", names::shown(&ad.node_id)))
+            .and_then(|()| {
+                names::check_service(&ad.service)
+                    .map_err(|e| format!("service name {} {e}", names::shown(&ad.service)))
+            });
+        if let Err(why) = bad {
+            return self.overflow.warn(Refusal::BadAd, now, || {
+                format!("Ignoring service advertisement: {why}")
+            });
+        }
         debug!("Received service advertisement from {}", ad.node_id);
         let Some(time) = gotime::parse_rfc3339(&ad.time) else {
-            error!(
-                "Error handling service advertisement: bad time {:?}",
-                ad.time
-            );
-            return;
+            let shown = names::shown(&ad.time);
+            return self.overflow.warn(Refusal::BadAd, now, || {
+                format!("Error handling service advertisement: bad time {shown}")
+            });
         };
         let key = (ad.node_id.clone(), ad.service.clone());
-        if self.ads.get(&key).is_some_and(|s| time <= s.time) {
-            return;
+        match self.ads.get(&key) {
+            Some(s) if time <= s.time => return,
+            Some(_) => {}
+            None if self.ads.len() >= self.limits.max_ads => {
+                let max = self.limits.max_ads;
+                return self.overflow.warn(Refusal::Ads, now, || {
+                    format!(
+                        "Ignoring service advertisement {} {}: {max} advertisements are known already (node maxadvertisements)",
+                        names::shown(&key.0),
+                        names::shown(&key.1)
+                    )
+                });
+            }
+            None => {}
         }
         let msg = codec::encode_service_ad(&ad);
         // A cancel stays as a tombstone with its time, so copies of it
@@ -122,18 +161,72 @@ impl Node {
         }
     }
 
-    /// A new peer learns every advertisement we know at once, instead of
-    /// waiting up to a minute for the periodic round as Go peers do.
-    pub(super) fn share_ads_with(&mut self, conn: ConnId, time: SystemTime) {
-        let mut msgs: Vec<Vec<u8>> = self
-            .own_ads(time)
+    /// A new peer learns every advertisement we know now, instead of
+    /// waiting up to a minute for the periodic round as Go peers do: ours
+    /// and the first chunk of the others' at once, the rest a chunk at a
+    /// time as its link drains (so thousands of ads times hundreds of new
+    /// peers never sit in memory at once).
+    pub(super) fn share_ads_with(&mut self, conn: ConnId, at: Now) {
+        for ad in self.own_ads(at.wall) {
+            let msg = codec::encode_service_ad(&ad);
+            self.outputs.push_back(Output::Send { conn, msg });
+        }
+        self.ad_shares.insert(conn, AdShare::default());
+        if self.share_next_chunk(conn) {
+            self.timers
+                .set_no_later(Timer::ShareAds, at.mono + AD_SHARE_INTERVAL);
+        }
+    }
+
+    /// Gives every new peer whose link has drained its next chunk.
+    pub(super) fn share_ads_step(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .ad_shares
             .iter()
-            .map(codec::encode_service_ad)
+            .filter(|(_, s)| s.backlog <= AD_SHARE_BACKLOG)
+            .map(|(&c, _)| c)
             .collect();
-        let live = self.ads.values().filter(|s| !s.ad.cancel);
-        msgs.extend(live.map(|s| codec::encode_service_ad(&s.ad)));
+        for conn in due {
+            self.share_next_chunk(conn);
+        }
+        if !self.ad_shares.is_empty() {
+            self.timers.set(Timer::ShareAds, now + AD_SHARE_INTERVAL);
+        }
+    }
+
+    /// Sends `conn` its next chunk of live ads; true while more remain.
+    fn share_next_chunk(&mut self, conn: ConnId) -> bool {
+        use std::ops::Bound;
+        let Some(share) = self.ad_shares.get_mut(&conn) else {
+            return false;
+        };
+        let from = match share.after.take() {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let mut last = None;
+        let mut msgs = Vec::new();
+        for (key, stored) in self.ads.range((from, Bound::Unbounded)) {
+            if msgs.len() == AD_SHARE_CHUNK {
+                break;
+            }
+            last = Some(key.clone());
+            if !stored.ad.cancel {
+                msgs.push(codec::encode_service_ad(&stored.ad));
+            }
+        }
         for msg in msgs {
             self.outputs.push_back(Output::Send { conn, msg });
+        }
+        match last {
+            Some(key) => {
+                share.after = Some(key);
+                true
+            }
+            None => {
+                self.ad_shares.remove(&conn);
+                false
+            }
         }
     }
 }
