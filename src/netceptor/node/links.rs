@@ -205,6 +205,13 @@ impl Node {
         if let Err(e) = names::check_node_id(&peer) {
             return self.reject(conn, &peer, &format!("its node ID {e}"), now);
         }
+        if let Err(e) = names::check_node_id(&ru.node_id) {
+            let reason = format!(
+                "the NodeID {} of its first message {e}",
+                names::shown(&ru.node_id)
+            );
+            return self.reject(conn, &peer, &reason, now);
+        }
         if peer == self.id {
             return self.reject(
                 conn,
