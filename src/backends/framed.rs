@@ -72,9 +72,8 @@ impl FrameSink {
     /// Whether `extra` more bytes would exceed what may wait here; the
     /// caller then drops a whole message rather than queue it.
     fn would_congest(&self, extra: usize) -> bool {
-        let mine = self.queued.load(Ordering::Relaxed) + extra;
-        mine > QUEUE_LIMIT
-            || (mine > LINK_FLOOR && TOTAL_QUEUED.load(Ordering::Relaxed) + extra > TOTAL_LIMIT)
+        let mine = self.queued.load(Ordering::Relaxed);
+        congested(mine, extra, TOTAL_QUEUED.load(Ordering::Relaxed))
     }
 
     /// Sends whole frames (length prefixes included), in order.
@@ -155,6 +154,13 @@ impl Drop for FrameSink {
         let left = self.lock().queue.len();
         TOTAL_QUEUED.fetch_sub(left, Ordering::Relaxed);
     }
+}
+
+/// Whether a link holding `mine` bytes may not take `extra` more while all
+/// links together hold `total`.
+fn congested(mine: usize, extra: usize, total: usize) -> bool {
+    let after = mine + extra;
+    after > QUEUE_LIMIT || (after > LINK_FLOOR && total + extra > TOTAL_LIMIT)
 }
 
 /// The router's end: frames of the current batch, then the shared sink.
@@ -257,6 +263,19 @@ mod tests {
         frames.push(&all);
         let got: Vec<Vec<u8>> = std::iter::from_fn(|| frames.next_frame()).collect();
         assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn links_share_a_total_budget_beyond_their_floor() {
+        // Alone, a link may queue up to its own limit.
+        assert!(!congested(QUEUE_LIMIT - 10, 10, QUEUE_LIMIT - 10));
+        assert!(congested(QUEUE_LIMIT, 1, QUEUE_LIMIT));
+        // When all links together are full, each may still hold its floor
+        // (so links that drain keep working) but no more.
+        assert!(!congested(0, 1000, TOTAL_LIMIT));
+        assert!(!congested(LINK_FLOOR - 1000, 1000, TOTAL_LIMIT));
+        assert!(congested(LINK_FLOOR, 1000, TOTAL_LIMIT));
+        assert!(!congested(LINK_FLOOR, 1000, TOTAL_LIMIT / 2));
     }
 
     #[test]

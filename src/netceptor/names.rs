@@ -96,7 +96,7 @@ pub fn check_service(name: &str) -> Result<(), NameError> {
 pub fn shown(name: &str) -> String {
     const SHOWN: usize = 64;
     let printable = !name.chars().any(char::is_control);
-    if name.len() <= SHOWN && printable {
+    if !name.is_empty() && name.len() <= SHOWN && printable {
         return name.to_string();
     }
     let mut end = name.len().min(SHOWN);
@@ -150,6 +150,7 @@ mod tests {
     #[test]
     fn long_names_are_shortened_in_logs() {
         assert_eq!(shown("a"), "a");
+        assert_eq!(shown(""), "\"\"");
         assert_eq!(shown("a\nb"), "\"a\\nb\"");
         let long = "é".repeat(100);
         let s = shown(&long);

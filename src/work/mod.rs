@@ -13,7 +13,7 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -179,7 +179,12 @@ impl Workceptor {
     pub fn prepare_datadir(datadir: &std::path::Path, node_id: &str) -> Result<(), String> {
         let dir = datadir.join(node_id);
         let fail = |e: io::Error| format!("node: datadir {}: {e}", datadir.display());
-        std::fs::create_dir_all(&dir).map_err(fail)?;
+        // 0700 as the unit directories below it (and as Go makes them).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(fail)?;
         if !dir.is_dir() {
             return Err(fail(io::Error::other("not a directory")));
         }

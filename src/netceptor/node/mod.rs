@@ -156,6 +156,9 @@ struct NodeSeq {
 struct StoredAd {
     ad: ServiceAdvertisement,
     time: i128,
+    /// The ad as it arrived, encoded once for every new peer it is
+    /// handed to.
+    msg: Vec<u8>,
 }
 
 pub struct Node {
@@ -177,6 +180,8 @@ pub struct Node {
     edges: usize,
     /// New peers still being sent the advertisements we know.
     ad_shares: BTreeMap<ConnId, links::AdShare>,
+    /// Which new peer goes first in the next round of ads.
+    ad_share_turn: usize,
     limits: Limits,
     overflow: Overflow,
     services: HashMap<ServiceName, Option<Advertise>>,
@@ -212,6 +217,7 @@ impl Node {
             ads: BTreeMap::new(),
             edges: 0,
             ad_shares: BTreeMap::new(),
+            ad_share_turn: 0,
             limits: Limits::default(),
             overflow: Overflow::default(),
             services: HashMap::new(),

@@ -15,12 +15,16 @@ use crate::gotime;
 use crate::netceptor::codec::{self, ServiceAdvertisement, ServiceName, WorkCommand};
 use crate::netceptor::names;
 
-/// Advertisements handed to a new peer at a time.
-pub(super) const AD_SHARE_CHUNK: usize = 64;
-/// How often a new peer is given its next chunk.
+/// How often a new peer is given its next chunk of advertisements.
 pub(super) const AD_SHARE_INTERVAL: Duration = Duration::from_millis(50);
-/// A new peer gets no more while this much is waiting on its link.
-pub(super) const AD_SHARE_BACKLOG: usize = 64 * 1024;
+/// A chunk tops what waits on the new peer's link up to this many bytes,
+/// so a link that does not drain gets nothing more (at most 640 KB/s per
+/// new peer at the interval above).
+pub(super) const AD_SHARE_BACKLOG: usize = 32 * 1024;
+/// Bytes of advertisements handed to all new peers together per interval
+/// (20 MB/s), taking turns: hundreds of peers joining at once cost no
+/// more memory than a few.
+pub(super) const AD_SHARE_ROUND: usize = 1024 * 1024;
 
 impl Node {
     pub(super) fn handle_service_ad(
@@ -69,9 +73,9 @@ impl Node {
         let msg = codec::encode_service_ad(&ad);
         // A cancel stays as a tombstone with its time, so copies of it
         // arriving round a loop are recognised and not flooded again.
-        self.ads.insert(key, StoredAd { ad, time });
         let from = self.peers.get(from_peer).copied();
         self.flood(&msg, from);
+        self.ads.insert(key, StoredAd { ad, time, msg });
     }
 
     /// Binds a service name so datagrams to it are delivered.
@@ -172,58 +176,80 @@ impl Node {
             self.outputs.push_back(Output::Send { conn, msg });
         }
         self.ad_shares.insert(conn, AdShare::default());
-        if self.share_next_chunk(conn) {
+        if self.share_next_chunk(conn, AD_SHARE_BACKLOG) {
             self.timers
                 .set_no_later(Timer::ShareAds, at.mono + AD_SHARE_INTERVAL);
         }
     }
 
-    /// Gives every new peer whose link has drained its next chunk.
+    /// Tops up the link of every new peer still being handed ads.
     pub(super) fn share_ads_step(&mut self, now: Instant) {
-        let due: Vec<ConnId> = self
+        let mut due: Vec<(ConnId, usize)> = self
             .ad_shares
             .iter()
-            .filter(|(_, s)| s.backlog <= AD_SHARE_BACKLOG)
-            .map(|(&c, _)| c)
+            .map(|(&c, s)| (c, AD_SHARE_BACKLOG.saturating_sub(s.backlog)))
+            .filter(|(_, budget)| *budget > 0)
             .collect();
-        for conn in due {
-            self.share_next_chunk(conn);
+        if !due.is_empty() {
+            // Whoever came first last round comes last this one.
+            self.ad_share_turn = self.ad_share_turn.wrapping_add(1);
+            let len = due.len();
+            due.rotate_left(self.ad_share_turn % len);
+        }
+        let mut round = AD_SHARE_ROUND;
+        for (conn, budget) in due {
+            if round == 0 {
+                break;
+            }
+            let before = self.ad_shares.get(&conn).map_or(0, |s| s.backlog);
+            self.share_next_chunk(conn, budget.min(round));
+            let after = self
+                .ad_shares
+                .get(&conn)
+                .map_or(before + budget, |s| s.backlog);
+            round = round.saturating_sub(after.saturating_sub(before).max(1));
         }
         if !self.ad_shares.is_empty() {
             self.timers.set(Timer::ShareAds, now + AD_SHARE_INTERVAL);
         }
     }
 
-    /// Sends `conn` its next chunk of live ads; true while more remain.
-    fn share_next_chunk(&mut self, conn: ConnId) -> bool {
+    /// Sends `conn` its next live ads, about `budget` bytes of them; true
+    /// while more remain.
+    fn share_next_chunk(&mut self, conn: ConnId, budget: usize) -> bool {
         use std::ops::Bound;
         let Some(share) = self.ad_shares.get_mut(&conn) else {
             return false;
         };
+        if budget == 0 {
+            return true;
+        }
         let from = match share.after.take() {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
         };
+        let mut sent = 0;
         let mut last = None;
-        let mut msgs = Vec::new();
+        let mut more = false;
         for (key, stored) in self.ads.range((from, Bound::Unbounded)) {
-            if msgs.len() == AD_SHARE_CHUNK {
+            if sent >= budget {
+                more = true;
                 break;
             }
-            last = Some(key.clone());
+            last = Some(key);
             if !stored.ad.cancel {
-                msgs.push(codec::encode_service_ad(&stored.ad));
+                sent += stored.msg.len() + 2;
+                let msg = stored.msg.clone();
+                self.outputs.push_back(Output::Send { conn, msg });
             }
         }
-        for msg in msgs {
-            self.outputs.push_back(Output::Send { conn, msg });
-        }
+        share.backlog += sent;
         match last {
-            Some(key) => {
-                share.after = Some(key);
+            Some(key) if more => {
+                share.after = Some(key.clone());
                 true
             }
-            None => {
+            _ => {
                 self.ad_shares.remove(&conn);
                 false
             }

@@ -958,37 +958,89 @@ mod hostile {
 
     #[test]
     fn a_new_peer_gets_known_ads_paced_by_its_link() {
+        use super::super::services::AD_SHARE_BACKLOG;
         let now = start();
         let mut a = node("a", 1, now);
         a.handle_conn_opened(1, params(1.0), now.mono);
         a.handle_message(1, hello("m"), now);
-        for i in 0..1000 {
-            a.handle_message(1, ad(&format!("f{i}"), "svc"), now);
+        let one = ad("f0000", "svc").len() + 2;
+        for i in 0..2000 {
+            a.handle_message(1, ad(&format!("f{i:04}"), "svc"), now);
         }
         while a.poll_output().is_some() {}
-        // A new peer gets one chunk at once...
+        // A new peer gets about one link's worth at once...
         a.handle_conn_opened(2, params(1.0), now.mono);
         a.handle_message(2, hello("n"), now);
-        assert_eq!(ads_sent(&mut a, 2), super::super::services::AD_SHARE_CHUNK);
+        let first = ads_sent(&mut a, 2);
+        assert!(first > 0 && first <= AD_SHARE_BACKLOG / one + 1, "{first}");
         // ...nothing more while its link is backed up...
         let mut t = now;
         for _ in 0..10 {
             t = t.after(Duration::from_millis(100));
-            a.handle_link_backlog(2, 1 << 20);
+            a.handle_link_backlog(2, AD_SHARE_BACKLOG);
             a.handle_timeout(t);
             assert_eq!(ads_sent(&mut a, 2), 0);
         }
-        // ...and the rest, chunk by chunk, as it drains.
-        let mut total = super::super::services::AD_SHARE_CHUNK;
+        // ...then only what tops the link up...
+        t = t.after(Duration::from_millis(100));
+        a.handle_link_backlog(2, AD_SHARE_BACKLOG - 10 * one);
+        a.handle_timeout(t);
+        assert_eq!(ads_sent(&mut a, 2), 10);
+        // ...and the rest as it drains.
+        let mut total = first + 10;
         for _ in 0..100 {
             t = t.after(Duration::from_millis(100));
             a.handle_link_backlog(2, 0);
             a.handle_timeout(t);
-            let n = ads_sent(&mut a, 2);
-            assert!(n <= super::super::services::AD_SHARE_CHUNK);
-            total += n;
+            total += ads_sent(&mut a, 2);
         }
-        assert_eq!(total, 1000);
+        assert_eq!(total, 2000);
         assert_eq!(a.conns_sharing_ads().count(), 0);
+    }
+
+    #[test]
+    fn many_new_peers_share_one_round_budget() {
+        use super::super::services::{AD_SHARE_BACKLOG, AD_SHARE_ROUND};
+        let now = start();
+        let mut a = node("a", 1, now);
+        a.handle_conn_opened(1, params(1.0), now.mono);
+        a.handle_message(1, hello("m"), now);
+        for i in 0..5000 {
+            a.handle_message(1, ad(&format!("f{i:04}"), "svc"), now);
+        }
+        while a.poll_output().is_some() {}
+        for c in 2..202 {
+            a.handle_conn_opened(c, params(1.0), now.mono);
+            a.handle_message(c, hello(&format!("n{c}")), now);
+        }
+        while a.poll_output().is_some() {}
+        let mut t = now;
+        let mut first_served = Vec::new();
+        for _ in 0..5 {
+            t = t.after(Duration::from_millis(100));
+            for c in 2..202 {
+                a.handle_link_backlog(c, 0);
+            }
+            a.handle_timeout(t);
+            let mut bytes = 0;
+            let mut first = None;
+            while let Some(out) = a.poll_output() {
+                if let Output::Send { conn, msg } = out
+                    && msg[0] == codec::MSG_SERVICE_AD
+                {
+                    bytes += msg.len() + 2;
+                    first.get_or_insert(conn);
+                }
+            }
+            assert!(
+                bytes <= AD_SHARE_ROUND + AD_SHARE_BACKLOG,
+                "{bytes} in one round"
+            );
+            assert!(bytes > AD_SHARE_ROUND / 2, "{bytes} in one round");
+            first_served.push(first);
+        }
+        // Peers take turns at the front.
+        first_served.dedup();
+        assert!(first_served.len() > 1, "{first_served:?}");
     }
 }
