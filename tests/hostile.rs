@@ -365,7 +365,7 @@ fn a_50mb_config_file_is_refused_before_parsing() {
     let err =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(err.contains("file is larger than 4194304 bytes"), "{err}");
+    assert!(err.contains("file is larger than 1048576 bytes"), "{err}");
     assert!(took < secs(5), "took {took:?}");
 }
 
