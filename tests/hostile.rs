@@ -210,7 +210,8 @@ fn regression_forged_peer_ids_cannot_cut_a_node_off() {
             .keys()
             .all(|k| k.len() <= 253 && !k.is_empty() && k != "localhost")
     );
-    let (_, hwm) = memory_mb(a.daemon_pid().unwrap());
+    let (rss, hwm) = memory_mb(a.daemon_pid().unwrap());
+    eprintln!("forged ids: RSS {rss} MB, peak {hwm} MB");
     assert!(hwm < 100, "VmHWM {hwm} MB");
 }
 
@@ -480,6 +481,7 @@ fn control_clients_are_bounded_and_idle_ones_make_room() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     let t = threads(pid);
+    eprintln!("control clients: {} connected, {t} threads (base {base})", idle.len());
     assert!(t <= base + 10, "{t} threads (base {base})");
     // A new client is still served: the longest idle one made room.
     let (mut r, mut w) = tcp_client(ctl_port);
