@@ -1,42 +1,57 @@
-//! Log lines that a peer or client could trigger at will, at most once
-//! per interval, so a flood cannot fill the disk. Time is passed in.
+//! Log lines that a peer or client could trigger at will, a few per
+//! interval at most, so a flood cannot fill the disk. Time is passed in.
 
 use std::time::{Duration, Instant};
 
-/// How often a rate-limited line may appear.
+/// The interval over which lines are counted.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Lines of one kind written per interval, at most.
+pub const DEFAULT_BURST: u32 = 10;
 
 /// One kind of log line: it may be written when [`RateLog::allow`] says so.
 #[derive(Debug, Clone)]
 pub struct RateLog {
     interval: Duration,
-    next: Option<Instant>,
+    burst: u32,
+    window_end: Option<Instant>,
+    written: u32,
     suppressed: u64,
 }
 
 impl Default for RateLog {
     fn default() -> Self {
-        RateLog::new(DEFAULT_INTERVAL)
+        RateLog::new(DEFAULT_INTERVAL, DEFAULT_BURST)
     }
 }
 
 impl RateLog {
-    pub fn new(interval: Duration) -> Self {
+    /// At most `burst` lines per `interval`.
+    pub fn new(interval: Duration, burst: u32) -> Self {
         RateLog {
             interval,
-            next: None,
+            burst: burst.max(1),
+            window_end: None,
+            written: 0,
             suppressed: 0,
         }
     }
 
     /// `Some(n)` when the line may be written now, `n` being how many were
-    /// held back since the last one; `None` when it must be held back.
+    /// held back before it; `None` when it must be held back.
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.next.is_some_and(|next| now < next) {
-            self.suppressed += 1;
-            return None;
+        match self.window_end {
+            Some(end) if now < end => {
+                if self.written >= self.burst {
+                    self.suppressed += 1;
+                    return None;
+                }
+                self.written += 1;
+            }
+            _ => {
+                self.window_end = Some(now + self.interval);
+                self.written = 1;
+            }
         }
-        self.next = Some(now + self.interval);
         Some(std::mem::take(&mut self.suppressed))
     }
 }
@@ -55,14 +70,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_line_per_interval_counting_the_rest() {
+    fn a_burst_per_interval_counting_the_rest() {
         let t0 = Instant::now();
-        let mut log = RateLog::new(Duration::from_secs(10));
+        let s = Duration::from_secs;
+        let mut log = RateLog::new(s(10), 2);
         assert_eq!(log.allow(t0), Some(0));
-        assert_eq!(log.allow(t0 + Duration::from_secs(1)), None);
-        assert_eq!(log.allow(t0 + Duration::from_secs(9)), None);
-        assert_eq!(log.allow(t0 + Duration::from_secs(10)), Some(2));
-        assert_eq!(log.allow(t0 + Duration::from_secs(11)), None);
+        assert_eq!(log.allow(t0 + s(1)), Some(0));
+        assert_eq!(log.allow(t0 + s(2)), None);
+        assert_eq!(log.allow(t0 + s(9)), None);
+        assert_eq!(log.allow(t0 + s(10)), Some(2));
+        assert_eq!(log.allow(t0 + s(11)), Some(0));
+        assert_eq!(log.allow(t0 + s(12)), None);
         assert_eq!(suffix(0), "");
         assert_eq!(suffix(3), " (3 more like this not shown)");
     }

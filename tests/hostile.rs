@@ -481,7 +481,10 @@ fn control_clients_are_bounded_and_idle_ones_make_room() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     let t = threads(pid);
-    eprintln!("control clients: {} connected, {t} threads (base {base})", idle.len());
+    eprintln!(
+        "control clients: {} connected, {t} threads (base {base})",
+        idle.len()
+    );
     assert!(t <= base + 10, "{t} threads (base {base})");
     // A new client is still served: the longest idle one made room.
     let (mut r, mut w) = tcp_client(ctl_port);
@@ -521,4 +524,37 @@ fn control_clients_are_bounded_and_idle_ones_make_room() {
     let log = n.log();
     assert!(log.contains("closed the longest idle one for a new client"));
     assert!(log.contains("Control service: refused a client: 8 clients are busy (maxclients)"));
+}
+
+#[test]
+fn floods_of_junk_frames_cannot_fill_the_log() {
+    let (a, b, port) = pair("junk");
+    let mut m = RawPeer::connect(port, "junker");
+    m.hello_as("junker", "junker");
+    std::thread::sleep(Duration::from_millis(500));
+    m.update_listing(&a.id);
+    assert!(wait_until(secs(10), || a
+        .connections()
+        .contains(&"junker".to_string())));
+    let mut batch = Vec::new();
+    for i in 0..50_000u64 {
+        // A data message between two hashes nobody has...
+        let mut data = vec![0u8, 30, 0, 0];
+        data.extend(i.to_be_bytes());
+        data.extend((!i).to_be_bytes());
+        data.extend([0u8; 16]);
+        batch.extend(frame(&data));
+        // ...and a frame that does not decode.
+        batch.extend(frame(b"\x01{"));
+    }
+    assert!(m.send(&batch), "node closed the link");
+    m.update_listing(&a.id);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(routed_both_ways(&a, &b), "{}", a.log_tail(30));
+    let log = a.log();
+    let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+    let (unknown, undecodable) = (count("hash not found"), count("Error decoding message"));
+    eprintln!("junk: {unknown} hash lines, {undecodable} decode lines for 50,000 frames each");
+    assert!((1..=30).contains(&unknown), "{unknown} lines");
+    assert!((1..=30).contains(&undecodable), "{undecodable} lines");
 }

@@ -17,6 +17,7 @@ use super::node::{
     Advertise, BackendParams, ConnId, Limits, Node, Now, Output, SendError, StatusSnapshot,
 };
 use crate::random::IdGen;
+use crate::ratelog::{self, RateLog};
 
 /// What a local service receives.
 #[derive(Debug)]
@@ -290,6 +291,10 @@ struct Router {
     services: HashMap<ServiceName, Sender<Delivery>>,
     shutdown: Sender<String>,
     stopping: bool,
+    /// A peer that does not read makes every message to it a drop: one
+    /// line per drop would let it fill the disk.
+    drop_log: RateLog,
+    send_error_log: RateLog,
 }
 
 impl Router {
@@ -301,6 +306,8 @@ impl Router {
             services: HashMap::new(),
             shutdown,
             stopping: false,
+            drop_log: RateLog::default(),
+            send_error_log: RateLog::default(),
         }
     }
 
@@ -460,8 +467,17 @@ impl Router {
                 self.dirty.push(conn);
             }
             Ok(()) => {}
-            Err(LinkError::Congested) => warn!("Dropping message: connection {conn} is congested"),
-            Err(e) => error!("Cannot send message: {e}"),
+            Err(LinkError::Congested) => {
+                if let Some(held) = self.drop_log.allow(Instant::now()) {
+                    let more = ratelog::suffix(held);
+                    warn!("Dropping message: connection {conn} is congested{more}");
+                }
+            }
+            Err(e) => {
+                if let Some(held) = self.send_error_log.allow(Instant::now()) {
+                    error!("Cannot send message: {e}{}", ratelog::suffix(held));
+                }
+            }
         }
     }
 

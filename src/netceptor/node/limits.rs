@@ -8,8 +8,6 @@
 
 use std::time::Instant;
 
-use log::warn;
-
 use crate::ratelog::{self, RateLog};
 
 /// The bounds, from the `node` directive (docs/config.md).
@@ -40,18 +38,7 @@ impl Default for Limits {
     }
 }
 
-/// One rate-limited log line per kind of refusal.
-#[derive(Debug, Default)]
-pub(super) struct Overflow {
-    nodes: RateLog,
-    connections: RateLog,
-    ads: RateLog,
-    bad_update: RateLog,
-    bad_ad: RateLog,
-    too_large: RateLog,
-}
-
-/// Which line to log.
+/// Which line to log: each kind has its own rate limit.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Refusal {
     Nodes,
@@ -60,21 +47,45 @@ pub(super) enum Refusal {
     BadUpdate,
     BadAd,
     TooLarge,
+    /// A frame that does not decode, or of an unknown type.
+    Undecodable,
+    /// A data message naming a node hash we do not know.
+    UnknownHash,
+    /// A data message to forward to a node with no route.
+    NoRoute,
+    /// An unreachable message, received or malformed.
+    Unreachable,
+    /// A routing update with a cost that is no positive number.
+    BadCost,
+}
+
+const KINDS: usize = Refusal::BadCost as usize + 1;
+
+/// One rate-limited log line per kind of refusal.
+#[derive(Debug, Default)]
+pub(super) struct Overflow {
+    logs: [RateLog; KINDS],
 }
 
 impl Overflow {
     /// Logs `what` as a warning unless one like it was logged recently.
     pub fn warn(&mut self, kind: Refusal, now: Instant, what: impl FnOnce() -> String) {
-        let log = match kind {
-            Refusal::Nodes => &mut self.nodes,
-            Refusal::Connections => &mut self.connections,
-            Refusal::Ads => &mut self.ads,
-            Refusal::BadUpdate => &mut self.bad_update,
-            Refusal::BadAd => &mut self.bad_ad,
-            Refusal::TooLarge => &mut self.too_large,
-        };
-        if let Some(held) = log.allow(now) {
-            warn!("{}{}", what(), ratelog::suffix(held));
+        self.log(kind, log::Level::Warn, now, what);
+    }
+
+    /// Logs `what` at `level` unless one like it was logged recently.
+    pub fn log(
+        &mut self,
+        kind: Refusal,
+        level: log::Level,
+        now: Instant,
+        what: impl FnOnce() -> String,
+    ) {
+        if !log::log_enabled!(level) {
+            return;
+        }
+        if let Some(held) = self.logs[kind as usize].allow(now) {
+            log::log!(level, "{}{}", what(), ratelog::suffix(held));
         }
     }
 }

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 
+use super::limits::Refusal;
 use super::{BackendParams, ConnId, Node, Now, Output};
 use crate::gotime;
 use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, Message, REJECT_MESSAGE, RoutingUpdate};
@@ -161,6 +162,7 @@ impl Node {
 
     /// One whole message arrived on a connection.
     pub fn handle_message(&mut self, conn: ConnId, msg: Vec<u8>, now: Now) {
+        self.clock = now.mono;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -172,12 +174,12 @@ impl Node {
         let decoded = match codec::decode(&msg) {
             Ok(m) => m,
             Err(codec::DecodeError::UnknownType(t)) if peer.is_some() => {
-                warn!("Unknown message type {t}");
-                return;
+                let what = || format!("Unknown message type {t}");
+                return self.log_limited(Refusal::Undecodable, log::Level::Warn, what);
             }
             Err(e) => {
-                error!("Error decoding message from backend: {e}");
-                return;
+                let what = || format!("Error decoding message from backend: {e}");
+                return self.log_limited(Refusal::Undecodable, log::Level::Error, what);
             }
         };
         match (peer, decoded) {

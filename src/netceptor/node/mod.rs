@@ -30,7 +30,7 @@ use super::hash::node_hash;
 use super::routing::CostTable;
 use crate::random::IdGen;
 pub use limits::Limits;
-use limits::Overflow;
+use limits::{Overflow, Refusal};
 use timer::{Timer, TimerTable};
 
 pub type ConnId = u64;
@@ -184,6 +184,9 @@ pub struct Node {
     ad_share_turn: usize,
     limits: Limits,
     overflow: Overflow,
+    /// The time of the latest input, for rate-limited log lines on paths
+    /// that are not given one.
+    clock: Instant,
     services: HashMap<ServiceName, Option<Advertise>>,
     work_commands: Vec<WorkCommand>,
     firewall: Firewall,
@@ -220,6 +223,7 @@ impl Node {
             ad_share_turn: 0,
             limits: Limits::default(),
             overflow: Overflow::default(),
+            clock: now,
             services: HashMap::new(),
             work_commands: Vec::new(),
             firewall: Firewall::default(),
@@ -258,6 +262,7 @@ impl Node {
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
+        self.clock = now.mono;
         self.send_due_initial_messages(now.mono);
         for timer in self.timers.take_expired(now.mono) {
             self.fire(timer, now);
@@ -295,6 +300,12 @@ impl Node {
                     .retain(|_, seen| t.duration_since(*seen) < SEEN_UPDATE_EXPIRY);
             }
         }
+    }
+
+    /// Logs `what` at `level`, a few times per interval at most per `kind`.
+    fn log_limited(&mut self, kind: Refusal, level: log::Level, what: impl FnOnce() -> String) {
+        let now = self.clock;
+        self.overflow.log(kind, level, now, what);
     }
 
     /// Remembers a node name for its hash; the first name for a hash wins.

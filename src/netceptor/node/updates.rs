@@ -57,11 +57,14 @@ impl Node {
             .iter()
             .find(|(_, c)| !(c.is_finite() && **c > 0.0))
         {
-            error!(
-                "Ignoring routing update {} from {}: invalid cost {cost} to {peer}",
-                ru.update_id, ru.node_id
-            );
-            return;
+            let (id, node) = (&ru.update_id, &ru.node_id);
+            return self
+                .overflow
+                .log(Refusal::BadCost, log::Level::Error, now, || {
+                    format!(
+                        "Ignoring routing update {id} from {node}: invalid cost {cost} to {peer}"
+                    )
+                });
         }
         if ru.node_id == self.id {
             return self.handle_own_id_update(&ru);
