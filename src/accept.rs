@@ -71,6 +71,47 @@ where
     })
 }
 
+/// Like [`spawn`], but `gate` first decides on the accept thread whether
+/// a connection is served at all: `Some(permit)` serves it on a new thread
+/// with the permit, `None` drops it (the gate has told the client why), so
+/// refused clients cost no thread.
+pub fn spawn_gated<A, G, P, F>(
+    name: String,
+    listener: A,
+    what: String,
+    mut gate: G,
+    serve: F,
+) -> io::Result<JoinHandle<()>>
+where
+    A: Accept,
+    G: FnMut(&mut A::Conn) -> Option<P> + Send + 'static,
+    P: Send + 'static,
+    F: Fn(A::Conn, P) + Clone + Send + 'static,
+{
+    std::thread::Builder::new().name(name).spawn(move || {
+        loop {
+            match listener.accept_conn() {
+                Ok(mut conn) => {
+                    let Some(permit) = gate(&mut conn) else {
+                        continue;
+                    };
+                    let serve = serve.clone();
+                    let started = std::thread::Builder::new()
+                        .name("conn".into())
+                        .spawn(move || serve(conn, permit));
+                    if let Err(e) = started {
+                        error!("Cannot start connection thread: {e}");
+                    }
+                }
+                Err(e) => {
+                    error!("{what}: {e}");
+                    std::thread::sleep(ACCEPT_ERROR_PAUSE);
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

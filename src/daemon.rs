@@ -91,8 +91,13 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     let rules = cfg.node.firewall_rules.iter();
     let firewall = Firewall::new(rules.map(|r| (r.action, &r.matches)))
         .map_err(|e| StartError::Failed(format!("node: {e}")))?;
-    let (net, router) =
-        Netceptor::start(&cfg.node.id, cfg.node.max_idle_connection_timeout, firewall);
+    Workceptor::prepare_datadir(&cfg.node.datadir, &cfg.node.id)?;
+    let (net, router) = Netceptor::start_with(
+        &cfg.node.id,
+        cfg.node.max_idle_connection_timeout,
+        firewall,
+        cfg.node.limits.clone(),
+    );
     for l in &cfg.tcp_listeners {
         let addr = format!("{}:{}", l.bind_addr, l.port);
         let backend_tls = match &l.tls {

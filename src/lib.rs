@@ -10,6 +10,7 @@ pub mod gotime;
 pub mod logging;
 pub mod netceptor;
 pub mod random;
+pub mod ratelog;
 pub mod services;
 pub mod stream;
 pub mod tls;

@@ -16,6 +16,15 @@ use crate::netceptor::link::{Link, LinkError};
 /// Queued bytes beyond which new messages are dropped: mesh data is
 /// datagrams (QUIC recovers the loss), and memory per peer stays bounded.
 const QUEUE_LIMIT: usize = 8 * 1024 * 1024;
+/// Queued bytes of all links together beyond which a link may hold only
+/// [`LINK_FLOOR`]: hundreds of peers that never read cannot make the node
+/// hold gigabytes, and links that drain keep working.
+const TOTAL_LIMIT: usize = 64 * 1024 * 1024;
+/// What any link may queue, however full the others are.
+const LINK_FLOOR: usize = 256 * 1024;
+
+/// Bytes queued in every sink of the process.
+static TOTAL_QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 /// The connection is closed: nothing more can be sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,7 +72,8 @@ impl FrameSink {
     /// Whether `extra` more bytes would exceed what may wait here; the
     /// caller then drops a whole message rather than queue it.
     fn would_congest(&self, extra: usize) -> bool {
-        self.queued.load(Ordering::Relaxed) + extra > QUEUE_LIMIT
+        let mine = self.queued.load(Ordering::Relaxed);
+        congested(mine, extra, TOTAL_QUEUED.load(Ordering::Relaxed))
     }
 
     /// Sends whole frames (length prefixes included), in order.
@@ -87,6 +97,7 @@ impl FrameSink {
         }
         // A partly sent frame must be finished, so the rest always queues.
         st.queue.extend_from_slice(&frames[sent..]);
+        TOTAL_QUEUED.fetch_add(frames.len() - sent, Ordering::Relaxed);
         self.queued.store(st.queue.len(), Ordering::Relaxed);
         drop(st);
         self.ready.notify_one();
@@ -127,6 +138,7 @@ impl FrameSink {
                 // batch's old capacity for what comes next.
                 batch.clear();
                 std::mem::swap(&mut batch, &mut st.queue);
+                TOTAL_QUEUED.fetch_sub(batch.len(), Ordering::Relaxed);
                 self.queued.store(0, Ordering::Relaxed);
             }
             if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
@@ -135,6 +147,20 @@ impl FrameSink {
             }
         }
     }
+}
+
+impl Drop for FrameSink {
+    fn drop(&mut self) {
+        let left = self.lock().queue.len();
+        TOTAL_QUEUED.fetch_sub(left, Ordering::Relaxed);
+    }
+}
+
+/// Whether a link holding `mine` bytes may not take `extra` more while all
+/// links together hold `total`.
+fn congested(mine: usize, extra: usize, total: usize) -> bool {
+    let after = mine + extra;
+    after > QUEUE_LIMIT || (after > LINK_FLOOR && total + extra > TOTAL_LIMIT)
 }
 
 /// The router's end: frames of the current batch, then the shared sink.
@@ -158,6 +184,10 @@ impl Link for FramedLink {
             return Err(LinkError::Congested);
         }
         codec::write_frame(&mut self.batch, msg).map_err(|_| LinkError::TooLarge(msg.len()))
+    }
+
+    fn backlog(&self) -> usize {
+        self.sink.queued.load(Ordering::Relaxed) + self.batch.len()
     }
 
     fn flush(&mut self) -> Result<(), LinkError> {
@@ -233,6 +263,19 @@ mod tests {
         frames.push(&all);
         let got: Vec<Vec<u8>> = std::iter::from_fn(|| frames.next_frame()).collect();
         assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn links_share_a_total_budget_beyond_their_floor() {
+        // Alone, a link may queue up to its own limit.
+        assert!(!congested(QUEUE_LIMIT - 10, 10, QUEUE_LIMIT - 10));
+        assert!(congested(QUEUE_LIMIT, 1, QUEUE_LIMIT));
+        // When all links together are full, each may still hold its floor
+        // (so links that drain keep working) but no more.
+        assert!(!congested(0, 1000, TOTAL_LIMIT));
+        assert!(!congested(LINK_FLOOR - 1000, 1000, TOTAL_LIMIT));
+        assert!(congested(LINK_FLOOR, 1000, TOTAL_LIMIT));
+        assert!(!congested(LINK_FLOOR, 1000, TOTAL_LIMIT / 2));
     }
 
     #[test]

@@ -176,6 +176,10 @@ fn node(
     hostname: impl FnOnce() -> Option<String>,
 ) -> Result<NodeCfg, String> {
     let id = node_id(d.str("id"), strict, hostname).map_err(|e| d.error(e))?;
+    if strict && let Err(e) = crate::netceptor::names::check_node_id(&id) {
+        let shown = crate::netceptor::names::shown(&id);
+        return Err(d.error(format!("node ID {shown} {e}")));
+    }
     let datadir = d.str("datadir");
     if datadir.is_empty() {
         return Err(d.error("datadir must not be empty"));
@@ -197,12 +201,27 @@ fn node(
         .collect::<Result<Vec<_>, _>>()?;
     Firewall::new(firewall_rules.iter().map(|r| (r.action, &r.matches)))
         .map_err(|e| d.error(e.to_string()))?;
+    let limits = crate::netceptor::node::Limits {
+        max_nodes: count(d, "maxnodes")?,
+        max_connections: count(d, "maxconnections")?,
+        max_ads: count(d, "maxadvertisements")?,
+    };
     Ok(NodeCfg {
         id,
         datadir: PathBuf::from(datadir),
         max_idle_connection_timeout: timeout,
         firewall_rules,
+        limits,
     })
+}
+
+/// A positive count parameter.
+fn count(d: &Directive, field: &str) -> Result<usize, String> {
+    let value = d.int(field);
+    usize::try_from(value)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| d.error(format!("parameter {field}: {value} must be at least 1")))
 }
 
 /// The node ID: as given, else the host name (which must not be localhost
@@ -352,6 +371,7 @@ fn control_service(d: &Directive) -> Result<ControlServiceCfg, String> {
         tls: d.opt_str("tls"),
         tcp_listen: d.opt_str("tcplisten"),
         tcp_tls: d.opt_str("tcptls"),
+        max_clients: count(d, "maxclients")?,
     })
 }
 

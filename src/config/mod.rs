@@ -125,6 +125,9 @@ pub struct NodeCfg {
     /// Default and minimum 21 s.
     pub max_idle_connection_timeout: Duration,
     pub firewall_rules: Vec<FirewallRuleCfg>,
+    /// Bounds on mesh state (`maxnodes`, `maxconnections`,
+    /// `maxadvertisements`).
+    pub limits: crate::netceptor::node::Limits,
 }
 
 pub use crate::netceptor::firewall::{Action as FirewallAction, RuleSpec};
@@ -188,6 +191,8 @@ pub struct ControlServiceCfg {
     pub tls: Option<String>,
     pub tcp_listen: Option<String>,
     pub tcp_tls: Option<String>,
+    /// Clients served at once on the Unix and TCP listeners (default 256).
+    pub max_clients: usize,
 }
 
 /// Parses the command line (without argv\[0\]), loading any config files.

@@ -276,6 +276,24 @@ pub(crate) static DIRECTIVES: &[DirectiveSpec] = &[
                     Duration,
                     "Maximum time without traffic before a backend connection is refreshed (at least 21s)",
                 ),
+                def(
+                    "maxnodes",
+                    Int,
+                    "10000",
+                    "Most other nodes to learn from routing updates; updates from further new nodes are dropped",
+                ),
+                def(
+                    "maxconnections",
+                    Int,
+                    "100000",
+                    "Most connections between nodes to keep in the routing table; updates beyond it are dropped",
+                ),
+                def(
+                    "maxadvertisements",
+                    Int,
+                    "20000",
+                    "Most service advertisements of other nodes to keep; further new ones are dropped",
+                ),
                 field(
                     "receptorkubesupportreconnect",
                     Str,
@@ -355,6 +373,12 @@ pub(crate) static DIRECTIVES: &[DirectiveSpec] = &[
                 "tcptls",
                 Str,
                 "Name of TLS server config for the TCP listener",
+            ),
+            def(
+                "maxclients",
+                Int,
+                "256",
+                "Most clients served at once on the socket and TCP listeners; idle ones make room, extra ones are refused",
             ),
         ],
         General,

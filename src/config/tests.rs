@@ -146,6 +146,7 @@ fn control_service_defaults_and_octal() {
             tls: None,
             tcp_listen: None,
             tcp_tls: None,
+            max_clients: 256,
         }]
     );
     let c = run("--control-service service= filename=/s permissions=0640 tcplisten=8080")
@@ -528,4 +529,32 @@ fn arbitrary_input_never_panics() {
     for d in docs {
         let _ = run_yaml(d);
     }
+}
+
+#[test]
+fn node_limits_and_control_client_limit() {
+    let c = run("--node id=a").expect("valid");
+    assert_eq!(c.node.limits, crate::netceptor::node::Limits::default());
+    let c = run("--node id=a maxnodes=5 maxconnections=6 maxadvertisements=7").expect("valid");
+    let l = &c.node.limits;
+    assert_eq!((l.max_nodes, l.max_connections, l.max_ads), (5, 6, 7));
+    assert!(err("--node id=a maxnodes=0").contains("maxnodes: 0 must be at least 1"));
+    let c = run("--node id=a --control-service maxclients=3").expect("valid");
+    assert_eq!(c.control_services[0].max_clients, 3);
+    assert!(err("--node id=a --control-service maxclients=-1").contains("maxclients"));
+}
+
+#[test]
+fn node_ids_that_could_not_be_routed_are_refused() {
+    let long = "x".repeat(254);
+    assert!(err(&format!("--node id={long}")).contains("is 254 bytes long (at most 253)"));
+    assert!(err("--node id=../x").contains("contains a control character or '/'"));
+    assert!(run(&format!("--node id={}", "x".repeat(253))).is_ok());
+}
+
+#[test]
+fn oversized_config_files_are_refused_before_parsing() {
+    let big = format!("- node: {{id: a}}\n#{}\n", "x".repeat(2 * 1024 * 1024));
+    let e = run_yaml(&big).err().unwrap_or_default();
+    assert!(e.contains("file is larger than 1048576 bytes"), "{e}");
 }

@@ -1,6 +1,7 @@
 //! The control service that receptorctl talks to (docs/control.md): a Unix
 //! socket, a TCP port, and the mesh service `control`.
 
+pub mod clients;
 pub mod command;
 pub mod reply;
 pub mod session;
@@ -23,6 +24,7 @@ use crate::stream::Listener;
 use crate::tls::io::TlsStream;
 use crate::tls::{Sections, ServerTls};
 use crate::work::Workceptor;
+use clients::{Permit, Refused, Slots};
 use session::Context;
 
 /// The parts of a running control service that must be undone when the
@@ -62,6 +64,8 @@ pub fn start(
         work: work.clone(),
         tls: tls.clone(),
     });
+    // One budget for the socket and TCP listeners of this service.
+    let slots = Slots::new(cfg.max_clients);
     let mut service = ControlService {
         _lock: None,
         socket_path: None,
@@ -70,7 +74,7 @@ pub fn start(
         let (lock, listener) = bind_unix(path, cfg.permissions)?;
         service._lock = Some(lock);
         service.socket_path = Some(path.clone());
-        spawn_unix(listener, ctx.clone())?;
+        spawn_unix(listener, ctx.clone(), slots.clone())?;
     }
     if let Some(spec) = &cfg.tcp_listen {
         let addr = if spec.contains(':') {
@@ -81,8 +85,8 @@ pub fn start(
         let listener = TcpListener::bind(&addr)
             .map_err(|e| format!("control-service tcplisten {addr}: {e}"))?;
         match tcp_tls {
-            None => spawn_tcp(listener, ctx.clone())?,
-            Some(tls) => spawn_tcp_tls(listener, ctx.clone(), &tls)?,
+            None => spawn_tcp(listener, ctx.clone(), slots.clone())?,
+            Some(tls) => spawn_tcp_tls(listener, ctx.clone(), slots.clone(), &tls)?,
         }
     }
     if !cfg.service.is_empty() {
@@ -143,40 +147,101 @@ fn bind_unix(path: &Path, permissions: u32) -> Result<(File, UnixListener), Stri
 
 const ACCEPT_ERROR: &str = "Error accepting control connection";
 
-fn spawn_unix(listener: UnixListener, ctx: Arc<Context>) -> Result<(), String> {
-    let serve = move |s| session::serve(&ctx, s, "@");
-    accept::spawn("control-unix".into(), listener, ACCEPT_ERROR.into(), serve)
-        .map(|_| ())
-        .map_err(|e| format!("cannot start control-unix thread: {e}"))
+fn spawn_unix(listener: UnixListener, ctx: Arc<Context>, slots: Arc<Slots>) -> Result<(), String> {
+    let serve = move |s, p: Permit| session::serve_with(&ctx, s, "@", Some(&p));
+    let gate = move |s: &mut std::os::unix::net::UnixStream| admit(&slots, s);
+    accept::spawn_gated(
+        "control-unix".into(),
+        listener,
+        ACCEPT_ERROR.into(),
+        gate,
+        serve,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("cannot start control-unix thread: {e}"))
 }
 
-fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>) -> Result<(), String> {
-    let serve = move |s: std::net::TcpStream| {
+fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>, slots: Arc<Slots>) -> Result<(), String> {
+    let serve = move |s: std::net::TcpStream, p: Permit| {
         let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-        session::serve(&ctx, s, &peer);
+        session::serve_with(&ctx, s, &peer, Some(&p));
     };
-    accept::spawn("control-tcp".into(), listener, ACCEPT_ERROR.into(), serve)
-        .map(|_| ())
-        .map_err(|e| format!("cannot start control-tcp thread: {e}"))
+    let gate = move |s: &mut std::net::TcpStream| admit(&slots, s);
+    accept::spawn_gated(
+        "control-tcp".into(),
+        listener,
+        ACCEPT_ERROR.into(),
+        gate,
+        serve,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("cannot start control-tcp thread: {e}"))
+}
+
+/// A slot for a new socket or TCP client, or the refusal written to it
+/// (without waiting on a client that does not read).
+fn admit<S: crate::services::Socket + SetWriteTimeout>(
+    slots: &Arc<Slots>,
+    s: &mut S,
+) -> Option<Permit> {
+    match slots.admit(s, std::time::Instant::now()) {
+        Ok(p) => Some(p),
+        Err(Refused(line)) => {
+            s.set_timeout(std::time::Duration::from_millis(100));
+            let _ = std::io::Write::write_all(s, line.as_bytes());
+            None
+        }
+    }
+}
+
+/// The write timeout of the kernel sockets clients use.
+trait SetWriteTimeout {
+    fn set_timeout(&self, t: std::time::Duration);
+}
+
+impl SetWriteTimeout for std::net::TcpStream {
+    fn set_timeout(&self, t: std::time::Duration) {
+        let _ = self.set_write_timeout(Some(t));
+    }
+}
+
+impl SetWriteTimeout for std::os::unix::net::UnixStream {
+    fn set_timeout(&self, t: std::time::Duration) {
+        let _ = self.set_write_timeout(Some(t));
+    }
 }
 
 /// The TCP control port with TLS: each client's handshake runs on its own
 /// thread, so a slow or silent client holds up nobody.
-fn spawn_tcp_tls(listener: TcpListener, ctx: Arc<Context>, tls: &ServerTls) -> Result<(), String> {
+fn spawn_tcp_tls(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    slots: Arc<Slots>,
+    tls: &ServerTls,
+) -> Result<(), String> {
     let config = Arc::new(tls.config().map_err(|e| e.to_string())?);
-    let serve = move |s: std::net::TcpStream| {
+    let serve = move |s: std::net::TcpStream, p: Permit| {
         let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
         let stream = rustls::ServerConnection::new(config.clone())
             .map_err(|e| e.to_string())
             .and_then(|c| TlsStream::establish(c.into(), s).map_err(|e| e.to_string()));
         match stream {
-            Ok(stream) => session::serve(&ctx, stream, &peer),
+            Ok(stream) => session::serve_with(&ctx, stream, &peer, Some(&p)),
             Err(e) => error!("Control service TLS handshake with {peer} failed: {e}"),
         }
     };
-    accept::spawn("control-tcp".into(), listener, ACCEPT_ERROR.into(), serve)
-        .map(|_| ())
-        .map_err(|e| format!("cannot start control-tcp thread: {e}"))
+    // A refusal cannot be written before the handshake: the client is
+    // just closed.
+    let gate = move |s: &mut std::net::TcpStream| slots.admit(s, std::time::Instant::now()).ok();
+    accept::spawn_gated(
+        "control-tcp".into(),
+        listener,
+        ACCEPT_ERROR.into(),
+        gate,
+        serve,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("cannot start control-tcp thread: {e}"))
 }
 
 fn client<F: FnOnce(&Context) + Send + 'static>(ctx: Arc<Context>, f: F) {

@@ -6,6 +6,7 @@ use log::{debug, error};
 
 use std::sync::Arc;
 
+use super::clients::Permit;
 use super::command::{self, Command, WorkCommand};
 use super::reply::{self, HostInfo};
 use crate::netceptor::Netceptor;
@@ -29,11 +30,27 @@ pub struct Context {
 
 /// Serves a client until it hangs up. `peer` names it in logs.
 pub fn serve<S: Socket>(ctx: &Context, stream: S, peer: &str) {
+    serve_with(ctx, stream, peer, None);
+}
+
+/// [`serve`] for a client holding a slot, marked idle while it waits for
+/// a command (so a newcomer may take its place) and busy while one runs.
+pub fn serve_with<S: Socket>(ctx: &Context, stream: S, peer: &str, slot: Option<&Permit>) {
+    let idle = |idle: bool| {
+        if let Some(p) = slot {
+            p.set_idle(idle, std::time::Instant::now());
+        }
+    };
     debug!("Client connected to control service {peer}");
     let mut conn = BufReader::new(stream);
     let greeting = format!("Receptor Control, node {}\n", ctx.net.node_id());
     if write(&mut conn, &greeting).is_ok() {
-        while let Some(line) = next_line(&mut conn) {
+        loop {
+            idle(true);
+            let Some(line) = next_line(&mut conn) else {
+                break;
+            };
+            idle(false);
             if line.is_empty() {
                 continue;
             }

@@ -39,6 +39,11 @@ pub trait Link: Send {
     fn queue(&mut self, msg: &[u8]) -> Result<(), LinkError>;
     /// Hands over everything queued since the last flush, in order.
     fn flush(&mut self) -> Result<(), LinkError>;
+    /// Bytes handed over but not yet written to the connection, for
+    /// pacing bulk sends (a new peer's advertisements) by the link.
+    fn backlog(&self) -> usize {
+        0
+    }
     /// No more messages: what was queued is still sent, then the
     /// connection closes (which ends the backend's reader too).
     fn close(self: Box<Self>);

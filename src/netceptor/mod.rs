@@ -6,6 +6,7 @@ pub mod codec;
 pub mod firewall;
 pub mod hash;
 pub mod link;
+pub mod names;
 pub mod node;
 pub mod ping;
 pub mod router;

@@ -13,8 +13,11 @@ use log::{debug, error, warn};
 use super::codec::{ServiceName, UnreachableMessage, WorkCommand};
 use super::firewall::Firewall;
 use super::link::{Link, LinkError};
-use super::node::{Advertise, BackendParams, ConnId, Node, Now, Output, SendError, StatusSnapshot};
+use super::node::{
+    Advertise, BackendParams, ConnId, Limits, Node, Now, Output, SendError, StatusSnapshot,
+};
 use crate::random::IdGen;
+use crate::ratelog::{self, RateLog};
 
 /// What a local service receives.
 #[derive(Debug)]
@@ -80,6 +83,16 @@ impl Netceptor {
     /// [`Netceptor::shutdown`] (or the mesh tells this node to stop); join
     /// the handle to know it has closed every link.
     pub fn start(id: &str, max_idle: Duration, firewall: Firewall) -> (Netceptor, JoinHandle<()>) {
+        Self::start_with(id, max_idle, firewall, Limits::default())
+    }
+
+    /// [`Netceptor::start`] with bounds on what the mesh may make it keep.
+    pub fn start_with(
+        id: &str,
+        max_idle: Duration,
+        firewall: Firewall,
+        limits: Limits,
+    ) -> (Netceptor, JoinHandle<()>) {
         // Bounded, so readers of busy connections wait (and TCP pushes back
         // on the peer) instead of queueing without limit.
         let (tx, rx) = bounded(COMMAND_QUEUE);
@@ -87,6 +100,7 @@ impl Netceptor {
         let epoch = new_epoch();
         let mut node = Node::new(id, epoch, max_idle, IdGen::from_os(), Instant::now());
         node.set_firewall(firewall);
+        node.set_limits(limits);
         let handle = std::thread::Builder::new()
             .name("router".into())
             .spawn(move || Router::new(node, shutdown_tx).run(rx))
@@ -277,6 +291,10 @@ struct Router {
     services: HashMap<ServiceName, Sender<Delivery>>,
     shutdown: Sender<String>,
     stopping: bool,
+    /// A peer that does not read makes every message to it a drop: one
+    /// line per drop would let it fill the disk.
+    drop_log: RateLog,
+    send_error_log: RateLog,
 }
 
 impl Router {
@@ -288,6 +306,8 @@ impl Router {
             services: HashMap::new(),
             shutdown,
             stopping: false,
+            drop_log: RateLog::default(),
+            send_error_log: RateLog::default(),
         }
     }
 
@@ -309,6 +329,7 @@ impl Router {
             // Checked after every batch too, so a busy channel cannot starve timers.
             let now = now();
             if self.node.poll_timeout() <= now.mono {
+                self.report_backlogs();
                 self.node.handle_timeout(now);
                 self.apply_outputs();
             }
@@ -425,6 +446,16 @@ impl Router {
         }
     }
 
+    /// Tells the node how much waits on the links it paces sends by.
+    fn report_backlogs(&mut self) {
+        let conns: Vec<ConnId> = self.node.conns_sharing_ads().collect();
+        for conn in conns {
+            if let Some(out) = self.writers.get(&conn) {
+                self.node.handle_link_backlog(conn, out.link.backlog());
+            }
+        }
+    }
+
     /// Queues a message; `flush` hands each link's batch over.
     fn write(&mut self, conn: ConnId, msg: Vec<u8>) {
         let Some(out) = self.writers.get_mut(&conn) else {
@@ -436,8 +467,17 @@ impl Router {
                 self.dirty.push(conn);
             }
             Ok(()) => {}
-            Err(LinkError::Congested) => warn!("Dropping message: connection {conn} is congested"),
-            Err(e) => error!("Cannot send message: {e}"),
+            Err(LinkError::Congested) => {
+                if let Some(held) = self.drop_log.allow(Instant::now()) {
+                    let more = ratelog::suffix(held);
+                    warn!("Dropping message: connection {conn} is congested{more}");
+                }
+            }
+            Err(e) => {
+                if let Some(held) = self.send_error_log.allow(Instant::now()) {
+                    error!("Cannot send message: {e}{}", ratelog::suffix(held));
+                }
+            }
         }
     }
 

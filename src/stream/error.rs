@@ -13,6 +13,8 @@ use super::conn::describe;
 pub enum DialError {
     /// The mesh knows no route to the node; nothing was sent.
     NoRoute,
+    /// The node or service name is one nothing can have; holds why.
+    BadName(String),
     /// No ephemeral service could be bound for the dial.
     Bind(String),
     /// The TLS client settings could not be built.
@@ -47,7 +49,7 @@ impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DialError::NoRoute => f.write_str("no route to node"),
-            DialError::Bind(e) | DialError::Tls(e) => f.write_str(e),
+            DialError::Bind(e) | DialError::Tls(e) | DialError::BadName(e) => f.write_str(e),
             DialError::Connect(e) => write!(f, "{e}"),
             DialError::Spawn(e) => write!(f, "{e}"),
             DialError::Unreachable {

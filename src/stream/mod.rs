@@ -120,6 +120,11 @@ pub fn dial_tls(
     client: Option<&ClientTls>,
 ) -> Result<Stream, DialError> {
     // Fail at once, as ping does, rather than wait out the handshake.
+    use crate::netceptor::names;
+    names::check_target_node(node)
+        .map_err(|e| DialError::BadName(format!("node name {} {e}", names::shown(node))))?;
+    names::check_service(service)
+        .map_err(|e| DialError::BadName(format!("service name {} {e}", names::shown(service))))?;
     if !net.has_route(node) {
         return Err(DialError::NoRoute);
     }

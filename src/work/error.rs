@@ -39,6 +39,8 @@ pub enum WorkError {
     Refused(Box<WorkError>),
     /// The executor's answer to a submit was no unit ID; holds the line.
     BadSubmitReply(String),
+    /// The target node is no name any node can have; holds why.
+    BadNode(String),
     /// Last resort: another node's error text in a form not listed above.
     Remote(String),
 }
@@ -79,6 +81,7 @@ impl fmt::Display for WorkError {
             WorkError::Launch(e) => write!(f, "{e}"),
             WorkError::Refused(e) => write!(f, "{REFUSED}{e}"),
             WorkError::BadSubmitReply(line) => write!(f, "{BAD_SUBMIT_REPLY}{line}"),
+            WorkError::BadNode(why) => write!(f, "invalid node name: {why}"),
             WorkError::Remote(text) => f.write_str(text),
         }
     }

@@ -14,7 +14,7 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -179,6 +179,26 @@ impl Workceptor {
         w
     }
 
+    /// Makes sure `datadir/<node>` is a directory this process can
+    /// create units in, so a bad datadir stops startup with one line
+    /// instead of failing every later submit.
+    pub fn prepare_datadir(datadir: &std::path::Path, node_id: &str) -> Result<(), String> {
+        let dir = datadir.join(node_id);
+        let fail = |e: io::Error| format!("node: datadir {}: {e}", datadir.display());
+        // 0700 as the unit directories below it (and as Go makes them).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(fail)?;
+        if !dir.is_dir() {
+            return Err(fail(io::Error::other("not a directory")));
+        }
+        let probe = tempfile_in(&dir).map_err(fail)?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+
     pub fn net(&self) -> &Netceptor {
         &self.net
     }
@@ -257,6 +277,13 @@ impl Workceptor {
                 ExtraData::Command(CommandExtra { pid: 0, params }),
             )
         } else {
+            // A unit for a node no node can be would stay Pending forever.
+            crate::netceptor::names::check_node_id(&req.node).map_err(|e| {
+                WorkError::BadNode(format!(
+                    "node {} {e}",
+                    crate::netceptor::names::shown(&req.node)
+                ))
+            })?;
             (
                 REMOTE_TYPE.to_string(),
                 ExtraData::Remote(remote::new_extra(req, |n| self.tls.client(n).is_ok())?),
@@ -478,4 +505,16 @@ impl Workceptor {
 /// Reply views have string keys only, so encoding them cannot fail.
 fn to_json(view: &impl serde::Serialize) -> String {
     serde_json::to_string(view).unwrap_or_else(|_| "null".into())
+}
+
+/// Creates and closes an empty file in `dir`, proving units can be written.
+fn tempfile_in(dir: &std::path::Path) -> io::Result<PathBuf> {
+    let path = dir.join(format!(".probe-{}", std::process::id()));
+    OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)?;
+    Ok(path)
 }

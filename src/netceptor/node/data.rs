@@ -2,8 +2,9 @@
 //! nodes, the reserved `ping` and `unreach` services, and unreachables.
 
 use bytes::{Buf, Bytes, BytesMut};
-use log::{debug, error, warn};
+use log::{debug, error};
 
+use super::limits::Refusal;
 use super::{
     MAX_FORWARDING_HOPS, Node, Output, PROBLEM_BLOCKED, PROBLEM_EXPIRED, PROBLEM_SERVICE_UNKNOWN,
     RESERVED_PING, RESERVED_UNREACH, SendError,
@@ -16,8 +17,8 @@ impl Node {
     pub(super) fn handle_inbound_data(&mut self, h: DataHeader, frame: Vec<u8>) {
         let (Some(from), Some(to)) = (self.names.get(&h.from_node), self.names.get(&h.to_node))
         else {
-            error!("Error translating data to message struct: hash not found");
-            return;
+            let what = || "Error translating data to message struct: hash not found".to_string();
+            return self.log_limited(Refusal::UnknownHash, log::Level::Error, what);
         };
         let (from, to) = (from.clone(), to.clone());
         if !self.passes_firewall(h, &from, &to) {
@@ -48,7 +49,13 @@ impl Node {
         let h = DataHeader {
             hops_to_live: hops,
             from_node: self.own_hash,
-            to_node: self.add_name(&to_node),
+            // Only names of nodes we can reach are kept: a local client
+            // must not grow the table with names it makes up.
+            to_node: if to_node == self.id || self.routes.contains_key(&to_node) {
+                self.add_name(&to_node)
+            } else {
+                crate::netceptor::hash::node_hash(&to_node)
+            },
             from_service,
             to_service,
         };
@@ -108,8 +115,8 @@ impl Node {
             return;
         }
         let Some(conn) = self.routes.get(to).and_then(|hop| self.peers.get(hop)) else {
-            error!("Error handling message data: no route to node {to}");
-            return;
+            let what = || format!("Error handling message data: no route to node {to}");
+            return self.log_limited(Refusal::NoRoute, log::Level::Error, what);
         };
         codec::set_hops_to_live(&mut frame, h.hops_to_live - 1);
         self.outputs.push_back(Output::Send {
@@ -163,14 +170,18 @@ impl Node {
         let message: UnreachableMessage = match serde_json::from_slice(payload) {
             Ok(m) => m,
             Err(e) => {
-                error!("Error handling message data: bad unreachable message: {e}");
-                return;
+                let what = || format!("Error handling message data: bad unreachable message: {e}");
+                return self.log_limited(Refusal::Unreachable, log::Level::Error, what);
             }
         };
-        warn!(
-            "Received unreachable message from {from} (service {}) to {} (service {}): ttl {}, data {}",
-            h.from_service, self.id, h.to_service, h.hops_to_live, message.problem
-        );
+        let me = self.id.clone();
+        let what = || {
+            format!(
+                "Received unreachable message from {from} (service {}) to {me} (service {}): ttl {}, data {}",
+                h.from_service, h.to_service, h.hops_to_live, message.problem
+            )
+        };
+        self.log_limited(Refusal::Unreachable, log::Level::Warn, what);
         if message.from_node != self.id {
             return;
         }

@@ -3,11 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 
+use super::limits::Refusal;
 use super::{BackendParams, ConnId, Node, Now, Output};
 use crate::gotime;
-use crate::netceptor::codec::{self, Message, REJECT_MESSAGE, RoutingUpdate};
+use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, Message, REJECT_MESSAGE, RoutingUpdate};
+use crate::netceptor::names;
 
 const INITIAL_SEND_INTERVAL: Duration = Duration::from_secs(1);
 /// Initial connect messages sent before giving up on a silent peer.
@@ -24,6 +26,15 @@ pub(super) enum ConnState {
         /// The peer has listed us in one of its own updates.
         peer_lists_us: bool,
     },
+}
+
+/// How far a new peer has got through the advertisements we know.
+#[derive(Debug, Default)]
+pub(super) struct AdShare {
+    /// The last advertisement sent; `None` before the first.
+    pub after: Option<(String, String)>,
+    /// Bytes the link last said were still waiting to be written.
+    pub backlog: usize,
 }
 
 #[derive(Debug)]
@@ -57,6 +68,7 @@ impl Node {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.ad_shares.remove(&conn);
         if let ConnState::Established { peer, .. } = c.state {
             self.forget_peer(&peer, now);
         }
@@ -64,12 +76,8 @@ impl Node {
 
     fn forget_peer(&mut self, peer: &str, now: Instant) {
         self.peers.remove(peer);
-        if let Some(edges) = self.costs.get_mut(peer) {
-            edges.remove(&self.id);
-        }
-        if let Some(edges) = self.costs.get_mut(&self.id) {
-            edges.remove(peer);
-        }
+        self.remove_edge(peer, &self.id.clone());
+        self.remove_edge(&self.id.clone(), peer);
         self.schedule_flood(now);
         self.schedule_recompute(now);
     }
@@ -85,8 +93,9 @@ impl Node {
             msg: REJECT_MESSAGE.to_vec(),
         });
         let error = format!(
-            "{}: rejected connection with node {peer} because {reason}",
-            self.id
+            "{}: rejected connection with node {} because {reason}",
+            self.id,
+            names::shown(peer)
         );
         self.close(conn, Some(error), now);
     }
@@ -153,6 +162,7 @@ impl Node {
 
     /// One whole message arrived on a connection.
     pub fn handle_message(&mut self, conn: ConnId, msg: Vec<u8>, now: Now) {
+        self.clock = now.mono;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -164,12 +174,12 @@ impl Node {
         let decoded = match codec::decode(&msg) {
             Ok(m) => m,
             Err(codec::DecodeError::UnknownType(t)) if peer.is_some() => {
-                warn!("Unknown message type {t}");
-                return;
+                let what = || format!("Unknown message type {t}");
+                return self.log_limited(Refusal::Undecodable, log::Level::Warn, what);
             }
             Err(e) => {
-                error!("Error decoding message from backend: {e}");
-                return;
+                let what = || format!("Error decoding message from backend: {e}");
+                return self.log_limited(Refusal::Undecodable, log::Level::Error, what);
             }
         };
         match (peer, decoded) {
@@ -187,13 +197,23 @@ impl Node {
             (Some(peer), Message::Routing(ru)) => {
                 self.handle_peer_update(conn, &peer, ru, now.mono)
             }
-            (Some(peer), Message::ServiceAd(ad)) => self.handle_service_ad(ad, &peer),
+            (Some(peer), Message::ServiceAd(ad)) => self.handle_service_ad(ad, &peer, now.mono),
         }
     }
 
     fn identify_peer(&mut self, conn: ConnId, ru: RoutingUpdate, at: Now) {
         let now = at.mono;
         let peer = ru.forwarding_node;
+        if let Err(e) = names::check_node_id(&peer) {
+            return self.reject(conn, &peer, &format!("its node ID {e}"), now);
+        }
+        if let Err(e) = names::check_node_id(&ru.node_id) {
+            let reason = format!(
+                "the NodeID {} of its first message {e}",
+                names::shown(&ru.node_id)
+            );
+            return self.reject(conn, &peer, &reason, now);
+        }
         if peer == self.id {
             return self.reject(
                 conn,
@@ -226,6 +246,16 @@ impl Node {
             return self.reject(conn, &peer, reason, now);
         }
         let cost = c.params.node_cost.get(&peer).copied().unwrap_or(c.cost);
+        // Our own update lists every peer; it must still fit a frame, or we
+        // could update nobody (the name limit makes this need hundreds of
+        // peers, but a frame is what matters).
+        let size = self.own_update_size_with(&peer, cost);
+        if size > MAX_MESSAGE_LEN {
+            let reason = format!(
+                "our routing update would be {size} bytes with it, more than a message can carry"
+            );
+            return self.reject(conn, &peer, &reason, now);
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.cost = cost;
             c.state = ConnState::Established {
@@ -237,24 +267,53 @@ impl Node {
         info!("Connection established with {peer}");
         self.add_name(&peer);
         self.peers.insert(peer.clone(), conn);
-        self.costs
-            .entry(self.id.clone())
-            .or_default()
-            .insert(peer.clone(), cost);
-        self.costs
-            .entry(peer.clone())
-            .or_default()
-            .insert(self.id.clone(), cost);
+        self.set_edge(&self.id.clone(), &peer, cost);
+        self.set_edge(&peer, &self.id.clone(), cost);
         self.schedule_flood(now);
         self.schedule_recompute(now);
-        self.share_ads_with(conn, at.wall);
+        self.share_ads_with(conn, at);
+    }
+
+    /// The encoded size of the largest update we could send with `peer`
+    /// added at `cost` (sequence and suspected epoch at their widest).
+    fn own_update_size_with(&self, peer: &str, cost: f64) -> usize {
+        let mut connections: std::collections::BTreeMap<String, f64> = self
+            .peers
+            .iter()
+            .filter_map(|(p, conn)| Some((p.clone(), self.conns.get(conn)?.cost)))
+            .collect();
+        connections.insert(peer.to_string(), cost);
+        let widest = RoutingUpdate {
+            node_id: self.id.clone(),
+            update_id: "x".repeat(8),
+            update_epoch: u64::MAX,
+            update_sequence: u64::MAX,
+            connections,
+            forwarding_node: self.id.clone(),
+            suspected_duplicate: u64::MAX,
+        };
+        codec::encode_routing(&widest).len()
+    }
+
+    /// How many bytes are still waiting to be written on `conn` (the
+    /// shell reports this for connections still being sent ads, before
+    /// `handle_timeout`).
+    pub fn handle_link_backlog(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(share) = self.ad_shares.get_mut(&conn) {
+            share.backlog = bytes;
+        }
+    }
+
+    /// Connections whose backlog the node wants to know.
+    pub fn conns_sharing_ads(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.ad_shares.keys().copied()
     }
 
     fn handle_peer_update(&mut self, conn: ConnId, peer: &str, ru: RoutingUpdate, now: Instant) {
         if ru.forwarding_node != peer {
             let reason = format!(
                 "remote node ID changed unexpectedly from {peer} to {}",
-                ru.node_id
+                names::shown(&ru.node_id)
             );
             return self.reject(conn, peer, &reason, now);
         }

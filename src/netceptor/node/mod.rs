@@ -15,6 +15,7 @@
 //! `timer` (the deadline table).
 
 mod data;
+mod limits;
 mod links;
 mod services;
 mod timer;
@@ -28,6 +29,8 @@ use super::firewall::Firewall;
 use super::hash::node_hash;
 use super::routing::CostTable;
 use crate::random::IdGen;
+pub use limits::Limits;
+use limits::{Overflow, Refusal};
 use timer::{Timer, TimerTable};
 
 pub type ConnId = u64;
@@ -153,6 +156,9 @@ struct NodeSeq {
 struct StoredAd {
     ad: ServiceAdvertisement,
     time: i128,
+    /// The ad as it arrived, encoded once for every new peer it is
+    /// handed to.
+    msg: Vec<u8>,
 }
 
 pub struct Node {
@@ -170,6 +176,17 @@ pub struct Node {
     names: HashMap<u64, String>,
     own_hash: u64,
     ads: BTreeMap<(String, String), StoredAd>,
+    /// Connections in `costs`, kept as `costs` changes.
+    edges: usize,
+    /// New peers still being sent the advertisements we know.
+    ad_shares: BTreeMap<ConnId, links::AdShare>,
+    /// Which new peer goes first in the next round of ads.
+    ad_share_turn: usize,
+    limits: Limits,
+    overflow: Overflow,
+    /// The time of the latest input, for rate-limited log lines on paths
+    /// that are not given one.
+    clock: Instant,
     services: HashMap<ServiceName, Option<Advertise>>,
     work_commands: Vec<WorkCommand>,
     firewall: Firewall,
@@ -201,6 +218,12 @@ impl Node {
             names: HashMap::new(),
             own_hash: node_hash(id),
             ads: BTreeMap::new(),
+            edges: 0,
+            ad_shares: BTreeMap::new(),
+            ad_share_turn: 0,
+            limits: Limits::default(),
+            overflow: Overflow::default(),
+            clock: now,
             services: HashMap::new(),
             work_commands: Vec::new(),
             firewall: Firewall::default(),
@@ -213,6 +236,11 @@ impl Node {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The bounds on state fed from the network, from now on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// The rules every data message is checked against from now on.
@@ -234,6 +262,7 @@ impl Node {
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
+        self.clock = now.mono;
         self.send_due_initial_messages(now.mono);
         for timer in self.timers.take_expired(now.mono) {
             self.fire(timer, now);
@@ -263,6 +292,7 @@ impl Node {
                 self.timers.set(Timer::IdleCheck, t + IDLE_CHECK_INTERVAL);
                 self.close_idle_connections(t);
             }
+            Timer::ShareAds => self.share_ads_step(t),
             Timer::SeenSweep => {
                 self.timers
                     .set(Timer::SeenSweep, t + SEEN_UPDATE_EXPIRY / 2);
@@ -270,6 +300,12 @@ impl Node {
                     .retain(|_, seen| t.duration_since(*seen) < SEEN_UPDATE_EXPIRY);
             }
         }
+    }
+
+    /// Logs `what` at `level`, a few times per interval at most per `kind`.
+    fn log_limited(&mut self, kind: Refusal, level: log::Level, what: impl FnOnce() -> String) {
+        let now = self.clock;
+        self.overflow.log(kind, level, now, what);
     }
 
     /// Remembers a node name for its hash; the first name for a hash wins.

@@ -725,3 +725,322 @@ mod firewall {
         assert!(answered(ping(&mut sim, "b", "c")));
     }
 }
+
+/// One peer (or a few) trying to cut a node off or make it grow.
+mod hostile {
+    use super::*;
+    use crate::netceptor::codec::{RoutingUpdate, ServiceAdvertisement};
+    use crate::netceptor::names::MAX_NODE_ID_LEN;
+
+    /// An initial connect message claiming to be `id`.
+    fn hello(id: &str) -> Vec<u8> {
+        codec::encode_routing(&RoutingUpdate {
+            node_id: id.into(),
+            update_id: "hello123".into(),
+            update_epoch: 1,
+            update_sequence: 1,
+            connections: BTreeMap::new(),
+            forwarding_node: id.into(),
+            suspected_duplicate: 0,
+        })
+    }
+
+    /// The largest message `node` sends (its own routing updates).
+    fn sends_fit(node: &mut Node) -> bool {
+        let mut ok = true;
+        while let Some(out) = node.poll_output() {
+            if let Output::Send { msg, .. } = out {
+                ok &= msg.len() <= codec::MAX_MESSAGE_LEN;
+            }
+        }
+        ok
+    }
+
+    #[test]
+    fn regression_a_65kb_node_id_cannot_cut_a_node_off() {
+        let mut sim = Sim::new(&["a", "b"]);
+        sim.connect("a", "b", 1.0);
+        sim.run_for(Duration::from_secs(1));
+        let now = sim.now;
+        let a = &mut sim.nodes[0];
+        for (conn, id) in [
+            (900, "x".repeat(65_000)),
+            (901, "localhost".into()),
+            (902, String::new()),
+            (903, "../../x".into()),
+        ] {
+            a.handle_conn_opened(conn, params(1.0), now.mono);
+            a.handle_message(conn, hello(&id), now);
+        }
+        assert!(sends_fit(&mut sim.nodes[0]));
+        assert_eq!(sim.nodes[0].peers.len(), 1);
+        // b keeps hearing from a well past the idle timeout.
+        sim.run_for(Duration::from_secs(60));
+        assert_eq!(sim.route("b", "a").as_deref(), Some("a"));
+        assert_eq!(sim.route("a", "b").as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_peer_that_would_overflow_our_update_is_refused() {
+        let now = start();
+        let mut a = node("a", 1, now);
+        let mut refused = None;
+        for i in 0..400u64 {
+            let id = format!("{i:0>253}");
+            a.handle_conn_opened(i, params(1.0), now.mono);
+            a.handle_message(i, hello(&id), now);
+            while let Some(out) = a.poll_output() {
+                if let Output::Close { error: Some(e), .. } = out {
+                    refused.get_or_insert((i, e));
+                }
+            }
+        }
+        let (i, e) = refused.expect("some peer is refused");
+        assert!(e.contains("our routing update would be"), "{e}");
+        assert!(i > 200, "refused only when full: {i}");
+        let update = codec::encode_routing(&a.make_update(u64::MAX));
+        assert!(update.len() <= codec::MAX_MESSAGE_LEN);
+    }
+
+    #[test]
+    fn updates_naming_bad_nodes_are_dropped_whole() {
+        let mut sim = Sim::new(&["a", "m"]);
+        sim.connect("a", "m", 1.0);
+        sim.run_for(Duration::from_secs(1));
+        let conn = *sim.nodes[0].peers.get("m").unwrap();
+        for (i, bad) in ["", "localhost", &"y".repeat(MAX_NODE_ID_LEN + 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut ru = sim.nodes[1].make_update(0);
+            ru.node_id = format!("z{i}");
+            ru.update_id = format!("forged0{i}");
+            ru.connections = BTreeMap::from([("m".to_string(), 1.0), (bad.to_string(), 1.0)]);
+            let msg = codec::encode_routing(&ru);
+            sim.nodes[0].handle_message(conn, msg, sim.now);
+        }
+        sim.run_for(Duration::from_secs(1));
+        assert!(sim.nodes[0].costs.keys().all(|k| k == "a" || k == "m"));
+        assert_eq!(sim.route("a", "m").as_deref(), Some("m"));
+    }
+
+    fn limits(nodes: usize, connections: usize, ads: usize) -> Limits {
+        Limits {
+            max_nodes: nodes,
+            max_connections: connections,
+            max_ads: ads,
+        }
+    }
+
+    /// Routing updates for `n` made-up nodes, each listing mallory.
+    fn fake_nodes(from: usize, n: usize) -> Vec<Vec<u8>> {
+        (from..from + n)
+            .map(|i| {
+                codec::encode_routing(&RoutingUpdate {
+                    node_id: format!("fake{i}"),
+                    update_id: format!("fu{i}"),
+                    update_epoch: 1,
+                    update_sequence: 1,
+                    connections: BTreeMap::from([("m".to_string(), 1.0)]),
+                    forwarding_node: "m".into(),
+                    suspected_duplicate: 0,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flood_of_fake_nodes_stops_at_the_limit_and_real_routes_work() {
+        let mut sim = Sim::new(&["a", "m", "b", "late"]);
+        sim.nodes[0].set_limits(limits(50, 1000, 100));
+        sim.connect("a", "b", 1.0);
+        sim.connect("a", "m", 1.0);
+        sim.run_for(Duration::from_secs(1));
+        let conn = *sim.nodes[0].peers.get("m").unwrap();
+        for msg in fake_nodes(0, 5000) {
+            sim.nodes[0].handle_message(conn, msg, sim.now);
+        }
+        sim.run_for(Duration::from_secs(1));
+        let a = &sim.nodes[0];
+        assert!(a.known.len() <= 50, "{}", a.known.len());
+        assert!(a.costs.len() <= 51 && a.names.len() <= 51);
+        // b learnt at most what a accepted.
+        assert!(sim.nodes[2].known.len() <= 51);
+        assert_eq!(sim.route("a", "b").as_deref(), Some("b"));
+        // A real peer joining during the flood is still routed.
+        sim.connect("a", "late", 1.0);
+        for msg in fake_nodes(5000, 100) {
+            sim.nodes[0].handle_message(conn, msg, sim.now);
+        }
+        sim.run_for(Duration::from_secs(2));
+        assert_eq!(sim.route("a", "late").as_deref(), Some("late"));
+        assert_eq!(sim.route("late", "b").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn connections_in_the_cost_table_are_bounded_and_counted() {
+        let mut sim = Sim::new(&["a", "m", "b"]);
+        sim.nodes[0].set_limits(limits(100, 300, 100));
+        sim.connect("a", "b", 1.0);
+        sim.connect("a", "m", 1.0);
+        sim.run_for(Duration::from_secs(1));
+        let conn = *sim.nodes[0].peers.get("m").unwrap();
+        for i in 0..50 {
+            let mut ru = sim.nodes[1].make_update(0);
+            ru.node_id = format!("wide{i}");
+            ru.update_id = format!("wide{i}");
+            ru.forwarding_node = "m".into();
+            ru.connections = (0..20).map(|j| (format!("n{j}"), 1.0)).collect();
+            sim.nodes[0].handle_message(conn, codec::encode_routing(&ru), sim.now);
+        }
+        sim.run_for(Duration::from_secs(1));
+        let a = &sim.nodes[0];
+        let counted: usize = a.costs.values().map(BTreeMap::len).sum();
+        assert_eq!(a.edges, counted);
+        assert!(counted <= 300, "{counted}");
+        assert_eq!(sim.route("a", "b").as_deref(), Some("b"));
+        // Losing a peer keeps the count right.
+        sim.kill("b");
+        sim.run_for(Duration::from_secs(1));
+        let a = &sim.nodes[0];
+        assert_eq!(a.edges, a.costs.values().map(BTreeMap::len).sum::<usize>());
+    }
+
+    fn ad(node: &str, service: &str) -> Vec<u8> {
+        codec::encode_service_ad(&ServiceAdvertisement {
+            node_id: node.into(),
+            service: service.into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            conn_type: 1,
+            tags: None,
+            work_commands: None,
+            cancel: false,
+        })
+    }
+
+    fn ads_sent(node: &mut Node, conn: ConnId) -> usize {
+        let mut n = 0;
+        while let Some(out) = node.poll_output() {
+            if let Output::Send { conn: c, msg } = out
+                && c == conn
+                && msg[0] == codec::MSG_SERVICE_AD
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn ads_are_bounded_and_bad_ones_dropped() {
+        let mut sim = Sim::new(&["a", "m", "b"]);
+        sim.nodes[0].set_limits(limits(100, 1000, 500));
+        sim.connect("a", "b", 1.0);
+        sim.connect("a", "m", 1.0);
+        sim.run_for(Duration::from_secs(1));
+        let conn = *sim.nodes[0].peers.get("m").unwrap();
+        for i in 0..2000 {
+            sim.nodes[0].handle_message(conn, ad(&format!("f{i}"), "svc"), sim.now);
+        }
+        for (node, svc) in [
+            ("", "svc"),
+            ("localhost", "svc"),
+            ("f", ""),
+            ("f", "123456789"),
+        ] {
+            sim.nodes[0].handle_message(conn, ad(node, svc), sim.now);
+        }
+        sim.run_for(Duration::from_secs(1));
+        assert_eq!(sim.nodes[0].ads.len(), 500);
+        assert!(sim.nodes[2].ads.len() <= 500);
+        assert_eq!(sim.route("a", "b").as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_new_peer_gets_known_ads_paced_by_its_link() {
+        use super::super::services::AD_SHARE_BACKLOG;
+        let now = start();
+        let mut a = node("a", 1, now);
+        a.handle_conn_opened(1, params(1.0), now.mono);
+        a.handle_message(1, hello("m"), now);
+        let one = ad("f0000", "svc").len() + 2;
+        for i in 0..2000 {
+            a.handle_message(1, ad(&format!("f{i:04}"), "svc"), now);
+        }
+        while a.poll_output().is_some() {}
+        // A new peer gets about one link's worth at once...
+        a.handle_conn_opened(2, params(1.0), now.mono);
+        a.handle_message(2, hello("n"), now);
+        let first = ads_sent(&mut a, 2);
+        assert!(first > 0 && first <= AD_SHARE_BACKLOG / one + 1, "{first}");
+        // ...nothing more while its link is backed up...
+        let mut t = now;
+        for _ in 0..10 {
+            t = t.after(Duration::from_millis(100));
+            a.handle_link_backlog(2, AD_SHARE_BACKLOG);
+            a.handle_timeout(t);
+            assert_eq!(ads_sent(&mut a, 2), 0);
+        }
+        // ...then only what tops the link up...
+        t = t.after(Duration::from_millis(100));
+        a.handle_link_backlog(2, AD_SHARE_BACKLOG - 10 * one);
+        a.handle_timeout(t);
+        assert_eq!(ads_sent(&mut a, 2), 10);
+        // ...and the rest as it drains.
+        let mut total = first + 10;
+        for _ in 0..100 {
+            t = t.after(Duration::from_millis(100));
+            a.handle_link_backlog(2, 0);
+            a.handle_timeout(t);
+            total += ads_sent(&mut a, 2);
+        }
+        assert_eq!(total, 2000);
+        assert_eq!(a.conns_sharing_ads().count(), 0);
+    }
+
+    #[test]
+    fn many_new_peers_share_one_round_budget() {
+        use super::super::services::{AD_SHARE_BACKLOG, AD_SHARE_ROUND};
+        let now = start();
+        let mut a = node("a", 1, now);
+        a.handle_conn_opened(1, params(1.0), now.mono);
+        a.handle_message(1, hello("m"), now);
+        for i in 0..5000 {
+            a.handle_message(1, ad(&format!("f{i:04}"), "svc"), now);
+        }
+        while a.poll_output().is_some() {}
+        for c in 2..202 {
+            a.handle_conn_opened(c, params(1.0), now.mono);
+            a.handle_message(c, hello(&format!("n{c}")), now);
+        }
+        while a.poll_output().is_some() {}
+        let mut t = now;
+        let mut first_served = Vec::new();
+        for _ in 0..5 {
+            t = t.after(Duration::from_millis(100));
+            for c in 2..202 {
+                a.handle_link_backlog(c, 0);
+            }
+            a.handle_timeout(t);
+            let mut bytes = 0;
+            let mut first = None;
+            while let Some(out) = a.poll_output() {
+                if let Output::Send { conn, msg } = out
+                    && msg[0] == codec::MSG_SERVICE_AD
+                {
+                    bytes += msg.len() + 2;
+                    first.get_or_insert(conn);
+                }
+            }
+            assert!(
+                bytes <= AD_SHARE_ROUND + AD_SHARE_BACKLOG,
+                "{bytes} in one round"
+            );
+            assert!(bytes > AD_SHARE_ROUND / 2, "{bytes} in one round");
+            first_served.push(first);
+        }
+        // Peers take turns at the front.
+        first_served.dedup();
+        assert!(first_served.len() > 1, "{first_served:?}");
+    }
+}

@@ -17,16 +17,19 @@ pub(super) enum Timer {
     IdleCheck,
     /// Forget old routing update IDs.
     SeenSweep,
+    /// Send new peers the next advertisements they have not had yet.
+    ShareAds,
 }
 
 impl Timer {
-    const ALL: [Timer; 6] = [
+    const ALL: [Timer; 7] = [
         Timer::Flood,
         Timer::Recompute,
         Timer::Ads,
         Timer::PeriodicUpdate,
         Timer::IdleCheck,
         Timer::SeenSweep,
+        Timer::ShareAds,
     ];
 }
 

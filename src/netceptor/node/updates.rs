@@ -5,13 +5,33 @@ use std::time::Instant;
 
 use log::{debug, error, info, warn};
 
+use super::limits::Refusal;
 use super::timer::Timer;
 use super::{ConnId, Node, NodeSeq, Output, SOON};
-use crate::netceptor::codec::{self, RoutingUpdate};
+use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, RoutingUpdate};
+use crate::netceptor::names::{self, NameError};
 use crate::netceptor::routing;
 
 /// Routing update IDs remembered at most (duplicate suppression).
 pub(super) const SEEN_UPDATES_CAP: usize = 65_536;
+/// Above this many nodes, a recomputed routing table is logged as one
+/// summary line instead of a line per node and route.
+pub(super) const TABLE_LOG_NODES: usize = 64;
+/// Connections a direct peer may list even when `maxconnections` is reached.
+const PEER_RESERVE: usize = 256;
+
+/// The first name in an update that breaks the rules of `names`.
+fn bad_name(ru: &RoutingUpdate) -> Option<(&'static str, &str, NameError)> {
+    let named = [
+        ("NodeID", &ru.node_id),
+        ("ForwardingNode", &ru.forwarding_node),
+    ];
+    let listed = ru.connections.keys().map(|k| ("a key of Connections", k));
+    named
+        .into_iter()
+        .chain(listed)
+        .find_map(|(what, name)| Some((what, name.as_str(), names::check_node_id(name).err()?)))
+}
 
 impl Node {
     pub(super) fn handle_routing_update(
@@ -20,8 +40,15 @@ impl Node {
         from: ConnId,
         now: Instant,
     ) {
-        if ru.node_id.is_empty() {
-            return;
+        if let Some((what, name, e)) = bad_name(&ru) {
+            let id = &ru.update_id;
+            return self.overflow.warn(Refusal::BadUpdate, now, || {
+                format!(
+                    "Ignoring routing update {}: {what} {} {e}",
+                    names::shown(id),
+                    names::shown(name)
+                )
+            });
         }
         // Costs must be positive for shortest paths to exist; one bad
         // update must not stall routing on every node it reaches.
@@ -30,11 +57,14 @@ impl Node {
             .iter()
             .find(|(_, c)| !(c.is_finite() && **c > 0.0))
         {
-            error!(
-                "Ignoring routing update {} from {}: invalid cost {cost} to {peer}",
-                ru.update_id, ru.node_id
-            );
-            return;
+            let (id, node) = (&ru.update_id, &ru.node_id);
+            return self
+                .overflow
+                .log(Refusal::BadCost, log::Level::Error, now, || {
+                    format!(
+                        "Ignoring routing update {id} from {node}: invalid cost {cost} to {peer}"
+                    )
+                });
         }
         if ru.node_id == self.id {
             return self.handle_own_id_update(&ru);
@@ -68,7 +98,15 @@ impl Node {
             return;
         }
         ru.forwarding_node = self.id.clone();
-        self.flood(&codec::encode_routing(&ru), Some(from));
+        let msg = codec::encode_routing(&ru);
+        if msg.len() > MAX_MESSAGE_LEN {
+            // Only possible when our ID is longer than the forwarder's.
+            let (id, len) = (&ru.update_id, msg.len());
+            return self.overflow.warn(Refusal::TooLarge, now, || {
+                format!("Not forwarding routing update {id}: {len} bytes is too large")
+            });
+        }
+        self.flood(&msg, Some(from));
     }
 
     /// Records a newer update from another node; false if it is stale.
@@ -83,6 +121,39 @@ impl Node {
             Some(k) if ru.update_epoch == k.epoch && ru.update_sequence <= k.sequence => {
                 return false;
             }
+            // Our own peers always count: the limit is for nodes we only
+            // hear about.
+            None if self.known.len() >= self.limits.max_nodes
+                && !self.peers.contains_key(&ru.node_id) =>
+            {
+                let (node, max) = (&ru.node_id, self.limits.max_nodes);
+                self.overflow.warn(Refusal::Nodes, now, || {
+                    format!(
+                        "Ignoring routing update from new node {}: {max} nodes are known already (node maxnodes)",
+                        names::shown(node)
+                    )
+                });
+                return false;
+            }
+            _ => {}
+        }
+        let old = self.costs.get(&ru.node_id).map_or(0, |e| e.len());
+        let total = self.edges.saturating_sub(old) + ru.connections.len();
+        // A peer may list a few connections beyond the limit, so one that
+        // joins while a flood fills the table is still routed.
+        let peer_reserve =
+            self.peers.contains_key(&ru.node_id) && ru.connections.len() <= PEER_RESERVE;
+        if total > self.limits.max_connections && ru.connections.len() > old && !peer_reserve {
+            let (node, max) = (&ru.node_id, self.limits.max_connections);
+            self.overflow.warn(Refusal::Connections, now, || {
+                format!(
+                    "Ignoring routing update from {}: it would make more than {max} known connections (node maxconnections)",
+                    names::shown(node)
+                )
+            });
+            return false;
+        }
+        match self.known.get(&ru.node_id) {
             // A known node restarted and knows nobody: tell it about us now
             // rather than at our next periodic update (Go waits for that).
             Some(k) if ru.update_epoch > k.epoch => self.schedule_flood(now),
@@ -100,13 +171,19 @@ impl Node {
             },
         );
         if self.costs.get(&ru.node_id) != Some(&ru.connections) {
+            self.edges = self.edges.saturating_sub(old) + ru.connections.len();
             self.costs
                 .insert(ru.node_id.clone(), ru.connections.clone());
+            let mut removed = 0;
             for (node, edges) in self.costs.iter_mut() {
-                if *node != self.id && !ru.connections.contains_key(node) {
-                    edges.remove(&ru.node_id);
+                if *node != self.id
+                    && !ru.connections.contains_key(node)
+                    && edges.remove(&ru.node_id).is_some()
+                {
+                    removed += 1;
                 }
             }
+            self.edges = self.edges.saturating_sub(removed);
             self.schedule_recompute(now);
         }
         true
@@ -126,6 +203,23 @@ impl Node {
         } else if ru.update_epoch > self.epoch {
             error!("Duplicate node ID {} detected", ru.node_id);
             self.flood_own_update(ru.update_epoch);
+        }
+    }
+
+    /// Sets the cost of the connection `from -> to` in the cost table.
+    pub(super) fn set_edge(&mut self, from: &str, to: &str, cost: f64) {
+        let edges = self.costs.entry(from.to_string()).or_default();
+        if edges.insert(to.to_string(), cost).is_none() {
+            self.edges += 1;
+        }
+    }
+
+    /// Removes the connection `from -> to` from the cost table.
+    pub(super) fn remove_edge(&mut self, from: &str, to: &str) {
+        if let Some(edges) = self.costs.get_mut(from)
+            && edges.remove(to).is_some()
+        {
+            self.edges = self.edges.saturating_sub(1);
         }
     }
 
@@ -185,6 +279,17 @@ impl Node {
         debug!("Re-calculating routing table");
         self.routes = routing::compute(&self.id, &self.costs);
         if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
+        if self.costs.len() > TABLE_LOG_NODES {
+            // A line per node would let a large (or forged) mesh fill the
+            // disk: each recompute logs a summary instead.
+            info!(
+                "Known Connections: {} nodes, {} connections; Routing Table: {} routes (not listed above {TABLE_LOG_NODES} nodes)",
+                self.costs.len(),
+                self.edges,
+                self.routes.len()
+            );
             return;
         }
         info!("Known Connections:");
