@@ -20,7 +20,7 @@ use log::{info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::backends::tls::BackendTls;
-use crate::backends::{tcp, udp};
+use crate::backends::{tcp, udp, ws};
 use crate::config::{Config, TcpListenerCfg, TcpPeerCfg};
 use crate::control::{self, ControlService};
 use crate::netceptor::Netceptor;
@@ -80,6 +80,8 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
         + cfg.tcp_peers.len()
         + cfg.udp_listeners.len()
         + cfg.udp_peers.len()
+        + cfg.ws_listeners.len()
+        + cfg.ws_peers.len()
         + usize::from(cfg.local_only);
     if backends == 0 {
         return Err(StartError::NothingToDo);
@@ -111,6 +113,15 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
         let params = backend_params(l.cost, &l.node_cost, &l.allowed_peers);
         udp::listen(&net, &addr, params)?;
     }
+    for l in &cfg.ws_listeners {
+        let addr = format!("{}:{}", l.bind_addr, l.port);
+        let params = backend_params(l.cost, &l.node_cost, &l.allowed_peers);
+        let tls = match &l.tls {
+            Some(name) => Some(ws_server_tls(&tls, name)?),
+            None => None,
+        };
+        ws::listen(&net, &addr, &l.path, params, tls)?;
+    }
     let work = Workceptor::start(
         &net,
         &cfg.node.datadir,
@@ -134,6 +145,15 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
         let params = backend_params(p.cost, &Default::default(), &p.allowed_peers);
         udp::dial(&net, &p.address, p.redial, params)?;
     }
+    for p in &cfg.ws_peers {
+        let params = backend_params(p.cost, &Default::default(), &p.allowed_peers);
+        let target = ws::Dial {
+            url: p.address.clone(),
+            extra_header: p.extra_header.clone(),
+            tls: ws_client_tls(&tls, p)?,
+        };
+        ws::dial(&net, target, p.redial, params)?;
+    }
     info!("Initialization complete");
     Ok(Daemon {
         net,
@@ -146,6 +166,44 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
 fn server_tls(sections: &Sections, name: &str) -> Result<BackendTls, StartError> {
     let tls = sections.server(name).map_err(|e| e.to_string())?;
     BackendTls::server(&tls).map_err(|e| StartError::Failed(e.to_string()))
+}
+
+fn ws_server_tls(
+    sections: &Sections,
+    name: &str,
+) -> Result<std::sync::Arc<rustls::ServerConfig>, StartError> {
+    let tls = sections.server(name).map_err(|e| e.to_string())?;
+    let mut config = tls
+        .config()
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    // HTTP/1.1 only: an upgrade cannot happen over HTTP/2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
+}
+
+/// A `wss://` peer's TLS client: its `tls` section, else the system roots
+/// with host-name checks (Go means to do this and fails at start-up).
+fn ws_client_tls(
+    sections: &Sections,
+    p: &crate::config::WsPeerCfg,
+) -> Result<
+    Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    StartError,
+> {
+    let (secure, host, _) = ws::url_parts(&p.address).map_err(StartError::Failed)?;
+    if !secure {
+        return Ok(None);
+    }
+    let name = p.tls.as_deref().unwrap_or("default");
+    let tls = sections.client(name).map_err(|e| e.to_string())?;
+    let (mut config, server_name) = tls
+        .for_host(&host)
+        .map_err(|e| StartError::Failed(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some((std::sync::Arc::new(config), server_name)))
 }
 
 fn client_tls(sections: &Sections, name: &str, host: &str) -> Result<BackendTls, StartError> {

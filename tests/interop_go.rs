@@ -174,3 +174,34 @@ fn go_and_rust_nodes_mesh_over_udp_both_ways() {
         "Go dialer -> Rust listener"
     );
 }
+
+#[test]
+fn go_and_rust_nodes_mesh_over_websocket_both_ways() {
+    let Some(go) = go_reference() else { return };
+    let (go_port, rs_port) = (free_port(), free_port());
+    let work = "- work-command: {worktype: echo, command: cat}".to_string();
+    let listen = |p: u16| format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {p}, path: /mesh}}");
+    let dial = |p: u16| format!("- ws-peer: {{address: \"ws://127.0.0.1:{p}/mesh\"}}");
+    let gonode = Node::start_go(&go, "gonode", &[listen(go_port), work.clone()]);
+    let rsnode = Node::start("rsnode", &[dial(go_port), listen(rs_port), work]);
+    let godialer = Node::start_go(&go, "godialer", &[dial(rs_port)]);
+    for (node, target) in [
+        (&rsnode, "gonode"),
+        (&gonode, "rsnode"),
+        (&godialer, "gonode"),
+    ] {
+        let routed = common::wait_until(secs(20), || node.route(target).is_some());
+        assert!(routed, "{} -> {target}: {}", node.id, node.log_tail(20));
+    }
+    let payload = b"over websocket between two implementations\n".repeat(2000);
+    assert_eq!(
+        submit(&rsnode, "gonode", &payload),
+        payload,
+        "Rust -> Go over WS"
+    );
+    assert_eq!(
+        submit(&godialer, "rsnode", &payload),
+        payload,
+        "Go dialer -> Rust WS listener"
+    );
+}

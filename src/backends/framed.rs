@@ -77,7 +77,7 @@ impl FrameSink {
     }
 
     /// Sends whole frames (length prefixes included), in order.
-    fn send(&self, frames: &[u8]) -> Result<(), SinkError> {
+    pub(crate) fn send(&self, frames: &[u8]) -> Result<(), SinkError> {
         let mut st = self.lock();
         if st.closed {
             return Err(SinkError::Closed);
@@ -167,23 +167,40 @@ fn congested(mine: usize, extra: usize, total: usize) -> bool {
 pub struct FramedLink {
     sink: Arc<FrameSink>,
     batch: Vec<u8>,
+    encode: Encoder,
+}
+
+/// Appends one message, framed for the transport, to a batch.
+pub type Encoder = fn(&mut Vec<u8>, &[u8]) -> Result<(), LinkError>;
+
+/// TCP's framing: a 2-byte little-endian length, then the message.
+fn length_prefixed(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), LinkError> {
+    codec::write_frame(out, msg).map_err(|_| LinkError::TooLarge(msg.len()))
 }
 
 impl FramedLink {
+    /// A link with TCP's length-prefixed framing.
     pub fn new(sink: Arc<FrameSink>) -> FramedLink {
+        FramedLink::with_encoder(sink, length_prefixed)
+    }
+
+    /// A link whose messages `encode` frames (e.g. as WebSocket messages).
+    pub fn with_encoder(sink: Arc<FrameSink>, encode: Encoder) -> FramedLink {
         FramedLink {
             sink,
             batch: Vec::new(),
+            encode,
         }
     }
 }
 
 impl Link for FramedLink {
     fn queue(&mut self, msg: &[u8]) -> Result<(), LinkError> {
-        if self.sink.would_congest(self.batch.len() + msg.len() + 2) {
+        // A frame header is at most 14 bytes (WebSocket, masked).
+        if self.sink.would_congest(self.batch.len() + msg.len() + 14) {
             return Err(LinkError::Congested);
         }
-        codec::write_frame(&mut self.batch, msg).map_err(|_| LinkError::TooLarge(msg.len()))
+        (self.encode)(&mut self.batch, msg)
     }
 
     fn backlog(&self) -> usize {

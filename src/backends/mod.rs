@@ -10,3 +10,4 @@ pub mod session;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+pub mod ws;

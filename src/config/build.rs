@@ -11,7 +11,7 @@ use super::{
     CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg, CommandRunnerCfg, Config,
     ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg, RuleSpec,
     TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, UdpListenerCfg, UdpPeerCfg,
-    WorkCommandCfg,
+    WorkCommandCfg, WsListenerCfg, WsPeerCfg,
 };
 use crate::netceptor::addr::is_local_alias;
 use crate::netceptor::firewall::Firewall;
@@ -61,6 +61,8 @@ pub(crate) fn build(
         tcp_peers: Vec::new(),
         udp_listeners: Vec::new(),
         udp_peers: Vec::new(),
+        ws_listeners: Vec::new(),
+        ws_peers: Vec::new(),
         control_services: Vec::new(),
         proxies: Vec::new(),
         work_commands: Vec::new(),
@@ -93,6 +95,8 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
         "tcp-peer" => config.tcp_peers.push(tcp_peer(d)?),
         "udp-listener" => config.udp_listeners.push(udp_listener(d)?),
         "udp-peer" => config.udp_peers.push(udp_peer(d)?),
+        "ws-listener" => config.ws_listeners.push(ws_listener(d)?),
+        "ws-peer" => config.ws_peers.push(ws_peer(d)?),
         "control-service" => config.control_services.push(control_service(d)?),
         "tcp-server" | "tcp-client" | "udp-server" | "udp-client" | "unix-socket-server"
         | "unix-socket-client" => config.proxies.push(proxy(d)?),
@@ -336,6 +340,33 @@ fn udp_peer(d: &Directive) -> Result<UdpPeerCfg, String> {
     Ok(UdpPeerCfg {
         address: host_port(d)?,
         redial: d.bool("redial"),
+        cost: d.float("cost"),
+        allowed_peers: d.str_list("allowedpeers"),
+    })
+}
+
+fn ws_listener(d: &Directive) -> Result<WsListenerCfg, String> {
+    Ok(WsListenerCfg {
+        bind_addr: d.str("bindaddr"),
+        port: port(d)?,
+        path: d.str("path"),
+        tls: d.opt_str("tls"),
+        cost: d.float("cost"),
+        node_cost: d.float_map("nodecost"),
+        allowed_peers: d.str_list("allowedpeers"),
+    })
+}
+
+fn ws_peer(d: &Directive) -> Result<WsPeerCfg, String> {
+    let address = d.str("address");
+    if !(address.starts_with("ws://") || address.starts_with("wss://")) {
+        return Err(d.error(format!("address {address:?} must be a ws:// or wss:// URL")));
+    }
+    Ok(WsPeerCfg {
+        address,
+        redial: d.bool("redial"),
+        extra_header: d.opt_str("extraheader"),
+        tls: d.opt_str("tls"),
         cost: d.float("cost"),
         allowed_peers: d.str_list("allowedpeers"),
     })

@@ -34,8 +34,6 @@ pub fn help_text() -> String {
 /// Directives that parse but that this build cannot run yet; `--help`
 /// says so rather than promise them.
 pub const NOT_YET: &[&str] = &[
-    "ws-listener",
-    "ws-peer",
     "work-kubernetes",
     "work-python",
     "work-signing",

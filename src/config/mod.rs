@@ -63,6 +63,8 @@ pub struct Config {
     pub tcp_peers: Vec<TcpPeerCfg>,
     pub udp_listeners: Vec<UdpListenerCfg>,
     pub udp_peers: Vec<UdpPeerCfg>,
+    pub ws_listeners: Vec<WsListenerCfg>,
+    pub ws_peers: Vec<WsPeerCfg>,
     pub control_services: Vec<ControlServiceCfg>,
     /// Service proxies between local sockets and mesh services.
     pub proxies: Vec<ProxyCfg>,
@@ -178,6 +180,30 @@ pub struct UdpPeerCfg {
     /// `host:port`.
     pub address: String,
     pub redial: bool,
+    pub cost: f64,
+    pub allowed_peers: Vec<String>,
+}
+
+/// `ws-listener`: an HTTP server that upgrades requests for `path`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WsListenerCfg {
+    pub bind_addr: String,
+    pub port: u16,
+    pub path: String,
+    pub tls: Option<String>,
+    pub cost: f64,
+    pub node_cost: BTreeMap<String, f64>,
+    pub allowed_peers: Vec<String>,
+}
+
+/// `ws-peer`: a `ws://` or `wss://` URL to dial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WsPeerCfg {
+    pub address: String,
+    pub redial: bool,
+    /// `Name:value`, split at the first `:` when sent.
+    pub extra_header: Option<String>,
+    pub tls: Option<String>,
     pub cost: f64,
     pub allowed_peers: Vec<String>,
 }

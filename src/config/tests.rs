@@ -296,7 +296,7 @@ fn merge_config_file_and_cli_in_order() {
     let args = vec!["-c".into(), file.arg(), "-c".into(), second.arg()];
     let c = run_args(&args).expect("valid");
     assert_eq!(c.config_files, vec![file.0.clone(), second.0.clone()]);
-    assert_eq!(c.unsupported, ["ws-listener"]);
+    assert_eq!(c.ws_listeners[0].port, 3000);
 
     let mut args = vec!["-c".to_string(), file.arg()];
     args.extend(argv("--node again"));
@@ -390,12 +390,7 @@ fn unsupported_directives_are_validated_then_listed() {
     assert_eq!(c.udp_peers[0].address, "h:1");
     assert_eq!(
         c.unsupported,
-        [
-            "ws-listener",
-            "work-signing",
-            "work-kubernetes",
-            "ip-router"
-        ]
+        ["work-signing", "work-kubernetes", "ip-router"]
     );
     assert_eq!(
         c.tls_servers,

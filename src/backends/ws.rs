@@ -1,0 +1,458 @@
+//! `ws-listener` and `ws-peer` (docs/wire.md §2.2): each netceptor message
+//! is one binary WebSocket message, over plain TCP or TLS (`wss://`).
+//!
+//! tungstenite does the HTTP upgrade and reads frames (answering pings and
+//! closes itself). Our messages are framed here and go through the
+//! session's [`FrameSink`] to its writer thread; tungstenite's own frames
+//! take the same sink once the upgrade is done, so every frame leaves in
+//! order and no lock is held across socket I/O.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::{HeaderName, HeaderValue, StatusCode};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+use super::framed::{FrameSink, FramedLink};
+use super::redial::{self, Attempt};
+use crate::netceptor::Netceptor;
+use crate::netceptor::codec::MAX_MESSAGE_LEN;
+use crate::netceptor::link::LinkError;
+use crate::netceptor::node::BackendParams;
+use crate::tls::io::{self as tlsio, Shared, TlsReader, TlsWriter};
+
+/// Go's HTTP server wants the request headers within 5 s.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Messages larger than a netceptor message can be are refused (the link
+/// closes), so a peer cannot make us buffer without bound.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_LEN))
+        .max_frame_size(Some(MAX_MESSAGE_LEN))
+}
+
+/// The socket under a session. Reads come from the connection (through
+/// TLS when there is TLS); writes go straight to it during the upgrade,
+/// then to the session's sink.
+struct WsIo {
+    read: Box<dyn Read + Send>,
+    write: Target,
+}
+
+enum Target {
+    Direct(Box<dyn Write + Send>),
+    Sink(Arc<FrameSink>),
+}
+
+impl Read for WsIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.read(buf)
+    }
+}
+
+impl Write for WsIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.write {
+            Target::Direct(w) => w.write(buf),
+            Target::Sink(sink) => sink
+                .send(buf)
+                .map(|()| buf.len())
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.write {
+            Target::Direct(w) => w.flush(),
+            Target::Sink(_) => Ok(()),
+        }
+    }
+}
+
+/// A connection's two halves, plain or through TLS, sharing one sink.
+struct Halves {
+    io: WsIo,
+    sink: Arc<FrameSink>,
+    tcp: TcpStream,
+}
+
+fn plain_halves(tcp: TcpStream) -> io::Result<Halves> {
+    Ok(Halves {
+        io: WsIo {
+            read: Box::new(tcp.try_clone()?),
+            write: Target::Direct(Box::new(tcp.try_clone()?)),
+        },
+        sink: Arc::new(FrameSink::new(None)),
+        tcp,
+    })
+}
+
+fn tls_halves(mut tcp: TcpStream, mut conn: rustls::Connection) -> io::Result<Halves> {
+    tlsio::handshake(&mut conn, &mut tcp)?;
+    let shared = Shared::new(conn);
+    let sink = Arc::new(FrameSink::new(None));
+    let nudge = sink.clone();
+    let reader = TlsReader::new(
+        shared.clone(),
+        tcp.try_clone()?,
+        Box::new(move || nudge.nudge()),
+    );
+    Ok(Halves {
+        io: WsIo {
+            read: Box::new(reader),
+            write: Target::Direct(Box::new(TlsWriter::new(shared, tcp.try_clone()?))),
+        },
+        sink,
+        tcp,
+    })
+}
+
+/// Binds now (so errors surface at startup) and upgrades connections for
+/// `path` on their own threads.
+pub fn listen(
+    net: &Netceptor,
+    addr: &str,
+    path: &str,
+    params: BackendParams,
+    tls: Option<Arc<ServerConfig>>,
+) -> Result<JoinHandle<()>, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("ws-listener {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_or(addr.to_string(), |a| a.to_string());
+    debug!("Listening on WebSocket {local} path {path}");
+    let (net, path) = (net.clone(), path.to_string());
+    let serve = move |tcp: TcpStream| {
+        if let Err(e) = accept(&net, params.clone(), tcp, tls.clone(), &path) {
+            warn!("WebSocket connection refused: {e}");
+        }
+    };
+    let what = "Error accepting WebSocket connection".to_string();
+    crate::accept::spawn(format!("ws-listen-{local}"), listener, what, serve)
+        .map_err(|e| e.to_string())
+}
+
+// tungstenite's upgrade callback returns a whole HTTP response as its error.
+#[allow(clippy::result_large_err)]
+fn accept(
+    net: &Netceptor,
+    params: BackendParams,
+    tcp: TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+    path: &str,
+) -> Result<(), String> {
+    let peer = tcp
+        .peer_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let halves = match tls {
+        None => plain_halves(tcp),
+        Some(cfg) => ServerConnection::new(cfg)
+            .map_err(io::Error::other)
+            .and_then(|c| tls_halves(tcp, c.into())),
+    }
+    .map_err(|e| format!("{peer}: {e}"))?;
+    let Halves { io, sink, tcp } = halves;
+    let check = |req: &Request, resp: Response| upgrade_allowed(req, path).map(|()| resp);
+    let ws = tungstenite::accept_hdr_with_config(io, check, Some(ws_config()))
+        .map_err(|e| format!("upgrade from {peer} failed: {e}"))?;
+    tcp.set_read_timeout(None).map_err(|e| e.to_string())?;
+    run_session(net, params, ws, sink, tcp, server_frame);
+    Ok(())
+}
+
+#[allow(clippy::result_large_err)]
+/// Go's ServeMux paths (`/` catches all, `/a/` a subtree, `/a` only
+/// itself), then gorilla's origin rule: an `Origin` header must name the
+/// same host as `Host`.
+fn upgrade_allowed(req: &Request, path: &str) -> Result<(), ErrorResponse> {
+    let wanted = req.uri().path();
+    let path_ok = if path.ends_with('/') {
+        wanted.starts_with(path)
+    } else {
+        wanted == path
+    };
+    if !path_ok {
+        return Err(refusal(StatusCode::NOT_FOUND));
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = header("origin") {
+        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+        let origin_host = origin_host.split('/').next().unwrap_or_default();
+        if !header("host").is_some_and(|h| h.eq_ignore_ascii_case(origin_host)) {
+            return Err(refusal(StatusCode::FORBIDDEN));
+        }
+    }
+    Ok(())
+}
+
+fn refusal(status: StatusCode) -> ErrorResponse {
+    let mut r = ErrorResponse::new(None);
+    *r.status_mut() = status;
+    r
+}
+
+/// How a `ws-peer` reaches its listener.
+pub struct Dial {
+    pub url: String,
+    pub extra_header: Option<String>,
+    /// For `wss://`: the TLS client and the name the server must show.
+    pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+/// Keeps a session with the URL up, redialling with backoff.
+pub fn dial(
+    net: &Netceptor,
+    target: Dial,
+    redial: bool,
+    params: BackendParams,
+) -> Result<JoinHandle<()>, String> {
+    let net = net.clone();
+    debug!("Running WebSocket peer connection {}", target.url);
+    std::thread::Builder::new()
+        .name(format!("ws-peer-{}", target.url))
+        .spawn(move || {
+            redial::run(redial, || match connect(&target) {
+                Ok((ws, sink, tcp)) => {
+                    run_session(&net, params.clone(), ws, sink, tcp, client_frame);
+                    Attempt::Ran
+                }
+                Err(e) => Attempt::Failed(e),
+            })
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// The host, port and scheme of a `ws://` or `wss://` URL.
+pub fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
+    let (secure, rest) = if let Some(r) = url.strip_prefix("wss://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("ws://") {
+        (false, r)
+    } else {
+        return Err(format!("{url}: not a ws:// or wss:// URL"));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port = p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?;
+            (h, port)
+        }
+        _ => (authority, if secure { 443 } else { 80 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{url}: no host"));
+    }
+    Ok((secure, host.to_string(), port))
+}
+
+type Connected = (WebSocket<WsIo>, Arc<FrameSink>, TcpStream);
+
+fn connect(target: &Dial) -> Result<Connected, String> {
+    let (secure, host, port) = url_parts(&target.url)?;
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let halves = match &target.tls {
+        Some((cfg, name)) if secure => ClientConnection::new(cfg.clone(), name.clone())
+            .map_err(io::Error::other)
+            .and_then(|c| tls_halves(tcp, c.into())),
+        _ => plain_halves(tcp),
+    }
+    .map_err(|e| format!("{}: {e}", target.url))?;
+    let Halves { io, sink, tcp } = halves;
+    let mut req = target
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("{}: {e}", target.url))?;
+    let scheme = if secure { "https" } else { "http" };
+    let authority = target.url.splitn(3, '/').nth(2).unwrap_or_default();
+    let authority = authority.split('/').next().unwrap_or_default();
+    let origin = format!("{scheme}://{authority}");
+    let headers = req.headers_mut();
+    headers.insert(
+        "origin",
+        HeaderValue::from_str(&origin).map_err(|e| e.to_string())?,
+    );
+    if let Some(extra) = &target.extra_header {
+        let (name, value) = extra
+            .split_once(':')
+            .ok_or_else(|| format!("extraheader {extra:?} is not Name:value"))?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        headers.insert(
+            name,
+            HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+        );
+    }
+    let (ws, _) = tungstenite::client::client_with_config(req, io, Some(ws_config()))
+        .map_err(|e| format!("{}: upgrade failed: {e}", target.url))?;
+    tcp.set_read_timeout(None).map_err(|e| e.to_string())?;
+    Ok((ws, sink, tcp))
+}
+
+/// Runs one upgraded connection to its end: the writer thread drains the
+/// sink; this thread reads messages into the router.
+fn run_session(
+    net: &Netceptor,
+    params: BackendParams,
+    mut ws: WebSocket<WsIo>,
+    sink: Arc<FrameSink>,
+    tcp: TcpStream,
+    encode: super::framed::Encoder,
+) {
+    let Target::Direct(writer) =
+        std::mem::replace(&mut ws.get_mut().write, Target::Sink(sink.clone()))
+    else {
+        return;
+    };
+    let closer = tcp.try_clone();
+    let writer_sink = sink.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ws-writer".into())
+        .spawn(move || {
+            if let Err(e) = writer_sink.run_writer(writer) {
+                debug!("WebSocket send error: {e}");
+            }
+            if let Ok(t) = closer {
+                let _ = t.shutdown(Shutdown::Both);
+            }
+        });
+    if let Err(e) = spawned {
+        error!("Backend error: cannot start writer: {e}");
+        let _ = tcp.shutdown(Shutdown::Both);
+        return;
+    }
+    let conn = net.conn_opened(params, Box::new(FramedLink::with_encoder(sink, encode)));
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(data)) => net.conn_message(conn, data.to_vec()),
+            // Go's reader takes any data message; so do we.
+            Ok(Message::Text(text)) => net.conn_message(conn, text.as_bytes().to_vec()),
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
+            Err(e) => {
+                debug!("WebSocket receive error: {e}");
+                break;
+            }
+        }
+    }
+    net.conn_closed(conn);
+    let _ = tcp.shutdown(Shutdown::Both);
+}
+
+/// One binary message from the listener side: FIN, opcode 2, no mask.
+fn server_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), LinkError> {
+    frame(out, msg, None)
+}
+
+/// One binary message from the dialer side, which RFC 6455 makes mask.
+fn client_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), LinkError> {
+    let mut key = [0u8; 4];
+    getrandom::fill(&mut key).map_err(|_| LinkError::Closed)?;
+    frame(out, msg, Some(key))
+}
+
+fn frame(out: &mut Vec<u8>, msg: &[u8], mask: Option<[u8; 4]>) -> Result<(), LinkError> {
+    if msg.len() > MAX_MESSAGE_LEN {
+        return Err(LinkError::TooLarge(msg.len()));
+    }
+    out.push(0x82);
+    let masked = if mask.is_some() { 0x80 } else { 0 };
+    match msg.len() {
+        n @ 0..=125 => out.push(masked | n as u8),
+        n => {
+            out.push(masked | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    match mask {
+        None => out.extend_from_slice(msg),
+        Some(key) => {
+            out.extend_from_slice(&key);
+            out.extend(msg.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use tungstenite::protocol::Role;
+
+    /// Our frames, read back by tungstenite as the other side would.
+    fn read_back(bytes: Vec<u8>, role: Role) -> Vec<Vec<u8>> {
+        let mut ws = WebSocket::from_raw_socket(Cursor::new(bytes), role, None);
+        let mut got = Vec::new();
+        while let Ok(Message::Binary(b)) = ws.read() {
+            got.push(b.to_vec());
+        }
+        got
+    }
+
+    #[test]
+    fn frames_of_every_length_class_read_back() {
+        let msgs = [vec![], vec![7; 125], vec![8; 126], vec![9; 65_535]];
+        let (mut from_server, mut from_client) = (Vec::new(), Vec::new());
+        for m in &msgs {
+            server_frame(&mut from_server, m).unwrap();
+            client_frame(&mut from_client, m).unwrap();
+        }
+        assert_eq!(read_back(from_server, Role::Client), msgs);
+        assert_eq!(read_back(from_client, Role::Server), msgs);
+        assert_eq!(
+            server_frame(&mut Vec::new(), &[0; 65_536]),
+            Err(LinkError::TooLarge(65_536))
+        );
+    }
+
+    #[test]
+    fn urls_split_into_scheme_host_and_port() {
+        assert_eq!(url_parts("ws://h:80/x").unwrap(), (false, "h".into(), 80));
+        assert_eq!(
+            url_parts("wss://example.com/p").unwrap(),
+            (true, "example.com".into(), 443)
+        );
+        assert_eq!(
+            url_parts("ws://[::1]:9/").unwrap(),
+            (false, "::1".into(), 9)
+        );
+        assert!(url_parts("http://h/").is_err());
+        assert!(url_parts("ws://:1/").is_err());
+    }
+
+    #[test]
+    fn paths_and_origins_as_go_checks_them() {
+        let req = |path: &str, origin: Option<&str>| {
+            let mut b = Request::builder().uri(path).header("host", "node:8080");
+            if let Some(o) = origin {
+                b = b.header("origin", o);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(upgrade_allowed(&req("/anything", None), "/").is_ok());
+        assert!(upgrade_allowed(&req("/mesh", None), "/mesh").is_ok());
+        assert!(upgrade_allowed(&req("/mesh/x", None), "/mesh").is_err());
+        assert!(upgrade_allowed(&req("/mesh/x", None), "/mesh/").is_ok());
+        assert!(upgrade_allowed(&req("/", Some("http://NODE:8080")), "/").is_ok());
+        let refused = upgrade_allowed(&req("/", Some("http://evil:8080")), "/").unwrap_err();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    }
+}

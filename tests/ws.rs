@@ -1,0 +1,135 @@
+//! WebSocket backends: a line of nodes joined only by WebSocket (one link
+//! plain under a path prefix with an extra header, one wss with a test CA),
+//! and a relay with TCP, UDP and WebSocket sides.
+
+mod common;
+
+use common::pki::Pki;
+use common::{Node, TempDir, free_port, listener, peer, secs, show, wait_until};
+
+fn traceroute_hops(node: &Node, target: &str) -> Vec<String> {
+    let out = node.ctl(&["traceroute", target]);
+    assert!(out.status.success(), "{}", show(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_websocket_only_line_with_a_path_prefix_and_wss() {
+    let tmp = TempDir::new("wsline");
+    let pki = Pki::new(&tmp.path.join("pki"), "WS CA");
+    let ca = pki.ca();
+    let (pa, pb) = (free_port(), free_port());
+    let alpha = Node::start(
+        "alpha",
+        &[format!(
+            "- ws-listener: {{bindaddr: 127.0.0.1, port: {pa}, path: /mesh/}}"
+        )],
+    );
+    let bravo_cert = pki.node("bravo");
+    let _bravo = Node::start(
+        "bravo",
+        &[
+            format!(
+                "- ws-peer: {{address: \"ws://127.0.0.1:{pa}/mesh/x\", extraheader: \"X-Mesh:bravo\"}}"
+            ),
+            bravo_cert
+                .server("srv", &ca)
+                .replace("requireclientcert: true", "requireclientcert: false"),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {pb}, tls: srv}}"),
+        ],
+    );
+    let charlie_cert = pki.node("charlie");
+    let charlie = Node::start(
+        "charlie",
+        &[
+            charlie_cert.client("cli", &ca, ""),
+            format!("- ws-peer: {{address: \"wss://127.0.0.1:{pb}/\", tls: cli}}"),
+            "- work-command: {worktype: echo, command: cat}".to_string(),
+        ],
+    );
+    let routed = wait_until(secs(15), || alpha.route("charlie").is_some());
+    assert!(routed, "{}\n{}", alpha.status(), charlie.log_tail(20));
+    let ping = alpha.ctl(&["ping", "charlie", "--count", "1"]);
+    assert!(ping.status.success(), "{}", show(&ping));
+    assert_eq!(
+        traceroute_hops(&alpha, "charlie"),
+        ["alpha", "bravo", "charlie"]
+    );
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let out = alpha.ctl_with_input(
+        &[
+            "work", "submit", "echo", "--node", "charlie", "-f", "-p", "-",
+        ],
+        &payload,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        out.stdout == payload,
+        "output differs ({} bytes)",
+        out.stdout.len()
+    );
+}
+
+#[test]
+fn a_relay_with_tcp_udp_and_websocket_sides() {
+    let (tcp_port, udp_port, ws_port) = (free_port(), free_port(), free_port());
+    let relay = Node::start(
+        "relay",
+        &[
+            listener(tcp_port, 1.0),
+            format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {udp_port}}}"),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {ws_port}}}"),
+        ],
+    );
+    let t = Node::start("t", &[peer(tcp_port, 1.0)]);
+    let _u = Node::start(
+        "u",
+        &[format!("- udp-peer: {{address: \"127.0.0.1:{udp_port}\"}}")],
+    );
+    let _w = Node::start(
+        "w",
+        &[format!(
+            "- ws-peer: {{address: \"ws://127.0.0.1:{ws_port}/\"}}"
+        )],
+    );
+    let all = wait_until(secs(15), || {
+        t.route("u").is_some() && t.route("w").is_some()
+    });
+    assert!(all, "{}", relay.log_tail(20));
+    assert_eq!(traceroute_hops(&t, "w"), ["t", "relay", "w"]);
+    let mut conns = relay.connections();
+    conns.sort();
+    assert_eq!(conns, ["t", "u", "w"]);
+}
+
+#[test]
+fn the_wrong_path_or_a_foreign_origin_is_refused() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let node = Node::start(
+        "strict",
+        &[format!(
+            "- ws-listener: {{bindaddr: 127.0.0.1, port: {port}, path: /mesh}}"
+        )],
+    );
+    let status_of = |path: &str, origin: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(secs(5))).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n{origin}\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 12];
+        let _ = s.read(&mut buf);
+        String::from_utf8_lossy(&buf[9..12]).into_owned()
+    };
+    assert_eq!(status_of("/mesh", ""), "101");
+    assert_eq!(status_of("/other", ""), "404");
+    assert_eq!(status_of("/mesh", "Origin: http://elsewhere\r\n"), "403");
+    assert!(node.connections().is_empty());
+}
