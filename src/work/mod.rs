@@ -8,6 +8,7 @@ pub mod remote;
 pub mod runner;
 pub mod secrets;
 pub mod shlex;
+pub mod signing;
 pub mod state;
 pub mod store;
 
