@@ -42,8 +42,6 @@ pub const NOT_YET: &[&str] = &[
     "ws-peer",
     "work-kubernetes",
     "work-python",
-    "work-signing",
-    "work-verification",
     "command-service",
     "ip-router",
 ];

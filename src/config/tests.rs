@@ -388,14 +388,7 @@ fn unsupported_directives_are_validated_then_listed() {
     .expect("valid");
     assert_eq!(
         c.unsupported,
-        [
-            "tls-server",
-            "ws-listener",
-            "udp-peer",
-            "work-signing",
-            "work-kubernetes",
-            "ip-router"
-        ]
+        ["ws-listener", "udp-peer", "work-kubernetes", "ip-router"]
     );
     assert_eq!(
         c.tls_servers,
@@ -418,7 +411,7 @@ fn unsupported_directives_are_validated_then_listed() {
     assert_eq!(c.tls_clients[0].root_cas, Some("r".into()));
     assert!(c.tls_clients[0].insecure_skip_verify && c.tls_clients[0].min_tls13);
     assert_eq!(c.tls_clients[0].pinned_server_cert, ["aa", "bb"]);
-    assert_eq!(c.unsupported, ["tls-client"]);
+    assert!(c.unsupported.is_empty());
     assert_eq!(
         err("--tls-server name=s"),
         "tls-server: required parameter(s) missing: cert, key"
@@ -529,4 +522,31 @@ fn arbitrary_input_never_panics() {
     for d in docs {
         let _ = run_yaml(d);
     }
+}
+
+#[test]
+fn work_signing_and_verification() {
+    let c = run(
+        "--node a --local-only --work-signing privatekey=/k tokenexpiration=3h30m \
+                 --work-verification publickey=/p \
+                 --work-command worktype=w command=cat verifysignature=true",
+    )
+    .expect("valid");
+    let signing = c.work_signing.expect("work-signing");
+    assert_eq!(signing.private_key, PathBuf::from("/k"));
+    assert_eq!(
+        signing.token_expiration,
+        Some(Duration::from_secs(3 * 3600 + 1800))
+    );
+    assert_eq!(
+        c.work_verification.expect("work-verification").public_key,
+        PathBuf::from("/p")
+    );
+    assert!(c.work_commands[0].verify_signature);
+    let c = run("--node a --work-signing /k").expect("valid");
+    assert_eq!(c.work_signing.expect("work-signing").token_expiration, None);
+    assert_eq!(
+        err("--node a --work-command worktype=w command=cat verifysignature=true"),
+        "VerifySignature for work command 'w' is true, but the work verification public key is not specified"
+    );
 }
