@@ -144,7 +144,7 @@ fn bind_unix(path: &Path, permissions: u32) -> Result<(File, UnixListener), Stri
 const ACCEPT_ERROR: &str = "Error accepting control connection";
 
 fn spawn_unix(listener: UnixListener, ctx: Arc<Context>) -> Result<(), String> {
-    let serve = move |s| session::serve(&ctx, s, "@");
+    let serve = move |s| session::serve(&ctx, s, "@", true);
     accept::spawn("control-unix".into(), listener, ACCEPT_ERROR.into(), serve)
         .map(|_| ())
         .map_err(|e| format!("cannot start control-unix thread: {e}"))
@@ -153,7 +153,7 @@ fn spawn_unix(listener: UnixListener, ctx: Arc<Context>) -> Result<(), String> {
 fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>) -> Result<(), String> {
     let serve = move |s: std::net::TcpStream| {
         let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-        session::serve(&ctx, s, &peer);
+        session::serve(&ctx, s, &peer, false);
     };
     accept::spawn("control-tcp".into(), listener, ACCEPT_ERROR.into(), serve)
         .map(|_| ())
@@ -170,7 +170,7 @@ fn spawn_tcp_tls(listener: TcpListener, ctx: Arc<Context>, tls: &ServerTls) -> R
             .map_err(|e| e.to_string())
             .and_then(|c| TlsStream::establish(c.into(), s).map_err(|e| e.to_string()));
         match stream {
-            Ok(stream) => session::serve(&ctx, stream, &peer),
+            Ok(stream) => session::serve(&ctx, stream, &peer, false),
             Err(e) => error!("Control service TLS handshake with {peer} failed: {e}"),
         }
     };
@@ -210,7 +210,9 @@ fn serve_mesh(
     spawn("control-mesh", move || {
         while let Ok(stream) = listener.accept() {
             let peer = format!("{}:{}", stream.peer_node(), stream.peer_service());
-            client(ctx.clone(), move |ctx| session::serve(ctx, stream, &peer));
+            client(ctx.clone(), move |ctx| {
+                session::serve(ctx, stream, &peer, false)
+            });
         }
     })
 }

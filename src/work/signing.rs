@@ -292,21 +292,15 @@ fn check_signature(
     let sig = base64url::decode(signature)?;
     let input = signed.as_bytes();
     let result = match (hash, pss) {
-        (Hash::Sha256, false) => key.verify(
-            Pkcs1v15Sign::new::<Sha256>(),
-            &Sha256::digest(input),
-            &sig,
-        ),
-        (Hash::Sha384, false) => key.verify(
-            Pkcs1v15Sign::new::<Sha384>(),
-            &Sha384::digest(input),
-            &sig,
-        ),
-        (Hash::Sha512, false) => key.verify(
-            Pkcs1v15Sign::new::<Sha512>(),
-            &Sha512::digest(input),
-            &sig,
-        ),
+        (Hash::Sha256, false) => {
+            key.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(input), &sig)
+        }
+        (Hash::Sha384, false) => {
+            key.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(input), &sig)
+        }
+        (Hash::Sha512, false) => {
+            key.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(input), &sig)
+        }
         // Go verifies PSS with any salt length; this checks the one Go
         // and every common signer use, the hash's length.
         (Hash::Sha256, true) => key.verify(Pss::new::<Sha256>(), &Sha256::digest(input), &sig),
@@ -470,13 +464,16 @@ fn json_syntax(e: &serde_json::Error) -> String {
 /// Base64url without padding, as Go's `base64.RawURLEncoding`: decoding
 /// skips CR and LF and accepts non-zero trailing bits; `=` is invalid.
 mod base64url {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
     pub fn encode(bytes: &[u8]) -> String {
         let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
         for chunk in bytes.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..=chunk.len() {
                 out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));

@@ -39,7 +39,10 @@ fn forge(key: &RsaPrivateKey, header: &str, claims: &str) -> String {
         base64url::encode(claims.as_bytes())
     );
     let sig = key
-        .sign(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(input.as_bytes()))
+        .sign(
+            Pkcs1v15Sign::new::<Sha512>(),
+            &Sha512::digest(input.as_bytes()),
+        )
         .unwrap();
     format!("{input}.{}", base64url::encode(&sig))
 }
@@ -57,7 +60,10 @@ fn token_bytes_are_what_jwt_go_writes() {
     // A 1024-bit key gives a 128-byte signature: 171 characters unpadded.
     assert_eq!(s[2].len(), 171);
     // PKCS#1 v1.5 is deterministic.
-    assert_eq!(sign_token(&keys().0, "exec", at(1_700_000_000)).unwrap(), token);
+    assert_eq!(
+        sign_token(&keys().0, "exec", at(1_700_000_000)).unwrap(),
+        token
+    );
     // Sub-second expiry times are cut to the second.
     let later = at(1_700_000_000) + Duration::from_millis(999);
     assert_eq!(sign_token(&keys().0, "exec", later).unwrap(), token);
@@ -80,8 +86,15 @@ fn a_fresh_token_verifies_for_its_node_only() {
 #[test]
 fn expiry_is_exclusive_and_says_by_how_much() {
     let token = sign_token(&keys().0, "exec", at(1000)).unwrap();
-    let err = |now| verify_token(&token, &public(), "exec", now).unwrap_err().to_string();
-    assert_eq!(err(at(1000)), "could not verify signature: token is expired by 0s");
+    let err = |now| {
+        verify_token(&token, &public(), "exec", now)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err(at(1000)),
+        "could not verify signature: token is expired by 0s"
+    );
     assert_eq!(
         err(at(1065) + Duration::from_millis(250)),
         "could not verify signature: token is expired by 1m5.25s"
@@ -93,7 +106,9 @@ fn another_key_or_any_changed_byte_is_refused() {
     let stranger = sign_token(&keys().1, "exec", at(1000)).unwrap();
     let refused = "could not verify signature: crypto/rsa: verification error";
     assert_eq!(
-        verify_token(&stranger, &public(), "exec", at(1)).unwrap_err().to_string(),
+        verify_token(&stranger, &public(), "exec", at(1))
+            .unwrap_err()
+            .to_string(),
         refused
     );
     let token = sign_token(&keys().0, "exec", at(1000)).unwrap();
@@ -106,7 +121,9 @@ fn another_key_or_any_changed_byte_is_refused() {
         s[2]
     );
     assert_eq!(
-        verify_token(&retargeted, &public(), "evil", at(1)).unwrap_err().to_string(),
+        verify_token(&retargeted, &public(), "evil", at(1))
+            .unwrap_err()
+            .to_string(),
         refused
     );
     // Every single-character change is refused, but in the last one,
@@ -117,7 +134,11 @@ fn another_key_or_any_changed_byte_is_refused() {
         if bytes[i] == b'.' {
             continue;
         }
-        bytes[i] = if bytes[i] == alphabet[0] { alphabet[1] } else { alphabet[0] };
+        bytes[i] = if bytes[i] == alphabet[0] {
+            alphabet[1]
+        } else {
+            alphabet[0]
+        };
         let tampered = String::from_utf8(bytes).unwrap();
         assert!(
             verify_token(&tampered, &public(), "exec", at(1)).is_err(),
@@ -142,7 +163,10 @@ fn malformed_tokens_get_jwt_go_texts() {
         other => panic!("{t}: {other:?}"),
     };
     assert_eq!(err("abc"), "token contains an invalid number of segments");
-    assert_eq!(err("a.b.c.d"), "token contains an invalid number of segments");
+    assert_eq!(
+        err("a.b.c.d"),
+        "token contains an invalid number of segments"
+    );
     assert_eq!(err("e=.e.e"), "illegal base64 data at input byte 1");
     assert_eq!(
         err("Bearer x.y.z"),
@@ -210,7 +234,10 @@ fn other_rsa_algorithms_verify_too() {
     let rs256 = input("RS256");
     let sig = keys()
         .0
-        .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(rs256.as_bytes()))
+        .sign(
+            Pkcs1v15Sign::new::<Sha256>(),
+            &Sha256::digest(rs256.as_bytes()),
+        )
         .unwrap();
     let token = format!("{rs256}.{}", base64url::encode(&sig));
     assert_eq!(verify_token(&token, &public(), "exec", at(1)), Ok(()));
@@ -297,7 +324,10 @@ fn key_files_in_every_format_go_reads() {
     let public = dir.join("public.pem");
     std::fs::write(&pkcs1, key.to_pkcs1_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
     std::fs::write(&pkcs8, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
-    let public_pem = key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let public_pem = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
     std::fs::write(&public, &public_pem).unwrap();
     let verify = Keys::load(None, Some(&public)).unwrap();
     for private in [&pkcs1, &pkcs8] {
