@@ -375,3 +375,22 @@ fn key_files_in_every_format_go_reads() {
     assert!(signer.sign("exec", SystemTime::now()).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every prefix of a valid token, and every prefix with junk after it, is
+/// refused without a panic (the fuzz target `jwt` goes further).
+#[test]
+fn every_prefix_is_refused_cleanly() {
+    let token = sign_token(&keys().0, "exec", at(1000)).unwrap();
+    for i in 0..token.len() {
+        assert!(
+            verify_token(&token[..i], &public(), "exec", at(1)).is_err(),
+            "{i}"
+        );
+        let junk = format!("{}\u{e9}.=.", &token[..i]);
+        assert!(
+            verify_token(&junk, &public(), "exec", at(1)).is_err(),
+            "{i}"
+        );
+    }
+    assert_eq!(verify_token(&token, &public(), "exec", at(1)), Ok(()));
+}
