@@ -368,3 +368,76 @@ fn we_sign_for_a_go_executor() {
         "ERROR: work type did not expect a signature"
     );
 }
+
+/// The token a Go controller sends, caught by standing in for the
+/// executor: a node `exec` whose mesh service `control` is a tcp-client
+/// proxy to a socket of this test. Ours, made with the same key for the
+/// same node and second, must be the very same string.
+#[test]
+fn go_tokens_are_byte_for_byte_ours() {
+    let Some(go) = go_reference() else { return };
+    let tmp = TempDir::new("sign-go-bytes");
+    let dir = tmp.path.as_path();
+    let key = write_keys(dir);
+    let mesh = free_port();
+    let mut args = control_args(None);
+    args.extend([
+        "--tcp-listener".into(),
+        format!("port={mesh}"),
+        "--work-signing".into(),
+        format!("privatekey={}", dir.join("signing.key").display()),
+        "tokenexpiration=7m".into(),
+    ]);
+    let gonode = GoNode::start(&go, dir, &args);
+    let catcher = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = catcher.local_addr().unwrap().port();
+    let config = dir.join("exec.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "- node:\n    id: exec\n    datadir: {:?}\n\
+             - tcp-peer:\n    address: 127.0.0.1:{mesh}\n\
+             - tcp-client:\n    service: control\n    address: 127.0.0.1:{port}\n",
+            dir.join("execdata")
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("exec.log")).unwrap();
+    let mut exec = Command::new(common::RECEPTOR)
+        .arg("-c")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let out = gonode.ctl(&[
+        "work",
+        "submit",
+        "echo",
+        "--node",
+        "exec",
+        "--signwork",
+        "--no-payload",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let (stream, _) = catcher.accept().unwrap();
+    stream.set_read_timeout(Some(secs(20))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer.write_all(b"Receptor Control, node exec\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    let _ = exec.kill();
+    let _ = exec.wait();
+    let req: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(req["subcommand"], "submit", "{req}");
+    let token = req["signature"].as_str().unwrap_or_else(|| panic!("{req}"));
+    let claims = token.split('.').nth(1).unwrap();
+    let exp = (0..=5)
+        .map(|late| {
+            let t = SystemTime::now() + secs(7 * 60) - secs(late);
+            sign_token(&key, "exec", t).unwrap()
+        })
+        .find(|ours| ours.split('.').nth(1) == Some(claims));
+    assert_eq!(exp.as_deref(), Some(token), "Go's token {token}");
+}
