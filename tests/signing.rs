@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
+use common::pki::Pki;
 use common::{
     CMD_TIMEOUT, Node, RECEPTOR, TempDir, free_port, output_with_input, output_within, receptorctl,
     secs, show, wait_until,
@@ -336,6 +337,90 @@ fn signed_work_over_tcp_control_and_every_refusal() {
         "{}",
         show(&out)
     );
+}
+
+/// receptorctl `--signwork` over the TLS control port, to an executor
+/// reached over its TLS mesh control service: the transports differ, the
+/// signing does not.
+#[test]
+fn signwork_over_tls_control_to_a_tls_control_service() {
+    let tmp = TempDir::new("signing-tls");
+    let dir = tmp.path.as_path();
+    write_keys(dir, "signing");
+    let pki = Pki::new(&dir.join("pki"), "Signing CA");
+    let ca = pki.ca();
+    let (mesh, ctl_port) = (free_port(), free_port());
+    let exec_cert = pki.node("exec");
+    let exec = Node::start_full(
+        "exec",
+        "",
+        "    tls: srv",
+        &[
+            exec_cert.server("srv", &ca),
+            format!("- tcp-listener:\n    port: {mesh}"),
+            format!(
+                "- work-verification:\n    publickey: {:?}",
+                dir.join("signing.pub")
+            ),
+            "- work-command:\n    worktype: echo\n    command: cat\n    verifysignature: true"
+                .into(),
+        ],
+    );
+    let ctrl_cert = pki.node("ctrl");
+    let ctrl = Node::start_full(
+        "ctrl",
+        "",
+        &format!("    tcplisten: 127.0.0.1:{ctl_port}\n    tcptls: srv"),
+        &[
+            ctrl_cert.server("srv", &ca),
+            ctrl_cert.client("cli", &ca, ""),
+            common::peer(mesh, 1.0),
+            format!(
+                "- work-signing:\n    privatekey: {:?}",
+                dir.join("signing.key")
+            ),
+        ],
+    );
+    assert!(wait_until(secs(30), || ctrl.route("exec").is_some()));
+    let socket = format!("tls://127.0.0.1:{ctl_port}");
+    let (cert, key, ca_text) = (
+        ctrl_cert.cert.display().to_string(),
+        ctrl_cert.key.display().to_string(),
+        ca.display().to_string(),
+    );
+    let mut cmd = Command::new(receptorctl());
+    cmd.args([
+        "--socket",
+        &socket,
+        "--rootcas",
+        &ca_text,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ])
+    .args(["work", "submit", "echo", "--node", "exec", "--signwork"])
+    .args(["--tls-client", "cli", "-l", "over tls"])
+    .env_remove("RECEPTORCTL_SOCKET");
+    let out = output_with_input(cmd, None, CMD_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        show(&out),
+        ctrl.log_tail(20)
+    );
+    let id = unit_id(&out);
+    wait_state(&ctrl, &id, 2);
+    let out = ctrl.ctl(&["work", "results", &id]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "over tls\n",
+        "{}",
+        show(&out)
+    );
+    let out = ctrl.ctl(&["work", "release", &id]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(wait_until(secs(30), || unit_ids(&exec).is_empty()));
 }
 
 /// Runs `receptor args...` to completion.
