@@ -27,7 +27,7 @@ use crate::netceptor::Netceptor;
 use crate::netceptor::firewall::Firewall;
 use crate::netceptor::node::BackendParams;
 use crate::tls::Sections;
-use crate::work::Workceptor;
+use crate::work::{Workceptor, signing};
 
 /// Everything that must stay alive while the node runs.
 pub struct Daemon {
@@ -90,6 +90,14 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
     let tls = Sections::load(&cfg.tls_servers, &cfg.tls_clients, &cfg.node.id)
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let tls = std::sync::Arc::new(tls);
+    let keys = signing::Keys::load(
+        cfg.work_signing
+            .as_ref()
+            .map(|s| (s.private_key.as_path(), s.token_expiration)),
+        cfg.work_verification
+            .as_ref()
+            .map(|v| v.public_key.as_path()),
+    )?;
     let rules = cfg.node.firewall_rules.iter();
     let firewall = Firewall::new(rules.map(|r| (r.action, &r.matches)))
         .map_err(|e| StartError::Failed(format!("node: {e}")))?;
@@ -128,6 +136,7 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
         &cfg.work_commands,
         cfg.log_level.name(),
         tls.clone(),
+        keys,
     );
     let mut control = Vec::new();
     for c in &cfg.control_services {

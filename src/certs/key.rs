@@ -73,6 +73,11 @@ impl RsaKey {
         Ok(pem.to_string())
     }
 
+    /// The private key itself, for signers other than rcgen's.
+    pub fn rsa(&self) -> &RsaPrivateKey {
+        &self.key
+    }
+
     /// The modulus length in bits.
     pub fn bits(&self) -> usize {
         self.key.size() * 8

@@ -6,6 +6,8 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use rsa::RsaPublicKey;
+use rsa::pkcs8::DecodePublicKey;
 use rustls::pki_types::pem::{PemObject, SectionKind};
 
 use super::{CertError, RsaKey};
@@ -15,7 +17,9 @@ pub enum PemItem {
     Certificate(Vec<u8>),
     Request(Vec<u8>),
     RsaKey(Box<RsaKey>),
-    /// A private or public key of no use to the tools (not RSA, or public).
+    /// A `PUBLIC KEY` (PKIX) block holding an RSA key.
+    RsaPublicKey(Box<RsaPublicKey>),
+    /// A private or public key of another algorithm.
     OtherKey,
 }
 
@@ -40,7 +44,12 @@ pub fn load(path: &Path) -> Result<Vec<PemItem>, CertError> {
                 Some(key) => PemItem::RsaKey(Box::new(key)),
                 None => PemItem::OtherKey,
             },
-            SectionKind::PublicKey | SectionKind::EcPrivateKey => PemItem::OtherKey,
+            SectionKind::PublicKey => match RsaPublicKey::from_public_key_der(&der) {
+                Ok(key) => PemItem::RsaPublicKey(Box::new(key)),
+                Err(rsa::pkcs8::spki::Error::OidUnknown { .. }) => PemItem::OtherKey,
+                Err(e) => return Err(bad(e.to_string())),
+            },
+            SectionKind::EcPrivateKey => PemItem::OtherKey,
             other => return Err(bad(format!("unknown block type {other:?}"))),
         });
     }
@@ -90,6 +99,14 @@ pub fn load_request(path: &Path) -> Result<Vec<u8>, CertError> {
 pub fn load_private_key(path: &Path) -> Result<RsaKey, CertError> {
     single(path, "private key", "private key", |item| match item {
         PemItem::RsaKey(key) => Some(*key),
+        _ => None,
+    })
+}
+
+/// A file holding exactly one RSA public key (`PUBLIC KEY`, PKIX).
+pub fn load_public_key(path: &Path) -> Result<RsaPublicKey, CertError> {
+    single(path, "public key", "public key", |item| match item {
+        PemItem::RsaPublicKey(key) => Some(*key),
         _ => None,
     })
 }

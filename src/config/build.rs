@@ -11,7 +11,7 @@ use super::{
     CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg, CommandRunnerCfg, Config,
     ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg, RuleSpec,
     TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, UdpListenerCfg, UdpPeerCfg,
-    WorkCommandCfg, WsListenerCfg, WsPeerCfg,
+    WorkCommandCfg, WorkSigningCfg, WorkVerificationCfg, WsListenerCfg, WsPeerCfg,
 };
 use crate::netceptor::addr::is_local_alias;
 use crate::netceptor::firewall::Firewall;
@@ -66,6 +66,8 @@ pub(crate) fn build(
         control_services: Vec::new(),
         proxies: Vec::new(),
         work_commands: Vec::new(),
+        work_signing: None,
+        work_verification: None,
         command_runner: None,
         cert_tool: None,
         tls_servers: Vec::new(),
@@ -77,6 +79,7 @@ pub(crate) fn build(
         check_common(d)?;
         add(&mut config, d)?;
     }
+    check_verification(&config)?;
     Ok(config)
 }
 
@@ -107,6 +110,17 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
             allow_runtime_params: d.bool("allowruntimeparams"),
             verify_signature: d.bool("verifysignature"),
         }),
+        "work-signing" => {
+            config.work_signing = Some(WorkSigningCfg {
+                private_key: PathBuf::from(d.str("privatekey")),
+                token_expiration: d.duration("tokenexpiration"),
+            })
+        }
+        "work-verification" => {
+            config.work_verification = Some(WorkVerificationCfg {
+                public_key: PathBuf::from(d.str("publickey")),
+            })
+        }
         "command-runner" => {
             config.command_runner = Some(CommandRunnerCfg {
                 command: d.str("command"),
@@ -120,6 +134,18 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
         other => config.unsupported.push(other.to_string()),
     }
     Ok(())
+}
+
+/// A type that verifies signatures needs the key to verify them with
+/// (Go's text).
+fn check_verification(config: &Config) -> Result<(), String> {
+    match config.work_commands.iter().find(|t| t.verify_signature) {
+        Some(t) if config.work_verification.is_none() => Err(format!(
+            "VerifySignature for work command '{}' is true, but the work verification public key is not specified",
+            t.work_type
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks shared by every directive: costs, ports and permissions.

@@ -36,8 +36,6 @@ pub fn help_text() -> String {
 pub const NOT_YET: &[&str] = &[
     "work-kubernetes",
     "work-python",
-    "work-signing",
-    "work-verification",
     "command-service",
     "ip-router",
 ];

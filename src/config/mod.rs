@@ -69,6 +69,10 @@ pub struct Config {
     /// Service proxies between local sockets and mesh services.
     pub proxies: Vec<ProxyCfg>,
     pub work_commands: Vec<WorkCommandCfg>,
+    /// `work-signing`: sign the requests of remote units with `signwork`.
+    pub work_signing: Option<WorkSigningCfg>,
+    /// `work-verification`: check signed requests for `verifysignature` types.
+    pub work_verification: Option<WorkVerificationCfg>,
     /// Set when this process is a unit's command runner, not a node.
     pub command_runner: Option<CommandRunnerCfg>,
     /// Set when this process runs a certificate tool, not a node.
@@ -230,6 +234,20 @@ pub struct WorkCommandCfg {
     pub params: String,
     pub allow_runtime_params: bool,
     pub verify_signature: bool,
+}
+
+/// `work-signing` (docs/work.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkSigningCfg {
+    pub private_key: PathBuf,
+    /// `None`: the default lifetime (Go crashes instead).
+    pub token_expiration: Option<Duration>,
+}
+
+/// `work-verification` (docs/work.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkVerificationCfg {
+    pub public_key: PathBuf,
 }
 
 /// The hidden `command-runner` directive: run one unit's command.

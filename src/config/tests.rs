@@ -388,10 +388,7 @@ fn unsupported_directives_are_validated_then_listed() {
     )
     .expect("valid");
     assert_eq!(c.udp_peers[0].address, "h:1");
-    assert_eq!(
-        c.unsupported,
-        ["work-signing", "work-kubernetes", "ip-router"]
-    );
+    assert_eq!(c.unsupported, ["work-kubernetes", "ip-router"]);
     assert_eq!(
         c.tls_servers,
         [TlsServerCfg {
@@ -552,4 +549,31 @@ fn oversized_config_files_are_refused_before_parsing() {
     let big = format!("- node: {{id: a}}\n#{}\n", "x".repeat(2 * 1024 * 1024));
     let e = run_yaml(&big).err().unwrap_or_default();
     assert!(e.contains("file is larger than 1048576 bytes"), "{e}");
+}
+
+#[test]
+fn work_signing_and_verification() {
+    let c = run(
+        "--node a --local-only --work-signing privatekey=/k tokenexpiration=3h30m \
+                 --work-verification publickey=/p \
+                 --work-command worktype=w command=cat verifysignature=true",
+    )
+    .expect("valid");
+    let signing = c.work_signing.expect("work-signing");
+    assert_eq!(signing.private_key, PathBuf::from("/k"));
+    assert_eq!(
+        signing.token_expiration,
+        Some(Duration::from_secs(3 * 3600 + 1800))
+    );
+    assert_eq!(
+        c.work_verification.expect("work-verification").public_key,
+        PathBuf::from("/p")
+    );
+    assert!(c.work_commands[0].verify_signature);
+    let c = run("--node a --work-signing /k").expect("valid");
+    assert_eq!(c.work_signing.expect("work-signing").token_expiration, None);
+    assert_eq!(
+        err("--node a --work-command worktype=w command=cat verifysignature=true"),
+        "VerifySignature for work command 'w' is true, but the work verification public key is not specified"
+    );
 }

@@ -202,6 +202,21 @@ fn submit_json(obj: &Map<String, Value>) -> Result<WorkCommand, String> {
     Ok(WorkCommand::Submit(req))
 }
 
+/// The work signature a JSON command carries (docs/work.md §8), or
+/// empty: text commands and a non-string `signature` carry none.
+pub fn signature(line: &str) -> String {
+    if !line.starts_with('{') {
+        return String::new();
+    }
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(obj)) => match obj.get("signature") {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
 /// Go's control service reads `signwork` with its own `boolFromMap`, not
 /// `strconv.ParseBool`: only `true` is true, and anything else (`1`,
 /// `True`, `yes`) is silently false.
@@ -529,5 +544,18 @@ mod tests {
         assert!(parse(r#"{"command":"status","requested_fields":"Version"}"#).is_err());
         assert!(parse(r#"{"command":"status","requested_fields":[1]}"#).is_err());
         assert!(parse("{bad").is_err());
+    }
+
+    #[test]
+    fn signature_is_taken_from_json_commands_only() {
+        assert_eq!(
+            signature(
+                r#"{"command":"work","subcommand":"cancel","unitid":"u","signature":"t.k.n"}"#
+            ),
+            "t.k.n"
+        );
+        assert_eq!(signature(r#"{"command":"work","signature":5}"#), "");
+        assert_eq!(signature("work cancel u"), "");
+        assert_eq!(signature("{not json"), "");
     }
 }

@@ -148,7 +148,7 @@ fn bind_unix(path: &Path, permissions: u32) -> Result<(File, UnixListener), Stri
 const ACCEPT_ERROR: &str = "Error accepting control connection";
 
 fn spawn_unix(listener: UnixListener, ctx: Arc<Context>, slots: Arc<Slots>) -> Result<(), String> {
-    let serve = move |s, p: Permit| session::serve_with(&ctx, s, "@", Some(&p));
+    let serve = move |s, p: Permit| session::serve_with(&ctx, s, "@", true, Some(&p));
     let gate = move |s: &mut std::os::unix::net::UnixStream| admit(&slots, s);
     accept::spawn_gated(
         "control-unix".into(),
@@ -164,7 +164,7 @@ fn spawn_unix(listener: UnixListener, ctx: Arc<Context>, slots: Arc<Slots>) -> R
 fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>, slots: Arc<Slots>) -> Result<(), String> {
     let serve = move |s: std::net::TcpStream, p: Permit| {
         let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-        session::serve_with(&ctx, s, &peer, Some(&p));
+        session::serve_with(&ctx, s, &peer, false, Some(&p));
     };
     let gate = move |s: &mut std::net::TcpStream| admit(&slots, s);
     accept::spawn_gated(
@@ -226,7 +226,7 @@ fn spawn_tcp_tls(
             .map_err(|e| e.to_string())
             .and_then(|c| TlsStream::establish(c.into(), s).map_err(|e| e.to_string()));
         match stream {
-            Ok(stream) => session::serve_with(&ctx, stream, &peer, Some(&p)),
+            Ok(stream) => session::serve_with(&ctx, stream, &peer, false, Some(&p)),
             Err(e) => error!("Control service TLS handshake with {peer} failed: {e}"),
         }
     };
@@ -275,7 +275,9 @@ fn serve_mesh(
     spawn("control-mesh", move || {
         while let Ok(stream) = listener.accept() {
             let peer = format!("{}:{}", stream.peer_node(), stream.peer_service());
-            client(ctx.clone(), move |ctx| session::serve(ctx, stream, &peer));
+            client(ctx.clone(), move |ctx| {
+                session::serve(ctx, stream, &peer, false)
+            });
         }
     })
 }

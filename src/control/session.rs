@@ -28,14 +28,29 @@ pub struct Context {
     pub tls: Arc<crate::tls::Sections>,
 }
 
-/// Serves a client until it hangs up. `peer` names it in logs.
-pub fn serve<S: Socket>(ctx: &Context, stream: S, peer: &str) {
-    serve_with(ctx, stream, peer, None);
+/// Who is asking, as far as work signatures go (docs/work.md §8): the
+/// signature a JSON command carried, and whether the client is on the
+/// Unix socket (never checked).
+struct Caller {
+    signature: String,
+    unix: bool,
+}
+
+/// Serves a client until it hangs up. `peer` names it in logs; `unix`
+/// says it came through the Unix socket.
+pub fn serve<S: Socket>(ctx: &Context, stream: S, peer: &str, unix: bool) {
+    serve_with(ctx, stream, peer, unix, None);
 }
 
 /// [`serve`] for a client holding a slot, marked idle while it waits for
 /// a command (so a newcomer may take its place) and busy while one runs.
-pub fn serve_with<S: Socket>(ctx: &Context, stream: S, peer: &str, slot: Option<&Permit>) {
+pub fn serve_with<S: Socket>(
+    ctx: &Context,
+    stream: S,
+    peer: &str,
+    unix: bool,
+    slot: Option<&Permit>,
+) {
     let idle = |idle: bool| {
         if let Some(p) = slot {
             p.set_idle(idle, std::time::Instant::now());
@@ -54,17 +69,23 @@ pub fn serve_with<S: Socket>(ctx: &Context, stream: S, peer: &str, slot: Option<
             if line.is_empty() {
                 continue;
             }
+            let caller = Caller {
+                signature: command::signature(&line),
+                unix,
+            };
             let reply = match command::parse(&line) {
                 Ok(Command::Connect { node, service, tls }) => {
                     // The connection now belongs to the bridge.
                     return connect(ctx, conn, &node, &service, tls.as_deref());
                 }
-                Ok(Command::Work(WorkCommand::Submit(req))) => submit(ctx, &mut conn, &req),
+                Ok(Command::Work(WorkCommand::Submit(req))) => {
+                    submit(ctx, &mut conn, &req, &caller)
+                }
                 Ok(Command::Work(WorkCommand::Results { unit, start })) => {
                     // The stream ends with the connection.
-                    return results(ctx, conn, &unit, start);
+                    return results(ctx, conn, &unit, start, &caller);
                 }
-                Ok(cmd) => run(ctx, cmd),
+                Ok(cmd) => run(ctx, cmd, &caller),
                 Err(e) => Err(e),
             };
             if write(&mut conn, &render(reply)).is_err() {
@@ -85,7 +106,7 @@ fn render(reply: Result<String, String>) -> String {
     }
 }
 
-fn run(ctx: &Context, cmd: Command) -> Result<String, String> {
+fn run(ctx: &Context, cmd: Command, caller: &Caller) -> Result<String, String> {
     match cmd {
         Command::Status { fields } => {
             let st = ctx.net.status().ok_or("node is shutting down")?;
@@ -98,19 +119,25 @@ fn run(ctx: &Context, cmd: Command) -> Result<String, String> {
         Command::Traceroute { target } => {
             Ok(reply::traceroute(&ping::traceroute(&ctx.net, &target)))
         }
-        Command::Work(w) => work(ctx, w),
+        Command::Work(w) => work(ctx, w, caller),
         Command::Connect { .. } => Err("connect is handled by the session".into()),
     }
 }
 
-fn work(ctx: &Context, cmd: WorkCommand) -> Result<String, String> {
+fn work(ctx: &Context, cmd: WorkCommand, caller: &Caller) -> Result<String, String> {
     let w = &ctx.work;
+    let signed = |id: &str| {
+        let unit = w.find(id)?;
+        w.check_unit_signature(&unit, &caller.signature, caller.unix)
+    };
     let reply = match cmd {
         WorkCommand::List(unit) => w.list_reply(unit.as_deref()),
         WorkCommand::Status(unit) => w.status_reply(&unit),
-        WorkCommand::Cancel(unit) => w.cancel(&unit).map(|c| reply::cancelled(c, &unit)),
+        WorkCommand::Cancel(unit) => {
+            signed(&unit).and_then(|()| w.cancel(&unit).map(|c| reply::cancelled(c, &unit)))
+        }
         WorkCommand::Release { unit, force } => {
-            w.release(&unit, force).map(|c| reply::released(c, &unit))
+            signed(&unit).and_then(|()| w.release(&unit, force).map(|c| reply::released(c, &unit)))
         }
         WorkCommand::Submit(_) | WorkCommand::Results { .. } => {
             return Err("handled by the session".into());
@@ -125,7 +152,11 @@ fn submit<S: Socket>(
     ctx: &Context,
     conn: &mut BufReader<S>,
     req: &crate::work::SubmitRequest,
+    caller: &Caller,
 ) -> Result<String, String> {
+    ctx.work
+        .check_submit_signature(req, &caller.signature, caller.unix)
+        .map_err(|e| e.to_string())?;
     let unit = ctx.work.allocate(req).map_err(|e| e.to_string())?;
     let mut stdin = ctx.work.open_stdin(&unit).map_err(|e| e.to_string())?;
     let line = format!(
@@ -142,8 +173,19 @@ fn submit<S: Socket>(
     Ok(reply::submitted(started, &unit.id))
 }
 
-fn results<S: Socket>(ctx: &Context, mut conn: BufReader<S>, id: &str, start: u64) {
-    let unit = match ctx.work.find(id) {
+fn results<S: Socket>(
+    ctx: &Context,
+    mut conn: BufReader<S>,
+    id: &str,
+    start: u64,
+    caller: &Caller,
+) {
+    let found = ctx.work.find(id).and_then(|unit| {
+        ctx.work
+            .check_unit_signature(&unit, &caller.signature, caller.unix)
+            .map(|()| unit)
+    });
+    let unit = match found {
         Ok(u) => u,
         Err(e) => {
             let _ = write(&mut conn, &render(Err(e.to_string())));

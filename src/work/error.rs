@@ -5,6 +5,8 @@
 use std::fmt;
 use std::io;
 
+use super::signing::{SignError, VerifyError};
+
 /// One variant per failure a caller may branch on or a peer may report.
 /// Errors from another node that match none of the known forms stay
 /// `Remote`, verbatim.
@@ -21,7 +23,10 @@ pub enum WorkError {
     UnknownTlsConfig(String),
     /// `secret_*` params may only travel over TLS.
     SecretsWithoutTls,
-    NoSigningKey,
+    /// A request for a remote unit could not be signed.
+    Signing(SignError),
+    /// A request's signature was refused (or was not expected).
+    Signature(VerifyError),
     /// The `ttl` is no Go duration; holds the parser's message.
     InvalidTtl(String),
     /// The unit cannot start again; holds its state name.
@@ -54,7 +59,6 @@ const TTL_FOR_LOCAL: &str = "ttl option is intended for remote work only";
 const PARAMS_NOT_ALLOWED: &str = "extra params provided but not allowed";
 const UNKNOWN_TLS: &str = "unknown TLS config ";
 const SECRETS_WITHOUT_TLS: &str = "cannot send secrets over a non-TLS connection";
-const NO_SIGNING_KEY: &str = "cannot sign work: no work-signing key is configured";
 const INVALID_TTL: &str = "invalid ttl: ";
 const ALREADY_FINAL: &str = "unit is already ";
 const NOT_REMOTE: &str = "not a remote unit";
@@ -70,7 +74,8 @@ impl fmt::Display for WorkError {
             WorkError::ParamsNotAllowed => f.write_str(PARAMS_NOT_ALLOWED),
             WorkError::UnknownTlsConfig(name) => write!(f, "{UNKNOWN_TLS}{name}"),
             WorkError::SecretsWithoutTls => f.write_str(SECRETS_WITHOUT_TLS),
-            WorkError::NoSigningKey => f.write_str(NO_SIGNING_KEY),
+            WorkError::Signing(e) => write!(f, "{e}"),
+            WorkError::Signature(e) => write!(f, "{e}"),
             WorkError::InvalidTtl(e) => write!(f, "{INVALID_TTL}{e}"),
             WorkError::AlreadyFinal(state) => write!(f, "{ALREADY_FINAL}{state}"),
             WorkError::NotRemote => f.write_str(NOT_REMOTE),
@@ -120,11 +125,16 @@ impl WorkError {
             (TTL_FOR_LOCAL, WorkError::TtlForLocal),
             (PARAMS_NOT_ALLOWED, WorkError::ParamsNotAllowed),
             (SECRETS_WITHOUT_TLS, WorkError::SecretsWithoutTls),
-            (NO_SIGNING_KEY, WorkError::NoSigningKey),
             (NOT_REMOTE, WorkError::NotRemote),
         ];
         if let Some((_, e)) = fixed.into_iter().find(|(t, _)| *t == text) {
             return e;
+        }
+        if let Some(e) = VerifyError::from_text(text) {
+            return WorkError::Signature(e);
+        }
+        if let Some(e) = SignError::from_text(text) {
+            return WorkError::Signing(e);
         }
         for (prefix, make) in with_arg {
             match text.strip_prefix(prefix) {
@@ -151,7 +161,10 @@ mod tests {
             WorkError::ParamsNotAllowed,
             WorkError::UnknownTlsConfig("tlsc".into()),
             WorkError::SecretsWithoutTls,
-            WorkError::NoSigningKey,
+            WorkError::Signing(SignError::NoKey),
+            WorkError::Signature(VerifyError::NotExpected),
+            WorkError::Signature(VerifyError::Invalid("token is expired by 1s".into())),
+            WorkError::Signature(VerifyError::Audience),
             WorkError::InvalidTtl("time: invalid duration \"x\"".into()),
             WorkError::AlreadyFinal("Failed".into()),
             WorkError::NotRemote,
@@ -183,7 +196,7 @@ mod tests {
         ));
         assert!(matches!(
             WorkError::from_remote("work type did not expect a signature"),
-            WorkError::Remote(t) if t == "work type did not expect a signature"
+            WorkError::Signature(VerifyError::NotExpected)
         ));
         assert!(matches!(
             WorkError::from_remote("unknown work unit "),

@@ -8,6 +8,7 @@ pub mod remote;
 pub mod runner;
 pub mod secrets;
 pub mod shlex;
+pub mod signing;
 pub mod state;
 pub mod store;
 
@@ -146,6 +147,8 @@ pub struct Workceptor {
     units: Mutex<BTreeMap<String, Arc<Unit>>>,
     /// TLS clients a remote submit may name.
     tls: Arc<crate::tls::Sections>,
+    /// Signs remote units' requests and checks signed ones sent here.
+    keys: Arc<signing::Keys>,
 }
 
 impl Workceptor {
@@ -156,9 +159,11 @@ impl Workceptor {
         types: &[WorkCommandCfg],
         log_level: &str,
         tls: Arc<crate::tls::Sections>,
+        keys: signing::Keys,
     ) -> Arc<Workceptor> {
         let w = Arc::new(Workceptor {
             tls,
+            keys: Arc::new(keys),
             node_id: net.node_id().to_string(),
             node_dir: datadir.join(net.node_id()),
             net: net.clone(),
@@ -219,6 +224,7 @@ impl Workceptor {
         remote::Dialer {
             net: self.net.clone(),
             tls: self.tls.clone(),
+            keys: self.keys.clone(),
         }
     }
 
@@ -284,10 +290,9 @@ impl Workceptor {
                     crate::netceptor::names::shown(&req.node)
                 ))
             })?;
-            (
-                REMOTE_TYPE.to_string(),
-                ExtraData::Remote(remote::new_extra(req, |n| self.tls.client(n).is_ok())?),
-            )
+            let extra = remote::new_extra(req, |n| self.tls.client(n).is_ok())?;
+            self.check_can_sign(req)?;
+            (REMOTE_TYPE.to_string(), ExtraData::Remote(extra))
         };
         let (id, dir) = UnitDir::create(&self.node_dir).map_err(WorkError::CreateDir)?;
         let (extra, secrets) = secrets::split(extra);
@@ -312,6 +317,71 @@ impl Workceptor {
         let unit = Unit::new(id.clone(), dir, status);
         self.units().insert(id, unit.clone());
         Ok(unit)
+    }
+
+    /// A signed remote unit needs a key to sign with. Go finds out only
+    /// when the submit is sent, leaving a failed unit; this refuses it
+    /// before a unit exists, with Go's text.
+    fn check_can_sign(&self, req: &SubmitRequest) -> Result<(), WorkError> {
+        if !req.sign_work {
+            return Ok(());
+        }
+        let Some(signer) = &self.keys.signer else {
+            return Err(WorkError::Signing(signing::SignError::NoKey));
+        };
+        let ttl = crate::config::parse_duration(&req.ttl).ok();
+        if ttl.is_some_and(|ttl| ttl > signer.lifetime) {
+            warn!("json web token expires before ttl");
+        }
+        Ok(())
+    }
+
+    /// Go's `processSignature` for a submit: the receiving node judges by
+    /// the work type asked of it (a local type's `verifysignature`, or the
+    /// request's own `signwork` for the type `remote`).
+    pub fn check_submit_signature(
+        &self,
+        req: &SubmitRequest,
+        signature: &str,
+        from_unix: bool,
+    ) -> Result<(), WorkError> {
+        let expected = self.expects_signature(&req.work_type, req.sign_work);
+        self.check_signature(expected, signature, from_unix)
+    }
+
+    /// Go's `processSignature` for cancel, release and results on a unit:
+    /// judged by its work type, or a remote unit's SignWork.
+    pub fn check_unit_signature(
+        &self,
+        unit: &Unit,
+        signature: &str,
+        from_unix: bool,
+    ) -> Result<(), WorkError> {
+        let st = unit.status();
+        let sign_work = st.remote().is_some_and(|r| r.sign_work);
+        let expected = self.expects_signature(&st.work_type, sign_work);
+        self.check_signature(expected, signature, from_unix)
+    }
+
+    fn expects_signature(&self, work_type: &str, sign_work: bool) -> bool {
+        if work_type == REMOTE_TYPE {
+            return sign_work;
+        }
+        self.types
+            .get(work_type)
+            .is_some_and(|t| t.verify_signature)
+    }
+
+    fn check_signature(
+        &self,
+        expected: bool,
+        signature: &str,
+        from_unix: bool,
+    ) -> Result<(), WorkError> {
+        let now = std::time::SystemTime::now();
+        self.keys
+            .check(expected, signature, from_unix, &self.node_id, now)
+            .map_err(WorkError::Signature)
     }
 
     /// Opens the unit's stdin file for the submitter to fill.

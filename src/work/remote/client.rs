@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::netceptor::Netceptor;
 use crate::stream::{self, Stream};
 use crate::tls::ClientTls;
 use crate::work::WorkError;
+use crate::work::signing::{Keys, SignError};
 use crate::work::state::{RemoteExtra, Status};
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,6 +33,8 @@ pub enum ClientError {
     /// The node answered something the call does not expect; holds the
     /// line.
     Unexpected(String),
+    /// The request could not be signed.
+    Sign(SignError),
 }
 
 impl fmt::Display for ClientError {
@@ -39,6 +43,7 @@ impl fmt::Display for ClientError {
             ClientError::Link(e) => f.write_str(e),
             ClientError::Refused(e) => write!(f, "{e}"),
             ClientError::Unexpected(line) => write!(f, "could not parse response: {line}"),
+            ClientError::Sign(e) => write!(f, "{e}"),
         }
     }
 }
@@ -54,6 +59,9 @@ impl From<io::Error> for ClientError {
 pub struct ControlClient {
     reader: BufReader<Stream>,
     stream: Stream,
+    /// Signs every request but `status` (docs/work.md §8), each with a
+    /// token of its own for the node dialed.
+    signer: Option<(Arc<Keys>, String)>,
 }
 
 impl ControlClient {
@@ -71,6 +79,7 @@ impl ControlClient {
         let mut client = ControlClient {
             reader: BufReader::new(stream.clone()),
             stream,
+            signer: None,
         };
         let greeting = client.line()?;
         if !greeting.contains(node) {
@@ -80,6 +89,27 @@ impl ControlClient {
         }
         client.stream.set_read_timeout(Some(REPLY_TIMEOUT));
         Ok(client)
+    }
+
+    /// From now on, requests carry a `signature` made with `keys` for
+    /// `node` (the unit's RemoteNode, as Go's audience).
+    pub fn signed_by(mut self, keys: Arc<Keys>, node: &str) -> ControlClient {
+        self.signer = Some((keys, node.to_string()));
+        self
+    }
+
+    /// Adds a fresh signature to `req` when this client signs.
+    fn sign(
+        &self,
+        req: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ClientError> {
+        if let Some((keys, node)) = &self.signer {
+            let token = keys
+                .sign(node, SystemTime::now())
+                .map_err(ClientError::Sign)?;
+            req.insert("signature".into(), token.into());
+        }
+        Ok(())
     }
 
     /// Asks the node to create the unit `r` describes; returns its ID
@@ -103,6 +133,7 @@ impl ControlClient {
         ] {
             req.insert(k.into(), v.into());
         }
+        self.sign(&mut req)?;
         let line = self.request(&serde_json::Value::Object(req).to_string())?;
         unit_id_in(&line).ok_or(ClientError::Unexpected(line))
     }
@@ -134,11 +165,13 @@ impl ControlClient {
         start: u64,
         stall: Duration,
     ) -> Result<impl Read, ClientError> {
-        let req = serde_json::json!({
-            "command": "work", "subcommand": "results",
-            "unitid": unit_id, "startpos": start,
-        });
-        let line = self.request(&req.to_string())?;
+        let mut req = serde_json::Map::new();
+        req.insert("command".into(), "work".into());
+        req.insert("subcommand".into(), "results".into());
+        req.insert("unitid".into(), unit_id.into());
+        req.insert("startpos".into(), start.into());
+        self.sign(&mut req)?;
+        let line = self.request(&serde_json::Value::Object(req).to_string())?;
         if let Some(e) = refusal(&line) {
             return Err(e);
         }
@@ -161,9 +194,12 @@ impl ControlClient {
 
     fn unit_command(mut self, subcommand: &str, unit_id: &str) -> Result<(), ClientError> {
         self.stream.set_read_timeout(Some(ACTION_TIMEOUT));
-        let req =
-            serde_json::json!({"command": "work", "subcommand": subcommand, "unitid": unit_id});
-        let line = self.request(&req.to_string())?;
+        let mut req = serde_json::Map::new();
+        req.insert("command".into(), "work".into());
+        req.insert("subcommand".into(), subcommand.into());
+        req.insert("unitid".into(), unit_id.into());
+        self.sign(&mut req)?;
+        let line = self.request(&serde_json::Value::Object(req).to_string())?;
         refusal(&line).map_or(Ok(()), Err)
     }
 

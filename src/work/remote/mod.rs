@@ -26,6 +26,8 @@ use client::{ClientError, ControlClient};
 pub struct Dialer {
     pub net: crate::netceptor::Netceptor,
     pub tls: Arc<crate::tls::Sections>,
+    /// Signs the requests of units with SignWork.
+    pub keys: Arc<super::signing::Keys>,
 }
 
 impl Dialer {
@@ -39,7 +41,11 @@ impl Dialer {
                     .map_err(|e| ClientError::Link(e.to_string()))?,
             ),
         };
-        ControlClient::connect(&self.net, &r.remote_node, tls.as_deref())
+        let client = ControlClient::connect(&self.net, &r.remote_node, tls.as_deref())?;
+        Ok(match r.sign_work {
+            true => client.signed_by(self.keys.clone(), &r.remote_node),
+            false => client,
+        })
     }
 
     /// Whether a submit may name TLS client `name`.
@@ -63,9 +69,6 @@ pub fn new_extra(
         .any(|k| k.to_lowercase().starts_with("secret_"));
     if has_secrets && req.tls_client.is_empty() {
         return Err(WorkError::SecretsWithoutTls);
-    }
-    if req.sign_work {
-        return Err(WorkError::NoSigningKey);
     }
     let expiration = if req.ttl.is_empty() {
         ZERO_TIME.to_string()
@@ -153,6 +156,7 @@ impl From<ClientError> for SubmitFailure {
             ClientError::Unexpected(line) => {
                 SubmitFailure::Refused(WorkError::BadSubmitReply(line))
             }
+            ClientError::Sign(e) => SubmitFailure::Refused(WorkError::Signing(e)),
             link @ ClientError::Link(_) => SubmitFailure::Unreachable(link),
         }
     }
