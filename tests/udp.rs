@@ -96,3 +96,24 @@ fn a_udp_session_comes_back_after_its_peer_restarts() {
     });
     assert!(back, "{}", hub.log_tail(20));
 }
+
+#[test]
+fn junk_datagrams_are_logged_and_survived() {
+    let port = free_udp_port();
+    let hub = Node::start("hub", &[udp_listener(port)]);
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let big = vec![0xffu8; 65_507];
+    let datagrams: [&[u8]; 5] = [b"", b"\x01{not json", b"\x09unknown", b"\x00short", &big];
+    for d in datagrams {
+        junk.send_to(d, ("127.0.0.1", port)).unwrap();
+    }
+    let logged = wait_until(secs(10), || {
+        hub.log().contains("Error decoding message from backend")
+    });
+    assert!(logged, "{}", hub.log_tail(20));
+    let _spoke = Node::start("spoke", &[udp_peer(port)]);
+    let routed = wait_until(secs(15), || hub.route("spoke").is_some());
+    assert!(routed, "{}", hub.log_tail(20));
+    let ping = hub.ctl(&["ping", "spoke", "--count", "1"]);
+    assert!(ping.status.success(), "{}", show(&ping));
+}

@@ -133,3 +133,62 @@ fn the_wrong_path_or_a_foreign_origin_is_refused() {
     assert_eq!(status_of("/mesh", "Origin: http://elsewhere\r\n"), "403");
     assert!(node.connections().is_empty());
 }
+
+#[test]
+fn junk_and_oversized_websocket_messages_close_only_that_link() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let hub = Node::start(
+        "hub",
+        &[format!(
+            "- ws-listener: {{bindaddr: 127.0.0.1, port: {port}}}"
+        )],
+    );
+    // A raw client: upgrade, then a junk text message and an oversized one.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(secs(5))).unwrap();
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head[9..12], b"101");
+    let masked = |opcode: u8, payload: &[u8]| {
+        let mut f = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65_536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    };
+    s.write_all(&masked(1, b"\x01{junk")).unwrap();
+    s.write_all(&masked(2, &vec![0u8; 70_000])).unwrap();
+    let logged = wait_until(secs(10), || {
+        hub.log().contains("Error decoding message from backend")
+    });
+    assert!(logged, "{}", hub.log_tail(20));
+    // The oversized message ends that connection: the server closes it.
+    let mut rest = Vec::new();
+    let closed = s.read_to_end(&mut rest).is_ok();
+    assert!(closed, "the link stayed open");
+    // The listener still serves real peers.
+    let _w = Node::start(
+        "w",
+        &[format!(
+            "- ws-peer: {{address: \"ws://127.0.0.1:{port}/\"}}"
+        )],
+    );
+    let routed = wait_until(secs(15), || hub.route("w").is_some());
+    assert!(routed, "{}", hub.log_tail(20));
+}
