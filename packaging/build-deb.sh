@@ -10,7 +10,7 @@ version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/../Cargo.toml" | head -1)-
 tree="$(mktemp -d)"
 chmod 0755 "$tree"
 trap 'rm -rf "$tree"' EXIT
-"$here/install-tree.sh" "$bin" "$tree" /lib/systemd/system
+"$here/install-tree.sh" "$bin" "$tree" /lib/systemd/system /usr/share/zsh/vendor-completions
 install -D -m 0644 "$here/debian/copyright" "$tree/usr/share/doc/receptor/copyright"
 printf 'receptor (%s) unstable; urgency=medium\n\n  * Package built by packaging/build-deb.sh.\n\n -- receptor-rs maintainers <receptor-rs@localhost>  %s\n' \
     "$version" "$(date -R -d @"${SOURCE_DATE_EPOCH:-$(date +%s)}")" |
