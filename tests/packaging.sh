@@ -224,14 +224,14 @@ dpkg-query -W -f '${Version}\n' receptor | grep -q -- '-2$' || fail "deb upgrade
 [ "$(stat -c %i /usr/bin/receptor)" != "$inode_before" ] || fail "the binary was not replaced"
 grep -q "edited locally" /etc/receptor/receptor.conf || fail "deb upgrade lost the edited config"
 ok "deb upgrade kept the edited config"
-for _ in $(seq 100); do
-    ctl work status "$unit" 2>/dev/null | grep -q '"State": 2' && break
-    sleep 0.1
-done
-ctl work status "$unit"
-ctl work results "$unit" | grep -q "slow: before-upgrade" || fail "unit started before the upgrade did not finish"
+# `work results` follows the unit until it ends.
+timeout 30 "$RECEPTORCTL" --socket /run/receptor/receptor.sock work results "$unit" 2>/dev/null |
+    grep -q "slow: before-upgrade" || fail "unit started before the upgrade did not finish"
+ctl work list --unit_id "$unit" 2>/dev/null | tee "$work/unit.json"
+grep -q '"StateName": "Succeeded"' "$work/unit.json" || fail "unit did not succeed"
 ok "unit started before the binary was replaced finished"
-after="$(ctl work submit slow --payload-literal after-upgrade --follow 2>/dev/null || true)"
+after="$(timeout 30 "$RECEPTORCTL" --socket /run/receptor/receptor.sock \
+    work submit slow --payload-literal after-upgrade --follow 2>/dev/null || true)"
 echo "$after"
 echo "$after" | grep -q "slow: after-upgrade" || fail "unit submitted after the binary was replaced failed"
 ok "running daemon still starts units after its binary was replaced"
