@@ -1,7 +1,7 @@
 # Release packaging. Each target builds what it needs once and reuses it.
 #   make static   the fully static x86_64-unknown-linux-musl binary
-#   make deb      dist/receptor_<version>-1_amd64.deb   (dpkg-deb)
-#   make rpm      dist/receptor-<version>-1.x86_64.rpm  (rpmbuild)
+#   make deb      target/dist/receptor_<version>-1_amd64.deb   (dpkg-deb)
+#   make rpm      target/dist/receptor-<version>-1.x86_64.rpm  (rpmbuild)
 #   make image    the container image receptor-rs (podman or docker)
 #   make check-packaging   tests/packaging.sh: build, install, run, remove
 STATIC := target/x86_64-unknown-linux-musl/release/receptor
@@ -12,10 +12,10 @@ static:
 	packaging/build-static.sh
 
 deb: static
-	packaging/build-deb.sh $(STATIC) dist
+	packaging/build-deb.sh $(STATIC) target/dist
 
 rpm: static
-	packaging/build-rpm.sh $(STATIC) dist
+	packaging/build-rpm.sh $(STATIC) target/dist
 
 image-context: static
 	rm -rf target/image-context

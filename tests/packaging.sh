@@ -115,6 +115,24 @@ ok "chrooted static node serves a mesh"
 stop_all
 pids=()
 
+step "container image (when podman is installed)"
+if command -v podman >/dev/null; then
+    pod() { podman --storage-driver vfs "$@"; }
+    make -s image-context >/dev/null
+    pod build -q --isolation chroot -f packaging/container/Containerfile \
+        -t receptor-rs-check target/image-context
+    ctr="$(pod create receptor-rs-check)"
+    files="$(pod export "$ctr" | tar -t | grep -v '/$' | sort | tr '\n' ' ')"
+    pod rm "$ctr" >/dev/null
+    pod rmi receptor-rs-check >/dev/null
+    echo "image files: $files"
+    [ "$files" = "etc/receptor/receptor.conf usr/bin/receptor " ] ||
+        fail "image holds more than the binary and its config"
+    ok "image FROM scratch: the binary and its config only"
+else
+    echo "skipped: no podman (apt-get install podman to build the image here)"
+fi
+
 step "build .deb and .rpm"
 out="$work/out"
 deb="$(packaging/build-deb.sh "$bin" "$out")"
