@@ -213,6 +213,20 @@ start_from_unit "$work/daemon.log"
 "$RECEPTORCTL" --socket /run/receptor/receptor.sock status
 [ "$(stat -c %U:%G /run/receptor/receptor.sock)" = receptor:receptor ] || fail "socket owner"
 ok "receptorctl status on the installed daemon"
+# systemctl reload: ExecReload sends SIGHUP, the daemon ends on it and
+# RestartForceExitStatus=SIGHUP starts ExecStart again.
+kill -HUP "${pids[-1]}"
+rc=0; wait "${pids[-1]}" || rc=$?
+[ "$rc" = 129 ] || fail "SIGHUP: daemon exit status $rc, not 128+SIGHUP"
+pids=()
+start_from_unit "$work/daemon-reloaded.log"
+for _ in $(seq 100); do
+    "$RECEPTORCTL" --socket /run/receptor/receptor.sock status >/dev/null 2>&1 && break
+    sleep 0.1
+done
+"$RECEPTORCTL" --socket /run/receptor/receptor.sock status >/dev/null 2>&1 ||
+    fail "no status after the SIGHUP restart"
+ok "SIGHUP ends the daemon (exit 129); started again it serves status"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 pids=()
 
