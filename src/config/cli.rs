@@ -21,6 +21,8 @@ pub(crate) enum Step {
 pub(crate) enum Special {
     Help,
     BashCompletion,
+    /// `--completion SHELL`; the shell name as given (`None` when missing).
+    Completion(Option<String>),
 }
 
 /// The directive name of a dash token: leading `--` or `-` stripped, lower-cased.
@@ -31,13 +33,17 @@ fn dash_name(token: &str) -> Option<String> {
     Some(stripped.to_ascii_lowercase())
 }
 
-/// Finds `-h`/`--help` or `--bash-completion` anywhere on the command line.
+/// Finds `-h`/`--help`, `--bash-completion` or `--completion SHELL`
+/// anywhere on the command line.
 pub(crate) fn special(args: &[String]) -> Option<Special> {
     args.iter()
-        .filter_map(|a| dash_name(a))
-        .find_map(|name| match name.as_str() {
+        .enumerate()
+        .find_map(|(i, a)| match dash_name(a)?.as_str() {
             "h" | "help" => Some(Special::Help),
             "bash-completion" => Some(Special::BashCompletion),
+            "completion" => Some(Special::Completion(
+                args.get(i + 1).filter(|s| !s.starts_with('-')).cloned(),
+            )),
             _ => None,
         })
 }
@@ -192,5 +198,13 @@ mod tests {
             Some(Special::BashCompletion)
         );
         assert_eq!(special(&args("--node help")), None);
+        assert_eq!(
+            special(&args("--completion zsh")),
+            Some(Special::Completion(Some("zsh".into())))
+        );
+        assert_eq!(
+            special(&args("--completion --node")),
+            Some(Special::Completion(None))
+        );
     }
 }

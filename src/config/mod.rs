@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use help::{bash_completion, help_text};
+pub use help::{bash_completion, help_text, zsh_completion};
 pub use value::parse_go_duration as parse_duration;
 
 /// What the command line asks the program to do.
@@ -386,6 +386,13 @@ fn parse_with_hostname(
         _ if args.is_empty() => return Ok(Invocation::Help(help_text())),
         Some(cli::Special::Help) => return Ok(Invocation::Help(help_text())),
         Some(cli::Special::BashCompletion) => return Ok(Invocation::Help(bash_completion())),
+        Some(cli::Special::Completion(shell)) => {
+            return match shell.as_deref() {
+                Some("bash") => Ok(Invocation::Help(bash_completion())),
+                Some("zsh") => Ok(Invocation::Help(zsh_completion())),
+                _ => Err("--completion needs a shell: bash or zsh".to_string().into()),
+            };
+        }
         None => {}
     }
     let mut raw = Vec::new();
