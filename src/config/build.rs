@@ -10,7 +10,7 @@ use super::schema;
 use super::{
     CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg, CommandRunnerCfg, Config,
     ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg, RuleSpec,
-    TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, WorkCommandCfg,
+    TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, WorkCommandCfg, WorkKubernetesCfg,
 };
 use crate::netceptor::addr::is_local_alias;
 use crate::netceptor::firewall::Firewall;
@@ -61,6 +61,7 @@ pub(crate) fn build(
         control_services: Vec::new(),
         proxies: Vec::new(),
         work_commands: Vec::new(),
+        work_kubernetes: Vec::new(),
         command_runner: None,
         cert_tool: None,
         tls_servers: Vec::new(),
@@ -96,6 +97,23 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
             command: d.str("command"),
             params: d.str("params"),
             allow_runtime_params: d.bool("allowruntimeparams"),
+            verify_signature: d.bool("verifysignature"),
+        }),
+        "work-kubernetes" => config.work_kubernetes.push(WorkKubernetesCfg {
+            work_type: d.str("worktype"),
+            namespace: d.str("namespace"),
+            image: d.str("image"),
+            command: d.str("command"),
+            params: d.str("params"),
+            auth_method: d.str("authmethod"),
+            kube_config: d.str("kubeconfig"),
+            pod: d.str("pod"),
+            allow_runtime_auth: d.bool("allowruntimeauth"),
+            allow_runtime_command: d.bool("allowruntimecommand"),
+            allow_runtime_params: d.bool("allowruntimeparams"),
+            allow_runtime_pod: d.bool("allowruntimepod"),
+            delete_pod_on_restart: d.bool("deletepodonrestart"),
+            stream_method: d.str("streammethod"),
             verify_signature: d.bool("verifysignature"),
         }),
         "command-runner" => {

@@ -65,6 +65,7 @@ pub struct Config {
     /// Service proxies between local sockets and mesh services.
     pub proxies: Vec<ProxyCfg>,
     pub work_commands: Vec<WorkCommandCfg>,
+    pub work_kubernetes: Vec<WorkKubernetesCfg>,
     /// Set when this process is a unit's command runner, not a node.
     pub command_runner: Option<CommandRunnerCfg>,
     /// Set when this process runs a certificate tool, not a node.
@@ -176,6 +177,27 @@ pub struct WorkCommandCfg {
     pub command: String,
     pub params: String,
     pub allow_runtime_params: bool,
+    pub verify_signature: bool,
+}
+
+/// A `work-kubernetes` work type (docs/kubernetes.md §1), as configured;
+/// checked by `work::kubernetes::validate` at startup.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorkKubernetesCfg {
+    pub work_type: String,
+    pub namespace: String,
+    pub image: String,
+    pub command: String,
+    pub params: String,
+    pub auth_method: String,
+    pub kube_config: String,
+    pub pod: String,
+    pub allow_runtime_auth: bool,
+    pub allow_runtime_command: bool,
+    pub allow_runtime_params: bool,
+    pub allow_runtime_pod: bool,
+    pub delete_pod_on_restart: bool,
+    pub stream_method: String,
     pub verify_signature: bool,
 }
 

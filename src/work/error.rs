@@ -39,6 +39,8 @@ pub enum WorkError {
     Refused(Box<WorkError>),
     /// The executor's answer to a submit was no unit ID; holds the line.
     BadSubmitReply(String),
+    /// A Kubernetes unit's params or config were refused; Go's text.
+    Kube(String),
     /// Last resort: another node's error text in a form not listed above.
     Remote(String),
 }
@@ -77,6 +79,7 @@ impl fmt::Display for WorkError {
             WorkError::RemoveDir(e) => write!(f, "cannot remove unit directory: {e}"),
             WorkError::Secrets(e) => write!(f, "cannot keep the unit's secrets: {e}"),
             WorkError::Launch(e) => write!(f, "{e}"),
+            WorkError::Kube(e) => f.write_str(e),
             WorkError::Refused(e) => write!(f, "{REFUSED}{e}"),
             WorkError::BadSubmitReply(line) => write!(f, "{BAD_SUBMIT_REPLY}{line}"),
             WorkError::Remote(text) => f.write_str(text),
