@@ -107,7 +107,11 @@ impl FakeKube {
             .collect();
         let key = PrivateKeyDer::from_pem_file(key).unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(CertificateDer::pem_file_iter(ca).unwrap().map(Result::unwrap));
+        roots.add_parsable_certificates(
+            CertificateDer::pem_file_iter(ca)
+                .unwrap()
+                .map(Result::unwrap),
+        );
         let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
             .allow_unauthenticated()
             .build()
@@ -249,7 +253,10 @@ fn parse(s: &mut Tls) -> Option<Req> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
         .collect();
-    let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).ok()?;
     Some(Req {
@@ -288,7 +295,11 @@ fn status_obj(code: u16, reason: &str, message: &str) -> Value {
 }
 
 fn start_chunked(s: &mut Tls) -> bool {
-    write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").is_ok()
+    write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .is_ok()
         && s.flush().is_ok()
 }
 
@@ -309,7 +320,9 @@ fn end_chunked(s: &mut Tls) {
 
 fn serve(st: Arc<State>, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let Ok(conn) = rustls::ServerConnection::new(tls) else { return };
+    let Ok(conn) = rustls::ServerConnection::new(tls) else {
+        return;
+    };
     let mut s = rustls::StreamOwned::new(conn, tcp);
     while let Some(req) = parse(&mut s) {
         lock(&st.record)
@@ -323,16 +336,27 @@ fn serve(st: Arc<State>, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) {
             .and_then(|a| a.strip_prefix("Bearer "))
             .map(str::to_string);
         let ok = has_cert || token.as_ref().is_some_and(|t| st.opts.tokens.contains(t));
-        if token.as_ref().is_some_and(|t| st.opts.forbidden.contains(t)) {
+        if token
+            .as_ref()
+            .is_some_and(|t| st.opts.forbidden.contains(t))
+        {
             respond(
                 &mut s,
                 403,
-                &status_obj(403, "Forbidden", "pods is forbidden: User \"system:serviceaccount:test:limited\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""),
+                &status_obj(
+                    403,
+                    "Forbidden",
+                    "pods is forbidden: User \"system:serviceaccount:test:limited\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\"",
+                ),
             );
             continue;
         }
         if !ok {
-            respond(&mut s, 401, &status_obj(401, "Unauthorized", "Unauthorized"));
+            respond(
+                &mut s,
+                401,
+                &status_obj(401, "Unauthorized", "Unauthorized"),
+            );
             continue;
         }
         let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
@@ -351,7 +375,11 @@ fn serve(st: Arc<State>, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) {
                     .unwrap_or("")
                     .to_string();
                 if req.query.get("watch").map(String::as_str) == Some("true") {
-                    let rv: u64 = req.query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let rv: u64 = req
+                        .query
+                        .get("resourceVersion")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
                     watch(&st, &mut s, &key(ns, &name), rv);
                     return;
                 }
@@ -364,7 +392,11 @@ fn serve(st: Arc<State>, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) {
                     .collect();
                 let rv = st.rv.load(Ordering::SeqCst).to_string();
                 drop(pods);
-                respond(&mut s, 200, &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}));
+                respond(
+                    &mut s,
+                    200,
+                    &json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items}),
+                );
             }
             ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
                 let pods = lock(&st.pods);
@@ -376,7 +408,11 @@ fn serve(st: Arc<State>, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) {
                     }
                     None => {
                         drop(pods);
-                        respond(&mut s, 404, &status_obj(404, "NotFound", &format!("pods \"{name}\" not found")))
+                        respond(
+                            &mut s,
+                            404,
+                            &status_obj(404, "NotFound", &format!("pods \"{name}\" not found")),
+                        )
                     }
                 }
             }
@@ -396,7 +432,11 @@ fn serve(st: Arc<State>, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) {
                     }
                     None => {
                         drop(pods);
-                        respond(&mut s, 404, &status_obj(404, "NotFound", &format!("pods \"{name}\" not found")))
+                        respond(
+                            &mut s,
+                            404,
+                            &status_obj(404, "NotFound", &format!("pods \"{name}\" not found")),
+                        )
                     }
                 }
             }
@@ -408,7 +448,15 @@ fn serve(st: Arc<State>, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) {
                 attach(&st, s, &key(ns, name), req.head);
                 return;
             }
-            _ => respond(&mut s, 404, &status_obj(404, "NotFound", "the server could not find the requested resource")),
+            _ => respond(
+                &mut s,
+                404,
+                &status_obj(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            ),
         }
     }
 }
@@ -453,16 +501,39 @@ fn create(st: &Arc<State>, s: &mut Tls, ns: &str, body: &[u8]) {
         return respond(s, 400, &status_obj(400, "BadRequest", "bad JSON"));
     };
     lock(&st.record).created.push(pod.clone());
-    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if containers.is_empty() {
-        return respond(s, 422, &status_obj(422, "Invalid", "Pod \"\" is invalid: spec.containers: Required value"));
+        return respond(
+            s,
+            422,
+            &status_obj(
+                422,
+                "Invalid",
+                "Pod \"\" is invalid: spec.containers: Required value",
+            ),
+        );
     }
     let name = match pod.pointer("/metadata/name").and_then(Value::as_str) {
         Some(n) if !n.is_empty() => n.to_string(),
         _ => {
-            let g = pod.pointer("/metadata/generateName").and_then(Value::as_str).unwrap_or("");
+            let g = pod
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if g.is_empty() {
-                return respond(s, 422, &status_obj(422, "Invalid", "Pod \"\" is invalid: metadata.name: Required value: name or generateName is required"));
+                return respond(
+                    s,
+                    422,
+                    &status_obj(
+                        422,
+                        "Invalid",
+                        "Pod \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                    ),
+                );
             }
             let n = st.names.fetch_add(1, Ordering::SeqCst);
             let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
@@ -481,7 +552,15 @@ fn create(st: &Arc<State>, s: &mut Tls, ns: &str, body: &[u8]) {
     let mut pods = lock(&st.pods);
     if pods.get(&k).is_some_and(|p| !p.deleted) {
         drop(pods);
-        return respond(s, 409, &status_obj(409, "AlreadyExists", &format!("pods \"{name}\" already exists")));
+        return respond(
+            s,
+            409,
+            &status_obj(
+                409,
+                "AlreadyExists",
+                &format!("pods \"{name}\" already exists"),
+            ),
+        );
     }
     pod["metadata"]["name"] = json!(name);
     pod["metadata"]["namespace"] = json!(ns);
@@ -513,18 +592,28 @@ fn container_status(name: &str, state: Value, ready: bool) -> Value {
 /// "Runs" the pod: the worker container as a local process.
 fn kubelet(st: Arc<State>, k: String, containers: Vec<Value>) {
     std::thread::sleep(Duration::from_millis(50));
-    let worker = containers.iter().find(|c| c["name"] == "worker").cloned().unwrap_or(json!({}));
+    let worker = containers
+        .iter()
+        .find(|c| c["name"] == "worker")
+        .cloned()
+        .unwrap_or(json!({}));
     let others: Vec<String> = containers
         .iter()
         .filter_map(|c| c["name"].as_str())
         .filter(|n| *n != "worker")
         .map(str::to_string)
         .collect();
-    if containers.iter().any(|c| c["image"].as_str().is_some_and(|i| i.contains("pullbackoff"))) {
+    if containers.iter().any(|c| {
+        c["image"]
+            .as_str()
+            .is_some_and(|i| i.contains("pullbackoff"))
+    }) {
         // Never starts; the kubelet reports the back-off again and again.
-        for _ in 0..600 {
+        for _ in 0..100 {
             let mut pods = lock(&st.pods);
-            let Some(p) = pods.get_mut(&k).filter(|p| !p.deleted) else { return };
+            let Some(p) = pods.get_mut(&k).filter(|p| !p.deleted) else {
+                return;
+            };
             p.obj["status"] = json!({"phase": "Pending", "conditions": [
                 {"type": "Ready", "status": "False"},
                 {"type": "ContainersReady", "status": "False"}],
@@ -545,7 +634,12 @@ fn kubelet(st: Arc<State>, k: String, containers: Vec<Value>) {
         .as_array()
         .map(|e| {
             e.iter()
-                .map(|v| (v["name"].as_str().unwrap_or("").to_string(), v["value"].as_str().unwrap_or("").to_string()))
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap_or("").to_string(),
+                        v["value"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -553,8 +647,15 @@ fn kubelet(st: Arc<State>, k: String, containers: Vec<Value>) {
         argv = vec!["true".into()];
     }
     let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).envs(env).stdout(Stdio::piped()).stderr(Stdio::null());
-    cmd.stdin(if worker["stdin"] == true { Stdio::piped() } else { Stdio::null() });
+    cmd.args(&argv[1..])
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd.stdin(if worker["stdin"] == true {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child: Child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -578,8 +679,16 @@ fn kubelet(st: Arc<State>, k: String, containers: Vec<Value>) {
         }
         p.stdin = child.stdin.take();
         p.child_pid = Some(child.id());
-        let mut statuses = vec![container_status("worker", json!({"running": {"startedAt": now_stamp().0}}), true)];
-        statuses.extend(others.iter().map(|n| container_status(n, json!({"running": {}}), true)));
+        let mut statuses = vec![container_status(
+            "worker",
+            json!({"running": {"startedAt": now_stamp().0}}),
+            true,
+        )];
+        statuses.extend(
+            others
+                .iter()
+                .map(|n| container_status(n, json!({"running": {}}), true)),
+        );
         p.obj["status"] = json!({"phase": "Running", "conditions": [
             {"type": "Initialized", "status": "True"},
             {"type": "Ready", "status": "True"},
@@ -625,7 +734,11 @@ fn kubelet(st: Arc<State>, k: String, containers: Vec<Value>) {
     let term = json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
                                      "message": if code == 0 { "" } else { "worker failed" }}});
     let mut statuses = vec![container_status("worker", term, false)];
-    statuses.extend(others.iter().map(|n| container_status(n, json!({"running": {}}), true)));
+    statuses.extend(
+        others
+            .iter()
+            .map(|n| container_status(n, json!({"running": {}}), true)),
+    );
     // With sidecars still running, the pod stays Running.
     let phase = if !others.is_empty() {
         "Running"
@@ -684,13 +797,37 @@ fn watch(st: &State, s: &mut Tls, k: &str, since: u64) {
 fn logs(st: &State, s: &mut Tls, k: &str, q: &BTreeMap<String, String>) {
     let timestamps = q.get("timestamps").map(String::as_str) == Some("true");
     let follow = q.get("follow").map(String::as_str) == Some("true");
-    let since = q.get("sinceTime").filter(|t| !t.is_empty()).and_then(|t| parse_stamp_secs(t));
+    let since = q
+        .get("sinceTime")
+        .filter(|t| !t.is_empty())
+        .and_then(|t| parse_stamp_secs(t));
     {
         let pods = lock(&st.pods);
         if !pods.get(k).is_some_and(|p| !p.deleted) {
             drop(pods);
             let name = k.split('/').nth(1).unwrap_or("");
-            return respond(s, 404, &status_obj(404, "NotFound", &format!("pods \"{name}\" not found")));
+            return respond(
+                s,
+                404,
+                &status_obj(404, "NotFound", &format!("pods \"{name}\" not found")),
+            );
+        }
+    }
+    {
+        let pods = lock(&st.pods);
+        let waiting = pods.get(k).and_then(|p| {
+            let cs = p.obj.pointer("/status/containerStatuses")?.as_array()?;
+            let w = cs.iter().find(|c| c["name"] == "worker")?;
+            w.pointer("/state/waiting/reason")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        if let Some(reason) = waiting {
+            drop(pods);
+            let name = k.split('/').nth(1).unwrap_or("");
+            let msg =
+                format!("container \"worker\" in pod \"{name}\" is waiting to start: {reason}");
+            return respond(s, 400, &status_obj(400, "BadRequest", &msg));
         }
     }
     lock(&st.record).log_streams += 1;
@@ -802,10 +939,13 @@ fn attach(st: &State, s: Tls, k: &str, head: Vec<u8>) {
             "v4.channel.k8s.io"
         };
         *lock(&chosen) = pick.to_string();
-        resp.headers_mut().insert("Sec-WebSocket-Protocol", pick.parse().unwrap());
+        resp.headers_mut()
+            .insert("Sec-WebSocket-Protocol", pick.parse().unwrap());
         Ok(resp)
     };
-    let Ok(mut ws) = tungstenite::accept_hdr(stream, cb) else { return };
+    let Ok(mut ws) = tungstenite::accept_hdr(stream, cb) else {
+        return;
+    };
     let proto = lock(&offered_v5).clone();
     lock(&st.record).attach_protocols.push(proto);
     let mut stdin = lock(&st.pods).get_mut(k).and_then(|p| p.stdin.take());

@@ -242,11 +242,14 @@ impl Api {
         &self,
         ns: &str,
         name: &str,
+        follow: bool,
         timestamps: bool,
         since: Option<&str>,
     ) -> Result<impl Read + use<>, ApiError> {
-        let mut path =
-            format!("/api/v1/namespaces/{ns}/pods/{name}/log?container=worker&follow=true");
+        let mut path = format!("/api/v1/namespaces/{ns}/pods/{name}/log?container=worker");
+        if follow {
+            path.push_str("&follow=true");
+        }
         if timestamps {
             path.push_str("&timestamps=true");
         }

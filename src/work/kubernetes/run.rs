@@ -356,6 +356,7 @@ fn wait_for_pod(
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
+            debug!("[{}] pod {name}: listed at resourceVersion {rv}", unit.id);
             for item in list["items"].as_array().map_or(&[][..], Vec::as_slice) {
                 last_pod = item.clone();
                 if let Some(end) = wait.handle_event("ADDED", item) {
@@ -393,6 +394,7 @@ fn wait_for_pod(
             };
             let kind = event["type"].as_str().unwrap_or("");
             let object = &event["object"];
+            debug!("[{}] pod {name}: {kind} event", unit.id);
             if kind == "ERROR" {
                 // 410 Gone and friends: list again.
                 rv.clear();
@@ -489,6 +491,7 @@ struct Stdout<'a> {
     file: File,
     written: u64,
     reported: Instant,
+    reported_size: u64,
 }
 
 impl Stdout<'_> {
@@ -503,7 +506,15 @@ impl Stdout<'_> {
         Ok(())
     }
 
+    /// No more output is at hand: the status catches up before we block.
+    fn caught_up(&mut self) {
+        if self.reported_size != self.written {
+            self.report();
+        }
+    }
+
     fn report(&mut self) {
+        self.reported_size = self.written;
         let size = self.written as i64;
         self.unit.update(|s| {
             if !s.is_final() {
@@ -522,8 +533,11 @@ fn copy_log_once(unit: &Unit, api: &Api, ns: &str, name: &str) {
         file,
         written: 0,
         reported: Instant::now(),
+        reported_size: 0,
     };
-    if let Ok(mut s) = api.logs(ns, name, false, None) {
+    // Not followed (Go follows): a pod that failed to start may never
+    // end its log, and only what is there is wanted.
+    if let Ok(mut s) = api.logs(ns, name, false, false, None) {
         let mut buf = vec![0u8; 64 * 1024];
         while let Ok(n) = s.read(&mut buf) {
             if n == 0 || out.write(&buf[..n]).is_err() {
@@ -552,6 +566,7 @@ fn stream_log(unit: &Unit, api: &Api, ns: &str, name: &str) -> Result<(), String
         file,
         written: 0,
         reported: Instant::now(),
+        reported_size: 0,
     };
     let reconnect = reconnect_mode(api);
     info!(
@@ -562,13 +577,18 @@ fn stream_log(unit: &Unit, api: &Api, ns: &str, name: &str) -> Result<(), String
     let result = if reconnect {
         stream_with_reconnect(unit, api, ns, name, &mut out)
     } else {
-        let mut s = retry(OPEN_TRIES, OPEN_PAUSE, || api.logs(ns, name, false, None))
-            .map_err(|e| format!("Error opening log stream for pod {ns}/{name}. Error: {e}"))?;
+        let mut s = retry(OPEN_TRIES, OPEN_PAUSE, || {
+            api.logs(ns, name, true, false, None)
+        })
+        .map_err(|e| format!("Error opening log stream for pod {ns}/{name}. Error: {e}"))?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match s.read(&mut buf) {
                 Ok(0) => break Ok(()),
-                Ok(n) => out.write(&buf[..n])?,
+                Ok(n) => {
+                    out.write(&buf[..n])?;
+                    out.caught_up();
+                }
                 Err(e) => break Err(e.to_string()),
             }
         }
@@ -598,7 +618,7 @@ fn stream_with_reconnect(
         let ended_before_open = core::worker_exit(&pod).is_some();
         let since = cursor.handle_reconnect();
         let stream = retry(OPEN_TRIES, OPEN_PAUSE, || {
-            api.logs(ns, name, true, since.as_deref())
+            api.logs(ns, name, true, true, since.as_deref())
         })
         .map_err(|e| format!("Error opening log stream for pod {ns}/{name}. Error: {e}"))?;
         let mut reader = BufReader::with_capacity(64 * 1024, stream);
@@ -615,6 +635,9 @@ fn stream_with_reconnect(
                     if let LineVerdict::Write(msg) = cursor.handle_line(&line) {
                         out.write(msg)?;
                         wrote = true;
+                    }
+                    if reader.buffer().is_empty() {
+                        out.caught_up();
                     }
                 }
                 // A last line without a newline: only trusted at the very end.
@@ -637,7 +660,10 @@ fn stream_with_reconnect(
             Ok(()) => {}
             Err(e) => {
                 failures += 1;
-                debug!("[{}] log stream of {name} broke: {e}", unit.id);
+                debug!(
+                    "[{}] log stream of {name} broke after {} bytes in all: {e}",
+                    unit.id, out.written
+                );
                 if failures >= LOG_FAILURES {
                     return Err(e);
                 }
