@@ -644,3 +644,106 @@ fn startup_errors() {
         show(&out)
     );
 }
+
+#[test]
+fn runtime_kubeconfig_over_a_tls_remote_submit() {
+    let c = Cluster::new("k-remote", Options::default());
+    let kc = c.token_config("good-token");
+    let kc_text = std::fs::read_to_string(&kc).unwrap();
+    let ca = c.pki.ca();
+    let port = common::free_port();
+    let tls = |id: &str| {
+        let cert = c.pki.node(id);
+        [cert.server("srv", &ca), cert.client("cli", &ca, "")]
+    };
+    let mut items = tls("executor").to_vec();
+    items.push(common::pki::tls_listener(port, "srv"));
+    items.push(
+        "- work-kubernetes:\n    worktype: runtime-echo\n    authmethod: runtime\n    \
+         allowruntimeauth: true\n    image: busybox\n    command: cat"
+            .to_string(),
+    );
+    let executor = Node::start_full("executor", "", "    tls: srv", &items);
+    let mut items = tls("controller").to_vec();
+    items.push(common::pki::tls_peer(port, "cli"));
+    let controller = Node::start("controller", &items);
+    assert!(wait_until(secs(15), || controller
+        .route("executor")
+        .is_some()));
+    let kc_file = c.tmp.path.join("runtime-kc");
+    std::fs::write(&kc_file, &kc_text).unwrap();
+    let param = format!("secret_kube_config=@{}", kc_file.display());
+    let out = controller.ctl_with_input(
+        &[
+            "work",
+            "submit",
+            "runtime-echo",
+            "--node",
+            "executor",
+            "--tls-client",
+            "cli",
+            "--param",
+            &param,
+            "-f",
+            "-p",
+            "-",
+        ],
+        b"remote kube\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        show(&out),
+        executor.log_tail(30)
+    );
+    assert!(out.stdout.starts_with(b"remote kube\n"), "{}", show(&out));
+    // The token reached no file and no reply on either node.
+    for node in [&controller, &executor] {
+        let list = node.ctl(&["work", "list"]);
+        assert!(!String::from_utf8_lossy(&list.stdout).contains("good-token"));
+        for entry in walk(&node.dir().join("data")) {
+            let bytes = std::fs::read(&entry).unwrap_or_default();
+            assert!(
+                !bytes.windows(10).any(|w| w == b"good-token"),
+                "token in {}",
+                entry.display()
+            );
+        }
+    }
+    // A param the executor's work type does not allow is refused there.
+    let out = controller.ctl(&[
+        "work",
+        "submit",
+        "runtime-echo",
+        "--node",
+        "executor",
+        "--no-payload",
+        "--param",
+        "kube_image=x",
+        "--param",
+        &param,
+        "--tls-client",
+        "cli",
+        "-f",
+    ]);
+    assert!(
+        show(&out).contains("kube_image provided but not allowed"),
+        "{}",
+        show(&out)
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -10,6 +10,8 @@
 //! protocols). Auth: bearer tokens or a client certificate from the CA,
 //! else 401; listed tokens get 403.
 #![allow(dead_code)]
+// tungstenite's handshake callback returns its (large) response type.
+#![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -220,12 +222,13 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        let hex = (b[i] == b'%' && i + 2 < b.len())
+            .then(|| u8::from_str_radix(&s[i + 1..i + 3], 16).ok())
+            .flatten();
+        if let Some(v) = hex {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -803,7 +806,7 @@ fn logs(st: &State, s: &mut Tls, k: &str, q: &BTreeMap<String, String>) {
         .and_then(|t| parse_stamp_secs(t));
     {
         let pods = lock(&st.pods);
-        if !pods.get(k).is_some_and(|p| !p.deleted) {
+        if pods.get(k).is_none_or(|p| p.deleted) {
             drop(pods);
             let name = k.split('/').nth(1).unwrap_or("");
             return respond(
@@ -875,8 +878,8 @@ fn logs(st: &State, s: &mut Tls, k: &str, q: &BTreeMap<String, String>) {
             continue;
         }
         drop(pods);
-        if let Some(limit) = cut {
-            if written + out.len() >= limit {
+        if let Some(limit) = cut.filter(|l| written + out.len() >= *l) {
+            {
                 let n = limit - written;
                 let _ = chunk(s, &out[..n]);
                 // Cut: no final chunk, just gone.

@@ -47,9 +47,8 @@ pub fn validate(cfg: &WorkKubernetesCfg) -> Result<(), String> {
             ));
         }
     }
-    if !cfg.pod.is_empty()
-        && !(cfg.image.is_empty() && cfg.command.is_empty() && cfg.params.is_empty())
-    {
+    let own_container = !(cfg.image.is_empty() && cfg.command.is_empty() && cfg.params.is_empty());
+    if !cfg.pod.is_empty() && own_container {
         return Err("can only provide Pod when Image, Command, and Params are empty".into());
     }
     if cfg.pod.is_empty()

@@ -642,10 +642,11 @@ fn stream_with_reconnect(
                 }
                 // A last line without a newline: only trusted at the very end.
                 Ok(_) => {
-                    if ended_before_open {
-                        if let LineVerdict::Write(msg) = cursor.handle_line(&line) {
-                            out.write(msg)?;
-                        }
+                    // (The cursor must not see it otherwise: it would count
+                    // as written.)
+                    if ended_before_open && let LineVerdict::Write(msg) = cursor.handle_line(&line)
+                    {
+                        out.write(msg)?;
                     }
                     break Ok(());
                 }
