@@ -747,3 +747,46 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn pending_timeout_and_sidecars() {
+    let c = Cluster::new("k-pending", Options::default());
+    let kc = c.token_config("good-token");
+    let pod_file = c.tmp.path.join("sidecar.yml");
+    std::fs::write(
+        &pod_file,
+        "spec:\n  containers:\n  - {name: sidecar, image: proxy, command: [sleep, '600']}\n  \
+         - {name: worker, image: busybox, command: [cat]}\n",
+    )
+    .unwrap();
+    let node = start_node(&[
+        kube_type(
+            "stuck",
+            &kc,
+            "    image: unschedulable\n    command: cat\n    allowruntimeparams: true\n",
+        ),
+        kube_type(
+            "sidecar",
+            &kc,
+            &format!("    pod: {}\n", pod_file.display()),
+        ),
+    ]);
+    let started = std::time::Instant::now();
+    let (st, _, _) = run(
+        &node,
+        &["stuck", "-l", "x", "--param", "pod_pending_timeout=2s"],
+        b"",
+    );
+    assert_eq!(st["State"], 3, "{st}");
+    assert_eq!(
+        st["Detail"],
+        "Error creating pod: timed out waiting for the condition"
+    );
+    assert!(started.elapsed() < secs(20));
+    assert!(c.kube.pod_names().is_empty(), "the pod was deleted");
+    // The pod stays Running with its sidecar; the unit follows the worker.
+    let (st, out, _) = run(&node, &["sidecar", "-l", "two containers"], b"");
+    assert_succeeded(&st, &node);
+    assert_eq!(out, b"two containers\n");
+    assert!(c.kube.pod_names().is_empty(), "the pod was deleted");
+}

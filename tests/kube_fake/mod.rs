@@ -606,11 +606,22 @@ fn kubelet(st: Arc<State>, k: String, containers: Vec<Value>) {
         .filter(|n| *n != "worker")
         .map(str::to_string)
         .collect();
-    if containers.iter().any(|c| {
-        c["image"]
-            .as_str()
-            .is_some_and(|i| i.contains("pullbackoff"))
-    }) {
+    let image_has = |what: &str| {
+        containers
+            .iter()
+            .any(|c| c["image"].as_str().is_some_and(|i| i.contains(what)))
+    };
+    if image_has("unschedulable") {
+        // Stays Pending: no node fits, no further events.
+        let mut pods = lock(&st.pods);
+        let Some(p) = pods.get_mut(&k) else { return };
+        p.obj["status"] = json!({"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/3 nodes are available: 3 Insufficient cpu."}]});
+        bump(&st, p, "MODIFIED");
+        return;
+    }
+    if image_has("pullbackoff") {
         // Never starts; the kubelet reports the back-off again and again.
         for _ in 0..100 {
             let mut pods = lock(&st.pods);
