@@ -30,13 +30,17 @@ impl Cluster {
 
     /// A kubeconfig file; `user` is the YAML of the user entry.
     fn kubeconfig(&self, file: &str, user: &str, ns: &str) -> PathBuf {
+        self.kubeconfig_at(&self.kube.url(), file, user, ns)
+    }
+
+    fn kubeconfig_at(&self, server: &str, file: &str, user: &str, ns: &str) -> PathBuf {
         let ca = std::fs::read(self.pki.ca()).unwrap();
         let text = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
              contexts:\n- name: test\n  context: {{cluster: fake, user: u, namespace: {ns}}}\n\
              clusters:\n- name: fake\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
              users:\n- name: u\n  user:\n{user}\n",
-            self.kube.url(),
+            server,
             fake::base64(&ca)
         );
         let path = self.tmp.path.join(file);
@@ -254,7 +258,9 @@ fn bad_token_fails_with_the_servers_401_message() {
 fn client_certificate_kubeconfig() {
     let c = Cluster::new("k-cert", Options::default());
     let user = c.pki.issue("kubeuser", &[], &[]);
-    let kc = c.kubeconfig(
+    // Also: a server URL with a path prefix.
+    let kc = c.kubeconfig_at(
+        &format!("{}/prefix", c.kube.url()),
         "kc-cert",
         &format!(
             "    client-certificate: {}\n    client-key: {}",
@@ -271,6 +277,11 @@ fn client_certificate_kubeconfig() {
     let (st, out, _) = run(&node, &["echo", "-l", "with a cert"], b"");
     assert_succeeded(&st, &node);
     assert_eq!(out, b"with a cert\n");
+    let requests = c.kube.record().requests.clone();
+    assert!(
+        requests.iter().all(|r| r.contains(" /prefix/")),
+        "{requests:?}"
+    );
     assert_eq!(st["ExtraData"]["KubeNamespace"], "certns");
 }
 
@@ -789,4 +800,91 @@ fn pending_timeout_and_sidecars() {
     assert_succeeded(&st, &node);
     assert_eq!(out, b"two containers\n");
     assert!(c.kube.pod_names().is_empty(), "the pod was deleted");
+}
+
+/// Raw-socket submit (no receptorctl start-up per pod); the unit ID.
+fn submit_raw(node: &Node, worktype: &str, payload: &[u8]) -> String {
+    let (mut conn, _) = common::Conn::open(&node.socket);
+    let req = serde_json::json!({"command": "work", "subcommand": "submit",
+                                 "node": "localhost", "worktype": worktype});
+    let created = conn.cmd(&req.to_string());
+    let id = created
+        .strip_prefix("Work unit created with ID ")
+        .and_then(|r| r.strip_suffix(". Send stdin data and EOF."))
+        .unwrap_or_else(|| panic!("submit reply {created:?}"))
+        .to_string();
+    conn.send(payload);
+    conn.half_close();
+    let _ = conn.line();
+    id
+}
+
+/// `cargo test --release --test kubernetes bench -- --ignored --nocapture`
+/// (figures in BENCHMARKS.md): 200 pods, 4 submitters at once, each
+/// submit → Succeeded → results fetched → released; then the executor's RSS.
+#[test]
+#[ignore]
+fn bench_pods_per_second_and_rss() {
+    let c = Cluster::new("k-bench", Options::default());
+    let kc = c.token_config("good-token");
+    let node = start_node(&[kube_type(
+        "echo",
+        &kc,
+        "    image: busybox\n    command: cat\n",
+    )]);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let node = &node;
+            s.spawn(move || {
+                for i in 0..50 {
+                    let payload = format!("pod {t}-{i}\n");
+                    let id = submit_raw(node, "echo", payload.as_bytes());
+                    let st = wait_final(node, &id, secs(60));
+                    assert_eq!(st["State"], 2, "{st}");
+                    let (mut conn, _) = common::Conn::open(&node.socket);
+                    let header = conn.cmd(&format!("work results {id} 0"));
+                    assert!(header.contains("Streaming results"), "{header}");
+                    conn.half_close();
+                    assert_eq!(conn.read_to_end(), payload.as_bytes());
+                    let (mut conn, _) = common::Conn::open(&node.socket);
+                    let _ = conn.cmd(&format!("work release {id}"));
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let pid = node.daemon_pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    eprintln!(
+        "200 pods in {elapsed:.1} s: {:.1} pods/s; executor RSS after: {rss}",
+        200.0 / elapsed
+    );
+    assert!(c.kube.pod_names().is_empty(), "every pod deleted");
+}
+
+/// Log throughput of one pod: 256 MiB of `yes` through the fake server.
+#[test]
+#[ignore]
+fn bench_log_throughput() {
+    let c = Cluster::new("k-bench-log", Options::default());
+    let kc = c.token_config("good-token");
+    let node = start_node(&[kube_type(
+        "sh",
+        &kc,
+        "    image: busybox\n    command: sh\n    params: \"-c 'yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c 268435456'\"\n",
+    )]);
+    let started = std::time::Instant::now();
+    let id = submit_raw(&node, "sh", b"");
+    let st = wait_final(&node, &id, secs(600));
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(st["State"], 2, "{st}");
+    assert_eq!(st["StdoutSize"], 268435456);
+    eprintln!("256 MiB log: {:.0} MB/s", 268.435456 / elapsed);
 }

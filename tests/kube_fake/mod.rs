@@ -362,7 +362,9 @@ fn serve(st: Arc<State>, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) {
             );
             continue;
         }
-        let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+        // A server URL with a path prefix (kubeconfig `server: https://h:p/prefix`).
+        let path = req.path.strip_prefix("/prefix").unwrap_or(&req.path);
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method.as_str(), parts.as_slice()) {
             ("GET", ["version"]) => respond(
                 &mut s,

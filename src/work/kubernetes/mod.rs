@@ -198,12 +198,11 @@ pub fn restart(unit: &Arc<Unit>, cfg: &Arc<WorkKubernetesCfg>, sealed: BTreeMap<
     if st.state == PENDING && cfg.delete_pod_on_restart && !k.pod_name.is_empty() {
         run::delete_pod(unit, cfg, &sealed, &k);
     }
-    if !k.pod_name.is_empty() || st.state != PENDING {
-        error!(
-            "[{}] Cannot restart Kubernetes unit in state {}",
-            unit.id, st.state
-        );
-    }
+    error!(
+        "[{}] Kubernetes unit was {} at restart; it cannot be resumed",
+        unit.id,
+        crate::work::state::state_name(st.state)
+    );
     unit.update(|s| {
         s.set(
             FAILED,
