@@ -658,7 +658,8 @@ fn stream_with_reconnect(
         }
         match end {
             Ok(()) if ended_before_open => return Ok(()),
-            Ok(()) => {}
+            // A clean end: most likely the worker exited; look again now.
+            Ok(()) => continue,
             Err(e) => {
                 failures += 1;
                 debug!(
