@@ -888,3 +888,31 @@ fn bench_log_throughput() {
     assert_eq!(st["StdoutSize"], 268435456);
     eprintln!("256 MiB log: {:.0} MB/s", 268.435456 / elapsed);
 }
+
+#[test]
+fn pending_at_restart_deletes_the_pod_and_fails() {
+    let c = Cluster::new("k-pend-restart", Options::default());
+    let kc = c.token_config("good-token");
+    let items = [kube_type(
+        "stuck",
+        &kc,
+        "    image: unschedulable\n    command: cat\n    deletepodonrestart: true\n",
+    )];
+    let mut node = start_node(&items);
+    let id = submit(&node, &["stuck", "-l", "x"], b"");
+    assert!(
+        wait_until(secs(20), || !c.kube.pod_names().is_empty()),
+        "{}",
+        status(&node, &id)
+    );
+    assert!(wait_until(secs(5), || status(&node, &id)["Detail"] == "Pod created"));
+    node.kill();
+    node.restart();
+    let st = wait_final(&node, &id, secs(20));
+    assert_eq!(st["State"], 3, "{st}");
+    assert_eq!(
+        st["Detail"],
+        "Failed to restart: work unit is not in running state, cannot be restarted"
+    );
+    assert!(c.kube.pod_names().is_empty(), "the pending pod was deleted");
+}
