@@ -916,3 +916,33 @@ fn pending_at_restart_deletes_the_pod_and_fails() {
     );
     assert!(c.kube.pod_names().is_empty(), "the pending pod was deleted");
 }
+
+#[test]
+fn a_broken_watch_is_picked_up_again() {
+    let c = Cluster::new(
+        "k-watch",
+        Options {
+            watch_breaks: 3,
+            start_delay: Duration::from_millis(1500),
+            ..Options::default()
+        },
+    );
+    let kc = c.token_config("good-token");
+    let node = start_node(&[kube_type(
+        "echo",
+        &kc,
+        "    image: busybox\n    command: cat\n",
+    )]);
+    let (st, out, _) = run(&node, &["echo", "-l", "watched"], b"");
+    assert_succeeded(&st, &node);
+    assert_eq!(out, b"watched\n");
+    let requests = c.kube.record().requests.clone();
+    let lists = requests
+        .iter()
+        .filter(|r| r.ends_with("/pods") && r.starts_with("GET"))
+        .count();
+    assert!(
+        lists >= 4,
+        "list or watch again after each break: {requests:?}"
+    );
+}

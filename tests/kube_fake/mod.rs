@@ -40,6 +40,10 @@ pub struct Options {
     pub cut_streams: usize,
     /// Offer v5.channel.k8s.io on attach (else only v4).
     pub v5: bool,
+    /// Break the first this many watch streams right after their headers.
+    pub watch_breaks: usize,
+    /// How long a pod stays Pending before its worker starts.
+    pub start_delay: Duration,
 }
 
 impl Default for Options {
@@ -51,6 +55,8 @@ impl Default for Options {
             cut_after: None,
             cut_streams: 0,
             v5: true,
+            watch_breaks: 0,
+            start_delay: Duration::from_millis(50),
         }
     }
 }
@@ -83,6 +89,7 @@ struct State {
     names: AtomicU64,
     record: Mutex<Record>,
     cuts_left: Mutex<usize>,
+    watch_breaks_left: Mutex<usize>,
     stop: AtomicBool,
 }
 
@@ -126,6 +133,7 @@ impl FakeKube {
         );
         let state = Arc::new(State {
             cuts_left: Mutex::new(opts.cut_streams),
+            watch_breaks_left: Mutex::new(opts.watch_breaks),
             opts,
             pods: Mutex::new(BTreeMap::new()),
             changed: Condvar::new(),
@@ -596,7 +604,7 @@ fn container_status(name: &str, state: Value, ready: bool) -> Value {
 
 /// "Runs" the pod: the worker container as a local process.
 fn kubelet(st: Arc<State>, k: String, containers: Vec<Value>) {
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(st.opts.start_delay);
     let worker = containers
         .iter()
         .find(|c| c["name"] == "worker")
@@ -772,6 +780,14 @@ fn kubelet(st: Arc<State>, k: String, containers: Vec<Value>) {
 fn watch(st: &State, s: &mut Tls, k: &str, since: u64) {
     if !start_chunked(s) {
         return;
+    }
+    {
+        let mut left = lock(&st.watch_breaks_left);
+        if *left > 0 {
+            *left -= 1;
+            let _ = s.get_ref().shutdown(Shutdown::Both);
+            return;
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut sent = since;
