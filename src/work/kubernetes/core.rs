@@ -310,6 +310,87 @@ impl LogCursor {
     }
 }
 
+/// What to do once a log stream has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStream {
+    /// The whole log has been written.
+    Done,
+    /// Open another stream after this pause.
+    Reopen(Duration),
+    /// Too many breaks in a row without progress.
+    Fail,
+}
+
+/// Breaks in a row, without a line written, before the log is given up
+/// (Go's 5), and the pause before reopening after one.
+pub const LOG_FAILURES: u32 = 5;
+pub const LOG_PAUSE: Duration = Duration::from_millis(200);
+
+/// One worker's log over as many streams as it takes (§5.5, §10). Call
+/// `handle_open` before each stream, `handle_line`/`handle_partial` for
+/// what it carries, `handle_end` when it ends.
+#[derive(Debug, Default)]
+pub struct LogSession {
+    cursor: LogCursor,
+    failures: u32,
+    /// The worker had terminated before this stream was opened, so the
+    /// stream holds the rest of the log.
+    complete: bool,
+    wrote: bool,
+}
+
+impl LogSession {
+    /// A stream is about to be opened; `worker_ended` from the pod just
+    /// read. Returns the `sinceTime` to ask for.
+    pub fn handle_open(&mut self, worker_ended: bool) -> Option<String> {
+        self.complete = worker_ended;
+        self.wrote = false;
+        self.cursor.handle_reconnect()
+    }
+
+    /// A line ending in `\n` (or cut at the line cap): the bytes to write.
+    pub fn handle_line<'a>(&mut self, line: &'a [u8]) -> Option<&'a [u8]> {
+        match self.cursor.handle_line(line) {
+            LineVerdict::Write(msg) => {
+                self.wrote = true;
+                Some(msg)
+            }
+            LineVerdict::Repeat => None,
+        }
+    }
+
+    /// The stream ended inside a line. Only a complete log's last line is
+    /// real; otherwise the rest of it comes on the next stream (the cursor
+    /// must not count it as written).
+    pub fn handle_partial<'a>(&mut self, line: &'a [u8]) -> Option<&'a [u8]> {
+        if self.complete {
+            self.handle_line(line)
+        } else {
+            None
+        }
+    }
+
+    /// The stream ended: `clean` if at its proper end, not by an error.
+    pub fn handle_end(&mut self, clean: bool) -> AfterStream {
+        if self.wrote {
+            self.failures = 0;
+        }
+        match (clean, self.complete) {
+            (true, true) => AfterStream::Done,
+            // Most likely the worker just exited: look again at once.
+            (true, false) => AfterStream::Reopen(Duration::ZERO),
+            (false, _) => {
+                self.failures += 1;
+                if self.failures >= LOG_FAILURES {
+                    AfterStream::Fail
+                } else {
+                    AfterStream::Reopen(LOG_PAUSE)
+                }
+            }
+        }
+    }
+}
+
 /// `2006-01-02T15:04:05Z` in UTC.
 fn rfc3339_seconds(t: std::time::SystemTime) -> String {
     let full = crate::gotime::rfc3339_nano(t);
@@ -506,6 +587,59 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn log_session_over_broken_and_clean_streams() {
+        let mut s = LogSession::default();
+        assert_eq!(s.handle_open(false), None);
+        assert_eq!(
+            s.handle_line(b"2024-01-01T00:00:01.1Z a\n"),
+            Some(&b"a\n"[..])
+        );
+        // A partial line while the worker runs: not written, not counted.
+        assert_eq!(s.handle_partial(b"2024-01-01T00:00:01.2Z b"), None);
+        assert_eq!(s.handle_end(false), AfterStream::Reopen(LOG_PAUSE));
+        assert_eq!(
+            s.handle_open(false).as_deref(),
+            Some("2024-01-01T00:00:01Z")
+        );
+        assert_eq!(s.handle_line(b"2024-01-01T00:00:01.1Z a\n"), None);
+        assert_eq!(
+            s.handle_line(b"2024-01-01T00:00:01.2Z b\n"),
+            Some(&b"b\n"[..])
+        );
+        // Clean end while the worker ran: look again at once.
+        assert_eq!(s.handle_end(true), AfterStream::Reopen(Duration::ZERO));
+        // Four breaks without progress are tolerated, the fifth is not.
+        for _ in 0..4 {
+            s.handle_open(false);
+            assert_eq!(s.handle_end(false), AfterStream::Reopen(LOG_PAUSE));
+        }
+        s.handle_open(false);
+        assert_eq!(
+            s.handle_line(b"2024-01-01T00:00:02Z c\n"),
+            Some(&b"c\n"[..])
+        );
+        assert_eq!(
+            s.handle_end(false),
+            AfterStream::Reopen(LOG_PAUSE),
+            "progress resets"
+        );
+        for _ in 0..4 {
+            s.handle_open(false);
+            s.handle_end(false);
+        }
+        s.handle_open(false);
+        assert_eq!(s.handle_end(false), AfterStream::Fail);
+        // Once the worker has ended, the last line without newline counts.
+        let mut s = LogSession::default();
+        s.handle_open(true);
+        assert_eq!(
+            s.handle_partial(b"2024-01-01T00:00:01Z end"),
+            Some(&b"end"[..])
+        );
+        assert_eq!(s.handle_end(true), AfterStream::Done);
     }
 
     #[test]

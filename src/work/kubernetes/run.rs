@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::api::{Api, ApiError};
 use super::auth::{self, Credentials};
-use super::core::{self, LineVerdict, LogCursor, PodWait, WaitEnd};
+use super::core::{self, AfterStream, LogSession, PodWait, WaitEnd};
 use super::{SEALED_KUBECONFIG, SEALED_PENDING_TIMEOUT, SEALED_POD};
 use crate::config::WorkKubernetesCfg;
 use crate::work::Unit;
@@ -26,8 +26,6 @@ const ATTACH_TRIES: u32 = 5;
 const ATTACH_PAUSE: Duration = Duration::from_millis(200);
 const OPEN_TRIES: u32 = 5;
 const OPEN_PAUSE: Duration = Duration::from_secs(1);
-const LOG_FAILURES: u32 = 5;
-const LOG_PAUSE: Duration = Duration::from_millis(200);
 const WATCH_PAUSE: Duration = Duration::from_millis(200);
 /// StdoutSize reaches the status at most this often while streaming.
 const SIZE_EVERY: Duration = Duration::from_millis(100);
@@ -605,25 +603,20 @@ fn stream_with_reconnect(
     name: &str,
     out: &mut Stdout,
 ) -> Result<(), String> {
-    let mut cursor = LogCursor::default();
-    let mut failures = 0;
+    let mut session = LogSession::default();
     loop {
         if cancelled(unit) {
             return Ok(());
         }
         let pod = retry(OPEN_TRIES, OPEN_PAUSE, || api.get_pod(ns, name))
             .map_err(|e| format!("Error getting pod {ns}/{name}. Error: {e}"))?;
-        // Once the worker has ended, its log is complete: a stream opened
-        // now that ends cleanly has all of it.
-        let ended_before_open = core::worker_exit(&pod).is_some();
-        let since = cursor.handle_reconnect();
+        let since = session.handle_open(core::worker_exit(&pod).is_some());
         let stream = retry(OPEN_TRIES, OPEN_PAUSE, || {
             api.logs(ns, name, true, true, since.as_deref())
         })
         .map_err(|e| format!("Error opening log stream for pod {ns}/{name}. Error: {e}"))?;
         let mut reader = BufReader::with_capacity(64 * 1024, stream);
         let mut line = Vec::new();
-        let mut wrote = false;
         let end = loop {
             line.clear();
             let got = (&mut reader)
@@ -632,20 +625,15 @@ fn stream_with_reconnect(
             match got {
                 Ok(0) => break Ok(()),
                 Ok(_) if line.ends_with(b"\n") || line.len() >= MAX_LINE => {
-                    if let LineVerdict::Write(msg) = cursor.handle_line(&line) {
+                    if let Some(msg) = session.handle_line(&line) {
                         out.write(msg)?;
-                        wrote = true;
                     }
                     if reader.buffer().is_empty() {
                         out.caught_up();
                     }
                 }
-                // A last line without a newline: only trusted at the very end.
                 Ok(_) => {
-                    // (The cursor must not see it otherwise: it would count
-                    // as written.)
-                    if ended_before_open && let LineVerdict::Write(msg) = cursor.handle_line(&line)
-                    {
+                    if let Some(msg) = session.handle_partial(&line) {
                         out.write(msg)?;
                     }
                     break Ok(());
@@ -653,24 +641,16 @@ fn stream_with_reconnect(
                 Err(e) => break Err(e.to_string()),
             }
         };
-        if wrote {
-            failures = 0;
+        if let Err(e) = &end {
+            debug!(
+                "[{}] log stream of {name} broke after {} bytes in all: {e}",
+                unit.id, out.written
+            );
         }
-        match end {
-            Ok(()) if ended_before_open => return Ok(()),
-            // A clean end: most likely the worker exited; look again now.
-            Ok(()) => continue,
-            Err(e) => {
-                failures += 1;
-                debug!(
-                    "[{}] log stream of {name} broke after {} bytes in all: {e}",
-                    unit.id, out.written
-                );
-                if failures >= LOG_FAILURES {
-                    return Err(e);
-                }
-            }
+        match session.handle_end(end.is_ok()) {
+            AfterStream::Done => return Ok(()),
+            AfterStream::Reopen(pause) => std::thread::sleep(pause),
+            AfterStream::Fail => return end,
         }
-        std::thread::sleep(LOG_PAUSE);
     }
 }
