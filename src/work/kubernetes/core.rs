@@ -170,6 +170,106 @@ impl PodWait {
     }
 }
 
+/// The next request of a wait: list (at first and after a watch lost its
+/// place), or watch from a resourceVersion, for at most `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitRequest {
+    List,
+    Watch {
+        resource_version: String,
+        timeout: Option<Duration>,
+    },
+}
+
+/// After one watch event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchStep {
+    /// Read the next event.
+    Next,
+    /// Drop this watch and list again (an `ERROR` event, e.g. 410 Gone).
+    Relist,
+    End(WaitEnd),
+}
+
+/// Go's list-then-watch (`UntilWithSync`) as request steps: `poll_request`
+/// says what to ask next; the answers come back through `handle_list`,
+/// `handle_event` and `handle_watch_broken`; `handle_timeout` with `now`.
+#[derive(Debug)]
+pub struct PodWatch {
+    wait: PodWait,
+    resource_version: String,
+    last_pod: Value,
+}
+
+impl PodWatch {
+    pub fn new(now: Instant, pending_timeout: Option<Duration>) -> PodWatch {
+        PodWatch {
+            wait: PodWait::new(now, pending_timeout),
+            resource_version: String::new(),
+            last_pod: Value::Null,
+        }
+    }
+
+    pub fn poll_request(&self, now: Instant) -> WaitRequest {
+        if self.resource_version.is_empty() {
+            return WaitRequest::List;
+        }
+        WaitRequest::Watch {
+            resource_version: self.resource_version.clone(),
+            timeout: self
+                .wait
+                .poll_timeout()
+                .map(|d| d.saturating_duration_since(now)),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<WaitEnd> {
+        self.wait.handle_timeout(now)
+    }
+
+    /// A `PodList`.
+    pub fn handle_list(&mut self, list: &Value) -> Option<WaitEnd> {
+        self.resource_version = str_at(list, "/metadata/resourceVersion").to_string();
+        for item in array_at(list, "/items") {
+            self.last_pod = item.clone();
+            if let Some(end) = self.wait.handle_event("ADDED", item) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// One watch event, `{"type": …, "object": …}`.
+    pub fn handle_event(&mut self, event: &Value) -> WatchStep {
+        let kind = str_at(event, "/type");
+        if kind == "ERROR" {
+            self.resource_version.clear();
+            return WatchStep::Relist;
+        }
+        let object = &event["object"];
+        let rv = str_at(object, "/metadata/resourceVersion");
+        if !rv.is_empty() {
+            self.resource_version = rv.to_string();
+        }
+        self.last_pod = object.clone();
+        match self.wait.handle_event(kind, object) {
+            Some(end) => WatchStep::End(end),
+            None => WatchStep::Next,
+        }
+    }
+
+    /// The watch could not be opened: list again next time. (A stream that
+    /// merely ended is watched again from the same resourceVersion.)
+    pub fn handle_watch_refused(&mut self) {
+        self.resource_version.clear();
+    }
+
+    /// The pod as last seen.
+    pub fn last_pod(&self) -> &Value {
+        &self.last_pod
+    }
+}
+
 /// What Go adds to a failed wait: the worker's waiting reason, or its
 /// exit code and message.
 pub fn failure_detail(err: &str, pod: &Value) -> String {
@@ -513,6 +613,43 @@ mod tests {
             Some(WaitEnd::Failed(WAIT_TIMEOUT.into()))
         );
         assert_eq!(PodWait::new(t0, None).poll_timeout(), None);
+    }
+
+    #[test]
+    fn watch_steps() {
+        let t0 = Instant::now();
+        let mut w = PodWatch::new(t0, Some(Duration::from_secs(10)));
+        assert_eq!(w.poll_request(t0), WaitRequest::List);
+        let pending = json!({"metadata": {"resourceVersion": "5"}, "status": {"phase": "Pending"}});
+        let list = json!({"metadata": {"resourceVersion": "7"}, "items": [pending]});
+        assert_eq!(w.handle_list(&list), None);
+        let t1 = t0 + Duration::from_secs(4);
+        assert_eq!(
+            w.poll_request(t1),
+            WaitRequest::Watch {
+                resource_version: "7".into(),
+                timeout: Some(Duration::from_secs(6))
+            }
+        );
+        let ev = json!({"type": "MODIFIED", "object": {"metadata": {"resourceVersion": "9"},
+                        "status": {"phase": "Pending", "conditions": []}}});
+        assert_eq!(w.handle_event(&ev), WatchStep::Next);
+        assert!(
+            matches!(w.poll_request(t1), WaitRequest::Watch { resource_version, .. } if resource_version == "9")
+        );
+        assert_eq!(
+            w.handle_event(&json!({"type": "ERROR", "object": {"code": 410}})),
+            WatchStep::Relist
+        );
+        assert_eq!(w.poll_request(t1), WaitRequest::List);
+        let ready = json!({"type": "MODIFIED", "object": {"metadata": {"resourceVersion": "11"},
+                           "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}});
+        assert_eq!(w.handle_event(&ready), WatchStep::End(WaitEnd::Ready));
+        assert_eq!(w.last_pod()["metadata"]["resourceVersion"], "11");
+        assert_eq!(
+            w.handle_timeout(t0 + Duration::from_secs(10)),
+            Some(WaitEnd::Failed(WAIT_TIMEOUT.into()))
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::api::{Api, ApiError};
 use super::auth::{self, Credentials};
-use super::core::{self, AfterStream, LogSession, PodWait, WaitEnd};
+use super::core::{self, AfterStream, LogSession, PodWatch, WaitEnd, WaitRequest, WatchStep};
 use super::{SEALED_KUBECONFIG, SEALED_PENDING_TIMEOUT, SEALED_POD};
 use crate::config::WorkKubernetesCfg;
 use crate::work::Unit;
@@ -328,7 +328,7 @@ fn retry<T>(
 }
 
 /// List, then watch from the list's resourceVersion, until the pod is
-/// ready or done; a broken watch is picked up again.
+/// ready or done (the steps are `core::PodWatch`'s).
 fn wait_for_pod(
     unit: &Unit,
     api: &Api,
@@ -336,35 +336,29 @@ fn wait_for_pod(
     name: &str,
     timeout: Option<Duration>,
 ) -> Result<(WaitEnd, Value), String> {
-    let mut wait = PodWait::new(Instant::now(), timeout);
-    let mut last_pod = Value::Null;
-    let mut rv = String::new();
+    let mut watch = PodWatch::new(Instant::now(), timeout);
     let get_err = |e: ApiError| format!("Error creating pod: {e}");
+    let done = |end: WaitEnd, w: &PodWatch| Ok((end, w.last_pod().clone()));
     loop {
-        if let Some(end) = wait.handle_timeout(Instant::now()) {
-            return Ok((end, last_pod));
+        if let Some(end) = watch.handle_timeout(Instant::now()) {
+            return done(end, &watch);
         }
         if cancelled(unit) {
             return Err("Error creating pod: cancelled".into());
         }
-        if rv.is_empty() {
-            let list = api.list_pod(ns, name).map_err(get_err)?;
-            rv = list
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            debug!("[{}] pod {name}: listed at resourceVersion {rv}", unit.id);
-            for item in list["items"].as_array().map_or(&[][..], Vec::as_slice) {
-                last_pod = item.clone();
-                if let Some(end) = wait.handle_event("ADDED", item) {
-                    return Ok((end, last_pod));
+        let (rv, remaining) = match watch.poll_request(Instant::now()) {
+            WaitRequest::List => {
+                let list = api.list_pod(ns, name).map_err(get_err)?;
+                if let Some(end) = watch.handle_list(&list) {
+                    return done(end, &watch);
                 }
+                continue;
             }
-        }
-        let remaining = wait
-            .poll_timeout()
-            .map(|d| d.saturating_duration_since(Instant::now()));
+            WaitRequest::Watch {
+                resource_version,
+                timeout,
+            } => (resource_version, timeout),
+        };
         let stream = match api.watch_pod(ns, name, &rv, remaining) {
             Ok(s) => s,
             Err(
@@ -374,7 +368,7 @@ fn wait_for_pod(
             ) => return Err(get_err(e)),
             Err(e) => {
                 debug!("[{}] watch of pod {name} failed: {e}", unit.id);
-                rv.clear();
+                watch.handle_watch_refused();
                 std::thread::sleep(WATCH_PAUSE);
                 continue;
             }
@@ -390,23 +384,11 @@ fn wait_for_pod(
             let Ok(event) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
-            let kind = event["type"].as_str().unwrap_or("");
-            let object = &event["object"];
-            debug!("[{}] pod {name}: {kind} event", unit.id);
-            if kind == "ERROR" {
-                // 410 Gone and friends: list again.
-                rv.clear();
-                break;
-            }
-            if let Some(v) = object
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-            {
-                rv = v.to_string();
-            }
-            last_pod = object.clone();
-            if let Some(end) = wait.handle_event(kind, object) {
-                return Ok((end, last_pod));
+            debug!("[{}] pod {name}: {} event", unit.id, event["type"]);
+            match watch.handle_event(&event) {
+                WatchStep::Next => {}
+                WatchStep::Relist => break,
+                WatchStep::End(end) => return done(end, &watch),
             }
         }
         std::thread::sleep(WATCH_PAUSE);
