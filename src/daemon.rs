@@ -130,10 +130,14 @@ pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
         };
         ws::listen(&net, &addr, &l.path, params, tls)?;
     }
+    for k in &cfg.work_kubernetes {
+        crate::work::kubernetes::validate(k).map_err(StartError::Failed)?;
+    }
     let work = Workceptor::start(
         &net,
         &cfg.node.datadir,
         &cfg.work_commands,
+        &cfg.work_kubernetes,
         cfg.log_level.name(),
         tls.clone(),
         keys,

@@ -11,7 +11,8 @@ use super::{
     CertInitCfg, CertMakeReqCfg, CertSignReqCfg, CertToolCfg, CommandRunnerCfg, Config,
     ControlServiceCfg, FirewallAction, FirewallRuleCfg, LogLevel, NodeCfg, ProxyCfg, RuleSpec,
     TcpListenerCfg, TcpPeerCfg, TlsClientCfg, TlsServerCfg, UdpListenerCfg, UdpPeerCfg,
-    WorkCommandCfg, WorkSigningCfg, WorkVerificationCfg, WsListenerCfg, WsPeerCfg,
+    WorkCommandCfg, WorkKubernetesCfg, WorkSigningCfg, WorkVerificationCfg, WsListenerCfg,
+    WsPeerCfg,
 };
 use crate::netceptor::addr::is_local_alias;
 use crate::netceptor::firewall::Firewall;
@@ -68,6 +69,7 @@ pub(crate) fn build(
         work_commands: Vec::new(),
         work_signing: None,
         work_verification: None,
+        work_kubernetes: Vec::new(),
         command_runner: None,
         cert_tool: None,
         tls_servers: Vec::new(),
@@ -121,6 +123,23 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
                 public_key: PathBuf::from(d.str("publickey")),
             })
         }
+        "work-kubernetes" => config.work_kubernetes.push(WorkKubernetesCfg {
+            work_type: d.str("worktype"),
+            namespace: d.str("namespace"),
+            image: d.str("image"),
+            command: d.str("command"),
+            params: d.str("params"),
+            auth_method: d.str("authmethod"),
+            kube_config: d.str("kubeconfig"),
+            pod: d.str("pod"),
+            allow_runtime_auth: d.bool("allowruntimeauth"),
+            allow_runtime_command: d.bool("allowruntimecommand"),
+            allow_runtime_params: d.bool("allowruntimeparams"),
+            allow_runtime_pod: d.bool("allowruntimepod"),
+            delete_pod_on_restart: d.bool("deletepodonrestart"),
+            stream_method: d.str("streammethod"),
+            verify_signature: d.bool("verifysignature"),
+        }),
         "command-runner" => {
             config.command_runner = Some(CommandRunnerCfg {
                 command: d.str("command"),

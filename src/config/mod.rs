@@ -73,6 +73,7 @@ pub struct Config {
     pub work_signing: Option<WorkSigningCfg>,
     /// `work-verification`: check signed requests for `verifysignature` types.
     pub work_verification: Option<WorkVerificationCfg>,
+    pub work_kubernetes: Vec<WorkKubernetesCfg>,
     /// Set when this process is a unit's command runner, not a node.
     pub command_runner: Option<CommandRunnerCfg>,
     /// Set when this process runs a certificate tool, not a node.
@@ -248,6 +249,27 @@ pub struct WorkSigningCfg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkVerificationCfg {
     pub public_key: PathBuf,
+}
+
+/// A `work-kubernetes` work type (docs/kubernetes.md §1), as configured;
+/// checked by `work::kubernetes::validate` at startup.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorkKubernetesCfg {
+    pub work_type: String,
+    pub namespace: String,
+    pub image: String,
+    pub command: String,
+    pub params: String,
+    pub auth_method: String,
+    pub kube_config: String,
+    pub pod: String,
+    pub allow_runtime_auth: bool,
+    pub allow_runtime_command: bool,
+    pub allow_runtime_params: bool,
+    pub allow_runtime_pod: bool,
+    pub delete_pod_on_restart: bool,
+    pub stream_method: String,
+    pub verify_signature: bool,
 }
 
 /// The hidden `command-runner` directive: run one unit's command.

@@ -388,7 +388,7 @@ fn unsupported_directives_are_validated_then_listed() {
     )
     .expect("valid");
     assert_eq!(c.udp_peers[0].address, "h:1");
-    assert_eq!(c.unsupported, ["work-kubernetes", "ip-router"]);
+    assert_eq!(c.unsupported, ["ip-router"]);
     assert_eq!(
         c.tls_servers,
         [TlsServerCfg {

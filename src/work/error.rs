@@ -46,6 +46,8 @@ pub enum WorkError {
     BadSubmitReply(String),
     /// The target node is no name any node can have; holds why.
     BadNode(String),
+    /// A Kubernetes unit's params or config were refused; Go's text.
+    Kube(String),
     /// Last resort: another node's error text in a form not listed above.
     Remote(String),
 }
@@ -84,6 +86,7 @@ impl fmt::Display for WorkError {
             WorkError::RemoveDir(e) => write!(f, "cannot remove unit directory: {e}"),
             WorkError::Secrets(e) => write!(f, "cannot keep the unit's secrets: {e}"),
             WorkError::Launch(e) => write!(f, "{e}"),
+            WorkError::Kube(e) => f.write_str(e),
             WorkError::Refused(e) => write!(f, "{REFUSED}{e}"),
             WorkError::BadSubmitReply(line) => write!(f, "{BAD_SUBMIT_REPLY}{line}"),
             WorkError::BadNode(why) => write!(f, "invalid node name: {why}"),

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod error;
+pub mod kubernetes;
 pub mod remote;
 pub mod runner;
 pub mod secrets;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use log::{error, info, warn};
 
-use crate::config::WorkCommandCfg;
+use crate::config::{WorkCommandCfg, WorkKubernetesCfg};
 use crate::netceptor::Netceptor;
 use crate::netceptor::codec::WorkCommand;
 pub use error::WorkError;
@@ -144,6 +145,7 @@ pub struct Workceptor {
     net: Netceptor,
     log_level: String,
     types: BTreeMap<String, WorkCommandCfg>,
+    kube: BTreeMap<String, Arc<WorkKubernetesCfg>>,
     units: Mutex<BTreeMap<String, Arc<Unit>>>,
     /// TLS clients a remote submit may name.
     tls: Arc<crate::tls::Sections>,
@@ -157,6 +159,7 @@ impl Workceptor {
         net: &Netceptor,
         datadir: &std::path::Path,
         types: &[WorkCommandCfg],
+        kube: &[WorkKubernetesCfg],
         log_level: &str,
         tls: Arc<crate::tls::Sections>,
         keys: signing::Keys,
@@ -172,12 +175,20 @@ impl Workceptor {
                 .iter()
                 .map(|t| (t.work_type.clone(), t.clone()))
                 .collect(),
+            kube: kube
+                .iter()
+                .map(|k| (k.work_type.clone(), Arc::new(k.clone())))
+                .collect(),
             units: Mutex::new(BTreeMap::new()),
         });
-        for t in types {
+        let advertised = types
+            .iter()
+            .map(|t| (&t.work_type, t.verify_signature))
+            .chain(kube.iter().map(|k| (&k.work_type, k.verify_signature)));
+        for (work_type, secure) in advertised {
             net.add_work_command(WorkCommand {
-                work_type: t.work_type.clone(),
-                secure: t.verify_signature,
+                work_type: work_type.clone(),
+                secure,
             });
         }
         w.recover();
@@ -253,6 +264,8 @@ impl Workceptor {
                 remote::restart(self, &unit);
             } else if self.types.contains_key(&st.work_type) {
                 command::restart(&unit);
+            } else if let Some(k) = self.kube.get(&st.work_type) {
+                kubernetes::restart(&unit, k, self.unit_secrets(&unit).unwrap_or_default());
             }
             info!(
                 "[{id}] Recovered unit ({}, {})",
@@ -268,20 +281,28 @@ impl Workceptor {
 
     /// Checks the request and makes the unit (docs/work.md §3 steps 1–2).
     pub fn allocate(&self, req: &SubmitRequest) -> Result<Arc<Unit>, WorkError> {
+        let mut sealed = BTreeMap::new();
         let (work_type, extra) = if self.is_local(&req.node) {
             if !req.ttl.is_empty() {
                 return Err(WorkError::TtlForLocal);
             }
-            let cfg = self
-                .types
-                .get(&req.work_type)
-                .ok_or_else(|| WorkError::UnknownType(req.work_type.clone()))?;
-            let runtime = req.params.get("params").map_or("", String::as_str);
-            let params = command::effective_params(cfg, runtime)?;
-            (
-                req.work_type.clone(),
-                ExtraData::Command(CommandExtra { pid: 0, params }),
-            )
+            if let Some(k) = self.kube.get(&req.work_type) {
+                let (extra, kube_sealed) =
+                    kubernetes::allocate(k, &req.params).map_err(WorkError::Kube)?;
+                sealed = kube_sealed;
+                (req.work_type.clone(), ExtraData::Kube(extra))
+            } else {
+                let cfg = self
+                    .types
+                    .get(&req.work_type)
+                    .ok_or_else(|| WorkError::UnknownType(req.work_type.clone()))?;
+                let runtime = req.params.get("params").map_or("", String::as_str);
+                let params = command::effective_params(cfg, runtime)?;
+                (
+                    req.work_type.clone(),
+                    ExtraData::Command(CommandExtra { pid: 0, params }),
+                )
+            }
         } else {
             // A unit for a node no node can be would stay Pending forever.
             crate::netceptor::names::check_node_id(&req.node).map_err(|e| {
@@ -295,7 +316,8 @@ impl Workceptor {
             (REMOTE_TYPE.to_string(), ExtraData::Remote(extra))
         };
         let (id, dir) = UnitDir::create(&self.node_dir).map_err(WorkError::CreateDir)?;
-        let (extra, secrets) = secrets::split(extra);
+        let (extra, mut secrets) = secrets::split(extra);
+        secrets.append(&mut sealed);
         let status = Status::new(&work_type, Some(extra));
         let stored = dir
             .write(&status)
@@ -367,9 +389,9 @@ impl Workceptor {
         if work_type == REMOTE_TYPE {
             return sign_work;
         }
-        self.types
-            .get(work_type)
-            .is_some_and(|t| t.verify_signature)
+        let command = self.types.get(work_type).map(|t| t.verify_signature);
+        let kube = self.kube.get(work_type).map(|k| k.verify_signature);
+        command.or(kube).unwrap_or(false)
     }
 
     fn check_signature(
@@ -413,6 +435,11 @@ impl Workceptor {
         }
         let started = if st.work_type == REMOTE_TYPE {
             remote::start(self, unit)
+        } else if let Some(k) = self.kube.get(&st.work_type) {
+            self.unit_secrets(unit).map(|sealed| {
+                kubernetes::start(unit, k, sealed);
+                Completion::Done
+            })
         } else {
             match self.types.get(&st.work_type) {
                 Some(cfg) => command::start(unit, cfg, &self.log_level).map(|()| Completion::Done),
@@ -444,7 +471,11 @@ impl Workceptor {
     }
 
     fn view<'a>(&self, st: &'a Status) -> StatusView<'a> {
-        st.view(st.work_type == REMOTE_TYPE || self.types.contains_key(&st.work_type))
+        st.view(
+            st.work_type == REMOTE_TYPE
+                || self.types.contains_key(&st.work_type)
+                || self.kube.contains_key(&st.work_type),
+        )
     }
 
     /// `{"<id>": status, …}` for every unit, or just the one asked for;
@@ -469,6 +500,10 @@ impl Workceptor {
         if unit.status().work_type == REMOTE_TYPE {
             return remote::cancel(self, &unit);
         }
+        if let Some(k) = self.kube.get(&unit.status().work_type) {
+            kubernetes::cancel(&unit, k, &self.unit_secrets(&unit).unwrap_or_default());
+            return Ok(Completion::Done);
+        }
         command::cancel(&unit);
         Ok(Completion::Done)
     }
@@ -480,7 +515,10 @@ impl Workceptor {
         if unit.status().work_type == REMOTE_TYPE {
             return remote::release(self, &unit, force);
         }
-        if !unit.status().is_final() {
+        if let Some(k) = self.kube.get(&unit.status().work_type) {
+            // Deletes the pod even of a finished unit (Go leaves it).
+            kubernetes::cancel(&unit, k, &self.unit_secrets(&unit).unwrap_or_default());
+        } else if !unit.status().is_final() {
             command::cancel(&unit);
         }
         self.forget(&unit, force)?;

@@ -89,8 +89,7 @@ impl Vault {
                 fs::create_dir_all(node_dir).map_err(io_err)?;
                 let mut key = [0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| io_err(io::Error::other(e)))?;
-                write_private(&path, &key).map_err(io_err)?;
-                key.to_vec()
+                create_key_once(&path, &key).map_err(io_err)?
             }
             Err(e) => return Err(io_err(e)),
         };
@@ -150,6 +149,25 @@ impl Vault {
     }
 }
 
+/// Makes the key file unless another thread or process got there first,
+/// and returns the key in it. Units submitted at the same moment must not
+/// each make their own key (the loser's secrets could never be unsealed),
+/// nor read a key file half written: the key goes to a temporary file that
+/// is then linked into place, which fails if the name exists.
+fn create_key_once(path: &Path, key: &[u8]) -> io::Result<Vec<u8>> {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(io::Error::other)?;
+    let tmp = path.with_extension(format!("tmp{}", u64::from_ne_bytes(nonce)));
+    write_private(&tmp, key)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(key.to_vec()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::read(path),
+        Err(e) => Err(e),
+    }
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
@@ -170,6 +188,36 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("unit")).unwrap();
         dir
+    }
+
+    /// Regression: units submitted at once each made a key, and the units
+    /// sealed under the overwritten one could not be unsealed.
+    #[test]
+    fn concurrent_first_opens_share_one_key() {
+        let dir = temp("race");
+        let secrets = BTreeMap::from([("secret_x".to_string(), "y".to_string())]);
+        let units: Vec<PathBuf> = (0..16)
+            .map(|i| {
+                let u = dir.join(format!("u{i}"));
+                fs::create_dir_all(&u).unwrap();
+                u
+            })
+            .collect();
+        let start = std::sync::Barrier::new(units.len());
+        std::thread::scope(|s| {
+            for u in &units {
+                let (dir, secrets, start) = (&dir, &secrets, &start);
+                s.spawn(move || {
+                    start.wait();
+                    Vault::open(dir).unwrap().seal(u, secrets).unwrap()
+                });
+            }
+        });
+        let vault = Vault::open(&dir).unwrap();
+        for u in &units {
+            assert_eq!(vault.unseal(u).unwrap(), secrets);
+        }
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -77,6 +77,13 @@ impl Status {
         }
     }
 
+    pub fn kube(&self) -> Option<&KubeExtra> {
+        match &self.extra {
+            Some(ExtraData::Kube(k)) => Some(k),
+            _ => None,
+        }
+    }
+
     pub fn command(&self) -> Option<&CommandExtra> {
         match &self.extra {
             Some(ExtraData::Command(c)) => Some(c),
@@ -145,6 +152,7 @@ enum ExtraView<'a> {
 pub enum ExtraData {
     Command(CommandExtra),
     Remote(RemoteExtra),
+    Kube(KubeExtra),
     /// Anything else another implementation stored; kept as it was.
     Other(serde_json::Value),
 }
@@ -181,6 +189,26 @@ pub struct RemoteExtra {
     /// RFC 3339; Go's zero time when there is no expiration.
     #[serde(rename = "Expiration")]
     pub expiration: String,
+}
+
+/// A Kubernetes unit (docs/kubernetes.md §3). KubeConfig and KubePod are
+/// always empty here: their contents are sealed with the unit's secrets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KubeExtra {
+    #[serde(rename = "Image")]
+    pub image: String,
+    #[serde(rename = "Command")]
+    pub command: String,
+    #[serde(rename = "Params")]
+    pub params: String,
+    #[serde(rename = "KubeNamespace")]
+    pub kube_namespace: String,
+    #[serde(rename = "KubeConfig")]
+    pub kube_config: String,
+    #[serde(rename = "KubePod")]
+    pub kube_pod: String,
+    #[serde(rename = "PodName")]
+    pub pod_name: String,
 }
 
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";

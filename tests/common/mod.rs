@@ -114,6 +114,8 @@ pub struct Node {
     log_path: PathBuf,
     child: Option<Child>,
     dir: TempDir,
+    /// Extra environment of the process.
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -178,6 +180,7 @@ impl Node {
             child: None,
             dir,
             binary: binary.to_path_buf(),
+            env: Vec::new(),
         };
         node.launch();
         node
@@ -188,6 +191,24 @@ impl Node {
         let mut node = Node::spawn_full(go, id, "", "", items);
         node.wait_ready();
         node
+    }
+
+    /// Like [`Node::start`], with extra environment variables.
+    pub fn start_env(id: &str, items: &[String], env: &[(&str, &str)]) -> Node {
+        let mut node = Node::spawn(id, items);
+        node.kill();
+        node.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        node.launch();
+        node.wait_ready();
+        node
+    }
+
+    /// The node's own temp directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
     }
 
     fn launch(&mut self) {
@@ -201,6 +222,7 @@ impl Node {
             .arg("-c")
             .arg(&self.config)
             .current_dir(&self.dir.path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
