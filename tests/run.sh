@@ -29,4 +29,8 @@ if [ -f "$go_ref" ] && [ ! -x target/reference/receptor-go ]; then
     mv target/reference/receptor-go.part target/reference/receptor-go
 fi
 
-exec cargo test --all-targets "$@"
+# With no arguments every target runs; `--test mesh` runs that one alone.
+if [ $# -eq 0 ]; then
+    set -- --all-targets
+fi
+exec cargo test "$@"
