@@ -228,7 +228,9 @@ pub fn log_stamp(t: SystemTime) -> String {
 
 /// The local time zone's offset from UTC at `secs`, from the C library.
 fn local_offset_secs(secs: i64) -> i64 {
-    let t = secs as libc::time_t;
+    // The C library's own integer type, whatever its width (musl's
+    // `time_t` alias is deprecated while it moves to 64 bits).
+    let t = secs as _;
     // SAFETY: localtime_r only writes into the tm we own.
     unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
