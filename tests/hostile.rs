@@ -327,10 +327,13 @@ fn floods_of_fake_nodes_and_ads_are_bounded_and_real_routes_keep_working() {
     assert!(routed_both_ways(&a, &b), "{}", a.log_tail(30));
 
     let log = a.log();
+    // The "(n more like this not shown)" suffix appears only when a line of
+    // the same kind comes after the 10 s window, which this flood may not
+    // produce: the rate limiter's unit tests pin it, the log size below
+    // proves the limit.
     for line in [
         "nodes are known already (node maxnodes)",
         "advertisements are known already (node maxadvertisements)",
-        "more like this not shown",
         "Known Connections: ",
     ] {
         assert!(log.contains(line), "log lacks {line:?}\n{}", a.log_tail(30));
