@@ -137,71 +137,66 @@ fn go_and_rust_nodes_share_a_mutual_tls_mesh_and_run_work_both_ways() {
     assert!(ping.status.success(), "{}", show(&ping));
 }
 
-#[test]
-fn go_and_rust_nodes_mesh_over_udp_both_ways() {
-    let Some(go) = go_reference() else { return };
-    let udp_port = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .unwrap()
-    };
-    let (go_port, rs_port) = (udp_port(), udp_port());
+/// gonode listens for rsnode, rsnode listens for godialer, over the
+/// backend `listen`/`dial` describe; remote work crosses both pairings.
+fn mesh_both_ways(
+    go: &Path,
+    listen: impl Fn(u16) -> String,
+    dial: impl Fn(u16) -> String,
+    what: &str,
+) {
+    let (go_port, rs_port) = (free_port(), free_port());
     let work = "- work-command: {worktype: echo, command: cat}".to_string();
-    let listen = |p: u16| format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {p}}}");
-    let dial = |p: u16| format!("- udp-peer: {{address: \"127.0.0.1:{p}\"}}");
-    // gonode listens for rsnode; rsnode listens for godialer.
-    let gonode = Node::start_go(&go, "gonode", &[listen(go_port), work.clone()]);
+    let gonode = Node::start_go(go, "gonode", &[listen(go_port), work.clone()]);
     let rsnode = Node::start("rsnode", &[dial(go_port), listen(rs_port), work]);
-    let godialer = Node::start_go(&go, "godialer", &[dial(rs_port)]);
+    let godialer = Node::start_go(go, "godialer", &[dial(rs_port)]);
     for (node, target) in [
         (&rsnode, "gonode"),
         (&gonode, "rsnode"),
         (&godialer, "gonode"),
     ] {
         let routed = common::wait_until(secs(20), || node.route(target).is_some());
-        assert!(routed, "{} -> {target}: {}", node.id, node.log_tail(20));
+        assert!(
+            routed,
+            "{what}: {} -> {target}: {}",
+            node.id,
+            node.log_tail(20)
+        );
     }
-    let payload = b"over udp between two implementations\n".repeat(2000);
+    let payload = format!("over {what} between two implementations\n").repeat(2000);
+    let payload = payload.as_bytes();
     assert_eq!(
-        submit(&rsnode, "gonode", &payload),
+        submit(&rsnode, "gonode", payload),
         payload,
-        "Rust -> Go over UDP"
+        "Rust -> Go over {what}"
     );
     assert_eq!(
-        submit(&godialer, "rsnode", &payload),
+        submit(&godialer, "rsnode", payload),
         payload,
-        "Go dialer -> Rust listener"
+        "Go dialer -> Rust over {what}"
+    );
+}
+
+#[test]
+fn go_and_rust_nodes_mesh_over_udp_both_ways() {
+    let Some(go) = go_reference() else { return };
+    // A TCP port number that is free is as good as any for UDP here:
+    // nothing else binds UDP on these ports during the test.
+    mesh_both_ways(
+        &go,
+        |p| format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {p}}}"),
+        |p| format!("- udp-peer: {{address: \"127.0.0.1:{p}\"}}"),
+        "UDP",
     );
 }
 
 #[test]
 fn go_and_rust_nodes_mesh_over_websocket_both_ways() {
     let Some(go) = go_reference() else { return };
-    let (go_port, rs_port) = (free_port(), free_port());
-    let work = "- work-command: {worktype: echo, command: cat}".to_string();
-    let listen = |p: u16| format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {p}, path: /mesh}}");
-    let dial = |p: u16| format!("- ws-peer: {{address: \"ws://127.0.0.1:{p}/mesh\"}}");
-    let gonode = Node::start_go(&go, "gonode", &[listen(go_port), work.clone()]);
-    let rsnode = Node::start("rsnode", &[dial(go_port), listen(rs_port), work]);
-    let godialer = Node::start_go(&go, "godialer", &[dial(rs_port)]);
-    for (node, target) in [
-        (&rsnode, "gonode"),
-        (&gonode, "rsnode"),
-        (&godialer, "gonode"),
-    ] {
-        let routed = common::wait_until(secs(20), || node.route(target).is_some());
-        assert!(routed, "{} -> {target}: {}", node.id, node.log_tail(20));
-    }
-    let payload = b"over websocket between two implementations\n".repeat(2000);
-    assert_eq!(
-        submit(&rsnode, "gonode", &payload),
-        payload,
-        "Rust -> Go over WS"
-    );
-    assert_eq!(
-        submit(&godialer, "rsnode", &payload),
-        payload,
-        "Go dialer -> Rust WS listener"
+    mesh_both_ways(
+        &go,
+        |p| format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {p}, path: /mesh}}"),
+        |p| format!("- ws-peer: {{address: \"ws://127.0.0.1:{p}/mesh\"}}"),
+        "WebSocket",
     );
 }

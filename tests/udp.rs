@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Node, free_port, listener, peer, secs, show, wait_until};
+use common::{Node, free_port, listener, peer, secs, show, traceroute_hops, wait_until};
 
 fn udp_listener(port: u16) -> String {
     format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {port}}}")
@@ -18,15 +18,6 @@ fn free_udp_port() -> u16 {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("free UDP port")
-}
-
-fn traceroute_hops(node: &Node, target: &str) -> Vec<String> {
-    let out = node.ctl(&["traceroute", target]);
-    assert!(out.status.success(), "{}", show(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split(' ').nth(1).unwrap_or_default().to_string())
-        .collect()
 }
 
 #[test]

@@ -5,16 +5,7 @@
 mod common;
 
 use common::pki::Pki;
-use common::{Node, TempDir, free_port, listener, peer, secs, show, wait_until};
-
-fn traceroute_hops(node: &Node, target: &str) -> Vec<String> {
-    let out = node.ctl(&["traceroute", target]);
-    assert!(out.status.success(), "{}", show(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split(' ').nth(1).unwrap_or_default().to_string())
-        .collect()
-}
+use common::{Node, TempDir, free_port, listener, peer, secs, show, traceroute_hops, wait_until};
 
 #[test]
 fn a_websocket_only_line_with_a_path_prefix_and_wss() {

@@ -402,6 +402,16 @@ pub fn connection_ids(status: &Value) -> Vec<String> {
     ids
 }
 
+/// The node names of `receptorctl traceroute` run on `node`, hop by hop.
+pub fn traceroute_hops(node: &Node, target: &str) -> Vec<String> {
+    let out = node.ctl(&["traceroute", target]);
+    assert!(out.status.success(), "{}", show(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap_or_default().to_string())
+        .collect()
+}
+
 /// The Go reference daemon, unpacked by tests/run.sh when the workspace
 /// has it; `None` (after saying "skipped") when it does not.
 pub fn go_reference() -> Option<PathBuf> {
