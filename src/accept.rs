@@ -3,9 +3,9 @@
 //! errors are logged and paced so a lasting one (no descriptors left)
 //! cannot spin.
 //!
-//! Accept threads run until the process exits: nothing needs them to stop
-//! earlier, and the daemon's orderly stop is the router's (see
-//! `daemon.rs`).
+//! The control service's and proxies' accept threads run until the process
+//! exits (the daemon's orderly stop is the router's, see `daemon.rs`);
+//! backend listeners stop when a reload removes them ([`spawn_until`]).
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -50,25 +50,29 @@ where
     A: Accept,
     F: Fn(A::Conn) + Clone + Send + 'static,
 {
-    std::thread::Builder::new().name(name).spawn(move || {
-        loop {
-            match listener.accept_conn() {
-                Ok(conn) => {
-                    let serve = serve.clone();
-                    let started = std::thread::Builder::new()
-                        .name("conn".into())
-                        .spawn(move || serve(conn));
-                    if let Err(e) = started {
-                        error!("Cannot start connection thread: {e}");
-                    }
-                }
-                Err(e) => {
-                    error!("{what}: {e}");
-                    std::thread::sleep(ACCEPT_ERROR_PAUSE);
-                }
-            }
-        }
-    })
+    spawn_until(name, listener, what, || false, serve)
+}
+
+/// Like [`spawn`], but the loop ends, closing the listener, at the first
+/// accept after `stopped` turns true (so whoever stops it connects once to
+/// wake it).
+pub fn spawn_until<A, S, F>(
+    name: String,
+    listener: A,
+    what: String,
+    stopped: S,
+    serve: F,
+) -> io::Result<JoinHandle<()>>
+where
+    A: Accept,
+    S: Fn() -> bool + Send + 'static,
+    F: Fn(A::Conn) + Clone + Send + 'static,
+{
+    let gate = |_: &mut A::Conn| Some(());
+    let serve = move |conn, ()| serve(conn);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || accept_loop(&listener, &what, stopped, gate, serve))
 }
 
 /// Like [`spawn`], but `gate` first decides on the accept thread whether
@@ -79,7 +83,7 @@ pub fn spawn_gated<A, G, P, F>(
     name: String,
     listener: A,
     what: String,
-    mut gate: G,
+    gate: G,
     serve: F,
 ) -> io::Result<JoinHandle<()>>
 where
@@ -88,28 +92,43 @@ where
     P: Send + 'static,
     F: Fn(A::Conn, P) + Clone + Send + 'static,
 {
-    std::thread::Builder::new().name(name).spawn(move || {
-        loop {
-            match listener.accept_conn() {
-                Ok(mut conn) => {
-                    let Some(permit) = gate(&mut conn) else {
-                        continue;
-                    };
-                    let serve = serve.clone();
-                    let started = std::thread::Builder::new()
-                        .name("conn".into())
-                        .spawn(move || serve(conn, permit));
-                    if let Err(e) = started {
-                        error!("Cannot start connection thread: {e}");
-                    }
-                }
-                Err(e) => {
-                    error!("{what}: {e}");
-                    std::thread::sleep(ACCEPT_ERROR_PAUSE);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || accept_loop(&listener, &what, || false, gate, serve))
+}
+
+fn accept_loop<A, S, G, P, F>(listener: &A, what: &str, stopped: S, mut gate: G, serve: F)
+where
+    A: Accept,
+    S: Fn() -> bool,
+    G: FnMut(&mut A::Conn) -> Option<P>,
+    P: Send + 'static,
+    F: Fn(A::Conn, P) + Clone + Send + 'static,
+{
+    loop {
+        let accepted = listener.accept_conn();
+        if stopped() {
+            return;
+        }
+        match accepted {
+            Ok(mut conn) => {
+                let Some(permit) = gate(&mut conn) else {
+                    continue;
+                };
+                let serve = serve.clone();
+                let started = std::thread::Builder::new()
+                    .name("conn".into())
+                    .spawn(move || serve(conn, permit));
+                if let Err(e) = started {
+                    error!("Cannot start connection thread: {e}");
                 }
             }
+            Err(e) => {
+                error!("{what}: {e}");
+                std::thread::sleep(ACCEPT_ERROR_PAUSE);
+            }
         }
-    })
+    }
 }
 
 #[cfg(test)]
@@ -135,5 +154,21 @@ mod tests {
         let mut b = [0u8; 1];
         c.read_exact(&mut b).unwrap();
         assert_eq!(b[0], 42);
+    }
+
+    #[test]
+    fn a_stopped_loop_closes_its_listener_at_the_next_accept() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let stopped = move || flag.load(Ordering::Relaxed);
+        let thread = spawn_until("t".into(), listener, "accept".into(), stopped, |_| {}).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let _wake = TcpStream::connect(addr).unwrap();
+        thread.join().unwrap();
+        assert!(TcpStream::connect(addr).is_err(), "nobody listens any more");
     }
 }

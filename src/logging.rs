@@ -9,10 +9,12 @@ use crate::gotime::log_stamp;
 /// Installs the logger once; later calls only change the level.
 pub fn init(level: log::LevelFilter) {
     // Libraries (rustls, quinn) log their internals at debug level; only
-    // their warnings and errors belong in a receptor log.
+    // their warnings and errors belong in a receptor log. Our own lines
+    // all pass this filter, so that `set_level` alone decides (a reload
+    // may raise the level).
     let installed = env_logger::Builder::new()
-        .filter_level(level.min(log::LevelFilter::Warn))
-        .filter_module("receptor", level)
+        .filter_level(log::LevelFilter::Warn)
+        .filter_module("receptor", log::LevelFilter::Debug)
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
             let name = match record.level() {
@@ -30,7 +32,11 @@ pub fn init(level: log::LevelFilter) {
             )
         })
         .try_init();
-    if installed.is_err() {
-        log::set_max_level(level);
-    }
+    let _ = installed;
+    set_level(level);
+}
+
+/// Sets the most verbose level logged from now on.
+pub fn set_level(level: log::LevelFilter) {
+    log::set_max_level(level);
 }

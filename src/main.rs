@@ -27,7 +27,13 @@ fn main() -> ExitCode {
     if let Some(runner) = &cfg.command_runner {
         return ExitCode::from(receptor::work::runner::run(runner) as u8);
     }
-    match daemon::start(&cfg) {
+    let reread = Box::new(move || match config::parse_args(&args)? {
+        Invocation::Run(cfg) => Ok(*cfg),
+        _ => Err(config::ConfigError(
+            "the command line no longer starts a node".into(),
+        )),
+    });
+    match daemon::start(*cfg, reread) {
         Ok(d) => ExitCode::from(d.wait() as u8),
         Err(daemon::StartError::NothingToDo) => {
             log::warn!("Nothing to do - no backends are running.");

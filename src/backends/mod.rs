@@ -6,6 +6,7 @@
 
 pub mod framed;
 pub mod redial;
+pub mod scope;
 pub mod session;
 pub mod tcp;
 pub mod tls;

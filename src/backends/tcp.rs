@@ -2,12 +2,12 @@
 
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use log::{debug, error};
 
 use super::framed::FrameSink;
 use super::redial::{self, Attempt};
+use super::scope::{Poke, Scope};
 use super::session;
 use super::tls::BackendTls;
 use crate::netceptor::Netceptor;
@@ -15,23 +15,31 @@ use crate::netceptor::node::BackendParams;
 use crate::tls::io as tls;
 
 /// Binds the listening socket now (so errors surface at startup) and
-/// accepts sessions on a thread, over TLS when `tls` is given.
+/// accepts sessions on a thread that `scope` owns, over TLS when `tls` is
+/// given.
 pub fn listen(
     net: &Netceptor,
     addr: &str,
     params: BackendParams,
     tls: Option<BackendTls>,
-) -> Result<JoinHandle<()>, String> {
-    let listener = TcpListener::bind(addr).map_err(|e| format!("tcp-listener {addr}: {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_or(addr.to_string(), |a| a.to_string());
+    scope: &Scope,
+) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("tcp-listener {addr}: {e}");
+    let listener = TcpListener::bind(addr).map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
     debug!("Listening on TCP {local}");
     let net = net.clone();
     let serve = move |stream| run_stream(&net, params.clone(), stream, tls.as_ref());
     let what = "Error accepting TCP connection".to_string();
-    crate::accept::spawn(format!("tcp-listen-{local}"), listener, what, serve)
-        .map_err(|e| e.to_string())
+    let stopped = {
+        let scope = scope.clone();
+        move || scope.is_stopped()
+    };
+    let name = format!("tcp-listen-{local}");
+    let thread = crate::accept::spawn_until(name, listener, what, stopped, serve)
+        .map_err(|e| e.to_string())?;
+    scope.own_listener(Poke::Tcp(local), thread);
+    Ok(())
 }
 
 fn run_stream(net: &Netceptor, params: BackendParams, stream: TcpStream, tls: Option<&BackendTls>) {
@@ -113,20 +121,22 @@ fn closer(stream: TcpStream) -> impl Fn() + Send + Clone + 'static {
 }
 
 /// Dials `address` and keeps a session up, redialling with backoff when it
-/// fails or ends (unless `redial` is off).
+/// fails or ends (unless `redial` is off), until `scope` stops.
 pub fn dial(
     net: &Netceptor,
     address: &str,
     redial: bool,
     params: BackendParams,
     tls: Option<BackendTls>,
-) -> Result<JoinHandle<()>, String> {
-    let net = net.clone();
+    scope: &Scope,
+) -> Result<(), String> {
+    let (net, scope) = (net.clone(), scope.clone());
     let address = address.to_string();
     debug!("Running TCP peer connection {address}");
     std::thread::Builder::new()
         .name(format!("tcp-peer-{address}"))
-        .spawn(move || dial_loop(&net, &address, redial, &params, tls.as_ref()))
+        .spawn(move || dial_loop(&net, &address, redial, &params, tls.as_ref(), &scope))
+        .map(drop)
         .map_err(|e| e.to_string())
 }
 
@@ -145,8 +155,9 @@ fn dial_loop(
     redial: bool,
     params: &BackendParams,
     tls: Option<&BackendTls>,
+    scope: &Scope,
 ) {
-    redial::run(redial, || match connect(address) {
+    redial::run(redial, scope, || match connect(address) {
         Ok(stream) => {
             run_stream(net, params.clone(), stream, tls);
             Attempt::Ran

@@ -9,12 +9,12 @@ use std::io::ErrorKind;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{debug, error, warn};
 
 use super::redial::{self, Attempt};
+use super::scope::{Poke, Scope};
 use crate::netceptor::Netceptor;
 use crate::netceptor::link::{Link, LinkError};
 use crate::netceptor::node::{BackendParams, ConnId};
@@ -95,29 +95,36 @@ impl Sessions {
     }
 }
 
-/// Binds now (so errors surface at startup) and reads datagrams on a thread.
+/// Binds now (so errors surface at startup) and reads datagrams on a
+/// thread that `scope` owns.
 pub fn listen(
     net: &Netceptor,
     addr: &str,
     params: BackendParams,
-) -> Result<JoinHandle<()>, String> {
-    let sock = UdpSocket::bind(addr).map_err(|e| format!("udp-listener {addr}: {e}"))?;
-    let local = sock
-        .local_addr()
-        .map_or(addr.to_string(), |a| a.to_string());
+    scope: &Scope,
+) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("udp-listener {addr}: {e}");
+    let sock = UdpSocket::bind(addr).map_err(failed)?;
+    let local = sock.local_addr().map_err(failed)?;
     debug!("Listening on UDP {local}");
-    let (net, sock) = (net.clone(), Arc::new(sock));
-    std::thread::Builder::new()
+    let (net, sock, stop) = (net.clone(), Arc::new(sock), scope.clone());
+    let thread = std::thread::Builder::new()
         .name(format!("udp-listen-{local}"))
-        .spawn(move || serve(&net, &sock, &params))
-        .map_err(|e| e.to_string())
+        .spawn(move || serve(&net, &sock, &params, &stop))
+        .map_err(|e| e.to_string())?;
+    scope.own_listener(Poke::Udp(local), thread);
+    Ok(())
 }
 
-fn serve(net: &Netceptor, sock: &Arc<UdpSocket>, params: &BackendParams) {
+fn serve(net: &Netceptor, sock: &Arc<UdpSocket>, params: &BackendParams, scope: &Scope) {
     let sessions = Sessions::default();
     let mut buf = vec![0u8; 65_536];
     loop {
-        let (n, from) = match sock.recv_from(&mut buf) {
+        let received = sock.recv_from(&mut buf);
+        if scope.is_stopped() {
+            return;
+        }
+        let (n, from) = match received {
             Ok(got) => got,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -177,13 +184,14 @@ pub fn dial(
     address: &str,
     redial: bool,
     params: BackendParams,
-) -> Result<JoinHandle<()>, String> {
-    let (net, address) = (net.clone(), address.to_string());
+    scope: &Scope,
+) -> Result<(), String> {
+    let (net, address, scope) = (net.clone(), address.to_string(), scope.clone());
     debug!("Running UDP peer connection {address}");
     std::thread::Builder::new()
         .name(format!("udp-peer-{address}"))
         .spawn(move || {
-            redial::run(redial, || match connect(&address) {
+            redial::run(redial, &scope, || match connect(&address) {
                 Ok(sock) => {
                     run_peer(&net, params.clone(), sock);
                     Attempt::Ran
@@ -191,6 +199,7 @@ pub fn dial(
                 Err(e) => Attempt::Failed(e),
             })
         })
+        .map(drop)
         .map_err(|e| e.to_string())
 }
 

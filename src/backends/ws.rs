@@ -10,7 +10,6 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{debug, error, warn};
@@ -24,6 +23,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::framed::{FrameSink, FramedLink};
 use super::redial::{self, Attempt};
+use super::scope::{Poke, Scope};
 use crate::netceptor::Netceptor;
 use crate::netceptor::codec::MAX_MESSAGE_LEN;
 use crate::netceptor::link::LinkError;
@@ -125,11 +125,11 @@ pub fn listen(
     path: &str,
     params: BackendParams,
     tls: Option<Arc<ServerConfig>>,
-) -> Result<JoinHandle<()>, String> {
-    let listener = TcpListener::bind(addr).map_err(|e| format!("ws-listener {addr}: {e}"))?;
-    let local = listener
-        .local_addr()
-        .map_or(addr.to_string(), |a| a.to_string());
+    scope: &Scope,
+) -> Result<(), String> {
+    let failed = |e: io::Error| format!("ws-listener {addr}: {e}");
+    let listener = TcpListener::bind(addr).map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
     debug!("Listening on WebSocket {local} path {path}");
     let (net, path) = (net.clone(), path.to_string());
     let serve = move |tcp: TcpStream| {
@@ -138,8 +138,15 @@ pub fn listen(
         }
     };
     let what = "Error accepting WebSocket connection".to_string();
-    crate::accept::spawn(format!("ws-listen-{local}"), listener, what, serve)
-        .map_err(|e| e.to_string())
+    let stopped = {
+        let scope = scope.clone();
+        move || scope.is_stopped()
+    };
+    let name = format!("ws-listen-{local}");
+    let thread = crate::accept::spawn_until(name, listener, what, stopped, serve)
+        .map_err(|e| e.to_string())?;
+    scope.own_listener(Poke::Tcp(local), thread);
+    Ok(())
 }
 
 // tungstenite's upgrade callback returns a whole HTTP response as its error.
@@ -217,13 +224,14 @@ pub fn dial(
     target: Dial,
     redial: bool,
     params: BackendParams,
-) -> Result<JoinHandle<()>, String> {
-    let net = net.clone();
+    scope: &Scope,
+) -> Result<(), String> {
+    let (net, scope) = (net.clone(), scope.clone());
     debug!("Running WebSocket peer connection {}", target.url);
     std::thread::Builder::new()
         .name(format!("ws-peer-{}", target.url))
         .spawn(move || {
-            redial::run(redial, || match connect(&target) {
+            redial::run(redial, &scope, || match connect(&target) {
                 Ok((ws, sink, tcp)) => {
                     run_session(&net, params.clone(), ws, sink, tcp, client_frame);
                     Attempt::Ran
@@ -231,6 +239,7 @@ pub fn dial(
                 Err(e) => Attempt::Failed(e),
             })
         })
+        .map(drop)
         .map_err(|e| e.to_string())
 }
 

@@ -9,6 +9,7 @@ mod build;
 mod cli;
 mod directive;
 mod help;
+pub mod reload;
 mod schema;
 mod value;
 mod yaml;

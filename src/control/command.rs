@@ -24,6 +24,8 @@ pub enum Command {
         tls: Option<String>,
     },
     Work(WorkCommand),
+    /// Re-read the configuration and apply its backends.
+    Reload,
 }
 
 /// The `work` subcommands (docs/control.md §3, docs/work.md).
@@ -67,6 +69,8 @@ fn parse_text(line: &str) -> Result<Command, String> {
         "traceroute" => target(params, "traceroute").map(|target| Command::Traceroute { target }),
         "connect" => connect_text(params),
         "work" => work_text(params).map(Command::Work),
+        // Go ignores anything after the word.
+        "reload" => Ok(Command::Reload),
         _ => Err(unknown()),
     }
 }
@@ -282,6 +286,7 @@ fn parse_json(line: &str) -> Result<Command, String> {
             connect(text("node"), text("service"), text("tls"))
         }
         "work" => work_json(&obj).map(Command::Work),
+        "reload" => Ok(Command::Reload),
         _ => Err(unknown()),
     }
 }
@@ -341,6 +346,13 @@ mod tests {
             Ok(Command::Traceroute { target: "x".into() })
         );
         assert_eq!(parse("foo bar"), Err("Unknown command".into()));
+    }
+
+    #[test]
+    fn reload_in_both_forms_ignores_what_follows() {
+        assert_eq!(parse("reload"), Ok(Command::Reload));
+        assert_eq!(parse("Reload now please"), Ok(Command::Reload));
+        assert_eq!(parse(r#"{"command":"reload"}"#), Ok(Command::Reload));
     }
 
     #[test]

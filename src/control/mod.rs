@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod command;
+pub mod reload;
 pub mod reply;
 pub mod session;
 
@@ -25,6 +26,7 @@ use crate::tls::io::TlsStream;
 use crate::tls::{Sections, ServerTls};
 use crate::work::Workceptor;
 use clients::{Permit, Refused, Slots};
+use reload::Reloader;
 use session::Context;
 
 /// The parts of a running control service that must be undone when the
@@ -51,6 +53,7 @@ pub fn start(
     net: &Netceptor,
     work: &Arc<Workceptor>,
     tls: &Arc<Sections>,
+    reload: &Reloader,
 ) -> Result<ControlService, String> {
     let server = |name: &Option<String>| -> Result<Option<Arc<ServerTls>>, String> {
         name.as_deref()
@@ -63,6 +66,7 @@ pub fn start(
         host: reply::HostInfo::read(),
         work: work.clone(),
         tls: tls.clone(),
+        reload: reload.clone(),
     });
     // One budget for the socket and TCP listeners of this service.
     let slots = Slots::new(cfg.max_clients);

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 
-use log::{debug, error};
+use log::{debug, error, warn};
 
 use std::sync::Arc;
 
@@ -26,6 +26,7 @@ pub struct Context {
     pub work: Arc<Workceptor>,
     /// The node's TLS sections, for `connect NODE SERVICE TLSCLIENT`.
     pub tls: Arc<crate::tls::Sections>,
+    pub reload: super::reload::Reloader,
 }
 
 /// Who is asking, as far as work signatures go (docs/work.md §8): the
@@ -120,6 +121,13 @@ fn run(ctx: &Context, cmd: Command, caller: &Caller) -> Result<String, String> {
             Ok(reply::traceroute(&ping::traceroute(&ctx.net, &target)))
         }
         Command::Work(w) => work(ctx, w, caller),
+        Command::Reload => {
+            let result = ctx.reload.reload();
+            if let Err(e) = &result {
+                warn!("Reload not successful: {e}");
+            }
+            Ok(super::reload::reply(&result))
+        }
         Command::Connect { .. } => Err("connect is handled by the session".into()),
     }
 }

@@ -14,7 +14,8 @@ use super::codec::{ServiceName, UnreachableMessage, WorkCommand};
 use super::firewall::Firewall;
 use super::link::{Link, LinkError};
 use super::node::{
-    Advertise, BackendParams, ConnId, Limits, Node, Now, Output, SendError, StatusSnapshot,
+    Advertise, BackendId, BackendParams, ConnId, Limits, Node, Now, Output, SendError,
+    StatusSnapshot,
 };
 use crate::random::IdGen;
 use crate::ratelog::{self, RateLog};
@@ -66,6 +67,7 @@ pub(crate) enum Command {
     WorkType(WorkCommand),
     Status(Sender<StatusSnapshot>),
     HasRoute(String, Sender<bool>),
+    RetireBackend(BackendId),
     Shutdown,
 }
 
@@ -179,6 +181,11 @@ impl Netceptor {
 
     pub fn shutdown(&self) {
         self.command(Command::Shutdown);
+    }
+
+    /// Closes every link backend `id` opened, and any it opens later.
+    pub fn retire_backend(&self, id: BackendId) {
+        self.command(Command::RetireBackend(id));
     }
 
     fn command(&self, cmd: Command) {
@@ -396,6 +403,7 @@ impl Router {
             Command::HasRoute(node, reply) => {
                 let _ = reply.send(self.node.has_route(&node));
             }
+            Command::RetireBackend(id) => self.node.handle_backend_retired(id, now.mono),
             Command::Shutdown => self.stopping = true,
         }
         self.apply_outputs();
@@ -556,6 +564,7 @@ mod tests {
             node_cost: BTreeMap::new(),
             allowed_peers: None,
             cert_node_ids: None,
+            backend: BackendId::default(),
         }
     }
 

@@ -111,6 +111,8 @@ pub struct Node {
     /// The daemon binary: ours, or the Go reference.
     binary: PathBuf,
     config: PathBuf,
+    /// The config's node, log-level and control-service items.
+    header: String,
     log_path: PathBuf,
     child: Option<Child>,
     dir: TempDir,
@@ -167,6 +169,7 @@ impl Node {
             dir.path.join("data"),
             socket,
         );
+        let header = yaml.clone();
         for item in items {
             yaml.push_str(item);
             yaml.push('\n');
@@ -176,6 +179,7 @@ impl Node {
             id: id.to_string(),
             socket,
             config,
+            header,
             log_path: dir.path.join("receptor.log"),
             child: None,
             dir,
@@ -204,6 +208,36 @@ impl Node {
         node.launch();
         node.wait_ready();
         node
+    }
+
+    /// Rewrites the config file with the same node, log-level and control
+    /// items and these `items` (for a reload).
+    pub fn set_items(&self, items: &[String]) {
+        let mut yaml = self.header.clone();
+        for item in items {
+            yaml.push_str(item);
+            yaml.push('\n');
+        }
+        self.set_config(&yaml);
+    }
+
+    /// The config's node, log-level and control-service items.
+    pub fn config_head(&self) -> &str {
+        &self.header
+    }
+
+    /// Replaces the whole config file.
+    pub fn set_config(&self, yaml: &str) {
+        std::fs::write(&self.config, yaml).expect("write config");
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: i32) {
+        let child = self.child.as_ref().expect("not running");
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
     }
 
     /// The node's own temp directory.

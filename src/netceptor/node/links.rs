@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::limits::Refusal;
-use super::{BackendParams, ConnId, Node, Now, Output};
+use super::{BackendId, BackendParams, ConnId, Node, Now, Output};
 use crate::gotime;
 use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, Message, REJECT_MESSAGE, RoutingUpdate};
 use crate::netceptor::names;
@@ -48,6 +48,11 @@ pub(super) struct Conn {
 impl Node {
     /// A backend session exists: start identifying the peer.
     pub fn handle_conn_opened(&mut self, conn: ConnId, params: BackendParams, now: Instant) {
+        if self.retired.contains(&params.backend) {
+            // Its backend was removed while the session was being set up.
+            self.outputs.push_back(Output::Close { conn, error: None });
+            return;
+        }
         let cost = params.cost;
         self.conns.insert(
             conn,
@@ -71,6 +76,21 @@ impl Node {
         self.ad_shares.remove(&conn);
         if let ConnState::Established { peer, .. } = c.state {
             self.forget_peer(&peer, now);
+        }
+    }
+
+    /// A reload removed backend `id`: its links close now, and any it
+    /// still opens (a dial or accept under way) close as they open.
+    pub fn handle_backend_retired(&mut self, id: BackendId, now: Instant) {
+        self.retired.insert(id);
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.params.backend == id)
+            .map(|(&conn, _)| conn)
+            .collect();
+        for conn in conns {
+            self.close(conn, None, now);
         }
     }
 

@@ -21,7 +21,7 @@ mod services;
 mod timer;
 mod updates;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::{ServiceAdvertisement, ServiceName, UnreachableMessage, WorkCommand};
@@ -80,7 +80,15 @@ pub struct BackendParams {
     /// The node IDs in the peer's TLS certificate, when the link is TLS and
     /// the names check is on: the peer must then claim one of them.
     pub cert_node_ids: Option<Vec<String>>,
+    /// The configured backend (listener or peer) the link belongs to, so a
+    /// reload that removes the backend can close its links together.
+    pub backend: BackendId,
 }
+
+/// Names one configured backend for the life of the process; never reused.
+/// The default names no backend (links opened by tests and tools).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub u64);
 
 /// What the shell must do on the node's behalf.
 #[derive(Debug, PartialEq)]
@@ -190,6 +198,8 @@ pub struct Node {
     services: HashMap<ServiceName, Option<Advertise>>,
     work_commands: Vec<WorkCommand>,
     firewall: Firewall,
+    /// Backends a reload removed: links they still open are closed at once.
+    retired: HashSet<BackendId>,
     timers: TimerTable,
     outputs: VecDeque<Output>,
 }
@@ -227,6 +237,7 @@ impl Node {
             services: HashMap::new(),
             work_commands: Vec::new(),
             firewall: Firewall::default(),
+            retired: HashSet::new(),
             timers,
             outputs: VecDeque::new(),
         };

@@ -44,6 +44,7 @@ fn params(cost: f64) -> BackendParams {
         node_cost: BTreeMap::new(),
         allowed_peers: None,
         cert_node_ids: None,
+        backend: BackendId::default(),
     }
 }
 
@@ -1043,4 +1044,29 @@ mod hostile {
         first_served.dedup();
         assert!(first_served.len() > 1, "{first_served:?}");
     }
+}
+
+#[test]
+fn retiring_a_backend_closes_its_links_and_refuses_its_late_ones() {
+    let mut sim = Sim::new(&["a", "b", "c"]);
+    let from = |id| BackendParams {
+        backend: BackendId(id),
+        ..params(1.0)
+    };
+    sim.connect_with("a", from(7), "b", params(1.0));
+    sim.connect_with("a", from(8), "c", params(1.0));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.route("a", "b").as_deref(), Some("b"));
+    let now = sim.now.mono;
+    sim.nodes[0].handle_backend_retired(BackendId(7), now);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.route("a", "b"), None);
+    assert_eq!(sim.route("b", "a"), None);
+    // The other backend's link is untouched.
+    assert_eq!(sim.route("a", "c").as_deref(), Some("c"));
+    // A session the removed backend was still setting up closes at once.
+    sim.connect_with("a", from(7), "b", params(1.0));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.route("a", "b"), None);
+    assert!(sim.closed_with.is_empty(), "{:?}", sim.closed_with);
 }
