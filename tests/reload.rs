@@ -116,7 +116,7 @@ fn a_removed_listener_stops_listening_and_a_changed_one_listens_anew() {
 #[test]
 fn a_unit_running_during_a_reload_finishes_byte_exact() {
     let (pb, pu, pu2) = (free_port(), free_udp_port(), free_udp_port());
-    let worker = Node::start(
+    let _worker = Node::start(
         "worker",
         &[
             listener(pb, 1.0),
