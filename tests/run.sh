@@ -19,16 +19,6 @@ RECEPTORCTL="$(tests/receptorctl.sh)"
 export RECEPTORCTL
 "$RECEPTORCTL" --help >/dev/null
 
-# The Go reference daemon for the interop tests, when the workspace has it
-# (they print "skipped: no Go reference" otherwise).
-go_ref="$repo/../shared/reference/receptor-go.xz"
-if [ -f "$go_ref" ] && [ ! -x target/reference/receptor-go ]; then
-    mkdir -p target/reference
-    xz -dc "$go_ref" > target/reference/receptor-go.part
-    chmod +x target/reference/receptor-go.part
-    mv target/reference/receptor-go.part target/reference/receptor-go
-fi
-
 # With no arguments every target runs; `--test mesh` runs that one alone.
 if [ $# -eq 0 ]; then
     set -- --all-targets
