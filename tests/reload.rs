@@ -287,3 +287,44 @@ fn without_a_config_file_reload_says_so() {
         show(&out)
     );
 }
+
+#[test]
+fn websocket_and_udp_backends_come_and_go_with_a_reload() {
+    let (pw, pu) = (free_port(), free_udp_port());
+    let ws_listener = format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {pw}, path: /mesh}}");
+    let hub = Node::start("whub", &[ws_listener.clone(), udp_listener(pu)]);
+    let _ws = Node::start(
+        "wspoke",
+        &[format!(
+            "- ws-peer: {{address: \"ws://127.0.0.1:{pw}/mesh\"}}"
+        )],
+    );
+    let _udp = Node::start(
+        "uspoke",
+        &[format!("- udp-peer: {{address: \"127.0.0.1:{pu}\"}}")],
+    );
+    assert!(wait_until(secs(15), || sorted_connections(&hub)
+        == ["uspoke", "wspoke"]));
+    // Both listeners removed: their sessions end and their ports close.
+    hub.set_items(&[]);
+    reload_ok(&hub);
+    assert!(
+        wait_until(secs(15), || hub.connections().is_empty()),
+        "{}",
+        hub.status()
+    );
+    assert!(!common::port_in_use(pw), "the WebSocket port is still open");
+    assert!(
+        std::net::UdpSocket::bind(("127.0.0.1", pu)).is_ok(),
+        "the UDP port is still bound"
+    );
+    // Back again: the peers redial on their own.
+    hub.set_items(&[ws_listener, udp_listener(pu)]);
+    reload_ok(&hub);
+    assert!(
+        wait_until(secs(15), || sorted_connections(&hub)
+            == ["uspoke", "wspoke"]),
+        "{}",
+        hub.log_tail(20)
+    );
+}
