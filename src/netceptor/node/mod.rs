@@ -49,8 +49,13 @@ const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Services every node has; no local service may take these names.
 const RESERVED_PING: &[u8] = b"ping";
 const RESERVED_UNREACH: &[u8] = b"unreach";
-/// How soon a change (new peer, lost peer, new node) reaches the mesh.
-const SOON: Duration = Duration::from_millis(100);
+/// How soon a change (new peer, lost peer, new node) reaches the mesh:
+/// long enough to send the changes of one moment (a restart's links
+/// coming up together) as one update.
+const SOON: Duration = Duration::from_millis(25);
+/// How soon routes follow a change. Updates arriving together (a flood
+/// after a relay died) are taken in one computation.
+const RECOMPUTE_DELAY: Duration = Duration::from_millis(5);
 
 /// When an input happens. `mono` drives every deadline; `wall` is read
 /// only for the timestamps Go nodes expect on the wire and in `status`.

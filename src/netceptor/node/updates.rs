@@ -7,7 +7,7 @@ use log::{debug, error, info, warn};
 
 use super::limits::Refusal;
 use super::timer::Timer;
-use super::{ConnId, Node, NodeSeq, Output, SOON};
+use super::{ConnId, Node, NodeSeq, Output, RECOMPUTE_DELAY, SOON};
 use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, RoutingUpdate};
 use crate::netceptor::names::{self, NameError};
 use crate::netceptor::routing;
@@ -272,7 +272,7 @@ impl Node {
     }
 
     pub(super) fn schedule_recompute(&mut self, now: Instant) {
-        self.timers.set_no_later(Timer::Recompute, now + SOON);
+        self.timers.set_no_later(Timer::Recompute, now + RECOMPUTE_DELAY);
     }
 
     pub(super) fn recompute_routes(&mut self) {
