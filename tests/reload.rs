@@ -328,3 +328,28 @@ fn websocket_and_udp_backends_come_and_go_with_a_reload() {
         hub.log_tail(20)
     );
 }
+
+#[test]
+fn a_backend_that_cannot_start_is_reported_and_the_rest_applies() {
+    let pb = free_port();
+    let _b = Node::start("sb", &[listener(pb, 1.0)]);
+    let a = Node::start("sa", &[listener(free_port(), 1.0)]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    a.set_items(&[listener(port, 1.0), peer(pb, 1.0)]);
+    let (code, text) = reload(&a);
+    assert_eq!(code, 4, "{text}");
+    assert!(
+        text.contains(&format!("tcp-listener 127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(
+        wait_until(secs(15), || a.connections() == ["sb"]),
+        "{}",
+        a.log_tail(20)
+    );
+    // Once the port is free, the next reload starts the listener.
+    drop(taken);
+    reload_ok(&a);
+    assert!(common::port_in_use(port));
+}

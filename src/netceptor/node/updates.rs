@@ -272,7 +272,8 @@ impl Node {
     }
 
     pub(super) fn schedule_recompute(&mut self, now: Instant) {
-        self.timers.set_no_later(Timer::Recompute, now + RECOMPUTE_DELAY);
+        self.timers
+            .set_no_later(Timer::Recompute, now + RECOMPUTE_DELAY);
     }
 
     pub(super) fn recompute_routes(&mut self) {
