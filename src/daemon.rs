@@ -181,42 +181,42 @@ fn server_tls(sections: &Sections, name: &str) -> Result<BackendTls, StartError>
     BackendTls::server(&tls).map_err(|e| StartError::Failed(e.to_string()))
 }
 
-fn ws_server_tls(
-    sections: &Sections,
-    name: &str,
-) -> Result<std::sync::Arc<rustls::ServerConfig>, StartError> {
+fn ws_server_tls(sections: &Sections, name: &str) -> Result<BackendTls, StartError> {
     let tls = sections.server(name).map_err(|e| e.to_string())?;
     let mut config = tls
         .config()
         .map_err(|e| StartError::Failed(e.to_string()))?;
     // HTTP/1.1 only: an upgrade cannot happen over HTTP/2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(std::sync::Arc::new(config))
+    Ok(BackendTls::Server {
+        config: std::sync::Arc::new(config),
+        check_names: !tls.skip_names_check,
+    })
 }
 
 /// A `wss://` peer's TLS client: its `tls` section, else the system roots
-/// with host-name checks (Go means to do this and fails at start-up).
+/// with host-name checks (Go means to do this and fails at start-up). Only
+/// a named section checks the node IDs of the server's certificate: a
+/// public certificate behind the system roots names none.
 fn ws_client_tls(
     sections: &Sections,
     p: &crate::config::WsPeerCfg,
-) -> Result<
-    Option<(
-        std::sync::Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-    )>,
-    StartError,
-> {
+) -> Result<Option<BackendTls>, StartError> {
     let (secure, host, _) = ws::url_parts(&p.address).map_err(StartError::Failed)?;
     if !secure {
         return Ok(None);
     }
     let name = p.tls.as_deref().unwrap_or("default");
     let tls = sections.client(name).map_err(|e| e.to_string())?;
-    let (mut config, server_name) = tls
+    let (mut config, host) = tls
         .for_host(&host)
         .map_err(|e| StartError::Failed(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some((std::sync::Arc::new(config), server_name)))
+    Ok(Some(BackendTls::Client {
+        config: std::sync::Arc::new(config),
+        host,
+        check_names: p.tls.is_some() && !tls.skip_names_check,
+    }))
 }
 
 fn client_tls(sections: &Sections, name: &str, host: &str) -> Result<BackendTls, StartError> {
