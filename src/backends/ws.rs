@@ -343,9 +343,10 @@ fn connect(target: &Dial) -> Result<Upgraded, String> {
             .split_once(':')
             .ok_or_else(|| format!("extraheader {extra:?} is not Name:value"))?;
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        // Go's header writer trims the value.
         headers.insert(
             name,
-            HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+            HeaderValue::from_str(value.trim()).map_err(|e| e.to_string())?,
         );
     }
     let (ws, _) = tungstenite::client::client_with_config(req, io, Some(ws_config()))
