@@ -183,3 +183,90 @@ fn junk_and_oversized_websocket_messages_close_only_that_link() {
     let routed = wait_until(secs(15), || hub.route("w").is_some());
     assert!(routed, "{}", hub.log_tail(20));
 }
+
+/// A wss ws-listener that requires client certificates, and what it makes
+/// of dialers whose certificates do or do not name the node they claim to
+/// be; then a dialer refusing a listener whose certificate is for another
+/// node. As with TCP's TLS, `skipreceptornamescheck` turns each check off.
+#[test]
+fn wss_links_check_certificate_node_ids_both_ways() {
+    let tmp = TempDir::new("wssids");
+    let pki = Pki::new(&tmp.path.join("pki"), "WSS CA");
+    let ca = pki.ca();
+    let (strict, lax) = (free_port(), free_port());
+    let alpha_cert = pki.node("alpha");
+    let alpha = Node::start(
+        "alpha",
+        &[
+            alpha_cert.server("srv", &ca),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {strict}, tls: srv}}"),
+            alpha_cert.server("lax", &ca).replace(
+                "requireclientcert",
+                "skipreceptornamescheck: true\n    requireclientcert",
+            ),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {lax}, tls: lax}}"),
+        ],
+    );
+    let wss_peer =
+        |port: u16| format!("- ws-peer: {{address: \"wss://127.0.0.1:{port}/\", tls: cli}}");
+    let skip = "    skipreceptornamescheck: true";
+    // "mallory" shows bob's certificate.
+    let bob = pki.node("bob");
+    let mallory = Node::start("mallory", &[bob.client("cli", &ca, skip), wss_peer(strict)]);
+    let why =
+        "rejected connection with node mallory because its TLS certificate is for node ID(s) bob";
+    let logged = wait_until(secs(15), || alpha.log().contains(why));
+    assert!(logged, "{}", alpha.log_tail(20));
+    assert!(alpha.route("mallory").is_none());
+    drop(mallory);
+    // Its own certificate gets bravo in.
+    let bravo_cert = pki.node("bravo");
+    let _bravo = Node::start(
+        "bravo",
+        &[bravo_cert.client("cli", &ca, ""), wss_peer(strict)],
+    );
+    assert!(
+        wait_until(secs(15), || alpha.route("bravo").is_some()),
+        "{}",
+        alpha.log_tail(20)
+    );
+    // The lax listener lets a borrowed certificate through.
+    let _trudy = Node::start("trudy", &[bob.client("cli", &ca, skip), wss_peer(lax)]);
+    assert!(
+        wait_until(secs(15), || alpha.route("trudy").is_some()),
+        "{}",
+        alpha.log_tail(20)
+    );
+
+    // A listener "zulu" showing yankee's certificate, which charlie checks
+    // and a lax dialer does not.
+    let zport = free_port();
+    let yankee = pki.node("yankee");
+    let zulu = Node::start(
+        "zulu",
+        &[
+            yankee
+                .server("srv", &ca)
+                .replace("requireclientcert: true", "skipreceptornamescheck: true"),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {zport}, tls: srv}}"),
+        ],
+    );
+    let charlie = Node::start(
+        "charlie",
+        &[pki.node("charlie").client("cli", &ca, ""), wss_peer(zport)],
+    );
+    let why =
+        "rejected connection with node zulu because its TLS certificate is for node ID(s) yankee";
+    let logged = wait_until(secs(15), || charlie.log().contains(why));
+    assert!(logged, "{}", charlie.log_tail(20));
+    assert!(charlie.route("zulu").is_none());
+    let delta = Node::start(
+        "delta",
+        &[pki.node("delta").client("cli", &ca, skip), wss_peer(zport)],
+    );
+    assert!(
+        wait_until(secs(15), || delta.route("zulu").is_some()),
+        "{}",
+        zulu.log_tail(20)
+    );
+}
