@@ -5,7 +5,9 @@
 mod common;
 
 use common::pki::Pki;
-use common::{Node, TempDir, free_port, listener, peer, secs, show, traceroute_hops, wait_until};
+use common::{
+    Node, TempDir, free_port, listener, peer, route, secs, show, traceroute_hops, wait_until,
+};
 
 #[test]
 fn a_websocket_only_line_with_a_path_prefix_and_wss() {
@@ -269,4 +271,53 @@ fn wss_links_check_certificate_node_ids_both_ways() {
         "{}",
         zulu.log_tail(20)
     );
+}
+
+/// The cost a status object shows for the connection to `node`.
+fn connection_cost(status: &serde_json::Value, node: &str) -> Option<f64> {
+    status["Connections"]
+        .as_array()?
+        .iter()
+        .find(|c| c["NodeID"] == node)
+        .and_then(|c| c["Cost"].as_f64())
+}
+
+/// `cost`, `nodecost` and `allowedpeers` on UDP and WebSocket listeners and
+/// peers, as on TCP: listed peers get in at the agreed cost, others are
+/// refused with the router's reason.
+#[test]
+fn udp_and_websocket_links_apply_costs_and_allowed_peers() {
+    let (pw, pu) = (free_port(), free_port());
+    let hub = Node::start(
+        "hub",
+        &[
+            format!(
+                "- ws-listener: {{bindaddr: 127.0.0.1, port: {pw}, cost: 2.0, \
+                 nodecost: {{wgood: 3.5}}, allowedpeers: [wgood]}}"
+            ),
+            format!(
+                "- udp-listener: {{bindaddr: 127.0.0.1, port: {pu}, cost: 2.5, allowedpeers: [ugood]}}"
+            ),
+        ],
+    );
+    let ws_peer =
+        |cost: f64| format!("- ws-peer: {{address: \"ws://127.0.0.1:{pw}/\", cost: {cost:?}}}");
+    let udp_peer = format!("- udp-peer: {{address: \"127.0.0.1:{pu}\", cost: 2.5}}");
+    let _wgood = Node::start("wgood", &[ws_peer(3.5)]);
+    let _ugood = Node::start("ugood", &[udp_peer.clone()]);
+    let _wbad = Node::start("wbad", &[ws_peer(2.0)]);
+    let _ubad = Node::start("ubad", &[udp_peer]);
+    for bad in ["wbad", "ubad"] {
+        let why = format!(
+            "hub: rejected connection with node {bad} because it is not in the allowed peers list"
+        );
+        let logged = wait_until(secs(15), || hub.log().contains(&why));
+        assert!(logged, "{}", hub.log_tail(20));
+    }
+    let both = wait_until(secs(15), || hub.connections() == ["ugood", "wgood"]);
+    assert!(both, "{}", hub.status());
+    let st = hub.status();
+    assert_eq!(connection_cost(&st, "wgood"), Some(3.5), "{st}");
+    assert_eq!(connection_cost(&st, "ugood"), Some(2.5), "{st}");
+    assert_eq!(route(&st, "wbad"), None, "{st}");
 }
