@@ -304,7 +304,7 @@ fn udp_and_websocket_links_apply_costs_and_allowed_peers() {
         |cost: f64| format!("- ws-peer: {{address: \"ws://127.0.0.1:{pw}/\", cost: {cost:?}}}");
     let udp_peer = format!("- udp-peer: {{address: \"127.0.0.1:{pu}\", cost: 2.5}}");
     let _wgood = Node::start("wgood", &[ws_peer(3.5)]);
-    let _ugood = Node::start("ugood", &[udp_peer.clone()]);
+    let _ugood = Node::start("ugood", std::slice::from_ref(&udp_peer));
     let _wbad = Node::start("wbad", &[ws_peer(2.0)]);
     let _ubad = Node::start("ubad", &[udp_peer]);
     for bad in ["wbad", "ubad"] {
