@@ -561,3 +561,125 @@ fn floods_of_junk_frames_cannot_fill_the_log() {
     assert!((1..=30).contains(&unknown), "{unknown} lines");
     assert!((1..=30).contains(&undecodable), "{undecodable} lines");
 }
+
+/// A raw WebSocket client to 127.0.0.1:`port`, upgraded.
+fn ws_raw(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to ws-listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "upgrade reply cut short");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked client frame: `first` is FIN/RSV/opcode, `len` the length the
+/// header claims (which may be more than `payload` holds).
+fn ws_frame(first: u8, len: u64, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![first];
+    match len {
+        0..=125 => f.push(0x80 | len as u8),
+        126..=65_535 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Garbage datagrams and broken WebSocket streams at a node with a UDP
+/// and a WebSocket peer: each bad WebSocket connection is closed with a
+/// logged error, the junk datagrams are logged and dropped, and the two
+/// real links stay up and carry pings throughout.
+#[test]
+fn udp_and_websocket_garbage_leaves_the_other_links_serving() {
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let ws_port = free_port();
+    let hub = Node::start(
+        "hub",
+        &[
+            format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {udp_port}}}"),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {ws_port}}}"),
+        ],
+    );
+    let _u = Node::start(
+        "u",
+        &[format!("- udp-peer: {{address: \"127.0.0.1:{udp_port}\"}}")],
+    );
+    let _w = Node::start(
+        "w",
+        &[format!(
+            "- ws-peer: {{address: \"ws://127.0.0.1:{ws_port}/\"}}"
+        )],
+    );
+    let up = wait_until(secs(15), || {
+        hub.route("u").is_some() && hub.route("w").is_some()
+    });
+    assert!(up, "{}", hub.log_tail(20));
+
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let big = vec![0x01u8; 65_507];
+    for d in [&b""[..], b"\x01{", b"\xff\xff", b"\x03\x00\x00", &big] {
+        junk.send_to(d, ("127.0.0.1", udp_port)).unwrap();
+    }
+    let bad_streams: [(&str, Vec<u8>); 6] = [
+        ("text that is not UTF-8", ws_frame(0x81, 2, b"\xff\xfe")),
+        ("a reserved opcode", ws_frame(0x83, 1, b"x")),
+        ("a reserved bit", ws_frame(0xc2, 1, b"x")),
+        ("a 2^62-byte frame header", ws_frame(0x82, 1 << 62, b"")),
+        (
+            "an oversized message",
+            ws_frame(0x82, 70_000, &vec![0; 70_000]),
+        ),
+        ("an unmasked frame", vec![0x82, 1, 0]),
+    ];
+    for (what, bytes) in bad_streams {
+        let before = hub.log().matches("Backend receiving error").count();
+        let mut s = ws_raw(ws_port);
+        // A write may fail once the node has closed on what it read so far.
+        let _ = s.write_all(&bytes);
+        let mut rest = Vec::new();
+        assert!(
+            s.read_to_end(&mut rest).is_ok(),
+            "{what}: the link stayed open"
+        );
+        let logged = wait_until(secs(10), || {
+            hub.log().matches("Backend receiving error").count() > before
+        });
+        assert!(logged, "{what}: nothing logged\n{}", hub.log_tail(10));
+    }
+    let decoded = wait_until(secs(10), || {
+        hub.log().contains("Error decoding message from backend")
+    });
+    assert!(decoded, "{}", hub.log_tail(20));
+
+    let mut conns = hub.connections();
+    conns.sort();
+    assert_eq!(conns, ["u", "w"]);
+    for peer in ["u", "w"] {
+        let ping = hub.ctl(&["ping", peer, "--count", "1"]);
+        assert!(ping.status.success(), "{peer}: {}", show(&ping));
+    }
+    assert!(!hub.log().contains("panicked"), "{}", hub.log_tail(20));
+}

@@ -5,7 +5,9 @@
 mod common;
 
 use common::pki::Pki;
-use common::{Node, TempDir, free_port, listener, peer, secs, show, traceroute_hops, wait_until};
+use common::{
+    Node, TempDir, free_port, listener, peer, route, secs, show, traceroute_hops, wait_until,
+};
 
 #[test]
 fn a_websocket_only_line_with_a_path_prefix_and_wss() {
@@ -182,4 +184,140 @@ fn junk_and_oversized_websocket_messages_close_only_that_link() {
     );
     let routed = wait_until(secs(15), || hub.route("w").is_some());
     assert!(routed, "{}", hub.log_tail(20));
+}
+
+/// A wss ws-listener that requires client certificates, and what it makes
+/// of dialers whose certificates do or do not name the node they claim to
+/// be; then a dialer refusing a listener whose certificate is for another
+/// node. As with TCP's TLS, `skipreceptornamescheck` turns each check off.
+#[test]
+fn wss_links_check_certificate_node_ids_both_ways() {
+    let tmp = TempDir::new("wssids");
+    let pki = Pki::new(&tmp.path.join("pki"), "WSS CA");
+    let ca = pki.ca();
+    let (strict, lax) = (free_port(), free_port());
+    let alpha_cert = pki.node("alpha");
+    let alpha = Node::start(
+        "alpha",
+        &[
+            alpha_cert.server("srv", &ca),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {strict}, tls: srv}}"),
+            alpha_cert.server("lax", &ca).replace(
+                "requireclientcert",
+                "skipreceptornamescheck: true\n    requireclientcert",
+            ),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {lax}, tls: lax}}"),
+        ],
+    );
+    let wss_peer =
+        |port: u16| format!("- ws-peer: {{address: \"wss://127.0.0.1:{port}/\", tls: cli}}");
+    let skip = "    skipreceptornamescheck: true";
+    // "mallory" shows bob's certificate.
+    let bob = pki.node("bob");
+    let mallory = Node::start("mallory", &[bob.client("cli", &ca, skip), wss_peer(strict)]);
+    let why =
+        "rejected connection with node mallory because its TLS certificate is for node ID(s) bob";
+    let logged = wait_until(secs(15), || alpha.log().contains(why));
+    assert!(logged, "{}", alpha.log_tail(20));
+    assert!(alpha.route("mallory").is_none());
+    drop(mallory);
+    // Its own certificate gets bravo in.
+    let bravo_cert = pki.node("bravo");
+    let _bravo = Node::start(
+        "bravo",
+        &[bravo_cert.client("cli", &ca, ""), wss_peer(strict)],
+    );
+    assert!(
+        wait_until(secs(15), || alpha.route("bravo").is_some()),
+        "{}",
+        alpha.log_tail(20)
+    );
+    // The lax listener lets a borrowed certificate through.
+    let _trudy = Node::start("trudy", &[bob.client("cli", &ca, skip), wss_peer(lax)]);
+    assert!(
+        wait_until(secs(15), || alpha.route("trudy").is_some()),
+        "{}",
+        alpha.log_tail(20)
+    );
+
+    // A listener "zulu" showing yankee's certificate, which charlie checks
+    // and a lax dialer does not.
+    let zport = free_port();
+    let yankee = pki.node("yankee");
+    let zulu = Node::start(
+        "zulu",
+        &[
+            yankee
+                .server("srv", &ca)
+                .replace("requireclientcert: true", "skipreceptornamescheck: true"),
+            format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {zport}, tls: srv}}"),
+        ],
+    );
+    let charlie = Node::start(
+        "charlie",
+        &[pki.node("charlie").client("cli", &ca, ""), wss_peer(zport)],
+    );
+    let why =
+        "rejected connection with node zulu because its TLS certificate is for node ID(s) yankee";
+    let logged = wait_until(secs(15), || charlie.log().contains(why));
+    assert!(logged, "{}", charlie.log_tail(20));
+    assert!(charlie.route("zulu").is_none());
+    let delta = Node::start(
+        "delta",
+        &[pki.node("delta").client("cli", &ca, skip), wss_peer(zport)],
+    );
+    assert!(
+        wait_until(secs(15), || delta.route("zulu").is_some()),
+        "{}",
+        zulu.log_tail(20)
+    );
+}
+
+/// The cost a status object shows for the connection to `node`.
+fn connection_cost(status: &serde_json::Value, node: &str) -> Option<f64> {
+    status["Connections"]
+        .as_array()?
+        .iter()
+        .find(|c| c["NodeID"] == node)
+        .and_then(|c| c["Cost"].as_f64())
+}
+
+/// `cost`, `nodecost` and `allowedpeers` on UDP and WebSocket listeners and
+/// peers, as on TCP: listed peers get in at the agreed cost, others are
+/// refused with the router's reason.
+#[test]
+fn udp_and_websocket_links_apply_costs_and_allowed_peers() {
+    let (pw, pu) = (free_port(), free_port());
+    let hub = Node::start(
+        "hub",
+        &[
+            format!(
+                "- ws-listener: {{bindaddr: 127.0.0.1, port: {pw}, cost: 2.0, \
+                 nodecost: {{wgood: 3.5}}, allowedpeers: [wgood]}}"
+            ),
+            format!(
+                "- udp-listener: {{bindaddr: 127.0.0.1, port: {pu}, cost: 2.5, allowedpeers: [ugood]}}"
+            ),
+        ],
+    );
+    let ws_peer =
+        |cost: f64| format!("- ws-peer: {{address: \"ws://127.0.0.1:{pw}/\", cost: {cost:?}}}");
+    let udp_peer = format!("- udp-peer: {{address: \"127.0.0.1:{pu}\", cost: 2.5}}");
+    let _wgood = Node::start("wgood", &[ws_peer(3.5)]);
+    let _ugood = Node::start("ugood", std::slice::from_ref(&udp_peer));
+    let _wbad = Node::start("wbad", &[ws_peer(2.0)]);
+    let _ubad = Node::start("ubad", &[udp_peer]);
+    for bad in ["wbad", "ubad"] {
+        let why = format!(
+            "hub: rejected connection with node {bad} because it is not in the allowed peers list"
+        );
+        let logged = wait_until(secs(15), || hub.log().contains(&why));
+        assert!(logged, "{}", hub.log_tail(20));
+    }
+    let both = wait_until(secs(15), || hub.connections() == ["ugood", "wgood"]);
+    assert!(both, "{}", hub.status());
+    let st = hub.status();
+    assert_eq!(connection_cost(&st, "wgood"), Some(3.5), "{st}");
+    assert_eq!(connection_cost(&st, "ugood"), Some(2.5), "{st}");
+    assert_eq!(route(&st, "wbad"), None, "{st}");
 }

@@ -5,6 +5,7 @@
 //! [`Link`]: crate::netceptor::link::Link
 
 pub mod framed;
+pub mod proxy;
 pub mod redial;
 pub mod scope;
 pub mod session;

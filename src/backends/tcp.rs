@@ -102,7 +102,7 @@ fn run_tls(
 
 /// rustls reports a refused certificate inside an I/O error; this gives
 /// Receptor's own words for it.
-fn handshake_error_text(e: &std::io::Error) -> String {
+pub(super) fn handshake_error_text(e: &std::io::Error) -> String {
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())

@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, error, warn};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::http::{HeaderName, HeaderValue, StatusCode};
@@ -24,6 +22,7 @@ use tungstenite::{Message, WebSocket};
 use super::framed::{FrameSink, FramedLink};
 use super::redial::{self, Attempt};
 use super::scope::{Poke, Scope};
+use super::tls::BackendTls;
 use crate::netceptor::Netceptor;
 use crate::netceptor::codec::MAX_MESSAGE_LEN;
 use crate::netceptor::link::LinkError;
@@ -35,7 +34,7 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Messages larger than a netceptor message can be are refused (the link
 /// closes), so a peer cannot make us buffer without bound.
-fn ws_config() -> WebSocketConfig {
+pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_LEN))
         .max_frame_size(Some(MAX_MESSAGE_LEN))
@@ -84,6 +83,8 @@ struct Halves {
     io: WsIo,
     sink: Arc<FrameSink>,
     tcp: TcpStream,
+    /// The node IDs of the peer's certificate, when its claim is checked.
+    cert_node_ids: Option<Vec<String>>,
 }
 
 fn plain_halves(tcp: TcpStream) -> io::Result<Halves> {
@@ -94,11 +95,33 @@ fn plain_halves(tcp: TcpStream) -> io::Result<Halves> {
         },
         sink: Arc::new(FrameSink::new(None)),
         tcp,
+        cert_node_ids: None,
     })
 }
 
-fn tls_halves(mut tcp: TcpStream, mut conn: rustls::Connection) -> io::Result<Halves> {
-    tlsio::handshake(&mut conn, &mut tcp)?;
+/// The TLS handshake, and the peer certificate's node IDs if `tls` checks
+/// them (as TCP's TLS does); the upgrade that follows gets its own timeout.
+fn tls_halves(mut tcp: TcpStream, tls: &BackendTls) -> Result<Halves, String> {
+    let mut conn = tls.connection().map_err(|e| e.to_string())?;
+    tlsio::handshake(&mut conn, &mut tcp).map_err(|e| {
+        format!(
+            "TLS handshake failed: {}",
+            super::tcp::handshake_error_text(&e)
+        )
+    })?;
+    let cert_node_ids = tls
+        .checks_names()
+        .then(|| crate::tls::peer_node_ids(conn.peer_certificates()).unwrap_or_default());
+    tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    tls_io(tcp, conn, cert_node_ids).map_err(|e| e.to_string())
+}
+
+fn tls_io(
+    tcp: TcpStream,
+    conn: rustls::Connection,
+    cert_node_ids: Option<Vec<String>>,
+) -> io::Result<Halves> {
     let shared = Shared::new(conn);
     let sink = Arc::new(FrameSink::new(None));
     let nudge = sink.clone();
@@ -114,6 +137,7 @@ fn tls_halves(mut tcp: TcpStream, mut conn: rustls::Connection) -> io::Result<Ha
         },
         sink,
         tcp,
+        cert_node_ids,
     })
 }
 
@@ -124,7 +148,7 @@ pub fn listen(
     addr: &str,
     path: &str,
     params: BackendParams,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<BackendTls>,
     scope: &Scope,
 ) -> Result<(), String> {
     let failed = |e: io::Error| format!("ws-listener {addr}: {e}");
@@ -133,7 +157,7 @@ pub fn listen(
     debug!("Listening on WebSocket {local} path {path}");
     let (net, path) = (net.clone(), path.to_string());
     let serve = move |tcp: TcpStream| {
-        if let Err(e) = accept(&net, params.clone(), tcp, tls.clone(), &path) {
+        if let Err(e) = accept(&net, params.clone(), tcp, tls.as_ref(), &path) {
             warn!("WebSocket connection refused: {e}");
         }
     };
@@ -155,7 +179,7 @@ fn accept(
     net: &Netceptor,
     params: BackendParams,
     tcp: TcpStream,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<&BackendTls>,
     path: &str,
 ) -> Result<(), String> {
     let peer = tcp
@@ -164,25 +188,34 @@ fn accept(
     tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let halves = match tls {
-        None => plain_halves(tcp),
-        Some(cfg) => ServerConnection::new(cfg)
-            .map_err(io::Error::other)
-            .and_then(|c| tls_halves(tcp, c.into())),
+        None => plain_halves(tcp).map_err(|e| e.to_string()),
+        Some(tls) => tls_halves(tcp, tls),
     }
     .map_err(|e| format!("{peer}: {e}"))?;
-    let Halves { io, sink, tcp } = halves;
+    let Halves {
+        io,
+        sink,
+        tcp,
+        cert_node_ids,
+    } = halves;
     let check = |req: &Request, resp: Response| upgrade_allowed(req, path).map(|()| resp);
     let ws = tungstenite::accept_hdr_with_config(io, check, Some(ws_config()))
         .map_err(|e| format!("upgrade from {peer} failed: {e}"))?;
     tcp.set_read_timeout(None).map_err(|e| e.to_string())?;
-    run_session(net, params, ws, sink, tcp, server_frame);
+    let upgraded = Upgraded {
+        ws,
+        sink,
+        tcp,
+        cert_node_ids,
+    };
+    run_session(net, params, upgraded, server_frame);
     Ok(())
 }
 
 #[allow(clippy::result_large_err)]
-/// Go's ServeMux paths (`/` catches all, `/a/` a subtree, `/a` only
-/// itself), then gorilla's origin rule: an `Origin` header must name the
-/// same host as `Host`.
+/// Go's ServeMux paths (`/` catches all, `/a/` a subtree, which `/a` is
+/// redirected to, `/a` only itself), then gorilla's origin rule: an
+/// `Origin` header must name the same host as `Host`.
 fn upgrade_allowed(req: &Request, path: &str) -> Result<(), ErrorResponse> {
     let wanted = req.uri().path();
     let path_ok = if path.ends_with('/') {
@@ -190,6 +223,13 @@ fn upgrade_allowed(req: &Request, path: &str) -> Result<(), ErrorResponse> {
     } else {
         wanted == path
     };
+    if !path_ok && path.strip_suffix('/') == Some(wanted) {
+        let mut moved = refusal(StatusCode::MOVED_PERMANENTLY);
+        if let Ok(to) = HeaderValue::from_str(path) {
+            moved.headers_mut().insert("location", to);
+        }
+        return Err(moved);
+    }
     if !path_ok {
         return Err(refusal(StatusCode::NOT_FOUND));
     }
@@ -214,8 +254,9 @@ fn refusal(status: StatusCode) -> ErrorResponse {
 pub struct Dial {
     pub url: String,
     pub extra_header: Option<String>,
-    /// For `wss://`: the TLS client and the name the server must show.
-    pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    /// For `wss://`: the TLS client (which knows the name the server must
+    /// show).
+    pub tls: Option<BackendTls>,
 }
 
 /// Keeps a session with the URL up, redialling with backoff.
@@ -232,8 +273,8 @@ pub fn dial(
         .name(format!("ws-peer-{}", target.url))
         .spawn(move || {
             redial::run(redial, &scope, || match connect(&target) {
-                Ok((ws, sink, tcp)) => {
-                    run_session(&net, params.clone(), ws, sink, tcp, client_frame);
+                Ok(upgraded) => {
+                    run_session(&net, params.clone(), upgraded, client_frame);
                     Attempt::Ran
                 }
                 Err(e) => Attempt::Failed(e),
@@ -267,23 +308,31 @@ pub fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
     Ok((secure, host.to_string(), port))
 }
 
-type Connected = (WebSocket<WsIo>, Arc<FrameSink>, TcpStream);
+/// An upgraded connection, ready for its session.
+struct Upgraded {
+    ws: WebSocket<WsIo>,
+    sink: Arc<FrameSink>,
+    tcp: TcpStream,
+    cert_node_ids: Option<Vec<String>>,
+}
 
-fn connect(target: &Dial) -> Result<Connected, String> {
+fn connect(target: &Dial) -> Result<Upgraded, String> {
     let (secure, host, port) = url_parts(&target.url)?;
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+    let tcp = super::proxy::connect(secure, &host, port, UPGRADE_TIMEOUT)?;
     let _ = tcp.set_nodelay(true);
     tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let halves = match &target.tls {
-        Some((cfg, name)) if secure => ClientConnection::new(cfg.clone(), name.clone())
-            .map_err(io::Error::other)
-            .and_then(|c| tls_halves(tcp, c.into())),
-        _ => plain_halves(tcp),
+        Some(tls) if secure => tls_halves(tcp, tls),
+        _ => plain_halves(tcp).map_err(|e| e.to_string()),
     }
     .map_err(|e| format!("{}: {e}", target.url))?;
-    let Halves { io, sink, tcp } = halves;
+    let Halves {
+        io,
+        sink,
+        tcp,
+        cert_node_ids,
+    } = halves;
     let mut req = target
         .url
         .as_str()
@@ -303,27 +352,38 @@ fn connect(target: &Dial) -> Result<Connected, String> {
             .split_once(':')
             .ok_or_else(|| format!("extraheader {extra:?} is not Name:value"))?;
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        // Go's header writer trims the value.
         headers.insert(
             name,
-            HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+            HeaderValue::from_str(value.trim()).map_err(|e| e.to_string())?,
         );
     }
     let (ws, _) = tungstenite::client::client_with_config(req, io, Some(ws_config()))
         .map_err(|e| format!("{}: upgrade failed: {e}", target.url))?;
     tcp.set_read_timeout(None).map_err(|e| e.to_string())?;
-    Ok((ws, sink, tcp))
+    Ok(Upgraded {
+        ws,
+        sink,
+        tcp,
+        cert_node_ids,
+    })
 }
 
 /// Runs one upgraded connection to its end: the writer thread drains the
 /// sink; this thread reads messages into the router.
 fn run_session(
     net: &Netceptor,
-    params: BackendParams,
-    mut ws: WebSocket<WsIo>,
-    sink: Arc<FrameSink>,
-    tcp: TcpStream,
+    mut params: BackendParams,
+    upgraded: Upgraded,
     encode: super::framed::Encoder,
 ) {
+    let Upgraded {
+        mut ws,
+        sink,
+        tcp,
+        cert_node_ids,
+    } = upgraded;
+    params.cert_node_ids = cert_node_ids;
     let Target::Direct(writer) =
         std::mem::replace(&mut ws.get_mut().write, Target::Sink(sink.clone()))
     else {
@@ -348,15 +408,16 @@ fn run_session(
     }
     let conn = net.conn_opened(params, Box::new(FramedLink::with_encoder(sink, encode)));
     loop {
-        match ws.read() {
-            Ok(Message::Binary(data)) => net.conn_message(conn, data.to_vec()),
-            // Go's reader takes any data message; so do we.
-            Ok(Message::Text(text)) => net.conn_message(conn, text.as_bytes().to_vec()),
-            Ok(Message::Close(_)) => break,
-            Ok(_) => {}
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
-            Err(e) => {
+        match incoming(ws.read()) {
+            Incoming::Data(msg) => net.conn_message(conn, msg),
+            Incoming::Control => {}
+            Incoming::End => break,
+            Incoming::Gone(e) => {
                 debug!("WebSocket receive error: {e}");
+                break;
+            }
+            Incoming::Refused(e) => {
+                error!("Backend receiving error {e}");
                 break;
             }
         }
@@ -365,13 +426,47 @@ fn run_session(
     let _ = tcp.shutdown(Shutdown::Both);
 }
 
+/// What one read from the peer means for the link.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A netceptor message for the router.
+    Data(Vec<u8>),
+    /// A ping, pong or frame fragment (tungstenite answers pings itself).
+    Control,
+    /// The peer closed the link.
+    End,
+    /// The socket went away under us (our own close shows up here too).
+    Gone(String),
+    /// The peer broke the protocol (a bad opcode, a message over the size
+    /// limit, bad UTF-8 in a text message): the link ends, logged.
+    Refused(String),
+}
+
+/// Sorts out the result of `WebSocket::read`.
+pub fn incoming(read: Result<Message, tungstenite::Error>) -> Incoming {
+    use tungstenite::error::{Error, ProtocolError};
+    match read {
+        Ok(Message::Binary(data)) => Incoming::Data(data.to_vec()),
+        // Go's reader takes any data message; so do we.
+        Ok(Message::Text(text)) => Incoming::Data(text.as_bytes().to_vec()),
+        Ok(Message::Close(_)) | Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
+            Incoming::End
+        }
+        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Incoming::Control,
+        Err(e @ (Error::Io(_) | Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+            Incoming::Gone(e.to_string())
+        }
+        Err(e) => Incoming::Refused(e.to_string()),
+    }
+}
+
 /// One binary message from the listener side: FIN, opcode 2, no mask.
-fn server_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), LinkError> {
+pub fn server_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), LinkError> {
     frame(out, msg, None)
 }
 
 /// One binary message from the dialer side, which RFC 6455 makes mask.
-fn client_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), LinkError> {
+pub fn client_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), LinkError> {
     let mut key = [0u8; 4];
     getrandom::fill(&mut key).map_err(|_| LinkError::Closed)?;
     frame(out, msg, Some(key))
@@ -432,6 +527,125 @@ mod tests {
         );
     }
 
+    /// A peer's bytes to read; what we answer (pongs, closes) is dropped.
+    struct Replay<'a>(&'a [u8]);
+
+    impl Read for Replay<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Replay<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Everything a peer can send, read as the listener reads it.
+    fn incoming_all(bytes: &[u8]) -> Vec<Incoming> {
+        let mut ws = WebSocket::from_raw_socket(Replay(bytes), Role::Server, Some(ws_config()));
+        let mut got = Vec::new();
+        loop {
+            match incoming(ws.read()) {
+                Incoming::Control => {}
+                end @ (Incoming::End | Incoming::Gone(_) | Incoming::Refused(_)) => {
+                    got.push(end);
+                    return got;
+                }
+                data => got.push(data),
+            }
+        }
+    }
+
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![first];
+        match payload.len() {
+            n @ 0..=125 => f.push(0x80 | n as u8),
+            n @ 126..=65_535 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn peer_messages_are_data_ends_or_refusals() {
+        let mut stream = masked(0x82, b"bin");
+        stream.extend(masked(0x81, b"text"));
+        stream.extend(masked(0x89, b"ping"));
+        stream.extend(masked(0x88, &[3, 232]));
+        assert_eq!(
+            incoming_all(&stream),
+            [
+                Incoming::Data(b"bin".to_vec()),
+                Incoming::Data(b"text".to_vec()),
+                Incoming::End
+            ]
+        );
+        // The stream simply stops: the socket went away.
+        assert!(matches!(
+            incoming_all(&masked(0x82, b"x"))[1],
+            Incoming::Gone(_)
+        ));
+        let refused =
+            |bytes: &[u8]| matches!(incoming_all(bytes).last(), Some(Incoming::Refused(_)));
+        assert!(refused(&masked(0x83, b"bad opcode")), "reserved opcode");
+        assert!(
+            refused(&masked(0x81, b"\xff\xfe")),
+            "text that is not UTF-8"
+        );
+        assert!(
+            refused(&masked(0x82, &vec![0; MAX_MESSAGE_LEN + 1])),
+            "oversized"
+        );
+        assert!(refused(&masked(0xc2, b"rsv1")), "a reserved bit");
+        // Unmasked frames from a client break RFC 6455.
+        assert!(refused(&[0x82, 1, 0]), "unmasked");
+        // Fragments add up to a message over the limit.
+        let mut parts = masked(0x02, &vec![0; MAX_MESSAGE_LEN]);
+        parts.extend(masked(0x80, &[0; 1]));
+        assert!(refused(&parts), "oversized fragments");
+    }
+
+    /// The `ws_frames` fuzz target's body over pseudo-random streams, so CI
+    /// runs it too (`cargo fuzz run ws_frames` explores far more).
+    #[test]
+    fn random_streams_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5_000 {
+            let len = (next() % 300) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Mostly well-formed heads, so the parser gets past the first byte.
+            if data.len() > 1 {
+                data[0] = 0x80 | (data[0] & 0x0f);
+                data[1] |= 0x80;
+            }
+            for msg in incoming_all(&data) {
+                if let Incoming::Data(m) = msg {
+                    let _ = crate::netceptor::codec::decode(&m);
+                }
+            }
+        }
+    }
+
     #[test]
     fn urls_split_into_scheme_host_and_port() {
         assert_eq!(url_parts("ws://h:80/x").unwrap(), (false, "h".into(), 80));
@@ -460,6 +674,15 @@ mod tests {
         assert!(upgrade_allowed(&req("/mesh", None), "/mesh").is_ok());
         assert!(upgrade_allowed(&req("/mesh/x", None), "/mesh").is_err());
         assert!(upgrade_allowed(&req("/mesh/x", None), "/mesh/").is_ok());
+        let moved = upgrade_allowed(&req("/mesh", None), "/mesh/").unwrap_err();
+        assert_eq!(moved.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(moved.headers()["location"], "/mesh/");
+        let missing = upgrade_allowed(&req("/mes", None), "/mesh/").unwrap_err();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        // gorilla compares host and port; an opaque "null" origin fails.
+        assert!(upgrade_allowed(&req("/", Some("https://node:8080/x")), "/").is_ok());
+        assert!(upgrade_allowed(&req("/", Some("http://node:8081")), "/").is_err());
+        assert!(upgrade_allowed(&req("/", Some("null")), "/").is_err());
         assert!(upgrade_allowed(&req("/", Some("http://NODE:8080")), "/").is_ok());
         let refused = upgrade_allowed(&req("/", Some("http://evil:8080")), "/").unwrap_err();
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);

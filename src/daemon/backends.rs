@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use log::info;
-use rustls::pki_types::ServerName;
 
 use crate::backends::scope::Scope;
 use crate::backends::tls::BackendTls;
@@ -188,29 +187,35 @@ fn client_tls(sections: &Sections, name: &str, host: &str) -> Result<BackendTls,
     BackendTls::client(&tls, host).map_err(|e| e.to_string())
 }
 
-fn ws_server_tls(sections: &Sections, name: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+fn ws_server_tls(sections: &Sections, name: &str) -> Result<BackendTls, String> {
     let tls = sections.server(name).map_err(|e| e.to_string())?;
     let mut config = tls.config().map_err(|e| e.to_string())?;
     // HTTP/1.1 only: an upgrade cannot happen over HTTP/2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(BackendTls::Server {
+        config: Arc::new(config),
+        check_names: !tls.skip_names_check,
+    })
 }
 
 /// A `wss://` peer's TLS client: its `tls` section, else the system roots
-/// with host-name checks (Go means to do this and fails at start-up).
-fn ws_client_tls(
-    sections: &Sections,
-    p: &WsPeerCfg,
-) -> Result<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>, String> {
+/// with host-name checks (Go means to do this and fails at start-up). Only
+/// a named section checks the node IDs of the server's certificate: a
+/// public certificate behind the system roots names none.
+fn ws_client_tls(sections: &Sections, p: &WsPeerCfg) -> Result<Option<BackendTls>, String> {
     let (secure, host, _) = ws::url_parts(&p.address)?;
     if !secure {
         return Ok(None);
     }
     let name = p.tls.as_deref().unwrap_or("default");
     let tls = sections.client(name).map_err(|e| e.to_string())?;
-    let (mut config, server_name) = tls.for_host(&host).map_err(|e| e.to_string())?;
+    let (mut config, host) = tls.for_host(&host).map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some((Arc::new(config), server_name)))
+    Ok(Some(BackendTls::Client {
+        config: Arc::new(config),
+        host,
+        check_names: p.tls.is_some() && !tls.skip_names_check,
+    }))
 }
 
 fn params(

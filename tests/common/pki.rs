@@ -46,6 +46,17 @@ impl Pki {
     /// A certificate named `file` listing `ids` as node IDs (none is
     /// allowed), signed with extra signreq args (e.g. `notafter=...`).
     pub fn issue(&self, file: &str, ids: &[&str], sign_args: &[&str]) -> NodeCert {
+        self.issue_for(file, ids, &[], sign_args)
+    }
+
+    /// Like [`Pki::issue`], also naming the DNS names `hosts`.
+    pub fn issue_for(
+        &self,
+        file: &str,
+        ids: &[&str],
+        hosts: &[&str],
+        sign_args: &[&str],
+    ) -> NodeCert {
         let mut req = vec![
             "--cert-makereq".to_string(),
             format!("commonname={file}"),
@@ -56,6 +67,7 @@ impl Pki {
             "ipaddress=127.0.0.1".into(),
         ];
         req.extend(ids.iter().map(|id| format!("nodeid={id}")));
+        req.extend(hosts.iter().map(|h| format!("dnsname={h}")));
         self.tool(&req.iter().map(String::as_str).collect::<Vec<_>>());
         let mut sign = vec![
             "--cert-signreq".to_string(),
