@@ -81,10 +81,7 @@ fn run_tls(
     let failed = |e: String| format!("TLS handshake with {peer} failed: {e}");
     let mut conn = tls.connection().map_err(|e| failed(e.to_string()))?;
     tls::handshake(&mut conn, &mut stream).map_err(|e| failed(handshake_error_text(&e)))?;
-    if tls.checks_names() {
-        let ids = crate::tls::peer_node_ids(conn.peer_certificates()).unwrap_or_default();
-        params.cert_node_ids = Some(ids);
-    }
+    params.cert_node_ids = tls.node_ids_to_check(&conn);
     let shared = tls::Shared::new(conn);
     let clone = || {
         stream

@@ -53,12 +53,16 @@ impl BackendTls {
         })
     }
 
-    /// Whether the peer must claim a node ID its certificate lists.
-    pub fn checks_names(&self) -> bool {
-        match self {
-            BackendTls::Server { check_names, .. } | BackendTls::Client { check_names, .. } => {
-                *check_names
-            }
-        }
+    /// The node IDs the peer must claim one of, after the handshake: those
+    /// its certificate lists, when names are checked and it showed one. A
+    /// client that shows none (allowed unless `requireclientcert`) is let
+    /// in as Go lets it in; a certificate that lists no node ID admits
+    /// nobody.
+    pub fn node_ids_to_check(&self, conn: &Connection) -> Option<Vec<String>> {
+        let (BackendTls::Server { check_names, .. } | BackendTls::Client { check_names, .. }) =
+            self;
+        let chain = conn.peer_certificates().filter(|c| !c.is_empty());
+        (*check_names && chain.is_some())
+            .then(|| crate::tls::peer_node_ids(chain).unwrap_or_default())
     }
 }

@@ -109,9 +109,7 @@ fn tls_halves(mut tcp: TcpStream, tls: &BackendTls) -> Result<Halves, String> {
             super::tcp::handshake_error_text(&e)
         )
     })?;
-    let cert_node_ids = tls
-        .checks_names()
-        .then(|| crate::tls::peer_node_ids(conn.peer_certificates()).unwrap_or_default());
+    let cert_node_ids = tls.node_ids_to_check(&conn);
     tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
         .map_err(|e| e.to_string())?;
     tls_io(tcp, conn, cert_node_ids).map_err(|e| e.to_string())
