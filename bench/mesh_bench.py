@@ -2,15 +2,22 @@
 """Mesh benchmark: stream throughput through tcp-server/tcp-client proxies
 and ping round trips, on a 1-hop and a 3-hop line of nodes on 127.0.0.1.
 
-Usage: bench/mesh_bench.py PATH_TO_RECEPTOR [--mib N] [--pings N]
-                           [--hops 1,3] [--tls]
+Usage: bench/mesh_bench.py RECEPTOR [RECEPTOR ...] [--mib N] [--pings N]
+                           [--hops 1,3] [--backend tcp,udp,ws] [--rounds N]
+                           [--tls]
 
-With --tls every backend link is mutual TLS (certificates made with the
-binary's own --cert-init/--cert-makereq/--cert-signreq).
+--backend picks the links between the nodes: tcp-listener/tcp-peer,
+udp-listener/udp-peer or ws-listener/ws-peer; a comma list measures each.
+With --tls every link is mutual TLS (certificates made with the first
+binary's own --cert-init/--cert-makereq/--cert-signreq); UDP links have no
+TLS, so --tls leaves them plain.
 
 Any receptor that accepts Go-style config flags can be measured, so the
-same command compares builds (ours, or the Go daemon). Prints one line per
-figure and a Markdown table at the end.
+same command compares builds (ours, or the Go daemon). With several
+binaries, backends or rounds, the runs are interleaved (round by round,
+each binary and backend in turn) so that other load on the machine falls
+on all of them alike. Prints one line per figure and a Markdown table at
+the end, one column entry per round.
 """
 
 import argparse
@@ -29,10 +36,24 @@ import time
 from pki import make_certs, tls_args
 
 
-def free_port():
-    with socket.socket() as s:
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def link_args(backend, port, pki):
+    """Flags for a node's listener on `port`, and for a peer dialing it."""
+    srv, cli = (["tls=srv"], ["tls=cli"]) if pki and backend != "udp" else ([], [])
+    if backend == "tcp":
+        return (["--tcp-listener", f"port={port}", "bindaddr=127.0.0.1", *srv],
+                ["--tcp-peer", f"address=127.0.0.1:{port}", *cli])
+    if backend == "udp":
+        return (["--udp-listener", f"port={port}", "bindaddr=127.0.0.1"],
+                ["--udp-peer", f"address=127.0.0.1:{port}"])
+    scheme = "wss" if pki else "ws"
+    return (["--ws-listener", f"port={port}", "bindaddr=127.0.0.1", *srv],
+            ["--ws-peer", f"address={scheme}://127.0.0.1:{port}/", *cli])
 
 
 class Sink:
@@ -67,28 +88,29 @@ class Sink:
 
 
 class Mesh:
-    """A line of nodes n0 - n1 - ... - nH; n0 serves the proxy to the sink
-    (tcp-client) and nH accepts local connections (tcp-server). With `pki`,
-    every link is mutual TLS."""
+    """A line of nodes n0 - n1 - ... - nH joined by `backend` links; n0
+    serves the proxy to the sink (tcp-client) and nH accepts local
+    connections (tcp-server). With `pki`, every TCP or WS link is mutual
+    TLS."""
 
-    def __init__(self, binary, hops, sink_port, workdir, pki=None):
+    def __init__(self, binary, backend, hops, sink_port, workdir, pki=None):
         self.procs = []
         self.dir = tempfile.mkdtemp(dir=workdir)
-        ports = [free_port() for _ in range(hops + 1)]
+        kind = socket.SOCK_DGRAM if backend == "udp" else socket.SOCK_STREAM
+        ports = [free_port(kind) for _ in range(hops + 1)]
         self.proxy_port = free_port()
         self.sockets = []
         for i in range(hops + 1):
             sock = os.path.join(self.dir, f"n{i}.sock")
             self.sockets.append(sock)
-            srv, cli = (["tls=srv"], ["tls=cli"]) if pki else ([], [])
+            listen, _ = link_args(backend, ports[i], pki)
             args = [binary, "--node", f"id=n{i}", f"datadir={self.dir}/d{i}",
                     "--log-level", "error",
-                    "--control-service", f"filename={sock}",
-                    "--tcp-listener", f"port={ports[i]}", "bindaddr=127.0.0.1", *srv]
+                    "--control-service", f"filename={sock}", *listen]
             if pki:
                 args += tls_args(pki, f"n{i}")
             if i > 0:
-                args += ["--tcp-peer", f"address=127.0.0.1:{ports[i - 1]}", *cli]
+                args += link_args(backend, ports[i - 1], pki)[1]
             if i == 0:
                 args += ["--tcp-client", "service=sink", f"address=127.0.0.1:{sink_port}"]
             if i == hops:
@@ -184,41 +206,62 @@ def ping_median(sock, target, count):
     return statistics.median(rtts)
 
 
+def measure(binary, backend, hops, args, sink, workdir, pki):
+    """(1-stream MB/s, 8-stream MB/s, ping median µs) on a fresh mesh."""
+    mesh = Mesh(binary, backend, hops, sink.port, workdir, pki)
+    try:
+        one = throughput(mesh.proxy_port, args.mib, 1)
+        eight = throughput(mesh.proxy_port, max(1, args.mib // 8), 8)
+        rtt = ping_median(mesh.sockets[hops], "n0", args.pings)
+    finally:
+        mesh.close()
+    return one, eight, rtt
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("receptor")
+    ap.add_argument("receptor", nargs="+", help="binaries to measure")
     ap.add_argument("--mib", type=int, default=256, help="MiB per single-stream run")
     ap.add_argument("--pings", type=int, default=100)
     ap.add_argument("--hops", default="1,3", help="comma-separated line lengths")
-    ap.add_argument("--tls", action="store_true", help="mutual TLS on every link")
+    ap.add_argument("--backend", default="tcp", help="comma-separated: tcp, udp, ws")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
+    ap.add_argument("--tls", action="store_true", help="mutual TLS on every TCP/WS link")
     args = ap.parse_args()
-    binary = os.path.abspath(args.receptor)
+    binaries = [os.path.abspath(b) for b in args.receptor]
+    backends = args.backend.split(",")
+    for b in backends:
+        if b not in ("tcp", "udp", "ws"):
+            ap.error(f"unknown backend {b!r}")
     hop_counts = [int(h) for h in args.hops.split(",")]
     sink = Sink()
-    rows = []
+    results = {}
     workdir = tempfile.mkdtemp(prefix="receptor-bench-")
     try:
         nodes = [f"n{i}" for i in range(max(hop_counts) + 1)]
-        pki = make_certs(binary, workdir, nodes) if args.tls else None
-        for hops in hop_counts:
-            mesh = Mesh(binary, hops, sink.port, workdir, pki)
-            try:
-                one = throughput(mesh.proxy_port, args.mib, 1)
-                eight = throughput(mesh.proxy_port, max(1, args.mib // 8), 8)
-                rtt = ping_median(mesh.sockets[hops], "n0", args.pings)
-            finally:
-                mesh.close()
-            print(f"{hops} hop(s): 1 stream {one:.1f} MB/s, 8 streams {eight:.1f} MB/s, "
-                  f"ping median {rtt:.0f} us", flush=True)
-            rows.append((hops, one, eight, rtt))
+        pki = make_certs(binaries[0], workdir, nodes) if args.tls else None
+        for rnd in range(args.rounds):
+            for hops in hop_counts:
+                for backend in backends:
+                    for binary in binaries:
+                        fig = measure(binary, backend, hops, args, sink, workdir, pki)
+                        results.setdefault((binary, backend, hops), []).append(fig)
+                        print(f"round {rnd + 1}, {os.path.basename(binary)}, {backend}, "
+                              f"{hops} hop(s): 1 stream {fig[0]:.1f} MB/s, "
+                              f"8 streams {fig[1]:.1f} MB/s, ping median {fig[2]:.0f} us",
+                              flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print("links:", "mutual TLS" if args.tls else "plain TCP")
-    print("| hops | 1 stream MB/s | 8 streams MB/s | ping median µs |")
-    print("|---|---|---|---|")
-    for hops, one, eight, rtt in rows:
-        print(f"| {hops} | {one:.1f} | {eight:.1f} | {rtt:.0f} |")
+    print("TLS on TCP/WS links:", "mutual" if args.tls else "none")
+    print("| binary | link | hops | 1 stream MB/s | 8 streams MB/s | ping median µs |")
+    print("|---|---|---|---|---|---|")
+    for binary in binaries:
+        for backend in backends:
+            for hops in hop_counts:
+                figs = results[(binary, backend, hops)]
+                cols = [" / ".join(f"{f[k]:.{p}f}" for f in figs) for k, p in ((0, 1), (1, 1), (2, 0))]
+                print(f"| {os.path.basename(binary)} | {backend} | {hops} | " + " | ".join(cols) + " |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,18 @@
 //! UDP backends: a line of nodes joined only by UDP, and a relay with a
-//! TCP and a UDP side, driven by the real receptorctl.
+//! TCP and a UDP side, and a mesh whose UDP links lose datagrams, driven
+//! by the real receptorctl.
 
 mod common;
 
-use common::{Node, free_port, listener, peer, secs, show, traceroute_hops, wait_until};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::{Node, free_port, listener, peer, route, secs, show, traceroute_hops, wait_until};
+use sha2::{Digest, Sha256};
 
 fn udp_listener(port: u16) -> String {
     format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {port}}}")
@@ -14,7 +23,7 @@ fn udp_peer(port: u16) -> String {
 }
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
+    UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("free UDP port")
@@ -92,7 +101,7 @@ fn a_udp_session_comes_back_after_its_peer_restarts() {
 fn junk_datagrams_are_logged_and_survived() {
     let port = free_udp_port();
     let hub = Node::start("hub", &[udp_listener(port)]);
-    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
     let big = vec![0xffu8; 65_507];
     let datagrams: [&[u8]; 5] = [b"", b"\x01{not json", b"\x09unknown", b"\x00short", &big];
     for d in datagrams {
@@ -107,4 +116,273 @@ fn junk_datagrams_are_logged_and_survived() {
     assert!(routed, "{}", hub.log_tail(20));
     let ping = hub.ctl(&["ping", "spoke", "--count", "1"]);
     assert!(ping.status.success(), "{}", show(&ping));
+}
+
+// ---------------------------------------------------------------------------
+// A lossy path: a relay between a udp-peer and a udp-listener that drops a
+// share of the datagrams, chosen by a seeded generator.
+// ---------------------------------------------------------------------------
+
+/// Splitmix64: deterministic, so a seed names one pattern of losses (the
+/// n-th datagram of a direction is dropped or not, whatever the timing).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The first `len` bytes of the stream for `seed`.
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut g = SplitMix(seed);
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            v.extend_from_slice(&g.next_u64().to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+}
+
+/// Datagrams a relay forwarded and dropped, both directions together.
+#[derive(Default)]
+struct RelayCounts {
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// One direction of a relay: what it reads from, what it sends to, and
+/// which datagrams it drops.
+struct Pump {
+    loss_pct: u64,
+    rng: SplitMix,
+    counts: Arc<RelayCounts>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pump {
+    /// Moves datagrams from `recv` to `send` until `stop`; `recv` returns
+    /// `None` on a timeout (or a refusal while the far end is not up).
+    fn run(
+        mut self,
+        mut recv: impl FnMut(&mut [u8]) -> Option<usize>,
+        mut send: impl FnMut(&[u8]),
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        while !self.stop.load(Ordering::Relaxed) {
+            let Some(n) = recv(&mut buf) else { continue };
+            if self.rng.next_u64() % 100 < self.loss_pct {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.counts.forwarded.fetch_add(1, Ordering::Relaxed);
+                send(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// A UDP relay on 127.0.0.1: a udp-peer sends to `port`, the relay passes
+/// each datagram on to the listener from a socket of its own and the
+/// replies back to the peer, dropping `loss_pct` % in each direction.
+/// Dropping the relay stops and joins its two threads.
+struct LossyRelay {
+    port: u16,
+    counts: Arc<RelayCounts>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl LossyRelay {
+    fn start(listener_port: u16, loss_pct: u64, seed: u64) -> LossyRelay {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind relay front");
+        let back = UdpSocket::bind("127.0.0.1:0").expect("bind relay back");
+        back.connect(("127.0.0.1", listener_port))
+            .expect("connect relay back");
+        // Read timeouts only so that the threads notice `stop`.
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("relay read timeout");
+        }
+        let port = front.local_addr().expect("relay address").port();
+        let (front, back) = (Arc::new(front), Arc::new(back));
+        let peer: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let counts = Arc::new(RelayCounts::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let pump = |seed| Pump {
+            loss_pct,
+            rng: SplitMix(seed),
+            counts: counts.clone(),
+            stop: stop.clone(),
+        };
+        let up = {
+            let (front, back, peer, pump) = (front.clone(), back.clone(), peer.clone(), pump(seed));
+            std::thread::spawn(move || {
+                let recv = |buf: &mut [u8]| {
+                    let (n, from) = front.recv_from(buf).ok()?;
+                    *peer.lock().unwrap() = Some(from);
+                    Some(n)
+                };
+                pump.run(recv, |d| drop(back.send(d)));
+            })
+        };
+        let down = {
+            let pump = pump(seed ^ 0xd0d0);
+            std::thread::spawn(move || {
+                let send = |d: &[u8]| {
+                    if let Some(to) = *peer.lock().unwrap() {
+                        let _ = front.send_to(d, to);
+                    }
+                };
+                pump.run(|buf| back.recv(buf).ok(), send);
+            })
+        };
+        LossyRelay {
+            port,
+            counts,
+            stop,
+            threads: vec![up, down],
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.forwarded.load(Ordering::Relaxed),
+            self.counts.dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP echo server on 127.0.0.1 that echoes each connection until EOF,
+/// then shuts down its write side. Returns its port.
+fn tcp_echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
+    let port = l.local_addr().expect("echo address").port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().expect("clone echo socket");
+                let _ = std::io::copy(&mut &conn, &mut w);
+                let _ = w.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// Sends `data` through 127.0.0.1:`port` (a tcp-server proxy), half-closes,
+/// and returns everything read back until EOF.
+fn echo_through(port: u16, data: Arc<Vec<u8>>) -> std::io::Result<Vec<u8>> {
+    let conn = TcpStream::connect(("127.0.0.1", port))?;
+    // Generous, only so that a stall fails the test instead of hanging it.
+    conn.set_read_timeout(Some(secs(120)))?;
+    conn.set_write_timeout(Some(secs(120)))?;
+    let mut w = conn.try_clone()?;
+    let writer = std::thread::spawn(move || {
+        w.write_all(&data)?;
+        w.shutdown(Shutdown::Write)
+    });
+    let mut got = Vec::new();
+    let read = (&conn).read_to_end(&mut got);
+    writer.join().expect("writer thread")?;
+    read.map(|_| got)
+}
+
+fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn streams_and_remote_work_arrive_whole_over_lossy_udp_links() {
+    const LOSS_PCT: u64 = 5;
+    let echo = tcp_echo_server();
+    let (pb1, pb2, proxy) = (free_udp_port(), free_udp_port(), free_port());
+    let bravo = Node::start("bravo", &[udp_listener(pb1), udp_listener(pb2)]);
+    let relay_ab = LossyRelay::start(pb1, LOSS_PCT, 0x5eed_00ab);
+    let relay_bc = LossyRelay::start(pb2, LOSS_PCT, 0x5eed_00bc);
+    let alpha = Node::start(
+        "alpha",
+        &[
+            udp_peer(relay_ab.port),
+            format!(
+                "- tcp-server: {{port: {proxy}, bindaddr: 127.0.0.1, \
+                 remotenode: charlie, remoteservice: echo}}"
+            ),
+        ],
+    );
+    let charlie = Node::start(
+        "charlie",
+        &[
+            udp_peer(relay_bc.port),
+            format!("- tcp-client: {{service: echo, address: \"127.0.0.1:{echo}\"}}"),
+            "- work-command: {worktype: cat, command: cat}".to_string(),
+        ],
+    );
+    let converged = wait_until(secs(60), || {
+        [&alpha, &bravo, &charlie].iter().all(|n| {
+            let st = n.status();
+            ["alpha", "bravo", "charlie"]
+                .iter()
+                .all(|id| *id == n.id || route(&st, id).is_some())
+        })
+    });
+    assert!(converged, "{}\n{}", alpha.status(), alpha.log_tail(20));
+    assert_eq!(
+        traceroute_hops(&alpha, "charlie"),
+        ["alpha", "bravo", "charlie"]
+    );
+
+    let data = Arc::new(SplitMix::bytes(0x5eed_0010, 10 << 20));
+    let echoed = echo_through(proxy, data.clone()).unwrap_or_else(|e| {
+        panic!(
+            "echo over the lossy mesh failed: {e}\n{}\n{}",
+            alpha.log_tail(20),
+            charlie.log_tail(20)
+        )
+    });
+    assert_eq!(echoed.len(), data.len(), "echoed length");
+    assert_eq!(sha256(&echoed), sha256(&data), "echoed bytes");
+
+    let payload = SplitMix::bytes(0x5eed_0020, 1 << 20);
+    let out = alpha.ctl_with_input(
+        &[
+            "work", "submit", "cat", "--node", "charlie", "-f", "-p", "-",
+        ],
+        &payload,
+    );
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), payload.len(), "work unit stdout length");
+    assert_eq!(sha256(&out.stdout), sha256(&payload), "work unit stdout");
+
+    for relay in [&relay_ab, &relay_bc] {
+        let (forwarded, dropped) = relay.counts();
+        eprintln!(
+            "relay on {}: {forwarded} forwarded, {dropped} dropped",
+            relay.port
+        );
+        assert!(
+            dropped > 0,
+            "the relay dropped nothing ({forwarded} forwarded)"
+        );
+    }
 }
