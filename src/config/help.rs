@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::schema::{DIRECTIVES, DirectiveSpec, FieldSpec, Section};
+use super::v2::{SECTIONS, Shape};
 
 const PROGRAM: &str = "receptor";
 
@@ -28,6 +29,26 @@ pub fn help_text() -> String {
         for d in required.into_iter().chain(optional) {
             directive_help(&mut out, d);
         }
+    }
+    out
+}
+
+/// The help text of the v2 command line (`--config-v2 --help`).
+pub fn v2_help_text() -> String {
+    let mut out = format!(
+        "Usage: {PROGRAM} --config-v2 [--config <filename>] [--version]\n\n\
+         \x20  --config <filename>: The v2 config file (default is $HOME/receptor.yaml)\n\n\
+         \x20  --version: Show the Receptor version\n\n\
+         \x20  --help: Show this help\n\n\
+         The file is a YAML map of sections. Each item of a section is a map of the\n\
+         fields of a directive of the legacy format ({PROGRAM} --help lists them):\n\n"
+    );
+    for sec in SECTIONS {
+        let form = match sec.shape {
+            Shape::One => "one",
+            Shape::List => "a list of",
+        };
+        let _ = writeln!(out, "   {}: {form} {}", sec.key, sec.directive);
     }
     out
 }
