@@ -885,7 +885,7 @@ fn v2_flags_help_version_and_default_file() {
     let help = Ok(Invocation::Help(v2_help_text()));
     assert_eq!(invoke(&argv("--config-v2 -h")), help);
     assert_eq!(invoke(&argv("--help --config-v2")), help);
-    assert!(v2_help_text().contains("   tcp-listeners: a list of tcp-listener\n"));
+    assert!(v2_help_text().contains("   tcp-listeners: [tcp-listener, ...]\n"));
     let dir = std::env::temp_dir().join(format!("receptor-v2-home-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp home");
     let missing = default_v2_file(Some(dir.clone()));
