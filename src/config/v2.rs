@@ -131,8 +131,12 @@ fn parse_document(doc: &Value, prefix: &str) -> Result<Vec<RawDirective>, String
     Ok(out)
 }
 
+/// Go reads the key with `viper.GetInt`, which takes `2` and `"2"`.
 fn check_version(value: &Value) -> Result<(), String> {
-    match value.as_u64() {
+    let number = value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()));
+    match number {
         Some(1 | 2) => Ok(()),
         _ => Err(format!("version: expected 1 or 2, got {}", show(value))),
     }
@@ -282,6 +286,8 @@ version: 2
         assert_eq!(e("42"), "expected a map of sections, got a number");
         assert_eq!(e("1: x"), "section names must be strings");
         assert_eq!(e("version: 3"), "version: expected 1 or 2, got 3");
+        assert_eq!(e("version: two"), "version: expected 1 or 2, got \"two\"");
+        assert!(parse("version: '2'").is_ok_and(|d| d.is_empty()));
         assert_eq!(
             e("iprouters: []\nip-routers: []"),
             "ip-routers: section given more than once"
