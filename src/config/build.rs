@@ -391,10 +391,13 @@ fn udp_peer(d: &Directive) -> Result<UdpPeerCfg, String> {
 }
 
 fn ws_listener(d: &Directive) -> Result<WsListenerCfg, String> {
+    // An empty path serves `/`, as when it is not given (Go panics on
+    // an explicit empty one).
+    let path = Some(d.str("path")).filter(|p| !p.is_empty());
     Ok(WsListenerCfg {
         bind_addr: d.str("bindaddr"),
         port: port(d)?,
-        path: d.str("path"),
+        path: path.unwrap_or_else(|| "/".to_string()),
         tls: d.opt_str("tls"),
         cost: d.float("cost"),
         node_cost: d.float_map("nodecost"),

@@ -66,11 +66,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Vec<Step>, String> {
         }
         match name.as_str() {
             "c" | "config" => steps.push(Step::ConfigFile(config_file(token, &mut tokens)?)),
-            "config-v2" => {
-                return Err(
-                    "the v2 configuration format (--config-v2) is not supported yet".to_string(),
-                );
-            }
+            // Go switches to v2 only on the exact token.
+            "config-v2" => return Err(format!("write {token:?} exactly as {V2_FLAG}")),
             _ => {
                 let spec = schema::directive(&name)
                     .ok_or_else(|| format!("unknown directive {name:?}"))?;
@@ -90,6 +87,57 @@ fn config_file<'a>(
         Some(file) if !file.starts_with('-') => Ok(PathBuf::from(file)),
         _ => Err(format!("{flag} requires a file name")),
     }
+}
+
+/// The token that selects the v2 command line and file, anywhere in argv
+/// (Go compares each argument with it exactly).
+pub(crate) const V2_FLAG: &str = "--config-v2";
+
+/// The flags of the v2 command line: Go's cobra flags, nothing else.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct V2Flags {
+    /// `--config FILE` or `--config=FILE`.
+    pub config: Option<PathBuf>,
+    pub version: bool,
+    pub help: bool,
+}
+
+pub(crate) fn is_v2(args: &[String]) -> bool {
+    args.iter().any(|a| a == V2_FLAG)
+}
+
+/// Parses a v2 command line (argv without argv\[0\]). Directives belong in
+/// the file, so any other flag or argument is an error, as in Go.
+pub(crate) fn parse_v2(args: &[String]) -> Result<V2Flags, String> {
+    let mut flags = V2Flags::default();
+    let mut tokens = args.iter().filter(|a| *a != V2_FLAG);
+    while let Some(token) = tokens.next() {
+        let file = match token.as_str() {
+            "--config" => tokens.next().cloned(),
+            t if t.starts_with("--config=") => Some(t["--config=".len()..].to_string()),
+            "--version" => {
+                flags.version = true;
+                continue;
+            }
+            "-h" | "--help" => {
+                flags.help = true;
+                continue;
+            }
+            _ => {
+                return Err(format!(
+                    "{token:?} is not accepted with {V2_FLAG}, which takes only \
+                     --config FILE, --version and --help (directives go in the file)"
+                ));
+            }
+        };
+        let file = file
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| "--config requires a file name".to_string())?;
+        if flags.config.replace(PathBuf::from(file)).is_some() {
+            return Err(format!("--config may be given only once with {V2_FLAG}"));
+        }
+    }
+    Ok(flags)
 }
 
 /// `key=value` (split at the first `=`) or a bare value.
@@ -184,9 +232,40 @@ mod tests {
             Some("-c requires a file name".to_string())
         );
         assert!(parse(&args("-c a.yaml b.yaml")).is_err());
-        assert!(parse(&args("--config-v2")).is_err());
+        assert_eq!(
+            parse(&args("-Config-V2")).err(),
+            Some("write \"-Config-V2\" exactly as --config-v2".to_string())
+        );
         assert!(parse(&args("-")).is_err());
         assert!(parse(&[String::new()]).is_err());
+    }
+
+    #[test]
+    fn v2_flags() {
+        assert!(is_v2(&args("--node a --config-v2")));
+        assert!(!is_v2(&args("--config-v2=x -config-v2")));
+        let flags = parse_v2(&args("--config-v2 --config f.yaml --version -h"));
+        assert_eq!(
+            flags,
+            Ok(V2Flags {
+                config: Some("f.yaml".into()),
+                version: true,
+                help: true,
+            })
+        );
+        let flags = parse_v2(&args("--config=g.yaml --config-v2")).expect("valid");
+        assert_eq!(flags.config, Some("g.yaml".into()));
+        assert_eq!(parse_v2(&args("--config-v2")), Ok(V2Flags::default()));
+        let e = |s: &str| parse_v2(&args(s)).err().unwrap_or_default();
+        assert!(e("--config-v2 -c f.yaml").starts_with("\"-c\" is not accepted with --config-v2"));
+        assert!(e("--config-v2 --config f --node a").starts_with("\"--node\" is not accepted"));
+        assert!(e("--config-v2 --config f extra").starts_with("\"extra\" is not accepted"));
+        assert_eq!(e("--config-v2 --config"), "--config requires a file name");
+        assert_eq!(e("--config="), "--config requires a file name");
+        assert_eq!(
+            e("--config a --config b"),
+            "--config may be given only once with --config-v2"
+        );
     }
 
     #[test]

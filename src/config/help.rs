@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::schema::{DIRECTIVES, DirectiveSpec, FieldSpec, Section};
+use super::v2::{SECTIONS, Shape};
 
 const PROGRAM: &str = "receptor";
 
@@ -12,6 +13,8 @@ pub fn help_text() -> String {
         "Usage: {PROGRAM} [--<action> [<param>=<value> ...] ...]\n\n\
          \x20  --help: Show this help\n\n\
          \x20  --config <filename>: Load additional config options from a YAML file\n\n\
+         \x20  --config-v2: Read a v2 config file (a map of sections) instead;\n\
+         \x20        \"{PROGRAM} --config-v2 --help\" explains it\n\n\
          \x20  --bash-completion: Generate a completion script for the bash shell\n\
          \x20        Run \". <({PROGRAM} --bash-completion)\" to activate now\n\n\
          \x20  --completion <shell>: Generate a completion script for bash or zsh\n\n"
@@ -28,6 +31,26 @@ pub fn help_text() -> String {
         for d in required.into_iter().chain(optional) {
             directive_help(&mut out, d);
         }
+    }
+    out
+}
+
+/// The help text of the v2 command line (`--config-v2 --help`).
+pub fn v2_help_text() -> String {
+    let mut out = format!(
+        "Usage: {PROGRAM} --config-v2 [--config <filename>] [--version]\n\n\
+         \x20  --config <filename>: The v2 config file (default is $HOME/receptor.yaml)\n\n\
+         \x20  --version: Show the Receptor version\n\n\
+         \x20  --help: Show this help\n\n\
+         The file is a YAML map of sections. A section holds a map of the fields of\n\
+         a directive of the legacy format ({PROGRAM} --help lists them), or a list\n\
+         of such maps:\n\n"
+    );
+    for sec in SECTIONS {
+        let _ = match sec.shape {
+            Shape::One => writeln!(out, "   {}: {}", sec.key, sec.directive),
+            Shape::List => writeln!(out, "   {}: [{}, ...]", sec.key, sec.directive),
+        };
     }
     out
 }
@@ -130,6 +153,7 @@ fn completion_actions(visible: &[&DirectiveSpec]) -> Vec<String> {
         "--completion",
         "--config",
         "-c",
+        "--config-v2",
     ]
     .into_iter()
     .map(String::from)
@@ -189,6 +213,7 @@ pub(crate) mod man {
 
     use super::NOT_YET;
     use crate::config::schema::{DIRECTIVES, DirectiveSpec, Section};
+    use crate::config::v2::{SECTIONS, Shape};
 
     /// Escapes text for roff: backslashes, hyphens (so that they are real
     /// minus signs in options) and a leading control character.
@@ -206,6 +231,7 @@ pub(crate) mod man {
     pub(crate) const MAN_PARTS: &[(&str, &str)] = &[
         ("man/receptor.8", "cert-tools"),
         ("man/receptor.conf.5", "directives"),
+        ("man/receptor.conf.5", "v2-sections"),
     ];
 
     /// The roff text of one generated part (see [`MAN_PARTS`]).
@@ -213,6 +239,7 @@ pub(crate) mod man {
         match name {
             "cert-tools" => man_directives(|s| s == Section::Certificates, false),
             "directives" => man_directives(|_| true, true),
+            "v2-sections" => man_v2_sections(),
             _ => String::new(),
         }
     }
@@ -250,6 +277,23 @@ pub(crate) mod man {
             {
                 man_directive(&mut out, d);
             }
+        }
+        out
+    }
+
+    fn man_v2_sections() -> String {
+        let mut out = String::new();
+        for sec in SECTIONS {
+            let form = match sec.shape {
+                Shape::One => "A map of the fields of",
+                Shape::List => "A list of maps of the fields of",
+            };
+            let _ = writeln!(
+                out,
+                ".TP\n.B {}\n{form}\n.BR {} .",
+                roff(sec.key),
+                roff(sec.directive)
+            );
         }
         out
     }
@@ -400,8 +444,10 @@ mod tests {
             "--bash-completion",
             "--completion",
             "--version",
+            "--config-v2",
         ] {
-            assert!(help_text().contains(option) || option == "--version");
+            let helped = help_text().contains(option) || v2_help_text().contains(option);
+            assert!(helped || option == "--version");
             assert!(page8.contains(&man_name(option)), "{option}");
         }
     }

@@ -1,9 +1,10 @@
-//! Legacy ("v1") configuration: command-line directives and YAML directive
-//! lists, checked against the table of every Receptor directive and turned
+//! Configuration: the legacy ("v1") command-line directives and YAML
+//! directive lists, and the v2 file (`--config-v2`, a map of sections),
+//! both checked against the table of every Receptor directive and turned
 //! into a typed [`Config`].
 //!
-//! The only I/O is reading the files named by `-c`/`--config` and the host
-//! name (the default node ID).
+//! The only I/O is reading the config files, `$HOME` (where the v2 file is
+//! looked for by default) and the host name (the default node ID).
 
 mod build;
 mod cli;
@@ -11,6 +12,7 @@ mod directive;
 mod help;
 pub mod reload;
 mod schema;
+mod v2;
 mod value;
 mod yaml;
 
@@ -19,7 +21,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use help::{bash_completion, help_text, zsh_completion};
+pub use help::{bash_completion, help_text, v2_help_text, zsh_completion};
 pub use value::parse_go_duration as parse_duration;
 
 /// What the command line asks the program to do.
@@ -86,7 +88,8 @@ pub struct Config {
     /// entry per occurrence in order of appearance, by canonical lower-case
     /// name (e.g. "ws-listener", "work-command", "tls-server").
     pub unsupported: Vec<String>,
-    /// The config files given with -c/--config, in order.
+    /// The config files given with -c/--config, in order, or the one v2
+    /// file.
     pub config_files: Vec<PathBuf>,
 }
 
@@ -227,7 +230,6 @@ pub struct ControlServiceCfg {
     pub max_clients: usize,
 }
 
-/// Parses the command line (without argv\[0\]), loading any config files.
 /// A `work-command` work type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkCommandCfg {
@@ -397,6 +399,8 @@ pub enum ProxyCfg {
     },
 }
 
+/// Parses the command line (without argv\[0\]), loading any config files:
+/// the legacy form, or the v2 one when argv holds `--config-v2`.
 pub fn parse_args(args: &[String]) -> Result<Invocation, ConfigError> {
     parse_with_hostname(args, build::system_hostname)
 }
@@ -405,6 +409,10 @@ fn parse_with_hostname(
     args: &[String],
     hostname: impl FnOnce() -> Option<String>,
 ) -> Result<Invocation, ConfigError> {
+    if cli::is_v2(args) {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        return parse_v2(args, home, hostname);
+    }
     match cli::special(args) {
         _ if args.is_empty() => return Ok(Invocation::Help(help_text())),
         Some(cli::Special::Help) => return Ok(Invocation::Help(help_text())),
@@ -429,6 +437,44 @@ fn parse_with_hostname(
             }
         }
     }
+    finish(&raw, config_files, hostname)
+}
+
+/// `--config-v2 [--config FILE] [--version] [--help]`; `home` holds the
+/// default file.
+fn parse_v2(
+    args: &[String],
+    home: Option<PathBuf>,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<Invocation, ConfigError> {
+    let flags = cli::parse_v2(args)?;
+    if flags.help {
+        return Ok(Invocation::Help(v2_help_text()));
+    }
+    if flags.version {
+        return Ok(Invocation::Version);
+    }
+    let path = match flags.config {
+        Some(path) => path,
+        None => default_v2_file(home)?,
+    };
+    let raw = v2::load(&path)?;
+    finish(&raw, vec![path], hostname)
+}
+
+/// `$HOME/receptor.yaml`, if it exists (Go's message otherwise).
+fn default_v2_file(home: Option<PathBuf>) -> Result<PathBuf, String> {
+    home.map(|h| h.join("receptor.yaml"))
+        .filter(|path| path.is_file())
+        .ok_or_else(|| "Could not locate config file (default is $HOME/receptor.yaml)".to_string())
+}
+
+/// Checks raw directives from either front-end and builds the config.
+fn finish(
+    raw: &[directive::RawDirective],
+    config_files: Vec<PathBuf>,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<Invocation, ConfigError> {
     let directives = raw
         .iter()
         .map(directive::resolve)

@@ -376,7 +376,6 @@ fn error_messages() {
         err("--local-only --trace --trace"),
         "trace: only one trace directive allowed"
     );
-    assert!(err("--config-v2").contains("not supported"));
 }
 
 #[test]
@@ -576,4 +575,344 @@ fn work_signing_and_verification() {
         err("--node a --work-command worktype=w command=cat verifysignature=true"),
         "VerifySignature for work command 'w' is true, but the work verification public key is not specified"
     );
+}
+
+fn run_v2(text: &str) -> Result<Config, String> {
+    let file = TempYaml::new(text);
+    let c = run_args(&[
+        "--config-v2".to_string(),
+        "--config".to_string(),
+        file.arg(),
+    ])?;
+    assert_eq!(c.config_files, vec![file.0.clone()]);
+    Ok(c)
+}
+
+fn v2_err(text: &str) -> String {
+    run_v2(text)
+        .err()
+        .unwrap_or_else(|| format!("no error for {text:?}"))
+}
+
+const V2_MANY: &str = "
+node:
+  id: v2node
+  DataDir: /tmp/v2data
+  maxidleconnectiontimeout: 30s
+  firewallrules:
+    - {action: reject, fromnode: bad}
+log-level: {level: Debug}
+trace:
+tls-servers:
+  - {name: srv, cert: /c.pem, key: /k.pem, requireclientcert: true}
+tls-clients:
+  - {name: cli, cert: /c.pem, key: /k.pem, pinnedservercert: [aa, bb]}
+tcp-listeners:
+  - {port: 7323, tls: srv, nodecost: {n2: 2.5}}
+  - {port: '7324', bindaddr: 127.0.0.1, allowedpeers: [a, b]}
+tcp-peers:
+  - {address: 'host:7323', cost: 2, tls: cli, redial: false}
+udp-listeners:
+  - {port: 7325}
+udp-peers:
+  - {address: 'h:1'}
+ws-listeners:
+  - {port: 8080, path: /mesh}
+ws-peers:
+  - {address: 'wss://h/x', extraheader: 'X-A:b'}
+control-services:
+  - {filename: /tmp/ctl.sock}
+  - {service: other, tcplisten: '127.0.0.1:9999', tcptls: srv, permissions: 0640}
+work-commands:
+  - {worktype: echo, command: cat, allowruntimeparams: true}
+  - {workType: signed, command: cat, verifysignature: true}
+work-verification: {publickey: /pub.pem}
+work-signing: {privatekey: /priv.pem, tokenexpiration: 1h}
+work-kubernetes:
+  - {worktype: kube, namespace: ns, image: img}
+tcp-servers:
+  - {port: 1000, remotenode: a, remoteservice: b}
+tcp-clients:
+  - {service: s, address: 'h:2'}
+udp-servers:
+  - {port: 1001, remotenode: a, remoteservice: b}
+udp-clients:
+  - {service: us, address: 'h:3'}
+unix-socket-servers:
+  - {filename: /tmp/u.sock, remotenode: a, remoteservice: b}
+unix-socket-clients:
+  - {service: uc, filename: /tmp/uc.sock}
+iprouters:
+  - {networkname: n, localnet: 10.0.0.1/30}
+local-only:
+";
+
+const LEGACY_MANY: &str = "
+- node:
+    id: v2node
+    DataDir: /tmp/v2data
+    maxidleconnectiontimeout: 30s
+    firewallrules:
+      - {action: reject, fromnode: bad}
+- log-level: {level: Debug}
+- trace
+- tls-server: {name: srv, cert: /c.pem, key: /k.pem, requireclientcert: true}
+- tls-client: {name: cli, cert: /c.pem, key: /k.pem, pinnedservercert: [aa, bb]}
+- tcp-listener: {port: 7323, tls: srv, nodecost: {n2: 2.5}}
+- tcp-listener: {port: '7324', bindaddr: 127.0.0.1, allowedpeers: [a, b]}
+- tcp-peer: {address: 'host:7323', cost: 2, tls: cli, redial: false}
+- udp-listener: {port: 7325}
+- udp-peer: {address: 'h:1'}
+- ws-listener: {port: 8080, path: /mesh}
+- ws-peer: {address: 'wss://h/x', extraheader: 'X-A:b'}
+- control-service: {filename: /tmp/ctl.sock}
+- control-service: {service: other, tcplisten: '127.0.0.1:9999', tcptls: srv, permissions: 0640}
+- work-command: {worktype: echo, command: cat, allowruntimeparams: true}
+- work-command: {workType: signed, command: cat, verifysignature: true}
+- work-verification: {publickey: /pub.pem}
+- work-signing: {privatekey: /priv.pem, tokenexpiration: 1h}
+- work-kubernetes: {worktype: kube, namespace: ns, image: img}
+- tcp-server: {port: 1000, remotenode: a, remoteservice: b}
+- tcp-client: {service: s, address: 'h:2'}
+- udp-server: {port: 1001, remotenode: a, remoteservice: b}
+- udp-client: {service: us, address: 'h:3'}
+- unix-socket-server: {filename: /tmp/u.sock, remotenode: a, remoteservice: b}
+- unix-socket-client: {service: uc, filename: /tmp/uc.sock}
+- ip-router: {networkname: n, localnet: 10.0.0.1/30}
+- local-only
+";
+
+#[test]
+fn v2_file_equals_its_legacy_twin() {
+    let v2 = run_v2(V2_MANY).expect("valid v2");
+    let mut legacy = run_yaml(LEGACY_MANY).expect("valid legacy");
+    legacy.config_files = v2.config_files.clone();
+    assert_eq!(v2, legacy);
+    // Spot checks that the twin is not trivially empty.
+    assert_eq!(v2.node.id, "v2node");
+    assert_eq!(v2.log_level, LogLevel::Debug);
+    assert!(v2.trace && v2.local_only);
+    assert_eq!(v2.tcp_listeners.len(), 2);
+    assert_eq!(v2.control_services[1].permissions, 0o640);
+    assert_eq!(v2.proxies.len(), 6);
+    assert_eq!(v2.unsupported, ["ip-router"]);
+}
+
+/// Go types `udp-servers` and `udp-clients` as TCP inbound proxies.
+#[test]
+fn v2_udp_proxies_are_udp() {
+    let c = run_v2(V2_MANY).expect("valid");
+    let udp: Vec<&ProxyCfg> = c
+        .proxies
+        .iter()
+        .filter(|p| matches!(p, ProxyCfg::UdpServer { .. } | ProxyCfg::UdpClient { .. }))
+        .collect();
+    assert_eq!(
+        udp,
+        [
+            &ProxyCfg::UdpServer {
+                bind_addr: "0.0.0.0".into(),
+                port: 1001,
+                remote_node: "a".into(),
+                remote_service: "b".into(),
+            },
+            &ProxyCfg::UdpClient {
+                service: "us".into(),
+                address: "h:3".into(),
+            },
+        ]
+    );
+}
+
+#[test]
+fn v2_defaults() {
+    let c = run_v2(
+        "
+tcp-listeners: [{port: 1}]
+tcp-peers: [{address: 'h:1'}]
+udp-peers: [{address: 'h:2'}]
+ws-peers: [{address: 'ws://h/'}]
+ws-listeners: [{port: 2}, {port: 3, path: ''}]
+control-services: [{}]
+unix-socket-servers: [{filename: /u, remotenode: a, remoteservice: b}]
+work-kubernetes: [{worktype: k}]
+",
+    )
+    .expect("valid");
+    assert_eq!(c.node.id, "testhost");
+    assert_eq!(c.node.datadir, PathBuf::from("/tmp/receptor"));
+    assert_eq!(c.log_level, LogLevel::Info);
+    let l = &c.tcp_listeners[0];
+    assert_eq!((l.bind_addr.as_str(), l.cost), ("0.0.0.0", 1.0));
+    assert!(c.tcp_peers[0].redial && c.udp_peers[0].redial && c.ws_peers[0].redial);
+    assert_eq!(c.tcp_peers[0].cost, 1.0);
+    let paths: Vec<&str> = c.ws_listeners.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(paths, ["/", "/"]);
+    let ctl = &c.control_services[0];
+    assert_eq!((ctl.service.as_str(), ctl.permissions), ("control", 0o600));
+    assert!(matches!(
+        c.proxies[0],
+        ProxyCfg::UnixSocketServer {
+            permissions: 0o600,
+            ..
+        }
+    ));
+    let k = &c.work_kubernetes[0];
+    assert_eq!(
+        (k.auth_method.as_str(), k.stream_method.as_str()),
+        ("incluster", "logger")
+    );
+    assert!(k.delete_pod_on_restart);
+    // Present without a level: error, as in the legacy form.
+    assert_eq!(
+        run_v2("log-level:").expect("valid").log_level,
+        LogLevel::Error
+    );
+    assert_eq!(
+        run_v2("log-level: {}").expect("valid").log_level,
+        LogLevel::Error
+    );
+    // Go forces redial on; an explicit false is kept here.
+    assert!(
+        !run_v2("tcp-peers: [{address: 'h:1', redial: false}]")
+            .expect("valid")
+            .tcp_peers[0]
+            .redial
+    );
+    // A single map is a list of one, as Go's decoder takes it.
+    let c = run_v2(
+        "tcp-peers: {address: 'h:1'}\nip-routers: [{networkname: n, localnet: 10.0.0.1/30}]",
+    );
+    let c = c.expect("valid");
+    assert_eq!((c.tcp_peers.len(), c.unsupported.len()), (1, 1));
+    assert!(run_v2("").expect("empty file").tcp_listeners.is_empty());
+}
+
+#[test]
+fn v2_errors() {
+    let e = v2_err("tcp-listener: [{port: 1}]");
+    assert!(e.ends_with(".yaml: unknown section \"tcp-listener\" (known: node, trace, log-level, \
+                         control-services, tls-clients, tls-servers, work-commands, work-kubernetes, \
+                         work-signing, work-verification, iprouters, ip-routers, tcp-clients, \
+                         tcp-servers, udp-clients, udp-servers, unix-socket-clients, \
+                         unix-socket-servers, cert-init, cert-makereqs, cert-signreqs, \
+                         tcp-listeners, udp-listeners, ws-listeners, tcp-peers, udp-peers, ws-peers, \
+                         local-only)"), "{e}");
+    let e = v2_err("tcp-listeners: [{port: 1}, {prot: 1}]");
+    assert!(
+        e.ends_with(
+            ".yaml: tcp-listeners item 2: tcp-listener: unknown parameter \"prot\" \
+                         (known: bindaddr, port, tls, cost, nodecost, allowedpeers)"
+        ),
+        "{e}"
+    );
+    let e = v2_err("tcp-listeners: [{port: abc}]");
+    assert!(
+        e.ends_with(
+            ".yaml: tcp-listeners item 1: tcp-listener: parameter port: invalid integer \"abc\""
+        ),
+        "{e}"
+    );
+    let e = v2_err("tcp-listeners: [{port: [1]}]");
+    assert!(
+        e.contains("tcp-listeners item 1: tcp-listener: parameter port: "),
+        "{e}"
+    );
+    let e = v2_err("node: [{id: a}]");
+    assert!(
+        e.ends_with(".yaml: node: expected a map of fields, got a list"),
+        "{e}"
+    );
+    let e = v2_err("work-signing: [{privatekey: /k}]");
+    assert!(
+        e.ends_with(".yaml: work-signing: expected a map of fields, got a list"),
+        "{e}"
+    );
+    let e = v2_err("node: {id: a, bogus: 1}");
+    assert!(
+        e.contains(".yaml: node: unknown parameter \"bogus\""),
+        "{e}"
+    );
+    let e = v2_err("tcp-peers: [{cost: 2}]");
+    assert!(
+        e.ends_with("tcp-peers item 1: tcp-peer: required parameter(s) missing: address"),
+        "{e}"
+    );
+    let e = v2_err("tcp-listeners: [{port: 1, cost: 0}]");
+    assert!(
+        e.ends_with("tcp-listeners item 1: tcp-listener: cost must be greater than 0"),
+        "{e}"
+    );
+    let e = v2_err("node: {id: a}\ncert-makereqs: [{commonname: x, outreq: r, outkey: k}]");
+    assert_eq!(e, "cannot specify any other options with cert-makereq");
+    let e = v2_err("- node: {id: a}");
+    assert!(e.contains("legacy format"), "{e}");
+    let file = TempYaml::new("node: {id: a}\nlocal-only:\n");
+    let e = run_args(&argv(&format!(
+        "--config-v2 --config {} --node b",
+        file.arg()
+    )));
+    assert!(
+        e.err()
+            .unwrap_or_default()
+            .starts_with("\"--node\" is not accepted with --config-v2")
+    );
+    let e = run_args(&argv(&format!("-c {} --config-v2", file.arg())));
+    assert!(
+        e.err()
+            .unwrap_or_default()
+            .starts_with("\"-c\" is not accepted")
+    );
+    // The legacy reader points a v2 file at --config-v2.
+    let e = run_args(&argv(&format!("-c {}", file.arg())))
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("--config-v2 --config FILE"), "{e}");
+    let e = run_args(&argv("--config-v2 --config /nonexistent/receptor-v2.yaml"));
+    assert!(
+        e.err()
+            .unwrap_or_default()
+            .starts_with("config file /nonexistent/receptor-v2.yaml: ")
+    );
+}
+
+#[test]
+fn v2_flags_help_version_and_default_file() {
+    assert_eq!(
+        invoke(&argv("--config-v2 --version")),
+        Ok(Invocation::Version)
+    );
+    let help = Ok(Invocation::Help(v2_help_text()));
+    assert_eq!(invoke(&argv("--config-v2 -h")), help);
+    assert_eq!(invoke(&argv("--help --config-v2")), help);
+    assert!(v2_help_text().contains("   tcp-listeners: [tcp-listener, ...]\n"));
+    let dir = std::env::temp_dir().join(format!("receptor-v2-home-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp home");
+    let missing = default_v2_file(Some(dir.clone()));
+    assert_eq!(
+        missing,
+        Err("Could not locate config file (default is $HOME/receptor.yaml)".to_string())
+    );
+    assert!(default_v2_file(None).is_err());
+    std::fs::write(dir.join("receptor.yaml"), "node: {id: fromhome}\n").expect("write");
+    let found = default_v2_file(Some(dir.clone()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(found, Ok(dir.join("receptor.yaml")));
+}
+
+#[test]
+fn v2_arbitrary_input_never_panics() {
+    let docs = [
+        "node: !tag {id: a}",
+        "tcp-listeners: [~, {}, [], 1]",
+        "tcp-listeners: !t [{port: 1e400}]",
+        "version: -1",
+        "version: [2]",
+        "? [a]\n: b",
+        "log-level: {level: [x]}",
+        "node: {firewallrules: {action: drop}}",
+    ];
+    for d in docs {
+        let _ = run_v2(d);
+    }
 }

@@ -30,9 +30,16 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The file's top-level items, unparsed.
 pub(crate) fn read_items(path: &Path) -> Result<Vec<Value>, String> {
-    let fail = |e: String| format!("config file {}: {e}", path.display());
-    let text = read_capped(path).map_err(fail)?;
-    parse_document(&text).map_err(fail)
+    read_document(path)
+        .and_then(items_of)
+        .map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// A config file (legacy or v2) parsed as one YAML value; errors lack the
+/// file name.
+pub(crate) fn read_document(path: &Path) -> Result<Value, String> {
+    let text = read_capped(path)?;
+    serde_yaml::from_str(&text).map_err(|e| e.to_string())
 }
 
 /// Reads a text file of at most [`MAX_CONFIG_BYTES`], refusing a larger
@@ -55,13 +62,12 @@ fn read_capped(path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
-fn parse_document(text: &str) -> Result<Vec<Value>, String> {
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+fn items_of(doc: Value) -> Result<Vec<Value>, String> {
     match doc {
         Value::Null => Ok(Vec::new()),
         Value::Sequence(items) => Ok(items),
-        Value::Mapping(_) => Err("the top level is a map, which is the v2 (--config-v2) \
-                                  format; it is not supported yet, use a list of directives"
+        Value::Mapping(_) => Err("the top level is a map, which is the v2 format; \
+                                  run with --config-v2 --config FILE, or write a list of directives"
             .to_string()),
         _ => Err("expected a list of directives".to_string()),
     }
@@ -119,7 +125,10 @@ fn params_of(spec: &DirectiveSpec, params: &Value) -> Result<Vec<(ParamKey, Valu
     }
 }
 
-fn named_params(spec: &DirectiveSpec, map: &Mapping) -> Result<Vec<(ParamKey, Value)>, String> {
+pub(crate) fn named_params(
+    spec: &DirectiveSpec,
+    map: &Mapping,
+) -> Result<Vec<(ParamKey, Value)>, String> {
     let mut seen: Vec<String> = Vec::new();
     let mut out = Vec::new();
     for (key, value) in map {
@@ -144,7 +153,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<RawDirective>, String> {
-        parse_document(text)?
+        let doc: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        items_of(doc)?
             .iter()
             .map(|item| parse_item(item, String::new()))
             .collect()

@@ -118,6 +118,8 @@ pub struct Node {
     dir: TempDir,
     /// Extra environment of the process.
     env: Vec<(String, String)>,
+    /// The config is a v2 file (`--config-v2 --config FILE`).
+    v2: bool,
 }
 
 impl Node {
@@ -175,9 +177,15 @@ impl Node {
             yaml.push('\n');
         }
         std::fs::write(&config, yaml).expect("write config");
+        Node::launched(binary, id, dir, config, false)
+    }
+
+    /// Starts `binary` on `config` (written in `dir`, with the control
+    /// socket `dir/ctl.sock`); does not wait for the socket.
+    fn launched(binary: &Path, id: &str, dir: TempDir, config: PathBuf, v2: bool) -> Node {
         let mut node = Node {
             id: id.to_string(),
-            socket,
+            socket: dir.path.join("ctl.sock"),
             config,
             header,
             log_path: dir.path.join("receptor.log"),
@@ -185,8 +193,33 @@ impl Node {
             dir,
             binary: binary.to_path_buf(),
             env: Vec::new(),
+            v2,
         };
         node.launch();
+        node
+    }
+
+    /// Like [`Node::start`] with a v2 config file: node id and datadir,
+    /// debug logging and the Unix control socket, then `sections` (more
+    /// top-level YAML keys, e.g. `tcp-listeners:\n  - port: 7323\n`).
+    pub fn start_v2(id: &str, sections: &str) -> Node {
+        Node::start_v2_with(Path::new(RECEPTOR), id, sections)
+    }
+
+    /// Like [`Node::start_v2`], running the daemon `binary` (ours or Go's).
+    pub fn start_v2_with(binary: &Path, id: &str, sections: &str) -> Node {
+        let dir = TempDir::new(id);
+        let socket = dir.path.join("ctl.sock");
+        let config = dir.path.join("receptor-v2.yaml");
+        let yaml = format!(
+            "node:\n  id: {id}\n  datadir: {:?}\nlog-level:\n  level: debug\n\
+             control-services:\n  - service: control\n    filename: {:?}\n{sections}",
+            dir.path.join("data"),
+            socket,
+        );
+        std::fs::write(&config, yaml).expect("write config");
+        let mut node = Node::launched(binary, id, dir, config, true);
+        node.wait_ready();
         node
     }
 
@@ -252,8 +285,13 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .expect("open log");
+        let config_flags: &[&str] = if self.v2 {
+            &["--config-v2", "--config"]
+        } else {
+            &["-c"]
+        };
         let child = Command::new(&self.binary)
-            .arg("-c")
+            .args(config_flags)
             .arg(&self.config)
             .current_dir(&self.dir.path)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -1,0 +1,76 @@
+//! Nodes started from v2 configuration files (`--config-v2 --config FILE`),
+//! driven through the real receptorctl (run via tests/run.sh).
+
+mod common;
+
+use std::path::Path;
+
+use common::{Node, connection_ids, free_port, go_reference, secs, show, wait_until};
+
+fn listener_sections(port: u16) -> String {
+    format!("tcp-listeners:\n  - port: {port}\n    bindaddr: 127.0.0.1\n")
+}
+
+/// A dialer with a `cat` work type called `echo`.
+fn executor_sections(port: u16) -> String {
+    format!(
+        "tcp-peers:\n  - address: 127.0.0.1:{port}\n\
+         work-commands:\n  - worktype: echo\n    command: cat\n"
+    )
+}
+
+/// Waits until `receptorctl status` on each node lists the other as connected.
+fn wait_connected(a: &Node, b: &Node) {
+    let sees = |from: &Node, to: &Node| connection_ids(&from.ctl_status()).contains(&to.id);
+    let ok = wait_until(secs(30), || sees(a, b) && sees(b, a));
+    assert!(
+        ok,
+        "{} and {} did not connect\n{}\n{}",
+        a.id,
+        b.id,
+        a.log_tail(20),
+        b.log_tail(20)
+    );
+}
+
+/// Submits `payload` from `from` to the `echo` type on `to` and returns the
+/// results (`-f` follows them to the end).
+fn submit_echo(from: &Node, to: &str, payload: &[u8]) -> Vec<u8> {
+    let out = from.ctl_with_input(
+        &["work", "submit", "echo", "--node", to, "-f", "-p", "-"],
+        payload,
+    );
+    assert!(out.status.success(), "{} -> {to}: {}", from.id, show(&out));
+    out.stdout
+}
+
+fn two_nodes_connect_and_run_work(listener_binary: &Path) {
+    let port = free_port();
+    let relay = Node::start_v2_with(listener_binary, "v2relay", &listener_sections(port));
+    let executor = Node::start_v2("v2exec", &executor_sections(port));
+    wait_connected(&relay, &executor);
+    let payload = b"hello from a v2 config\n";
+    assert_eq!(submit_echo(&relay, "v2exec", payload), payload);
+    let units = executor.ctl(&["work", "list"]);
+    assert!(units.status.success(), "{}", show(&units));
+    let list: serde_json::Value = serde_json::from_slice(&units.stdout).expect("work list JSON");
+    let states: Vec<&str> = list
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|u| u["StateName"].as_str())
+        .collect();
+    assert_eq!(states, ["Succeeded"], "{list}");
+}
+
+#[test]
+fn two_nodes_from_v2_files_connect_and_run_work() {
+    two_nodes_connect_and_run_work(Path::new(common::RECEPTOR));
+}
+
+/// The same files on the Go daemon: our v2 format is the one Go reads.
+#[test]
+fn a_go_node_from_the_same_v2_file_joins() {
+    let Some(go) = go_reference() else { return };
+    two_nodes_connect_and_run_work(&go);
+}
