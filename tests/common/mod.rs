@@ -177,12 +177,20 @@ impl Node {
             yaml.push('\n');
         }
         std::fs::write(&config, yaml).expect("write config");
-        Node::launched(binary, id, dir, config, false)
+        Node::launched(binary, id, dir, config, header, false)
     }
 
     /// Starts `binary` on `config` (written in `dir`, with the control
-    /// socket `dir/ctl.sock`); does not wait for the socket.
-    fn launched(binary: &Path, id: &str, dir: TempDir, config: PathBuf, v2: bool) -> Node {
+    /// socket `dir/ctl.sock`); does not wait for the socket. `header` is
+    /// the config's text before the test's own items.
+    fn launched(
+        binary: &Path,
+        id: &str,
+        dir: TempDir,
+        config: PathBuf,
+        header: String,
+        v2: bool,
+    ) -> Node {
         let mut node = Node {
             id: id.to_string(),
             socket: dir.path.join("ctl.sock"),
@@ -217,8 +225,8 @@ impl Node {
             dir.path.join("data"),
             socket,
         );
-        std::fs::write(&config, yaml).expect("write config");
-        let mut node = Node::launched(binary, id, dir, config, true);
+        std::fs::write(&config, &yaml).expect("write config");
+        let mut node = Node::launched(binary, id, dir, config, yaml, true);
         node.wait_ready();
         node
     }
