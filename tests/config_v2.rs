@@ -74,3 +74,25 @@ fn a_go_node_from_the_same_v2_file_joins() {
     let Some(go) = go_reference() else { return };
     two_nodes_connect_and_run_work(&go);
 }
+
+#[test]
+fn a_v2_file_reloads_its_backends() {
+    let (p1, p2) = (free_port(), free_port());
+    let _one = Node::start_v2("v2one", &listener_sections(p1));
+    let _two = Node::start_v2("v2two", &listener_sections(p2));
+    let dialer = Node::start_v2(
+        "v2dialer",
+        &format!("tcp-peers:\n  - address: 127.0.0.1:{p1}\n"),
+    );
+    assert!(wait_until(secs(15), || connection_ids(&dialer.status()) == ["v2one"]));
+    // The same header, the peer moved to the other listener.
+    let text = dialer.config_head().to_string();
+    dialer.set_config(&format!("{text}tcp-peers:\n  - address: 127.0.0.1:{p2}\n"));
+    let out = dialer.ctl(&["reload"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        wait_until(secs(15), || connection_ids(&dialer.status()) == ["v2two"]),
+        "{}",
+        dialer.log_tail(20)
+    );
+}

@@ -219,14 +219,14 @@ impl Node {
         let dir = TempDir::new(id);
         let socket = dir.path.join("ctl.sock");
         let config = dir.path.join("receptor-v2.yaml");
-        let yaml = format!(
+        let head = format!(
             "node:\n  id: {id}\n  datadir: {:?}\nlog-level:\n  level: debug\n\
-             control-services:\n  - service: control\n    filename: {:?}\n{sections}",
+             control-services:\n  - service: control\n    filename: {:?}\n",
             dir.path.join("data"),
             socket,
         );
-        std::fs::write(&config, &yaml).expect("write config");
-        let mut node = Node::launched(binary, id, dir, config, yaml, true);
+        std::fs::write(&config, format!("{head}{sections}")).expect("write config");
+        let mut node = Node::launched(binary, id, dir, config, head, true);
         node.wait_ready();
         node
     }
