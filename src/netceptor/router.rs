@@ -74,7 +74,7 @@ pub(crate) enum Command {
 /// A cheap, cloneable handle to the router thread.
 #[derive(Clone)]
 pub struct Netceptor {
-    tx: Sender<Command>,
+    tx: Sender<Box<Command>>,
     node_id: Arc<str>,
     next_conn: Arc<AtomicU64>,
     shutdown: Receiver<String>,
@@ -190,7 +190,7 @@ impl Netceptor {
 
     fn command(&self, cmd: Command) {
         // Only fails once the router has stopped, when nothing matters.
-        let _ = self.tx.send(cmd);
+        let _ = self.tx.send(Box::new(cmd));
     }
 }
 
@@ -277,8 +277,11 @@ impl Drop for PacketConn {
     }
 }
 
-/// Commands waiting for the router at most. The channel allocates all
-/// its slots up front, so this is also memory held by every node.
+/// Commands waiting for the router at most. The channel allocates and
+/// writes all its slots up front, so every node holds them: each command
+/// is boxed to keep a slot at 16 bytes (64 KiB in all; unboxed, a slot
+/// held the largest command, 480 KiB in all). The box is one small
+/// allocation per command, next to the frame's own.
 const COMMAND_QUEUE: usize = 4096;
 
 /// Commands handled before gathered frames are sent.
@@ -318,7 +321,7 @@ impl Router {
         }
     }
 
-    fn run(mut self, rx: Receiver<Command>) {
+    fn run(mut self, rx: Receiver<Box<Command>>) {
         while !self.stopping {
             match rx.recv_deadline(self.node.poll_timeout()) {
                 Ok(cmd) => {
@@ -349,9 +352,9 @@ impl Router {
         debug!("Router stopped");
     }
 
-    fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Box<Command>) {
         let now = now();
-        match cmd {
+        match *cmd {
             Command::ConnOpened { conn, params, link } => {
                 let queued = false;
                 self.writers.insert(conn, Outgoing { link, queued });
