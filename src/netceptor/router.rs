@@ -325,12 +325,12 @@ impl Router {
         while !self.stopping {
             match rx.recv_deadline(self.node.poll_timeout()) {
                 Ok(cmd) => {
-                    self.handle(cmd);
+                    self.handle(*cmd);
                     // Handle what is already queued, then send the frames
                     // of the whole batch together.
                     for _ in 0..BATCH {
                         let Ok(cmd) = rx.try_recv() else { break };
-                        self.handle(cmd);
+                        self.handle(*cmd);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -352,9 +352,9 @@ impl Router {
         debug!("Router stopped");
     }
 
-    fn handle(&mut self, cmd: Box<Command>) {
+    fn handle(&mut self, cmd: Command) {
         let now = now();
-        match *cmd {
+        match cmd {
             Command::ConnOpened { conn, params, link } => {
                 let queued = false;
                 self.writers.insert(conn, Outgoing { link, queued });
