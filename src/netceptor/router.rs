@@ -74,7 +74,7 @@ pub(crate) enum Command {
 /// A cheap, cloneable handle to the router thread.
 #[derive(Clone)]
 pub struct Netceptor {
-    tx: Sender<Command>,
+    tx: Sender<Box<Command>>,
     node_id: Arc<str>,
     next_conn: Arc<AtomicU64>,
     shutdown: Receiver<String>,
@@ -190,7 +190,7 @@ impl Netceptor {
 
     fn command(&self, cmd: Command) {
         // Only fails once the router has stopped, when nothing matters.
-        let _ = self.tx.send(cmd);
+        let _ = self.tx.send(Box::new(cmd));
     }
 }
 
@@ -277,8 +277,11 @@ impl Drop for PacketConn {
     }
 }
 
-/// Commands waiting for the router at most. The channel allocates all
-/// its slots up front, so this is also memory held by every node.
+/// Commands waiting for the router at most. The channel allocates and
+/// writes all its slots up front, so every node holds them: each command
+/// is boxed to keep a slot at 16 bytes (64 KiB in all; unboxed, a slot
+/// held the largest command, 480 KiB in all). The box is one small
+/// allocation per command, next to the frame's own.
 const COMMAND_QUEUE: usize = 4096;
 
 /// Commands handled before gathered frames are sent.
@@ -318,16 +321,16 @@ impl Router {
         }
     }
 
-    fn run(mut self, rx: Receiver<Command>) {
+    fn run(mut self, rx: Receiver<Box<Command>>) {
         while !self.stopping {
             match rx.recv_deadline(self.node.poll_timeout()) {
                 Ok(cmd) => {
-                    self.handle(cmd);
+                    self.handle(*cmd);
                     // Handle what is already queued, then send the frames
                     // of the whole batch together.
                     for _ in 0..BATCH {
                         let Ok(cmd) = rx.try_recv() else { break };
-                        self.handle(cmd);
+                        self.handle(*cmd);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
