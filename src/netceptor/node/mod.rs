@@ -18,6 +18,8 @@ mod data;
 mod limits;
 mod links;
 mod services;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod timer;
 mod updates;
 

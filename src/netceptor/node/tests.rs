@@ -1,196 +1,10 @@
-//! Nodes wired together in memory: every frame a node emits is handed to the
-//! node at the other end of the link, with simulated time.
+//! The node driven through the in-memory simulator (`sim`).
 
+use super::sim::{Sim, node, params, start, topology};
 use super::updates::SEEN_UPDATES_CAP;
 use super::*;
 use crate::netceptor::codec::{self, DataHeader};
 use crate::netceptor::hash::node_hash;
-
-/// The virtual clock's start. The monotonic base is read once (an
-/// `Instant` cannot be made otherwise); after that only the simulation
-/// moves time.
-fn start() -> Now {
-    Now {
-        mono: Instant::now(),
-        wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
-    }
-}
-
-/// A node whose identifiers are seeded by its epoch, so runs replay.
-fn node(id: &str, epoch: u64, now: Now) -> Node {
-    Node::new(
-        id,
-        epoch,
-        Duration::from_secs(21),
-        IdGen::from_seed(epoch),
-        now.mono,
-    )
-}
-
-struct Sim {
-    nodes: Vec<Node>,
-    /// (node, conn) -> (node, conn) at the other end.
-    links: HashMap<(usize, ConnId), (usize, ConnId)>,
-    next_conn: ConnId,
-    now: Now,
-    delivered: Vec<(usize, Output)>,
-    closed_with: Vec<(usize, String)>,
-    shutdowns: Vec<usize>,
-}
-
-fn params(cost: f64) -> BackendParams {
-    BackendParams {
-        cost,
-        node_cost: BTreeMap::new(),
-        allowed_peers: None,
-        cert_node_ids: None,
-    }
-}
-
-impl Sim {
-    fn new(names: &[&str]) -> Sim {
-        let now = start();
-        let nodes = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| node(n, 1000 + i as u64, now))
-            .collect();
-        Sim {
-            nodes,
-            links: HashMap::new(),
-            next_conn: 1,
-            now,
-            delivered: Vec::new(),
-            closed_with: Vec::new(),
-            shutdowns: Vec::new(),
-        }
-    }
-
-    fn idx(&self, name: &str) -> usize {
-        self.nodes.iter().position(|n| n.id() == name).unwrap()
-    }
-
-    fn connect_with(&mut self, a: &str, pa: BackendParams, b: &str, pb: BackendParams) {
-        let (a, b) = (self.idx(a), self.idx(b));
-        self.connect_idx(a, pa, b, pb);
-    }
-
-    fn connect_idx(&mut self, a: usize, pa: BackendParams, b: usize, pb: BackendParams) {
-        let (ca, cb) = (self.next_conn, self.next_conn + 1);
-        self.next_conn += 2;
-        self.links.insert((a, ca), (b, cb));
-        self.links.insert((b, cb), (a, ca));
-        self.nodes[a].handle_conn_opened(ca, pa, self.now.mono);
-        self.nodes[b].handle_conn_opened(cb, pb, self.now.mono);
-    }
-
-    fn connect(&mut self, a: &str, b: &str, cost: f64) {
-        self.connect_with(a, params(cost), b, params(cost));
-    }
-
-    /// Cuts every link of a node, as if its process died.
-    fn kill(&mut self, name: &str) {
-        let i = self.idx(name);
-        let gone: Vec<_> = self
-            .links
-            .keys()
-            .filter(|(n, _)| *n == i)
-            .copied()
-            .collect();
-        for key in gone {
-            if let Some((peer, pc)) = self.links.remove(&key) {
-                self.links.remove(&(peer, pc));
-                self.nodes[peer].handle_conn_closed(pc, self.now.mono);
-            }
-        }
-        let epoch = self.nodes[i].epoch + 100;
-        self.nodes[i] = node(name, epoch, self.now);
-    }
-
-    /// Delivers outputs until the mesh is quiet; panics rather than hang if
-    /// it never is (a message circulating forever).
-    fn pump(&mut self) {
-        for _ in 0..100_000 {
-            let mut any = false;
-            for i in 0..self.nodes.len() {
-                while let Some(out) = self.nodes[i].poll_output() {
-                    any = true;
-                    self.apply(i, out);
-                }
-            }
-            if !any {
-                return;
-            }
-        }
-        panic!("messages still circulating after 100000 rounds");
-    }
-
-    fn apply(&mut self, i: usize, out: Output) {
-        match out {
-            Output::Send { conn, msg } => {
-                if let Some(&(peer, pc)) = self.links.get(&(i, conn)) {
-                    self.nodes[peer].handle_message(pc, msg, self.now);
-                }
-            }
-            Output::Close { conn, error } => {
-                if let Some(e) = error {
-                    self.closed_with.push((i, e));
-                }
-                if let Some((peer, pc)) = self.links.remove(&(i, conn)) {
-                    self.links.remove(&(peer, pc));
-                    self.nodes[peer].handle_conn_closed(pc, self.now.mono);
-                }
-            }
-            Output::Shutdown { .. } => self.shutdowns.push(i),
-            other => self.delivered.push((i, other)),
-        }
-    }
-
-    fn run_for(&mut self, d: Duration) {
-        let end = self.now.after(d);
-        self.pump();
-        loop {
-            let next = self.nodes.iter().map(Node::poll_timeout).min().unwrap();
-            if next > end.mono {
-                self.now = end;
-                return;
-            }
-            if next > self.now.mono {
-                self.now = self.now.after(next - self.now.mono);
-            }
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].poll_timeout() <= self.now.mono {
-                    self.nodes[i].handle_timeout(self.now);
-                }
-            }
-            self.pump();
-        }
-    }
-
-    fn route(&self, from: &str, to: &str) -> Option<String> {
-        self.nodes[self.idx(from)].routes.get(to).cloned()
-    }
-
-    fn service(&mut self, node: &str, name: &str) -> ServiceName {
-        let i = self.idx(node);
-        self.nodes[i].bind(name, None, self.now.mono).unwrap()
-    }
-
-    fn send(
-        &mut self,
-        from: &str,
-        svc: ServiceName,
-        to: &str,
-        to_svc: &str,
-        data: &[u8],
-        hops: u8,
-    ) -> Result<(), SendError> {
-        let i = self.idx(from);
-        let r = self.nodes[i].send(svc, to, to_svc, data, hops);
-        self.pump();
-        r
-    }
-}
 
 #[test]
 fn line_of_three_learns_routes_both_ways() {
@@ -1043,4 +857,33 @@ mod hostile {
         first_served.dedup();
         assert!(first_served.len() > 1, "{first_served:?}");
     }
+}
+
+/// The benchmark's scenario (benches/mesh_sim.rs) at a small size: every
+/// node routes to every other, and again once the busiest node dies.
+fn converges_and_survives_the_busiest_node(links: &[(usize, usize)], n: usize) {
+    let names: Vec<String> = (0..n).map(|i| format!("node{i}")).collect();
+    let mut sim = Sim::new(&names);
+    sim.connect_all(links);
+    let limit = Duration::from_secs(30);
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+    let hub = topology::busiest(n, links);
+    sim.kill_idx(hub);
+    assert!(sim.run_until(limit, |s| s.converged(&[hub])).is_some());
+    let other = (hub + 1) % n;
+    assert_eq!(sim.nodes[other].routes.len(), n - 2);
+}
+
+#[test]
+fn a_random_mesh_of_30_converges_and_reconverges_without_its_hub() {
+    let links = topology::random(30, 7);
+    assert!(links.len() >= 45, "{} links", links.len());
+    converges_and_survives_the_busiest_node(&links, 30);
+}
+
+#[test]
+fn a_hub_and_spoke_mesh_of_30_converges_and_reconverges_without_its_busiest_hop_node() {
+    let links = topology::hub_and_spoke(30);
+    assert_eq!(topology::busiest(30, &links), 3, "a hop node");
+    converges_and_survives_the_busiest_node(&links, 30);
 }
