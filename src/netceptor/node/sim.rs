@@ -342,7 +342,7 @@ pub mod topology {
     /// and the rest execution nodes, each linked to two hop nodes.
     pub fn hub_and_spoke(n: usize) -> Vec<(usize, usize)> {
         let hops = (n / 50).max(2);
-        assert!(n >= 3 + hops + 1, "too few nodes for hub and spoke");
+        assert!(n > 3 + hops, "too few nodes for hub and spoke");
         let mut links = vec![(0, 1), (0, 2), (1, 2)];
         for h in 3..3 + hops {
             links.extend((0..3).map(|c| (c, h)));

@@ -772,7 +772,7 @@ mod hostile {
 
     #[test]
     fn a_new_peer_gets_known_ads_paced_by_its_link() {
-        use super::super::services::AD_SHARE_BACKLOG;
+        use super::super::share::SHARE_BACKLOG;
         let now = start();
         let mut a = node("a", 1, now);
         a.handle_conn_opened(1, params(1.0), now.mono);
@@ -786,18 +786,18 @@ mod hostile {
         a.handle_conn_opened(2, params(1.0), now.mono);
         a.handle_message(2, hello("n"), now);
         let first = ads_sent(&mut a, 2);
-        assert!(first > 0 && first <= AD_SHARE_BACKLOG / one + 1, "{first}");
+        assert!(first > 0 && first <= SHARE_BACKLOG / one + 1, "{first}");
         // ...nothing more while its link is backed up...
         let mut t = now;
         for _ in 0..10 {
             t = t.after(Duration::from_millis(100));
-            a.handle_link_backlog(2, AD_SHARE_BACKLOG);
+            a.handle_link_backlog(2, SHARE_BACKLOG);
             a.handle_timeout(t);
             assert_eq!(ads_sent(&mut a, 2), 0);
         }
         // ...then only what tops the link up...
         t = t.after(Duration::from_millis(100));
-        a.handle_link_backlog(2, AD_SHARE_BACKLOG - 10 * one);
+        a.handle_link_backlog(2, SHARE_BACKLOG - 10 * one);
         a.handle_timeout(t);
         assert_eq!(ads_sent(&mut a, 2), 10);
         // ...and the rest as it drains.
@@ -809,12 +809,12 @@ mod hostile {
             total += ads_sent(&mut a, 2);
         }
         assert_eq!(total, 2000);
-        assert_eq!(a.conns_sharing_ads().count(), 0);
+        assert_eq!(a.conns_catching_up().count(), 0);
     }
 
     #[test]
     fn many_new_peers_share_one_round_budget() {
-        use super::super::services::{AD_SHARE_BACKLOG, AD_SHARE_ROUND};
+        use super::super::share::{SHARE_BACKLOG, SHARE_ROUND};
         let now = start();
         let mut a = node("a", 1, now);
         a.handle_conn_opened(1, params(1.0), now.mono);
@@ -846,11 +846,8 @@ mod hostile {
                     first.get_or_insert(conn);
                 }
             }
-            assert!(
-                bytes <= AD_SHARE_ROUND + AD_SHARE_BACKLOG,
-                "{bytes} in one round"
-            );
-            assert!(bytes > AD_SHARE_ROUND / 2, "{bytes} in one round");
+            assert!(bytes <= SHARE_ROUND + SHARE_BACKLOG, "{bytes} in one round");
+            assert!(bytes > SHARE_ROUND / 2, "{bytes} in one round");
             first_served.push(first);
         }
         // Peers take turns at the front.
@@ -886,4 +883,57 @@ fn a_hub_and_spoke_mesh_of_30_converges_and_reconverges_without_its_busiest_hop_
     let links = topology::hub_and_spoke(30);
     assert_eq!(topology::busiest(30, &links), 3, "a hop node");
     converges_and_survives_the_busiest_node(&links, 30);
+}
+
+#[test]
+fn a_newcomer_learns_the_mesh_from_its_peer_and_only_changed_nodes_flood() {
+    let mut names: Vec<String> = (0..10).map(|i| format!("node{i}")).collect();
+    names.push("late".into());
+    let mut sim = Sim::new(&names);
+    let ring: Vec<_> = (0..10).map(|i| (i, (i + 1) % 10)).collect();
+    sim.connect_all(&ring);
+    let limit = Duration::from_secs(5);
+    assert!(sim.run_until(limit, |s| s.converged(&[10])).is_some());
+    let before: Vec<u64> = sim.nodes.iter().map(|n| n.sequence).collect();
+    sim.connect_idx(10, params(1.0), 0, params(1.0));
+    // Well before anyone's periodic update (10 s).
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+    sim.run_for(Duration::from_secs(1));
+    let flooded: Vec<usize> = (0..11)
+        .filter(|&i| sim.nodes[i].sequence != before[i])
+        .collect();
+    assert_eq!(flooded, [0, 10], "only the ends of the new link flood");
+}
+
+#[test]
+fn a_new_peer_is_handed_known_updates_as_their_origin_sent_them() {
+    let mut sim = Sim::new(&["m", "a", "n"]);
+    sim.connect("m", "a", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let m_seq = sim.nodes[0].sequence;
+    let (a, n) = (1, 2);
+    let conn_a = sim.next_conn;
+    sim.connect_idx(a, params(1.0), n, params(1.0));
+    // n's hello reaches a by hand, so what a sends back can be read.
+    let Some(Output::Send { msg: hello, .. }) = sim.nodes[n].poll_output() else {
+        panic!("n sends a hello")
+    };
+    let now = sim.now;
+    sim.nodes[a].handle_message(conn_a, hello, now);
+    let mut updates = Vec::new();
+    while let Some(out) = sim.nodes[a].poll_output() {
+        if let Output::Send { conn, msg } = out
+            && let Ok(codec::Message::Routing(ru)) = codec::decode(&msg)
+        {
+            assert_eq!(conn, conn_a);
+            updates.push(ru);
+        }
+    }
+    let m = updates
+        .iter()
+        .find(|ru| ru.node_id == "m")
+        .expect("m's update");
+    assert_eq!(m.forwarding_node, "a");
+    assert_eq!((m.update_epoch, m.update_sequence), (1000, m_seq));
+    assert!(updates.iter().all(|ru| ru.node_id != "n"));
 }
