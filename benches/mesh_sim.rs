@@ -8,7 +8,9 @@
 //! measures until every node routes to every other: routing messages and
 //! bytes sent, CPU time, and the live heap (all node state) per node. Then
 //! the busiest node dies and the same is measured until the rest route
-//! around it. Time is virtual (timer rounds); CPU time is real.
+//! around it; then it restarts (a new epoch) and its links come back, and
+//! the same is measured until every node routes to every other again.
+//! Time is virtual (timer rounds); CPU time is real.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,9 +92,16 @@ fn row(shape: &str, n: usize, links: &[(usize, usize)]) {
     let hub = topology::busiest(n, links);
     sim.kill_idx(hub);
     let down = phase(&mut sim, &[hub]);
+    let back: Vec<_> = links
+        .iter()
+        .copied()
+        .filter(|&(a, b)| a == hub || b == hub)
+        .collect();
+    sim.connect_all(&back);
+    let again = phase(&mut sim, &[]);
     let t = up.traffic;
     println!(
-        "| {shape} | {n} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {} | {} | {:.0} |",
+        "| {shape} | {n} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {} | {} | {:.0} | {} | {} | {:.0} |",
         links.len(),
         shown(up.virtual_time),
         t.routing_msgs,
@@ -103,6 +112,9 @@ fn row(shape: &str, n: usize, links: &[(usize, usize)]) {
         shown(down.virtual_time),
         down.traffic.routing_msgs,
         down.cpu.as_secs_f64() * 1e6 / n as f64,
+        shown(again.virtual_time),
+        again.traffic.routing_msgs,
+        again.cpu.as_secs_f64() * 1e6 / n as f64,
     );
 }
 
@@ -118,9 +130,9 @@ fn main() {
         sizes
     };
     println!(
-        "| shape | nodes | links | converged after | routing msgs | msgs/node | bytes/update | CPU µs/node | heap KiB/node | hub dies: reconverged after | routing msgs | CPU µs/node |"
+        "| shape | nodes | links | converged after | routing msgs | msgs/node | bytes/update | CPU µs/node | heap KiB/node | hub dies: reconverged after | routing msgs | CPU µs/node | hub back: reconverged after | routing msgs | CPU µs/node |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &sizes {
         row("random 3-6", n, &topology::random(n, n as u64));
         row("hub and spoke", n, &topology::hub_and_spoke(n));
