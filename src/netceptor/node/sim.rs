@@ -206,6 +206,12 @@ impl Sim {
         }
         for i in 0..self.nodes.len() {
             if self.nodes[i].poll_timeout() <= self.now.mono {
+                // Links here drain at once: say so, as the router does
+                // before each timeout, or catching up would stall.
+                let conns: Vec<ConnId> = self.nodes[i].conns_catching_up().collect();
+                for conn in conns {
+                    self.nodes[i].handle_link_backlog(conn, 0);
+                }
                 self.nodes[i].handle_timeout(self.now);
             }
         }

@@ -946,3 +946,27 @@ fn a_new_peer_is_handed_known_updates_as_their_origin_sent_them() {
     assert_eq!((m.update_epoch, m.update_sequence), (1000, m_seq));
     assert!(updates.iter().all(|ru| ru.node_id != "n"));
 }
+
+#[test]
+fn a_restarted_node_relearns_a_mesh_larger_than_one_chunk_at_once() {
+    let n = 60;
+    let links = topology::hub_and_spoke(n);
+    // Long IDs make the 59 other updates several chunks (SHARE_BACKLOG).
+    let names: Vec<String> = (0..n).map(|i| format!("{i:0>240}")).collect();
+    let mut sim = Sim::new(&names);
+    sim.connect_all(&links);
+    let limit = Duration::from_secs(5);
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+    // An execution node, linked to two hop nodes.
+    let leaf = n - 1;
+    sim.kill_idx(leaf);
+    let back: Vec<_> = links
+        .iter()
+        .copied()
+        .filter(|&(a, b)| a == leaf || b == leaf)
+        .collect();
+    sim.connect_all(&back);
+    // Everything must reach it before anyone's periodic update (10 s)
+    // could fill the gaps.
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+}
