@@ -459,7 +459,7 @@ impl Router {
 
     /// Tells the node how much waits on the links it paces sends by.
     fn report_backlogs(&mut self) {
-        let conns: Vec<ConnId> = self.node.conns_sharing_ads().collect();
+        let conns: Vec<ConnId> = self.node.conns_catching_up().collect();
         for conn in conns {
             if let Some(out) = self.writers.get(&conn) {
                 self.node.handle_link_backlog(conn, out.link.backlog());

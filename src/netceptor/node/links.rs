@@ -28,15 +28,6 @@ pub(super) enum ConnState {
     },
 }
 
-/// How far a new peer has got through the advertisements we know.
-#[derive(Debug, Default)]
-pub(super) struct AdShare {
-    /// The last advertisement sent; `None` before the first.
-    pub after: Option<(String, String)>,
-    /// Bytes the link last said were still waiting to be written.
-    pub backlog: usize,
-}
-
 #[derive(Debug)]
 pub(super) struct Conn {
     pub params: BackendParams,
@@ -73,7 +64,7 @@ impl Node {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        self.ad_shares.remove(&conn);
+        self.shares.remove(&conn);
         if let ConnState::Established { peer, .. } = c.state {
             self.forget_peer(&peer, now);
         }
@@ -291,7 +282,7 @@ impl Node {
         self.set_edge(&peer, &self.id.clone(), cost);
         self.schedule_flood(now);
         self.schedule_recompute(now);
-        self.share_ads_with(conn, at);
+        self.share_with(conn, at);
     }
 
     /// The encoded size of the largest update we could send with `peer`
@@ -316,17 +307,18 @@ impl Node {
     }
 
     /// How many bytes are still waiting to be written on `conn` (the
-    /// shell reports this for connections still being sent ads, before
+    /// shell reports this for connections still being caught up, before
     /// `handle_timeout`).
     pub fn handle_link_backlog(&mut self, conn: ConnId, bytes: usize) {
-        if let Some(share) = self.ad_shares.get_mut(&conn) {
+        if let Some(share) = self.shares.get_mut(&conn) {
             share.backlog = bytes;
         }
     }
 
-    /// Connections whose backlog the node wants to know.
-    pub fn conns_sharing_ads(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.ad_shares.keys().copied()
+    /// Connections whose backlog the node wants to know: new peers still
+    /// being handed what we know.
+    pub fn conns_catching_up(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.shares.keys().copied()
     }
 
     fn handle_peer_update(&mut self, conn: ConnId, peer: &str, ru: RoutingUpdate, now: Instant) {

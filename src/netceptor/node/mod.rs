@@ -11,13 +11,16 @@
 //! The files split the node by concept: `links` (backend connections and
 //! the peers on them), `updates` (routing updates, flooding, the routing
 //! table), `data` (data messages: local delivery, forwarding,
-//! unreachables), `services` (bound services and advertisements) and
-//! `timer` (the deadline table).
+//! unreachables), `services` (bound services and advertisements), `share`
+//! (catching a new peer up) and `timer` (the deadline table).
 
 mod data;
 mod limits;
 mod links;
 mod services;
+mod share;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod timer;
 mod updates;
 
@@ -159,10 +162,13 @@ pub struct StatusSnapshot {
     pub known_connection_costs: CostTable,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct NodeSeq {
     epoch: u64,
     sequence: u64,
+    /// The node's latest update as we flooded it on (empty until we
+    /// have), handed to each new peer.
+    update: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +189,8 @@ pub struct Node {
     conns: HashMap<ConnId, links::Conn>,
     peers: BTreeMap<String, ConnId>,
     costs: CostTable,
-    known: HashMap<String, NodeSeq>,
+    /// Ordered, so a new peer is handed updates a chunk at a time.
+    known: BTreeMap<String, NodeSeq>,
     seen_updates: HashMap<String, Instant>,
     routes: BTreeMap<String, String>,
     names: HashMap<u64, String>,
@@ -191,10 +198,11 @@ pub struct Node {
     ads: BTreeMap<(String, String), StoredAd>,
     /// Connections in `costs`, kept as `costs` changes.
     edges: usize,
-    /// New peers still being sent the advertisements we know.
-    ad_shares: BTreeMap<ConnId, links::AdShare>,
-    /// Which new peer goes first in the next round of ads.
-    ad_share_turn: usize,
+    /// New peers still being sent the routing updates and advertisements
+    /// we know.
+    shares: BTreeMap<ConnId, share::Share>,
+    /// Which new peer goes first in the next round of sharing.
+    share_turn: usize,
     limits: Limits,
     overflow: Overflow,
     /// The time of the latest input, for rate-limited log lines on paths
@@ -227,15 +235,15 @@ impl Node {
             conns: HashMap::new(),
             peers: BTreeMap::new(),
             costs: CostTable::new(),
-            known: HashMap::new(),
+            known: BTreeMap::new(),
             seen_updates: HashMap::new(),
             routes: BTreeMap::new(),
             names: HashMap::new(),
             own_hash: node_hash(id),
             ads: BTreeMap::new(),
             edges: 0,
-            ad_shares: BTreeMap::new(),
-            ad_share_turn: 0,
+            shares: BTreeMap::new(),
+            share_turn: 0,
             limits: Limits::default(),
             overflow: Overflow::default(),
             clock: now,
@@ -308,7 +316,7 @@ impl Node {
                 self.timers.set(Timer::IdleCheck, t + IDLE_CHECK_INTERVAL);
                 self.close_idle_connections(t);
             }
-            Timer::ShareAds => self.share_ads_step(t),
+            Timer::Share => self.share_step(t),
             Timer::SeenSweep => {
                 self.timers
                     .set(Timer::SeenSweep, t + SEEN_UPDATE_EXPIRY / 2);

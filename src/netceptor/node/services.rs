@@ -1,30 +1,16 @@
 //! Local services: binding names, and the service advertisements that
 //! tell the mesh about them (ours and everyone else's).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use log::debug;
 
 use super::limits::Refusal;
-use super::links::AdShare;
 use super::timer::Timer;
-use super::{
-    Advertise, ConnId, Node, Now, Output, RESERVED_PING, RESERVED_UNREACH, SOON, StoredAd,
-};
+use super::{Advertise, Node, RESERVED_PING, RESERVED_UNREACH, SOON, StoredAd};
 use crate::gotime;
 use crate::netceptor::codec::{self, ServiceAdvertisement, ServiceName, WorkCommand};
 use crate::netceptor::names;
-
-/// How often a new peer is given its next chunk of advertisements.
-pub(super) const AD_SHARE_INTERVAL: Duration = Duration::from_millis(50);
-/// A chunk tops what waits on the new peer's link up to this many bytes,
-/// so a link that does not drain gets nothing more (at most 640 KB/s per
-/// new peer at the interval above).
-pub(super) const AD_SHARE_BACKLOG: usize = 32 * 1024;
-/// Bytes of advertisements handed to all new peers together per interval
-/// (20 MB/s), taking turns: hundreds of peers joining at once cost no
-/// more memory than a few.
-pub(super) const AD_SHARE_ROUND: usize = 1024 * 1024;
 
 impl Node {
     pub(super) fn handle_service_ad(
@@ -162,97 +148,6 @@ impl Node {
                 ad.node_id, ad.service
             );
             self.flood(&codec::encode_service_ad(&ad), None);
-        }
-    }
-
-    /// A new peer learns every advertisement we know now, instead of
-    /// waiting up to a minute for the periodic round as Go peers do: ours
-    /// and the first chunk of the others' at once, the rest a chunk at a
-    /// time as its link drains (so thousands of ads times hundreds of new
-    /// peers never sit in memory at once).
-    pub(super) fn share_ads_with(&mut self, conn: ConnId, at: Now) {
-        for ad in self.own_ads(at.wall) {
-            let msg = codec::encode_service_ad(&ad);
-            self.outputs.push_back(Output::Send { conn, msg });
-        }
-        self.ad_shares.insert(conn, AdShare::default());
-        if self.share_next_chunk(conn, AD_SHARE_BACKLOG) {
-            self.timers
-                .set_no_later(Timer::ShareAds, at.mono + AD_SHARE_INTERVAL);
-        }
-    }
-
-    /// Tops up the link of every new peer still being handed ads.
-    pub(super) fn share_ads_step(&mut self, now: Instant) {
-        let mut due: Vec<(ConnId, usize)> = self
-            .ad_shares
-            .iter()
-            .map(|(&c, s)| (c, AD_SHARE_BACKLOG.saturating_sub(s.backlog)))
-            .filter(|(_, budget)| *budget > 0)
-            .collect();
-        if !due.is_empty() {
-            // Whoever came first last round comes last this one.
-            self.ad_share_turn = self.ad_share_turn.wrapping_add(1);
-            let len = due.len();
-            due.rotate_left(self.ad_share_turn % len);
-        }
-        let mut round = AD_SHARE_ROUND;
-        for (conn, budget) in due {
-            if round == 0 {
-                break;
-            }
-            let before = self.ad_shares.get(&conn).map_or(0, |s| s.backlog);
-            self.share_next_chunk(conn, budget.min(round));
-            let after = self
-                .ad_shares
-                .get(&conn)
-                .map_or(before + budget, |s| s.backlog);
-            round = round.saturating_sub(after.saturating_sub(before).max(1));
-        }
-        if !self.ad_shares.is_empty() {
-            self.timers.set(Timer::ShareAds, now + AD_SHARE_INTERVAL);
-        }
-    }
-
-    /// Sends `conn` its next live ads, about `budget` bytes of them; true
-    /// while more remain.
-    fn share_next_chunk(&mut self, conn: ConnId, budget: usize) -> bool {
-        use std::ops::Bound;
-        let Some(share) = self.ad_shares.get_mut(&conn) else {
-            return false;
-        };
-        if budget == 0 {
-            return true;
-        }
-        let from = match share.after.take() {
-            Some(key) => Bound::Excluded(key),
-            None => Bound::Unbounded,
-        };
-        let mut sent = 0;
-        let mut last = None;
-        let mut more = false;
-        for (key, stored) in self.ads.range((from, Bound::Unbounded)) {
-            if sent >= budget {
-                more = true;
-                break;
-            }
-            last = Some(key);
-            if !stored.ad.cancel {
-                sent += stored.msg.len() + 2;
-                let msg = stored.msg.clone();
-                self.outputs.push_back(Output::Send { conn, msg });
-            }
-        }
-        share.backlog += sent;
-        match last {
-            Some(key) if more => {
-                share.after = Some(key.clone());
-                true
-            }
-            _ => {
-                self.ad_shares.remove(&conn);
-                false
-            }
         }
     }
 }

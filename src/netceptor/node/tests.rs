@@ -1,197 +1,10 @@
-//! Nodes wired together in memory: every frame a node emits is handed to the
-//! node at the other end of the link, with simulated time.
+//! The node driven through the in-memory simulator (`sim`).
 
+use super::sim::{Sim, node, params, start, topology};
 use super::updates::SEEN_UPDATES_CAP;
 use super::*;
 use crate::netceptor::codec::{self, DataHeader};
 use crate::netceptor::hash::node_hash;
-
-/// The virtual clock's start. The monotonic base is read once (an
-/// `Instant` cannot be made otherwise); after that only the simulation
-/// moves time.
-fn start() -> Now {
-    Now {
-        mono: Instant::now(),
-        wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
-    }
-}
-
-/// A node whose identifiers are seeded by its epoch, so runs replay.
-fn node(id: &str, epoch: u64, now: Now) -> Node {
-    Node::new(
-        id,
-        epoch,
-        Duration::from_secs(21),
-        IdGen::from_seed(epoch),
-        now.mono,
-    )
-}
-
-struct Sim {
-    nodes: Vec<Node>,
-    /// (node, conn) -> (node, conn) at the other end.
-    links: HashMap<(usize, ConnId), (usize, ConnId)>,
-    next_conn: ConnId,
-    now: Now,
-    delivered: Vec<(usize, Output)>,
-    closed_with: Vec<(usize, String)>,
-    shutdowns: Vec<usize>,
-}
-
-fn params(cost: f64) -> BackendParams {
-    BackendParams {
-        cost,
-        node_cost: BTreeMap::new(),
-        allowed_peers: None,
-        cert_node_ids: None,
-        backend: BackendId::default(),
-    }
-}
-
-impl Sim {
-    fn new(names: &[&str]) -> Sim {
-        let now = start();
-        let nodes = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| node(n, 1000 + i as u64, now))
-            .collect();
-        Sim {
-            nodes,
-            links: HashMap::new(),
-            next_conn: 1,
-            now,
-            delivered: Vec::new(),
-            closed_with: Vec::new(),
-            shutdowns: Vec::new(),
-        }
-    }
-
-    fn idx(&self, name: &str) -> usize {
-        self.nodes.iter().position(|n| n.id() == name).unwrap()
-    }
-
-    fn connect_with(&mut self, a: &str, pa: BackendParams, b: &str, pb: BackendParams) {
-        let (a, b) = (self.idx(a), self.idx(b));
-        self.connect_idx(a, pa, b, pb);
-    }
-
-    fn connect_idx(&mut self, a: usize, pa: BackendParams, b: usize, pb: BackendParams) {
-        let (ca, cb) = (self.next_conn, self.next_conn + 1);
-        self.next_conn += 2;
-        self.links.insert((a, ca), (b, cb));
-        self.links.insert((b, cb), (a, ca));
-        self.nodes[a].handle_conn_opened(ca, pa, self.now.mono);
-        self.nodes[b].handle_conn_opened(cb, pb, self.now.mono);
-    }
-
-    fn connect(&mut self, a: &str, b: &str, cost: f64) {
-        self.connect_with(a, params(cost), b, params(cost));
-    }
-
-    /// Cuts every link of a node, as if its process died.
-    fn kill(&mut self, name: &str) {
-        let i = self.idx(name);
-        let gone: Vec<_> = self
-            .links
-            .keys()
-            .filter(|(n, _)| *n == i)
-            .copied()
-            .collect();
-        for key in gone {
-            if let Some((peer, pc)) = self.links.remove(&key) {
-                self.links.remove(&(peer, pc));
-                self.nodes[peer].handle_conn_closed(pc, self.now.mono);
-            }
-        }
-        let epoch = self.nodes[i].epoch + 100;
-        self.nodes[i] = node(name, epoch, self.now);
-    }
-
-    /// Delivers outputs until the mesh is quiet; panics rather than hang if
-    /// it never is (a message circulating forever).
-    fn pump(&mut self) {
-        for _ in 0..100_000 {
-            let mut any = false;
-            for i in 0..self.nodes.len() {
-                while let Some(out) = self.nodes[i].poll_output() {
-                    any = true;
-                    self.apply(i, out);
-                }
-            }
-            if !any {
-                return;
-            }
-        }
-        panic!("messages still circulating after 100000 rounds");
-    }
-
-    fn apply(&mut self, i: usize, out: Output) {
-        match out {
-            Output::Send { conn, msg } => {
-                if let Some(&(peer, pc)) = self.links.get(&(i, conn)) {
-                    self.nodes[peer].handle_message(pc, msg, self.now);
-                }
-            }
-            Output::Close { conn, error } => {
-                if let Some(e) = error {
-                    self.closed_with.push((i, e));
-                }
-                if let Some((peer, pc)) = self.links.remove(&(i, conn)) {
-                    self.links.remove(&(peer, pc));
-                    self.nodes[peer].handle_conn_closed(pc, self.now.mono);
-                }
-            }
-            Output::Shutdown { .. } => self.shutdowns.push(i),
-            other => self.delivered.push((i, other)),
-        }
-    }
-
-    fn run_for(&mut self, d: Duration) {
-        let end = self.now.after(d);
-        self.pump();
-        loop {
-            let next = self.nodes.iter().map(Node::poll_timeout).min().unwrap();
-            if next > end.mono {
-                self.now = end;
-                return;
-            }
-            if next > self.now.mono {
-                self.now = self.now.after(next - self.now.mono);
-            }
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].poll_timeout() <= self.now.mono {
-                    self.nodes[i].handle_timeout(self.now);
-                }
-            }
-            self.pump();
-        }
-    }
-
-    fn route(&self, from: &str, to: &str) -> Option<String> {
-        self.nodes[self.idx(from)].routes.get(to).cloned()
-    }
-
-    fn service(&mut self, node: &str, name: &str) -> ServiceName {
-        let i = self.idx(node);
-        self.nodes[i].bind(name, None, self.now.mono).unwrap()
-    }
-
-    fn send(
-        &mut self,
-        from: &str,
-        svc: ServiceName,
-        to: &str,
-        to_svc: &str,
-        data: &[u8],
-        hops: u8,
-    ) -> Result<(), SendError> {
-        let i = self.idx(from);
-        let r = self.nodes[i].send(svc, to, to_svc, data, hops);
-        self.pump();
-        r
-    }
-}
 
 #[test]
 fn line_of_three_learns_routes_both_ways() {
@@ -959,7 +772,7 @@ mod hostile {
 
     #[test]
     fn a_new_peer_gets_known_ads_paced_by_its_link() {
-        use super::super::services::AD_SHARE_BACKLOG;
+        use super::super::share::SHARE_BACKLOG;
         let now = start();
         let mut a = node("a", 1, now);
         a.handle_conn_opened(1, params(1.0), now.mono);
@@ -973,18 +786,18 @@ mod hostile {
         a.handle_conn_opened(2, params(1.0), now.mono);
         a.handle_message(2, hello("n"), now);
         let first = ads_sent(&mut a, 2);
-        assert!(first > 0 && first <= AD_SHARE_BACKLOG / one + 1, "{first}");
+        assert!(first > 0 && first <= SHARE_BACKLOG / one + 1, "{first}");
         // ...nothing more while its link is backed up...
         let mut t = now;
         for _ in 0..10 {
             t = t.after(Duration::from_millis(100));
-            a.handle_link_backlog(2, AD_SHARE_BACKLOG);
+            a.handle_link_backlog(2, SHARE_BACKLOG);
             a.handle_timeout(t);
             assert_eq!(ads_sent(&mut a, 2), 0);
         }
         // ...then only what tops the link up...
         t = t.after(Duration::from_millis(100));
-        a.handle_link_backlog(2, AD_SHARE_BACKLOG - 10 * one);
+        a.handle_link_backlog(2, SHARE_BACKLOG - 10 * one);
         a.handle_timeout(t);
         assert_eq!(ads_sent(&mut a, 2), 10);
         // ...and the rest as it drains.
@@ -996,12 +809,12 @@ mod hostile {
             total += ads_sent(&mut a, 2);
         }
         assert_eq!(total, 2000);
-        assert_eq!(a.conns_sharing_ads().count(), 0);
+        assert_eq!(a.conns_catching_up().count(), 0);
     }
 
     #[test]
     fn many_new_peers_share_one_round_budget() {
-        use super::super::services::{AD_SHARE_BACKLOG, AD_SHARE_ROUND};
+        use super::super::share::{SHARE_BACKLOG, SHARE_ROUND};
         let now = start();
         let mut a = node("a", 1, now);
         a.handle_conn_opened(1, params(1.0), now.mono);
@@ -1033,11 +846,8 @@ mod hostile {
                     first.get_or_insert(conn);
                 }
             }
-            assert!(
-                bytes <= AD_SHARE_ROUND + AD_SHARE_BACKLOG,
-                "{bytes} in one round"
-            );
-            assert!(bytes > AD_SHARE_ROUND / 2, "{bytes} in one round");
+            assert!(bytes <= SHARE_ROUND + SHARE_BACKLOG, "{bytes} in one round");
+            assert!(bytes > SHARE_ROUND / 2, "{bytes} in one round");
             first_served.push(first);
         }
         // Peers take turns at the front.
@@ -1069,4 +879,119 @@ fn retiring_a_backend_closes_its_links_and_refuses_its_late_ones() {
     sim.run_for(Duration::from_secs(2));
     assert_eq!(sim.route("a", "b"), None);
     assert!(sim.closed_with.is_empty(), "{:?}", sim.closed_with);
+}
+
+/// The benchmark's scenario (benches/mesh_sim.rs) at a small size: every
+/// node routes to every other, the rest again once the busiest node dies,
+/// and all again once it is back.
+fn converges_and_survives_the_busiest_node(links: &[(usize, usize)], n: usize) {
+    let names: Vec<String> = (0..n).map(|i| format!("node{i}")).collect();
+    let mut sim = Sim::new(&names);
+    sim.connect_all(links);
+    let limit = Duration::from_secs(30);
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+    let hub = topology::busiest(n, links);
+    sim.kill_idx(hub);
+    assert!(sim.run_until(limit, |s| s.converged(&[hub])).is_some());
+    let other = (hub + 1) % n;
+    assert_eq!(sim.nodes[other].routes.len(), n - 2);
+    // It restarts and its links come back.
+    let back: Vec<_> = links
+        .iter()
+        .copied()
+        .filter(|&(a, b)| a == hub || b == hub)
+        .collect();
+    sim.connect_all(&back);
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+}
+
+#[test]
+fn a_random_mesh_of_30_converges_without_its_hub_and_with_it_back() {
+    let links = topology::random(30, 7);
+    assert!(links.len() >= 45, "{} links", links.len());
+    converges_and_survives_the_busiest_node(&links, 30);
+}
+
+#[test]
+fn a_hub_and_spoke_mesh_of_30_converges_without_its_busiest_hop_node_and_with_it_back() {
+    let links = topology::hub_and_spoke(30);
+    assert_eq!(topology::busiest(30, &links), 3, "a hop node");
+    converges_and_survives_the_busiest_node(&links, 30);
+}
+
+#[test]
+fn a_newcomer_learns_the_mesh_from_its_peer_and_only_changed_nodes_flood() {
+    let mut names: Vec<String> = (0..10).map(|i| format!("node{i}")).collect();
+    names.push("late".into());
+    let mut sim = Sim::new(&names);
+    let ring: Vec<_> = (0..10).map(|i| (i, (i + 1) % 10)).collect();
+    sim.connect_all(&ring);
+    let limit = Duration::from_secs(5);
+    assert!(sim.run_until(limit, |s| s.converged(&[10])).is_some());
+    let before: Vec<u64> = sim.nodes.iter().map(|n| n.sequence).collect();
+    sim.connect_idx(10, params(1.0), 0, params(1.0));
+    // Well before anyone's periodic update (10 s).
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+    sim.run_for(Duration::from_secs(1));
+    let flooded: Vec<usize> = (0..11)
+        .filter(|&i| sim.nodes[i].sequence != before[i])
+        .collect();
+    assert_eq!(flooded, [0, 10], "only the ends of the new link flood");
+}
+
+#[test]
+fn a_new_peer_is_handed_known_updates_as_their_origin_sent_them() {
+    let mut sim = Sim::new(&["m", "a", "n"]);
+    sim.connect("m", "a", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let m_seq = sim.nodes[0].sequence;
+    let (a, n) = (1, 2);
+    let conn_a = sim.next_conn;
+    sim.connect_idx(a, params(1.0), n, params(1.0));
+    // n's hello reaches a by hand, so what a sends back can be read.
+    let Some(Output::Send { msg: hello, .. }) = sim.nodes[n].poll_output() else {
+        panic!("n sends a hello")
+    };
+    let now = sim.now;
+    sim.nodes[a].handle_message(conn_a, hello, now);
+    let mut updates = Vec::new();
+    while let Some(out) = sim.nodes[a].poll_output() {
+        if let Output::Send { conn, msg } = out
+            && let Ok(codec::Message::Routing(ru)) = codec::decode(&msg)
+        {
+            assert_eq!(conn, conn_a);
+            updates.push(ru);
+        }
+    }
+    let m = updates
+        .iter()
+        .find(|ru| ru.node_id == "m")
+        .expect("m's update");
+    assert_eq!(m.forwarding_node, "a");
+    assert_eq!((m.update_epoch, m.update_sequence), (1000, m_seq));
+    assert!(updates.iter().all(|ru| ru.node_id != "n"));
+}
+
+#[test]
+fn a_restarted_node_relearns_a_mesh_larger_than_one_chunk_at_once() {
+    let n = 60;
+    let links = topology::hub_and_spoke(n);
+    // Long IDs make the 59 other updates several chunks (SHARE_BACKLOG).
+    let names: Vec<String> = (0..n).map(|i| format!("{i:0>240}")).collect();
+    let mut sim = Sim::new(&names);
+    sim.connect_all(&links);
+    let limit = Duration::from_secs(5);
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+    // An execution node, linked to two hop nodes.
+    let leaf = n - 1;
+    sim.kill_idx(leaf);
+    let back: Vec<_> = links
+        .iter()
+        .copied()
+        .filter(|&(a, b)| a == leaf || b == leaf)
+        .collect();
+    sim.connect_all(&back);
+    // Everything must reach it before anyone's periodic update (10 s)
+    // could fill the gaps.
+    assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
 }

@@ -17,8 +17,9 @@ pub(super) enum Timer {
     IdleCheck,
     /// Forget old routing update IDs.
     SeenSweep,
-    /// Send new peers the next advertisements they have not had yet.
-    ShareAds,
+    /// Send new peers the next routing updates and advertisements they
+    /// have not had yet.
+    Share,
 }
 
 impl Timer {
@@ -29,7 +30,7 @@ impl Timer {
         Timer::PeriodicUpdate,
         Timer::IdleCheck,
         Timer::SeenSweep,
-        Timer::ShareAds,
+        Timer::Share,
     ];
 }
 

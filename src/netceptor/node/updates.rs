@@ -89,10 +89,8 @@ impl Node {
             if let Some(k) = self.known.get_mut(&ru.node_id)
                 && k.epoch == ru.suspected_duplicate
             {
-                *k = NodeSeq {
-                    epoch: ru.update_epoch,
-                    sequence: ru.update_sequence,
-                };
+                k.epoch = ru.update_epoch;
+                k.sequence = ru.update_sequence;
             }
         } else if !self.accept_fresh_update(&ru, from, now) {
             return;
@@ -107,6 +105,11 @@ impl Node {
             });
         }
         self.flood(&msg, Some(from));
+        if let Some(k) = self.known.get_mut(&ru.node_id)
+            && (k.epoch, k.sequence) == (ru.update_epoch, ru.update_sequence)
+        {
+            k.update = msg;
+        }
     }
 
     /// Records a newer update from another node; false if it is stale.
@@ -153,23 +156,20 @@ impl Node {
             });
             return false;
         }
-        match self.known.get(&ru.node_id) {
-            // A known node restarted and knows nobody: tell it about us now
-            // rather than at our next periodic update (Go waits for that).
-            Some(k) if ru.update_epoch > k.epoch => self.schedule_flood(now),
-            Some(_) => {}
-            None => {
-                self.schedule_flood(now);
-                self.add_name(&ru.node_id);
-            }
+        // Go floods its own update whenever it hears of a new node, so the
+        // newcomer learns of it: every node of the mesh flooding, for each
+        // node that joins or restarts. Here a newcomer is instead handed
+        // what its own peers know when its link comes up (`share_with`),
+        // and only nodes whose links changed flood.
+        if !self.known.contains_key(&ru.node_id) {
+            self.add_name(&ru.node_id);
         }
-        self.known.insert(
-            ru.node_id.clone(),
-            NodeSeq {
-                epoch: ru.update_epoch,
-                sequence: ru.update_sequence,
-            },
-        );
+        let seq = NodeSeq {
+            epoch: ru.update_epoch,
+            sequence: ru.update_sequence,
+            update: Vec::new(),
+        };
+        self.known.insert(ru.node_id.clone(), seq);
         if self.costs.get(&ru.node_id) != Some(&ru.connections) {
             self.edges = self.edges.saturating_sub(old) + ru.connections.len();
             self.costs
