@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::debug;
 
 use super::Dialer;
-use super::client::{ClientError, ControlClient};
+use super::client::ClientError;
 use super::{SubmitFailure, local_size, remote_of, results, send_cancel, send_release, submit};
 use crate::gotime;
 use crate::work::state::{FAILED, RemoteExtra, ZERO_TIME};
@@ -203,8 +203,6 @@ fn next_poll<'a>(s: &Situation<'a>) -> Step<'a> {
 
 /// What the monitor thread carries from step to step.
 struct Driver {
-    /// The connection status requests go over, kept while it works.
-    conn: Option<ControlClient>,
     last: Outcome,
     failures: u32,
     failed_at: Option<Instant>,
@@ -217,7 +215,6 @@ struct Driver {
 /// Drives a remote unit until it is complete here, fails, or is deleted.
 pub fn run(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
     let mut d = Driver {
-        conn: None,
         last: Outcome::Fine,
         failures: 0,
         failed_at: None,
@@ -297,7 +294,6 @@ impl Driver {
 
     fn record(&mut self, outcome: Outcome) {
         if let Outcome::Failed = outcome {
-            self.conn = None;
             self.failures += 1;
             self.failed_at = Some(Instant::now());
         } else {
@@ -308,15 +304,9 @@ impl Driver {
 
     /// Asks for the executor's status and copies it into ours.
     fn poll(&mut self, dialer: &Dialer, unit: &Unit, r: &RemoteExtra) -> Outcome {
-        let conn = match self.conn.take() {
-            Some(c) => Ok(c),
-            None => dialer.connect(r),
-        };
         self.last_poll = Some(Instant::now());
-        let reply = conn.and_then(|mut c| c.status(&r.remote_unit_id).map(|st| (c, st)));
-        match reply {
-            Ok((conn, remote)) => {
-                self.conn = Some(conn);
+        match dialer.request(r, |c| c.status(&r.remote_unit_id)) {
+            Ok(remote) => {
                 unit.update(|s| {
                     s.state = remote.state;
                     s.detail = remote.detail.clone();
