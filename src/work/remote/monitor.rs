@@ -141,9 +141,12 @@ pub fn decide<'a>(s: &Situation<'a>) -> Step<'a> {
     if let Some(wait) = backoff(s) {
         return wait;
     }
-    // Once fresh status shows the unit incomplete here, a results stream
-    // runs: it carries output as it is written and ends when the unit does.
-    if s.last_poll.is_some() && !s.changed && !s.fetching {
+    // A results stream runs while the unit is incomplete here: it carries
+    // output as it is written and ends when the unit does. The first one
+    // starts at once, beside the first status request, so a short unit
+    // does not wait for that reply before its output can come; later ones
+    // wait for status fresher than the unit's last change.
+    if !s.fetching && (s.last_poll.is_none() || !s.changed) {
         return Step::Fetch;
     }
     next_poll(s)
@@ -562,10 +565,20 @@ mod tests {
                 Step::Fetch,
             ),
             (
-                "never polled: poll before fetching",
+                "never polled: fetch, and poll beside it",
                 Situation {
                     last_poll: None,
                     fetching: false,
+                    changed: true,
+                    ..running(t0)
+                },
+                Step::Fetch,
+            ),
+            (
+                "never polled, fetching: poll",
+                Situation {
+                    last_poll: None,
+                    changed: true,
                     ..running(t0)
                 },
                 Step::Poll,
