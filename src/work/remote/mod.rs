@@ -63,7 +63,13 @@ impl Dialer {
         call: impl Fn(&mut ControlClient) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
         let key = (r.remote_node.clone(), r.tls_client.clone());
-        if let Some(mut conn) = self.idle.take(&key) {
+        // Without a route a dial fails at once; a kept connection would
+        // instead wait out its reply timeout.
+        let kept = match self.net.has_route(&r.remote_node) {
+            true => self.idle.take(&key),
+            false => None,
+        };
+        if let Some(mut conn) = kept {
             self.sign_for(&mut conn, r);
             match call(&mut conn) {
                 Err(ClientError::Link(e)) => {
