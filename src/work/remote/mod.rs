@@ -54,9 +54,7 @@ impl IdleConns {
 impl Dialer {
     /// Runs a short request (`status`, `cancel`, `release`) for `r` on a
     /// kept connection to its executor, else on a new one, and keeps the
-    /// connection again once the executor has answered. A kept connection
-    /// that fails is replaced by a new one once, so one the executor
-    /// dropped meanwhile costs a dial and never a failed step.
+    /// connection for the next request (`pool::run_kept`).
     fn request<T>(
         &self,
         r: &RemoteExtra,
@@ -66,32 +64,14 @@ impl Dialer {
         // Without a route a dial fails at once; a kept connection would
         // instead wait out its reply timeout.
         let kept = match self.net.has_route(&r.remote_node) {
-            true => self.idle.take(&key),
+            true => self.idle.take(&key).map(|mut conn| {
+                self.sign_for(&mut conn, r);
+                conn
+            }),
             false => None,
         };
-        if let Some(mut conn) = kept {
-            self.sign_for(&mut conn, r);
-            match call(&mut conn) {
-                Err(ClientError::Link(e)) => {
-                    log::debug!("Kept control connection to {} failed: {e}", r.remote_node)
-                }
-                reply => return self.keep(key, conn, reply),
-            }
-        }
-        let mut conn = self.connect(r)?;
-        let reply = call(&mut conn);
-        self.keep(key, conn, reply)
-    }
-
-    /// Keeps `conn` when the executor answered as the protocol says, its
-    /// session then waiting for the next command.
-    fn keep<T>(
-        &self,
-        key: (String, String),
-        conn: ControlClient,
-        reply: Result<T, ClientError>,
-    ) -> Result<T, ClientError> {
-        if matches!(reply, Ok(_) | Err(ClientError::Refused(_))) {
+        let (reply, keep) = pool::run_kept(kept, || self.connect(r), call);
+        if let Some(conn) = keep {
             self.idle.put(key, conn);
         }
         reply

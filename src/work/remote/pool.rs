@@ -13,6 +13,10 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use log::debug;
+
+use super::client::ClientError;
+
 /// How long an idle connection is kept: well inside the 30 s QUIC idle
 /// timeout both sides use, so a kept connection is one the executor has
 /// not closed for idling.
@@ -72,9 +76,113 @@ impl<K: Eq + Hash, T> Idle<K, T> {
     }
 }
 
+/// Runs `call` on `kept` if there is one, else on a connection from
+/// `dial`. A kept connection that fails on the link (the executor closed
+/// it meanwhile) is replaced by a dialed one once, so it costs a dial and
+/// never a failed step; a dialed one is not retried. Returns the reply and
+/// the connection to keep: one whose session answered as the protocol
+/// says, and so waits for the next command.
+pub fn run_kept<C, T>(
+    kept: Option<C>,
+    dial: impl FnOnce() -> Result<C, ClientError>,
+    call: impl Fn(&mut C) -> Result<T, ClientError>,
+) -> (Result<T, ClientError>, Option<C>) {
+    if let Some(mut conn) = kept {
+        match call(&mut conn) {
+            Err(ClientError::Link(e)) => debug!("Kept control connection failed: {e}"),
+            reply => return keep_if_answered(reply, conn),
+        }
+    }
+    match dial() {
+        Ok(mut conn) => {
+            let reply = call(&mut conn);
+            keep_if_answered(reply, conn)
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+fn keep_if_answered<C, T>(
+    reply: Result<T, ClientError>,
+    conn: C,
+) -> (Result<T, ClientError>, Option<C>) {
+    let answered = matches!(reply, Ok(_) | Err(ClientError::Refused(_)));
+    (reply, answered.then_some(conn))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::work::WorkError;
+    use std::cell::Cell;
+
+    /// A connection that answers `replies` in turn, counting its calls.
+    struct Fake {
+        name: &'static str,
+        replies: Vec<Result<u32, ClientError>>,
+    }
+
+    fn fake(name: &'static str, mut replies: Vec<Result<u32, ClientError>>) -> Fake {
+        replies.reverse();
+        Fake { name, replies }
+    }
+
+    fn link() -> ClientError {
+        ClientError::Link("connection closed".into())
+    }
+
+    fn call(calls: &Cell<u32>) -> impl Fn(&mut Fake) -> Result<u32, ClientError> + '_ {
+        move |c: &mut Fake| {
+            calls.set(calls.get() + 1);
+            c.replies.pop().unwrap_or_else(|| Err(link()))
+        }
+    }
+
+    #[test]
+    fn a_kept_connection_that_fails_is_replaced_by_a_dialed_one_once() {
+        let calls = Cell::new(0);
+        let kept = fake("kept", vec![Err(link())]);
+        let (reply, keep) = run_kept(Some(kept), || Ok(fake("new", vec![Ok(7)])), call(&calls));
+        assert_eq!(reply.ok(), Some(7));
+        assert_eq!(keep.map(|c| c.name), Some("new"));
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[test]
+    fn a_working_kept_connection_is_used_and_kept_without_a_dial() {
+        let calls = Cell::new(0);
+        let kept = fake("kept", vec![Ok(1)]);
+        let dial = || -> Result<Fake, ClientError> { panic!("no dial wanted") };
+        let (reply, keep) = run_kept(Some(kept), dial, call(&calls));
+        assert_eq!(reply.ok(), Some(1));
+        assert_eq!(keep.map(|c| c.name), Some("kept"));
+    }
+
+    #[test]
+    fn a_dialed_connection_that_fails_is_neither_retried_nor_kept() {
+        let calls = Cell::new(0);
+        let (reply, keep) = run_kept(None, || Ok(fake("new", vec![Err(link())])), call(&calls));
+        assert!(matches!(reply, Err(ClientError::Link(_))));
+        assert!(keep.is_none());
+        assert_eq!(calls.get(), 1);
+        let (reply, keep) = run_kept(None, || Err::<Fake, _>(link()), call(&calls));
+        assert!(matches!(reply, Err(ClientError::Link(_))));
+        assert!(keep.is_none());
+        assert_eq!(calls.get(), 1, "nothing to call without a connection");
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_connection_and_a_garbled_reply_drops_it() {
+        let calls = Cell::new(0);
+        let refused = Err(ClientError::Refused(WorkError::UnknownUnit("x".into())));
+        let (reply, keep) = run_kept(Some(fake("kept", vec![refused])), || panic!(), call(&calls));
+        assert!(matches!(reply, Err(ClientError::Refused(_))));
+        assert_eq!(keep.map(|c| c.name), Some("kept"));
+        let garbled = Err(ClientError::Unexpected("?".into()));
+        let (reply, keep) = run_kept(Some(fake("kept", vec![garbled])), || panic!(), call(&calls));
+        assert!(matches!(reply, Err(ClientError::Unexpected(_))));
+        assert!(keep.is_none());
+    }
 
     #[test]
     fn takes_back_what_was_put_for_the_same_key_only() {
