@@ -3,6 +3,8 @@
 //! submits once, then a monitor thread (`monitor`) keeps the local status
 //! in step and a results stream (`results`) the stdout, until the unit is
 //! final, reconnecting promptly whenever a path fails (docs/work.md §6).
+//! Short requests (status, cancel, release) share kept connections
+//! (`pool`).
 
 mod client;
 mod monitor;
