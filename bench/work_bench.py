@@ -13,7 +13,8 @@ remote unit pays for its stream handshakes.
 Units are submitted over the control socket the way receptorctl does it
 (JSON submit, payload, half-close), by P client threads at once; each
 client waits for its unit's results before submitting the next, so the
-figure is the whole round trip. Works with any receptor that accepts
+figure is the whole round trip; the mean time of each phase (submit,
+results, release) is printed beside it. Works with any receptor that accepts
 Go-style config flags.
 """
 
@@ -164,19 +165,28 @@ def release(sock_path, unit):
 
 
 def units_per_second(line, node, count, parallel):
+    """Units per second, and the mean milliseconds a unit spent in each
+    client phase (submit, results, release)."""
     sock = line.sockets[0]
     errors = []
+    phases = [0.0, 0.0, 0.0]
     per_thread = [count // parallel + (1 if i < count % parallel else 0) for i in range(parallel)]
 
     def worker(n, tid):
         try:
             for i in range(n):
                 payload = f"unit {tid}-{i}\n".encode()
+                t0 = time.perf_counter()
                 unit = submit(sock, node, "echo", payload)
+                t1 = time.perf_counter()
                 total, data = results(sock, unit)
+                t2 = time.perf_counter()
                 if data != payload:
                     errors.append(f"{unit}: got {data!r}")
                 release(sock, unit)
+                t3 = time.perf_counter()
+                for k, d in enumerate((t1 - t0, t2 - t1, t3 - t2)):
+                    phases[k] += d
         except SystemExit as e:
             errors.append(str(e))
 
@@ -189,7 +199,7 @@ def units_per_second(line, node, count, parallel):
     elapsed = time.perf_counter() - start
     if errors:
         raise SystemExit(f"{len(errors)} units failed, first: {errors[0]}")
-    return count / elapsed
+    return count / elapsed, [1000 * p / count for p in phases]
 
 
 def big_stdout_seconds(line, node):
@@ -224,7 +234,7 @@ def main():
             line = Line(binary, hops, workdir, args.stdout_mib, pki)
             node = f"n{hops}" if hops else "localhost"
             try:
-                rate = units_per_second(line, node, args.units, args.parallel)
+                rate, phases = units_per_second(line, node, args.units, args.parallel)
                 rss = line.rss_kib()
                 size, secs = big_stdout_seconds(line, node)
             finally:
@@ -232,7 +242,8 @@ def main():
             where = "local" if hops == 0 else f"{hops} hops"
             rss_text = "/".join(f"{r / 1024:.1f}" for r in rss)
             print(f"{where}: {rate:.0f} units/s, RSS after {rss_text} MiB, "
-                  f"{size / 2**20:.0f} MiB stdout in {secs:.2f} s", flush=True)
+                  f"{size / 2**20:.0f} MiB stdout in {secs:.2f} s; ms per unit: submit "
+                  f"{phases[0]:.1f}, results {phases[1]:.1f}, release {phases[2]:.1f}", flush=True)
             rows.append((where, rate, rss_text, size, secs))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

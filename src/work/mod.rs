@@ -151,6 +151,8 @@ pub struct Workceptor {
     tls: Arc<crate::tls::Sections>,
     /// Signs remote units' requests and checks signed ones sent here.
     keys: Arc<signing::Keys>,
+    /// Control connections to executors kept between remote requests.
+    idle_conns: Arc<remote::IdleConns>,
 }
 
 impl Workceptor {
@@ -167,6 +169,7 @@ impl Workceptor {
         let w = Arc::new(Workceptor {
             tls,
             keys: Arc::new(keys),
+            idle_conns: Arc::default(),
             node_id: net.node_id().to_string(),
             node_dir: datadir.join(net.node_id()),
             net: net.clone(),
@@ -236,6 +239,7 @@ impl Workceptor {
             net: self.net.clone(),
             tls: self.tls.clone(),
             keys: self.keys.clone(),
+            idle: self.idle_conns.clone(),
         }
     }
 

@@ -55,7 +55,7 @@ impl From<io::Error> for ClientError {
 }
 
 /// One connection to a node's control service. Calls go one after
-/// another on it; `submit`, `results`, `cancel` and `release` use it up.
+/// another on it; `submit` and `results` use it up.
 pub struct ControlClient {
     reader: BufReader<Stream>,
     stream: Stream,
@@ -92,10 +92,9 @@ impl ControlClient {
     }
 
     /// From now on, requests carry a `signature` made with `keys` for
-    /// `node` (the unit's RemoteNode, as Go's audience).
-    pub fn signed_by(mut self, keys: Arc<Keys>, node: &str) -> ControlClient {
-        self.signer = Some((keys, node.to_string()));
-        self
+    /// `node` (the unit's RemoteNode, as Go's audience), or none.
+    pub fn sign_with(&mut self, signer: Option<(Arc<Keys>, &str)>) {
+        self.signer = signer.map(|(keys, node)| (keys, node.to_string()));
     }
 
     /// Adds a fresh signature to `req` when this client signs.
@@ -149,6 +148,7 @@ impl ControlClient {
 
     /// The unit's status there.
     pub fn status(&mut self, unit_id: &str) -> Result<Status, ClientError> {
+        self.stream.set_read_timeout(Some(REPLY_TIMEOUT));
         let line = self.request(&format!("work status {unit_id}"))?;
         if let Some(e) = refusal(&line) {
             return Err(e);
@@ -184,15 +184,15 @@ impl ControlClient {
         Ok(self.reader)
     }
 
-    pub fn cancel(self, unit_id: &str) -> Result<(), ClientError> {
+    pub fn cancel(&mut self, unit_id: &str) -> Result<(), ClientError> {
         self.unit_command("cancel", unit_id)
     }
 
-    pub fn release(self, unit_id: &str) -> Result<(), ClientError> {
+    pub fn release(&mut self, unit_id: &str) -> Result<(), ClientError> {
         self.unit_command("release", unit_id)
     }
 
-    fn unit_command(mut self, subcommand: &str, unit_id: &str) -> Result<(), ClientError> {
+    fn unit_command(&mut self, subcommand: &str, unit_id: &str) -> Result<(), ClientError> {
         self.stream.set_read_timeout(Some(ACTION_TIMEOUT));
         let mut req = serde_json::Map::new();
         req.insert("command".into(), "work".into());

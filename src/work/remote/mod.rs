@@ -3,15 +3,18 @@
 //! submits once, then a monitor thread (`monitor`) keeps the local status
 //! in step and a results stream (`results`) the stdout, until the unit is
 //! final, reconnecting promptly whenever a path fails (docs/work.md §6).
+//! Short requests (status, cancel, release) share kept connections
+//! (`pool`).
 
 mod client;
 mod monitor;
+mod pool;
 mod results;
 
 use std::fs::File;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use log::{error, info, warn};
 
@@ -28,9 +31,54 @@ pub struct Dialer {
     pub tls: Arc<crate::tls::Sections>,
     /// Signs the requests of units with SignWork.
     pub keys: Arc<super::signing::Keys>,
+    /// Connections kept after short requests, shared by every unit.
+    pub idle: Arc<IdleConns>,
+}
+
+/// Idle control connections by executor node and TLS client name.
+#[derive(Default)]
+pub struct IdleConns(Mutex<pool::Idle<(String, String), ControlClient>>);
+
+impl IdleConns {
+    fn take(&self, key: &(String, String)) -> Option<ControlClient> {
+        self.lock().take(key, Instant::now())
+    }
+
+    fn put(&self, key: (String, String), conn: ControlClient) {
+        self.lock().put(key, conn, Instant::now());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, pool::Idle<(String, String), ControlClient>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Dialer {
+    /// Runs a short request (`status`, `cancel`, `release`) for `r` on a
+    /// kept connection to its executor, else on a new one, and keeps the
+    /// connection for the next request (`pool::run_kept`).
+    fn request<T>(
+        &self,
+        r: &RemoteExtra,
+        call: impl Fn(&mut ControlClient) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let key = (r.remote_node.clone(), r.tls_client.clone());
+        // Without a route a dial fails at once; a kept connection would
+        // instead wait out its reply timeout.
+        let kept = match self.net.has_route(&r.remote_node) {
+            true => self.idle.take(&key).map(|mut conn| {
+                self.sign_for(&mut conn, r);
+                conn
+            }),
+            false => None,
+        };
+        let (reply, keep) = pool::run_kept(kept, || self.connect(r), call);
+        if let Some(conn) = keep {
+            self.idle.put(key, conn);
+        }
+        reply
+    }
+
     /// The control service of `r`'s executor, with `r`'s TLS client.
     fn connect(&self, r: &RemoteExtra) -> Result<ControlClient, ClientError> {
         let tls = match r.tls_client.as_str() {
@@ -41,11 +89,17 @@ impl Dialer {
                     .map_err(|e| ClientError::Link(e.to_string()))?,
             ),
         };
-        let client = ControlClient::connect(&self.net, &r.remote_node, tls.as_deref())?;
-        Ok(match r.sign_work {
-            true => client.signed_by(self.keys.clone(), &r.remote_node),
-            false => client,
-        })
+        let mut client = ControlClient::connect(&self.net, &r.remote_node, tls.as_deref())?;
+        self.sign_for(&mut client, r);
+        Ok(client)
+    }
+
+    /// Signs `conn`'s requests as `r` asks, whichever unit used it before.
+    fn sign_for(&self, conn: &mut ControlClient, r: &RemoteExtra) {
+        conn.sign_with(
+            r.sign_work
+                .then(|| (self.keys.clone(), r.remote_node.as_str())),
+        );
     }
 
     /// Whether a submit may name TLS client `name`.
@@ -164,14 +218,12 @@ impl From<ClientError> for SubmitFailure {
 
 /// Tells the executor to cancel.
 fn send_cancel(w: &Workceptor, r: &RemoteExtra) -> Result<(), ClientError> {
-    let conn = w.dialer().connect(r)?;
-    already_gone_is_done(conn.cancel(&r.remote_unit_id))
+    already_gone_is_done(w.dialer().request(r, |c| c.cancel(&r.remote_unit_id)))
 }
 
 /// Tells the executor to release, then deletes the unit here.
 fn send_release(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
-    let conn = w.dialer().connect(r)?;
-    already_gone_is_done(conn.release(&r.remote_unit_id))?;
+    already_gone_is_done(w.dialer().request(r, |c| c.release(&r.remote_unit_id)))?;
     // Forced, it cannot fail.
     let _ = w.forget(unit, true);
     Ok(())

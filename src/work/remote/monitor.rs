@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::debug;
 
 use super::Dialer;
-use super::client::{ClientError, ControlClient};
+use super::client::ClientError;
 use super::{SubmitFailure, local_size, remote_of, results, send_cancel, send_release, submit};
 use crate::gotime;
 use crate::work::state::{FAILED, RemoteExtra, ZERO_TIME};
@@ -141,9 +141,12 @@ pub fn decide<'a>(s: &Situation<'a>) -> Step<'a> {
     if let Some(wait) = backoff(s) {
         return wait;
     }
-    // Once fresh status shows the unit incomplete here, a results stream
-    // runs: it carries output as it is written and ends when the unit does.
-    if s.last_poll.is_some() && !s.changed && !s.fetching {
+    // A results stream runs while the unit is incomplete here: it carries
+    // output as it is written and ends when the unit does. The first one
+    // starts at once, beside the first status request, so a short unit
+    // does not wait for that reply before its output can come; later ones
+    // wait for status fresher than the unit's last change.
+    if !s.fetching && (s.last_poll.is_none() || !s.changed) {
         return Step::Fetch;
     }
     next_poll(s)
@@ -203,8 +206,6 @@ fn next_poll<'a>(s: &Situation<'a>) -> Step<'a> {
 
 /// What the monitor thread carries from step to step.
 struct Driver {
-    /// The connection status requests go over, kept while it works.
-    conn: Option<ControlClient>,
     last: Outcome,
     failures: u32,
     failed_at: Option<Instant>,
@@ -217,7 +218,6 @@ struct Driver {
 /// Drives a remote unit until it is complete here, fails, or is deleted.
 pub fn run(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
     let mut d = Driver {
-        conn: None,
         last: Outcome::Fine,
         failures: 0,
         failed_at: None,
@@ -297,7 +297,6 @@ impl Driver {
 
     fn record(&mut self, outcome: Outcome) {
         if let Outcome::Failed = outcome {
-            self.conn = None;
             self.failures += 1;
             self.failed_at = Some(Instant::now());
         } else {
@@ -308,15 +307,9 @@ impl Driver {
 
     /// Asks for the executor's status and copies it into ours.
     fn poll(&mut self, dialer: &Dialer, unit: &Unit, r: &RemoteExtra) -> Outcome {
-        let conn = match self.conn.take() {
-            Some(c) => Ok(c),
-            None => dialer.connect(r),
-        };
         self.last_poll = Some(Instant::now());
-        let reply = conn.and_then(|mut c| c.status(&r.remote_unit_id).map(|st| (c, st)));
-        match reply {
-            Ok((conn, remote)) => {
-                self.conn = Some(conn);
+        match dialer.request(r, |c| c.status(&r.remote_unit_id)) {
+            Ok(remote) => {
                 unit.update(|s| {
                     s.state = remote.state;
                     s.detail = remote.detail.clone();
@@ -572,10 +565,20 @@ mod tests {
                 Step::Fetch,
             ),
             (
-                "never polled: poll before fetching",
+                "never polled: fetch, and poll beside it",
                 Situation {
                     last_poll: None,
                     fetching: false,
+                    changed: true,
+                    ..running(t0)
+                },
+                Step::Fetch,
+            ),
+            (
+                "never polled, fetching: poll",
+                Situation {
+                    last_poll: None,
+                    changed: true,
                     ..running(t0)
                 },
                 Step::Poll,
