@@ -56,9 +56,16 @@ const RESERVED_UNREACH: &[u8] = b"unreach";
 /// long enough to send the changes of one moment (a restart's links
 /// coming up together) as one update.
 const SOON: Duration = Duration::from_millis(25);
-/// How soon routes follow a change. Updates arriving together (a flood
-/// after a relay died) are taken in one computation.
+/// How soon routes follow a change, at least: updates arriving together
+/// (a flood after a relay died) are taken in one computation.
 const RECOMPUTE_DELAY: Duration = Duration::from_millis(5);
+/// The wait grows by this much per known node, up to
+/// [`RECOMPUTE_DELAY_MAX`]: a computation costs about N log N, so in a
+/// mesh of thousands, where a storm of updates lasts seconds, routes are
+/// computed every few tens of milliseconds instead of hundreds of times a
+/// second.
+const RECOMPUTE_DELAY_PER_NODE: Duration = Duration::from_micros(50);
+const RECOMPUTE_DELAY_MAX: Duration = Duration::from_millis(100);
 
 /// When an input happens. `mono` drives every deadline; `wall` is read
 /// only for the timestamps Go nodes expect on the wire and in `status`.

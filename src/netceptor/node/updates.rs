@@ -1,13 +1,16 @@
 //! Routing updates: accepting fresh ones, flooding them on, our own
 //! updates, and the routing table computed from what they say.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
 use super::limits::Refusal;
 use super::timer::Timer;
-use super::{ConnId, Node, NodeSeq, Output, RECOMPUTE_DELAY, SOON};
+use super::{
+    ConnId, Node, NodeSeq, Output, RECOMPUTE_DELAY, RECOMPUTE_DELAY_MAX, RECOMPUTE_DELAY_PER_NODE,
+    SOON,
+};
 use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, RoutingUpdate};
 use crate::netceptor::names::{self, NameError};
 use crate::netceptor::routing;
@@ -272,8 +275,8 @@ impl Node {
     }
 
     pub(super) fn schedule_recompute(&mut self, now: Instant) {
-        self.timers
-            .set_no_later(Timer::Recompute, now + RECOMPUTE_DELAY);
+        let delay = recompute_delay(self.costs.len());
+        self.timers.set_no_later(Timer::Recompute, now + delay);
     }
 
     pub(super) fn recompute_routes(&mut self) {
@@ -302,5 +305,25 @@ impl Node {
         for (dest, hop) in &self.routes {
             info!("   {dest} via {hop}");
         }
+    }
+}
+
+/// How long routes wait after a change in a mesh of `nodes` known nodes.
+fn recompute_delay(nodes: usize) -> Duration {
+    let scaled = RECOMPUTE_DELAY_PER_NODE.saturating_mul(u32::try_from(nodes).unwrap_or(u32::MAX));
+    scaled.clamp(RECOMPUTE_DELAY, RECOMPUTE_DELAY_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_wait_longer_in_larger_meshes() {
+        assert_eq!(recompute_delay(0), RECOMPUTE_DELAY);
+        assert_eq!(recompute_delay(30), RECOMPUTE_DELAY);
+        assert_eq!(recompute_delay(400), Duration::from_millis(20));
+        assert_eq!(recompute_delay(1000), Duration::from_millis(50));
+        assert_eq!(recompute_delay(100_000), RECOMPUTE_DELAY_MAX);
     }
 }
