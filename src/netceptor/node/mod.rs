@@ -15,6 +15,7 @@
 //! (catching a new peer up) and `timer` (the deadline table).
 
 mod data;
+mod graph;
 mod limits;
 mod links;
 mod services;
@@ -195,7 +196,7 @@ pub struct Node {
     ids: IdGen,
     conns: HashMap<ConnId, links::Conn>,
     peers: BTreeMap<String, ConnId>,
-    costs: CostTable,
+    graph: graph::Graph,
     /// Ordered, so a new peer is handed updates a chunk at a time.
     known: BTreeMap<String, NodeSeq>,
     seen_updates: HashMap<String, Instant>,
@@ -203,8 +204,6 @@ pub struct Node {
     names: HashMap<u64, String>,
     own_hash: u64,
     ads: BTreeMap<(String, String), StoredAd>,
-    /// Connections in `costs`, kept as `costs` changes.
-    edges: usize,
     /// New peers still being sent the routing updates and advertisements
     /// we know.
     shares: BTreeMap<ConnId, share::Share>,
@@ -241,14 +240,13 @@ impl Node {
             ids,
             conns: HashMap::new(),
             peers: BTreeMap::new(),
-            costs: CostTable::new(),
+            graph: graph::Graph::default(),
             known: BTreeMap::new(),
             seen_updates: HashMap::new(),
             routes: BTreeMap::new(),
             names: HashMap::new(),
             own_hash: node_hash(id),
             ads: BTreeMap::new(),
-            edges: 0,
             shares: BTreeMap::new(),
             share_turn: 0,
             limits: Limits::default(),
@@ -375,7 +373,7 @@ impl Node {
                 .collect(),
             routing_table: self.routes.clone(),
             advertisements,
-            known_connection_costs: self.costs.clone(),
+            known_connection_costs: self.graph.costs().clone(),
         }
     }
 }

@@ -393,7 +393,7 @@ fn updates_with_invalid_costs_are_ignored() {
     let conn = *sim.nodes[0].peers.get("m").unwrap();
     sim.nodes[0].handle_message(conn, msg, sim.now);
     sim.run_for(Duration::from_secs(1));
-    assert!(!sim.nodes[0].costs.contains_key("z"));
+    assert!(sim.nodes[0].graph.get("z").is_none());
     assert_eq!(sim.route("a", "m").as_deref(), Some("m"));
 }
 
@@ -634,7 +634,13 @@ mod hostile {
             sim.nodes[0].handle_message(conn, msg, sim.now);
         }
         sim.run_for(Duration::from_secs(1));
-        assert!(sim.nodes[0].costs.keys().all(|k| k == "a" || k == "m"));
+        assert!(
+            sim.nodes[0]
+                .graph
+                .costs()
+                .keys()
+                .all(|k| k == "a" || k == "m")
+        );
         assert_eq!(sim.route("a", "m").as_deref(), Some("m"));
     }
 
@@ -677,7 +683,7 @@ mod hostile {
         sim.run_for(Duration::from_secs(1));
         let a = &sim.nodes[0];
         assert!(a.known.len() <= 50, "{}", a.known.len());
-        assert!(a.costs.len() <= 51 && a.names.len() <= 51);
+        assert!(a.graph.len() <= 51 && a.names.len() <= 51);
         // b learnt at most what a accepted.
         assert!(sim.nodes[2].known.len() <= 51);
         assert_eq!(sim.route("a", "b").as_deref(), Some("b"));
@@ -709,15 +715,18 @@ mod hostile {
         }
         sim.run_for(Duration::from_secs(1));
         let a = &sim.nodes[0];
-        let counted: usize = a.costs.values().map(BTreeMap::len).sum();
-        assert_eq!(a.edges, counted);
+        let counted: usize = a.graph.costs().values().map(BTreeMap::len).sum();
+        assert_eq!(a.graph.edges(), counted);
         assert!(counted <= 300, "{counted}");
         assert_eq!(sim.route("a", "b").as_deref(), Some("b"));
         // Losing a peer keeps the count right.
         sim.kill("b");
         sim.run_for(Duration::from_secs(1));
         let a = &sim.nodes[0];
-        assert_eq!(a.edges, a.costs.values().map(BTreeMap::len).sum::<usize>());
+        assert_eq!(
+            a.graph.edges(),
+            a.graph.costs().values().map(BTreeMap::len).sum::<usize>()
+        );
     }
 
     fn ad(node: &str, service: &str) -> Vec<u8> {

@@ -143,8 +143,8 @@ impl Node {
             }
             _ => {}
         }
-        let old = self.costs.get(&ru.node_id).map_or(0, |e| e.len());
-        let total = self.edges.saturating_sub(old) + ru.connections.len();
+        let old = self.graph.get(&ru.node_id).map_or(0, |e| e.len());
+        let total = self.graph.edges().saturating_sub(old) + ru.connections.len();
         // A peer may list a few connections beyond the limit, so one that
         // joins while a flood fills the table is still routed.
         let peer_reserve =
@@ -173,20 +173,7 @@ impl Node {
             update: Vec::new(),
         };
         self.known.insert(ru.node_id.clone(), seq);
-        if self.costs.get(&ru.node_id) != Some(&ru.connections) {
-            self.edges = self.edges.saturating_sub(old) + ru.connections.len();
-            self.costs
-                .insert(ru.node_id.clone(), ru.connections.clone());
-            let mut removed = 0;
-            for (node, edges) in self.costs.iter_mut() {
-                if *node != self.id
-                    && !ru.connections.contains_key(node)
-                    && edges.remove(&ru.node_id).is_some()
-                {
-                    removed += 1;
-                }
-            }
-            self.edges = self.edges.saturating_sub(removed);
+        if self.graph.set_node(&ru.node_id, &ru.connections, &self.id) {
             self.schedule_recompute(now);
         }
         true
@@ -211,19 +198,12 @@ impl Node {
 
     /// Sets the cost of the connection `from -> to` in the cost table.
     pub(super) fn set_edge(&mut self, from: &str, to: &str, cost: f64) {
-        let edges = self.costs.entry(from.to_string()).or_default();
-        if edges.insert(to.to_string(), cost).is_none() {
-            self.edges += 1;
-        }
+        self.graph.set_edge(from, to, cost);
     }
 
     /// Removes the connection `from -> to` from the cost table.
     pub(super) fn remove_edge(&mut self, from: &str, to: &str) {
-        if let Some(edges) = self.costs.get_mut(from)
-            && edges.remove(to).is_some()
-        {
-            self.edges = self.edges.saturating_sub(1);
-        }
+        self.graph.remove_edge(from, to);
     }
 
     pub(super) fn make_update(&mut self, suspected_duplicate: u64) -> RoutingUpdate {
@@ -275,29 +255,29 @@ impl Node {
     }
 
     pub(super) fn schedule_recompute(&mut self, now: Instant) {
-        let delay = recompute_delay(self.costs.len());
+        let delay = recompute_delay(self.graph.len());
         self.timers.set_no_later(Timer::Recompute, now + delay);
     }
 
     pub(super) fn recompute_routes(&mut self) {
         debug!("Re-calculating routing table");
-        self.routes = routing::compute(&self.id, &self.costs);
+        self.routes = routing::compute(&self.id, self.graph.costs());
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
-        if self.costs.len() > TABLE_LOG_NODES {
+        if self.graph.len() > TABLE_LOG_NODES {
             // A line per node would let a large (or forged) mesh fill the
             // disk: each recompute logs a summary instead.
             info!(
                 "Known Connections: {} nodes, {} connections; Routing Table: {} routes (not listed above {TABLE_LOG_NODES} nodes)",
-                self.costs.len(),
-                self.edges,
+                self.graph.len(),
+                self.graph.edges(),
                 self.routes.len()
             );
             return;
         }
         info!("Known Connections:");
-        for (node, edges) in &self.costs {
+        for (node, edges) in self.graph.costs() {
             let list: String = edges.iter().map(|(p, c)| format!("{p}({c:.2}) ")).collect();
             info!("   {node}: {list}");
         }
