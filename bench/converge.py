@@ -14,36 +14,16 @@ binary, and the ratio to the first binary.
 """
 
 import argparse
-import json
 import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def status(sock_path):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    try:
-        s.connect(sock_path)
-        f = s.makefile("rwb")
-        f.readline()
-        f.write(b'{"command":"status"}\n')
-        f.flush()
-        return json.loads(f.readline())
-    finally:
-        s.close()
+from benchlib import control_json, free_port
 
 
 def topology(n, rng):
@@ -97,7 +77,7 @@ class Mesh:
     def converged(self, alive):
         names = {f"n{i}" for i in alive}
         for i in alive:
-            table = set(status(self.socks[i])["RoutingTable"])
+            table = set(control_json(self.socks[i], "status", 5)["RoutingTable"])
             if table != names - {f"n{i}"}:
                 return False
         return True

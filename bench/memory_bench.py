@@ -33,40 +33,11 @@ import sys
 import tempfile
 import time
 
+from benchlib import control, free_port, wait_for
+
 ARENA_ALIGN = 64 << 20
 CATEGORIES = ["binary text", "binary data", "shared libs", "main heap", "arenas",
               "stacks", "other anon", "kernel"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def control(path, line):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(path)
-    f = s.makefile("rwb")
-    f.readline()
-    f.write(line.encode() + b"\n")
-    f.flush()
-    reply = f.readline()
-    s.close()
-    return reply
-
-
-def wait_for(cond, timeout, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if cond():
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def known_nodes(sock):

@@ -26,6 +26,8 @@ import subprocess
 import tempfile
 import time
 
+from benchlib import control
+
 
 def free_ports(n):
     """n distinct ports the kernel just handed out (held open together, so
@@ -51,19 +53,6 @@ def links(n, rng):
             second = rng.choice([j for j in range(i) if j != first])
             out.append((i, second))
     return out
-
-
-def control(sock_path, line):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect(sock_path)
-    f = s.makefile("rwb")
-    f.readline()
-    f.write(line.encode() + b"\n")
-    f.flush()
-    reply = f.readline().decode()
-    s.close()
-    return reply
 
 
 def routes(sock_path):

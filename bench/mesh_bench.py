@@ -33,13 +33,8 @@ import tempfile
 import threading
 import time
 
+from benchlib import control, free_port, wait_for
 from pki import make_certs, tls_args
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def link_args(backend, port, pki):
@@ -130,30 +125,6 @@ class Mesh:
             p.send_signal(signal.SIGKILL)
             p.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def wait_for(cond, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if cond():
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    raise SystemExit("timed out waiting for the mesh")
-
-
-def control(sock_path, line):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sock_path)
-    f = s.makefile("rwb")
-    f.readline()
-    f.write(line.encode() + b"\n")
-    f.flush()
-    reply = f.readline().decode()
-    s.close()
-    return reply
 
 
 def send_through(port, nbytes):

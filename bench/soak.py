@@ -34,30 +34,14 @@ import tempfile
 import threading
 import time
 
+from benchlib import control_json, free_port, wait_for
+
 # Allowed growth of a survivor between the warm-up and the end: threads
 # and descriptors of connections still closing, memory the allocator
 # keeps. Anything beyond is a leak.
 THREAD_SLACK = 8
 FD_SLACK = 16
 RSS_SLACK_KIB = 8 * 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, timeout, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if cond():
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 class Node:
@@ -75,7 +59,7 @@ class Node:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
-        wait_for(lambda: ctl(self.sock, "status") is not None, 15, f"{self.name} control")
+        wait_for(lambda: control_json(self.sock, "status") is not None, 15, f"{self.name} control")
 
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -100,16 +84,6 @@ def connect(sock_path, timeout=60):
     f = s.makefile("rwb")
     f.readline()
     return s, f
-
-
-def ctl(sock_path, line):
-    s, f = connect(sock_path)
-    try:
-        f.write(line.encode() + b"\n")
-        f.flush()
-        return json.loads(f.readline())
-    finally:
-        s.close()
 
 
 def submit(sock_path, node, payload):
@@ -170,9 +144,9 @@ def run_soak(args):
                                  [*peers, "--work-command", "worktype=cat", "command=cat"])
         nodes["controller"] = Node(args.binary, "controller", workdir, peers)
         controller = nodes["controller"].sock
-        wait_for(lambda: "executor" in ctl(controller, "status")["RoutingTable"], 30, "route")
+        wait_for(lambda: "executor" in control_json(controller, "status")["RoutingTable"], 30, "route")
         wait_for(lambda: any(a["NodeID"] == "executor"
-                             for a in ctl(controller, "status")["Advertisements"]), 30, "ads")
+                             for a in control_json(controller, "status")["Advertisements"]), 30, "ads")
 
         submitted = {}  # unit -> sha256 of its payload
         lock = threading.Lock()
@@ -231,7 +205,7 @@ def run_soak(args):
         elapsed = time.time() - start
 
         # Every unit Succeeded, none lost or doubled.
-        listed = ctl(controller, "work list")
+        listed = control_json(controller, "work list")
         for unit, digest in submitted.items():
             st = listed.get(unit)
             if st is None:
@@ -242,7 +216,7 @@ def run_soak(args):
         if extra:
             problems.append(f"units nobody submitted: {sorted(extra)[:5]}")
         for unit in submitted:
-            ctl(controller, f"work release {unit}")
+            control_json(controller, f"work release {unit}")
         time.sleep(2)  # connections of the releases close
         end = {n: nodes[n].usage() for n in ("controller", "executor")}
         for n in end:

@@ -30,25 +30,8 @@ import tempfile
 import threading
 import time
 
+from benchlib import control_json, free_port, wait_for
 from pki import make_certs, tls_args
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, timeout, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if cond():
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 class Line:
@@ -77,8 +60,8 @@ class Line:
             self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
             wait_for(lambda: os.path.exists(sock), 10, f"n{i} socket")
         if hops:
-            wait_for(lambda: f"n{hops}" in status(self.sockets[0])["RoutingTable"], 30, "routes")
-            wait_for(lambda: any(a["NodeID"] == f"n{hops}" for a in status(self.sockets[0])["Advertisements"]), 30, "ads")
+            wait_for(lambda: f"n{hops}" in control_json(self.sockets[0], "status")["RoutingTable"], 30, "routes")
+            wait_for(lambda: any(a["NodeID"] == f"n{hops}" for a in control_json(self.sockets[0], "status")["Advertisements"]), 30, "ads")
 
     def rss_kib(self):
         out = []
@@ -102,15 +85,6 @@ def connect(sock_path):
     f = s.makefile("rwb")
     f.readline()
     return s, f
-
-
-def status(sock_path):
-    s, f = connect(sock_path)
-    f.write(b'{"command":"status"}\n')
-    f.flush()
-    reply = json.loads(f.readline())
-    s.close()
-    return reply
 
 
 TLS_CLIENT = {}
