@@ -611,22 +611,16 @@ fn ws_frame(first: u8, len: u64, payload: &[u8]) -> Vec<u8> {
 /// real links stay up and carry pings throughout.
 #[test]
 fn udp_and_websocket_garbage_leaves_the_other_links_serving() {
-    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap();
+    let udp_port = common::free_udp_port();
     let ws_port = free_port();
     let hub = Node::start(
         "hub",
         &[
-            format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {udp_port}}}"),
+            common::udp_listener(udp_port),
             format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {ws_port}}}"),
         ],
     );
-    let _u = Node::start(
-        "u",
-        &[format!("- udp-peer: {{address: \"127.0.0.1:{udp_port}\"}}")],
-    );
+    let _u = Node::start("u", &[common::udp_peer(udp_port)]);
     let _w = Node::start(
         "w",
         &[format!(

@@ -182,12 +182,7 @@ fn go_and_rust_nodes_mesh_over_udp_both_ways() {
     let Some(go) = go_reference() else { return };
     // A TCP port number that is free is as good as any for UDP here:
     // nothing else binds UDP on these ports during the test.
-    mesh_both_ways(
-        &go,
-        |p| format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {p}}}"),
-        |p| format!("- udp-peer: {{address: \"127.0.0.1:{p}\"}}"),
-        "UDP",
-    );
+    mesh_both_ways(&go, common::udp_listener, common::udp_peer, "UDP");
 }
 
 #[test]

@@ -4,18 +4,9 @@
 
 mod common;
 
-use common::{Node, free_port, listener, peer, secs, show, wait_until};
-
-fn udp_listener(port: u16) -> String {
-    format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {port}}}")
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
-}
+use common::{
+    Node, free_port, free_udp_port, listener, peer, secs, show, udp_listener, udp_peer, wait_until,
+};
 
 /// `receptorctl reload`: its exit code and what it printed.
 fn reload(node: &Node) -> (i32, String) {
@@ -299,10 +290,7 @@ fn websocket_and_udp_backends_come_and_go_with_a_reload() {
             "- ws-peer: {{address: \"ws://127.0.0.1:{pw}/mesh\"}}"
         )],
     );
-    let _udp = Node::start(
-        "uspoke",
-        &[format!("- udp-peer: {{address: \"127.0.0.1:{pu}\"}}")],
-    );
+    let _udp = Node::start("uspoke", &[udp_peer(pu)]);
     assert!(wait_until(secs(15), || sorted_connections(&hub)
         == ["uspoke", "wspoke"]));
     // Both listeners removed: their sessions end and their ports close.

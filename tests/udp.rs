@@ -11,23 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{Node, free_port, listener, peer, route, secs, show, traceroute_hops, wait_until};
+use common::{
+    Node, free_port, free_udp_port, listener, peer, route, secs, show, traceroute_hops,
+    udp_listener, udp_peer, wait_until,
+};
 use sha2::{Digest, Sha256};
-
-fn udp_listener(port: u16) -> String {
-    format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {port}}}")
-}
-
-fn udp_peer(port: u16) -> String {
-    format!("- udp-peer: {{address: \"127.0.0.1:{port}\"}}")
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
-}
 
 #[test]
 fn a_udp_only_line_routes_pings_traces_and_runs_remote_work() {

@@ -73,15 +73,12 @@ fn a_relay_with_tcp_udp_and_websocket_sides() {
         "relay",
         &[
             listener(tcp_port, 1.0),
-            format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {udp_port}}}"),
+            common::udp_listener(udp_port),
             format!("- ws-listener: {{bindaddr: 127.0.0.1, port: {ws_port}}}"),
         ],
     );
     let t = Node::start("t", &[peer(tcp_port, 1.0)]);
-    let _u = Node::start(
-        "u",
-        &[format!("- udp-peer: {{address: \"127.0.0.1:{udp_port}\"}}")],
-    );
+    let _u = Node::start("u", &[common::udp_peer(udp_port)]);
     let _w = Node::start(
         "w",
         &[format!(

@@ -3,12 +3,9 @@
 //! and then handed to a node from an established peer: nothing may panic,
 //! and the node keeps at most one stored ad per input.
 
-use std::time::{Duration, Instant, SystemTime};
-
 use libfuzzer_sys::fuzz_target;
 use receptor::netceptor::codec::{self, MSG_SERVICE_AD, Message, RoutingUpdate};
-use receptor::netceptor::node::{BackendParams, Node, Now};
-use receptor::random::IdGen;
+use receptor::netceptor::node::sim;
 
 fuzz_target!(|data: &[u8]| {
     let mut msg = vec![MSG_SERVICE_AD];
@@ -16,24 +13,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Message::ServiceAd(ad)) = codec::decode(&msg) {
         let _ = codec::decode(&codec::encode_service_ad(&ad)).expect("re-encoded ad decodes");
     }
-    let now = Now {
-        mono: Instant::now(),
-        wall: SystemTime::UNIX_EPOCH,
-    };
-    let mut node = Node::new(
-        "a",
-        1,
-        Duration::from_secs(21),
-        IdGen::from_seed(1),
-        now.mono,
-    );
-    let params = BackendParams {
-        cost: 1.0,
-        node_cost: Default::default(),
-        allowed_peers: None,
-        cert_node_ids: None,
-    };
-    node.handle_conn_opened(1, params, now.mono);
+    let now = sim::start();
+    let mut node = sim::node("a", 1, now);
+    node.handle_conn_opened(1, sim::params(1.0), now.mono);
     let hello = RoutingUpdate {
         node_id: "p".into(),
         update_id: "hello123".into(),

@@ -103,6 +103,24 @@ pub fn peer(port: u16, cost: f64) -> String {
     format!("- tcp-peer: {{address: \"127.0.0.1:{port}\", cost: {cost:?}}}")
 }
 
+/// YAML item: a UDP listener on 127.0.0.1:`port`.
+pub fn udp_listener(port: u16) -> String {
+    format!("- udp-listener: {{bindaddr: 127.0.0.1, port: {port}}}")
+}
+
+/// YAML item: a UDP peer sending to 127.0.0.1:`port`.
+pub fn udp_peer(port: u16) -> String {
+    format!("- udp-peer: {{address: \"127.0.0.1:{port}\"}}")
+}
+
+/// A UDP port nobody is bound to right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
+}
+
 /// One receptor process with its own temp dir, YAML config, control socket
 /// and log file (stdout+stderr). Dropping it SIGKILLs the process.
 pub struct Node {
