@@ -12,9 +12,10 @@ pub fn init(level: log::LevelFilter) {
     // their warnings and errors belong in a receptor log. Our own lines
     // all pass this filter, so that `set_level` alone decides (a reload
     // may raise the level).
-    let installed = env_logger::Builder::new()
+    // A second call finds the logger installed; only the level changes.
+    let _ = env_logger::Builder::new()
         .filter_level(log::LevelFilter::Warn)
-        .filter_module("receptor", log::LevelFilter::Debug)
+        .filter_module("receptor", log::LevelFilter::Trace)
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
             let name = match record.level() {
@@ -32,7 +33,6 @@ pub fn init(level: log::LevelFilter) {
             )
         })
         .try_init();
-    let _ = installed;
     set_level(level);
 }
 

@@ -133,8 +133,19 @@ fn a_unit_running_during_a_reload_finishes_byte_exact() {
     std::thread::sleep(secs(1));
     boss.set_items(&[peer(pb, 1.0), udp_listener(pu2)]);
     reload_ok(&boss);
-    boss.set_items(&[peer(pb, 1.0), udp_listener(pu2), listener(free_port(), 1.0)]);
+    let added = free_port();
+    boss.set_items(&[peer(pb, 1.0), udp_listener(pu2), listener(added, 1.0)]);
     reload_ok(&boss);
+    // Both reloads took effect: the UDP listener moved, the TCP one is up.
+    assert!(
+        std::net::UdpSocket::bind(("127.0.0.1", pu)).is_ok(),
+        "old UDP port still bound"
+    );
+    assert!(
+        std::net::UdpSocket::bind(("127.0.0.1", pu2)).is_err(),
+        "new UDP port not bound"
+    );
+    assert!(common::port_in_use(added), "added listener not listening");
     let results = boss.ctl(&["work", "results", &unit]);
     assert!(results.status.success(), "{}", show(&results));
     let want: String = (1..=300_000).map(|i| format!("{i}\n")).collect();
@@ -189,10 +200,17 @@ fn a_bad_file_changes_nothing() {
     );
     // Removed, with a backend change beside it: still refused, and the
     // backend change is not applied either.
-    a.set_items(&[listener(free_port(), 1.0)]);
+    let refused_port = free_port();
+    a.set_items(&[listener(refused_port, 1.0)]);
     let (code, text) = reload(&a);
     assert_eq!(code, 3, "{text}");
     assert!(text.contains("'work-command' was removed"), "{text}");
+    assert!(
+        !common::port_in_use(refused_port),
+        "the refused listener was started"
+    );
+    // The dropped peer's link would close within moments if it had been applied.
+    std::thread::sleep(secs(2));
 
     assert_eq!(a.connections(), ["bb"]);
     assert_eq!(a.status()["Connections"], good["Connections"]);

@@ -6,23 +6,29 @@
 //! or receive (by sending it an empty datagram), and a dialer's wait
 //! between attempts. Listener threads are joined, so the port is free when
 //! [`Scope::stop`] returns and a changed listener can bind it again at
-//! once. Dialer threads are not: one may be inside a connect that only the
-//! OS times out; the session it may still open is closed as it opens (the
+//! once (a listener that will not end within 5 s is logged and left).
+//! Dialer threads are not: one may be inside a connect that only the OS
+//! times out; the session it may still open is closed as it opens (the
 //! node refuses links of a retired backend).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use log::warn;
 
 use crate::netceptor::Netceptor;
 use crate::netceptor::node::BackendId;
 
 /// How long a stop waits to reach its own listener.
 const POKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a stop pokes a listener that has not ended yet.
+const POKE_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a stop waits for a listener thread at most.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A cheap, cloneable handle on one backend's life.
 #[derive(Clone)]
@@ -103,9 +109,27 @@ impl Scope {
         net.retire_backend(self.id());
         let listeners = std::mem::take(&mut *lock(&self.0.listeners));
         for l in listeners {
-            l.poke.send();
-            let _ = l.thread.join();
+            l.close();
         }
+    }
+}
+
+impl Listening {
+    /// Pokes the thread until it has ended (a poke may be lost: a full
+    /// accept queue, a dropped datagram), then joins it. One that is still
+    /// running after [`CLOSE_TIMEOUT`] is left to end on its own, so a
+    /// reload cannot hang the daemon's main thread.
+    fn close(self) {
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                warn!("A backend listener did not stop; its port stays open");
+                return;
+            }
+            self.poke.send();
+            std::thread::sleep(POKE_INTERVAL);
+        }
+        let _ = self.thread.join();
     }
 }
 
@@ -174,6 +198,30 @@ mod tests {
         assert!(scope.is_stopped());
         // The listener thread has ended, so its socket is closed.
         UdpSocket::bind(addr).expect("the port is free again");
+        net.shutdown();
+        router.join().unwrap();
+    }
+
+    #[test]
+    fn stopping_closes_a_tcp_listener_bound_to_the_unspecified_address() {
+        let (net, router) =
+            Netceptor::start("scope-tcp", Duration::from_secs(30), Default::default());
+        let scope = Scope::new();
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stopped = {
+            let scope = scope.clone();
+            move || scope.is_stopped()
+        };
+        let thread =
+            crate::accept::spawn_until("t".into(), listener, "accept".into(), stopped, |_| {})
+                .unwrap();
+        scope.own_listener(Poke::Tcp(([0, 0, 0, 0], port).into()), thread);
+        scope.stop(&net);
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "still listening"
+        );
         net.shutdown();
         router.join().unwrap();
     }

@@ -88,24 +88,30 @@ impl Backends {
     }
 
     /// Stops every running backend that `wanted` no longer lists, then
-    /// starts every one it lists that is not running. Starting goes on
-    /// past a failure; the error names each backend that did not start.
+    /// starts every one it lists that is not running, copy by copy (two
+    /// identical items run two backends, as in Go). Starting goes on past
+    /// a failure; the error names each backend that did not start.
     pub fn apply(&mut self, wanted: &[Spec]) -> Result<Changes, String> {
         let mut changes = Changes::default();
-        let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
-            .into_iter()
-            .partition(|(spec, _)| wanted.contains(spec));
-        self.running = keep;
+        // Matched copy by copy: two identical items are two backends.
+        let mut missing: Vec<&Spec> = wanted.iter().collect();
+        let mut gone = Vec::new();
+        for (spec, scope) in std::mem::take(&mut self.running) {
+            match missing.iter().position(|w| **w == spec) {
+                Some(i) => {
+                    missing.remove(i);
+                    self.running.push((spec, scope));
+                }
+                None => gone.push((spec, scope)),
+            }
+        }
         for (spec, scope) in gone {
             info!("Stopping backend {}", spec.describe());
             scope.stop(&self.net);
             changes.stopped += 1;
         }
         let mut failures = Vec::new();
-        for spec in wanted {
-            if self.running.iter().any(|(s, _)| s == spec) {
-                continue;
-            }
+        for spec in missing {
             let scope = Scope::new();
             match self.start(spec, &scope) {
                 Ok(()) => {
@@ -230,5 +236,56 @@ fn params(
         allowed_peers: (!allowed_peers.is_empty()).then(|| allowed_peers.to_vec()),
         cert_node_ids: None,
         backend,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn udp_peer(address: &str) -> Spec {
+        Spec::UdpPeer(UdpPeerCfg {
+            address: address.into(),
+            redial: true,
+            cost: 1.0,
+            allowed_peers: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn identical_items_are_separate_backends() {
+        let (net, router) =
+            Netceptor::start("apply-test", Duration::from_secs(30), Default::default());
+        let tls = Arc::new(Sections::load(&[], &[], "apply-test").unwrap());
+        let mut backends = Backends::new(&net, &tls);
+        let (a, b) = (udp_peer("127.0.0.1:9"), udp_peer("127.0.0.1:10"));
+        let twice = [a.clone(), a.clone(), b.clone()];
+        assert_eq!(
+            backends.apply(&twice),
+            Ok(Changes {
+                started: 3,
+                stopped: 0
+            })
+        );
+        assert_eq!(backends.apply(&twice), Ok(Changes::default()));
+        let once = [b, a];
+        assert_eq!(
+            backends.apply(&once),
+            Ok(Changes {
+                started: 0,
+                stopped: 1
+            })
+        );
+        assert_eq!(backends.running.len(), 2);
+        assert_eq!(
+            backends.apply(&[]),
+            Ok(Changes {
+                started: 0,
+                stopped: 2
+            })
+        );
+        net.shutdown();
+        router.join().unwrap();
     }
 }
