@@ -2,6 +2,7 @@
 
 pub mod accept;
 pub mod backends;
+pub mod base64;
 pub mod certs;
 pub mod config;
 pub mod control;

@@ -464,22 +464,10 @@ fn json_syntax(e: &serde_json::Error) -> String {
 /// Base64url without padding, as Go's `base64.RawURLEncoding`: decoding
 /// skips CR and LF and accepts non-zero trailing bits; `=` is invalid.
 mod base64url {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    use crate::base64::{Form, URL as ALPHABET};
 
     pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..=chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            }
-        }
-        out
+        crate::base64::encode(bytes, Form::UrlRaw)
     }
 
     fn value(c: u8) -> Option<u32> {
