@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use log::debug;
 
+use crate::hostport;
+
 /// A proxy's reply head larger than this is refused.
 const MAX_REPLY_HEAD: usize = 8 * 1024;
 
@@ -119,9 +121,9 @@ impl ProxyUrl {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let (host, port) = match split_host_port(hostport) {
-            Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
-            None => (hostport.trim_start_matches('[').trim_end_matches(']'), 80),
+        let (host, port) = match hostport::split_authority(hostport).ok_or_else(bad)? {
+            (h, Some(p)) => (h, p.parse().map_err(|_| bad())?),
+            (h, None) => (h, 80),
         };
         if host.is_empty() {
             return Err(bad());
@@ -150,7 +152,7 @@ impl ProxyUrl {
     }
 
     fn addr(&self) -> String {
-        join_host_port(&self.host, self.port)
+        hostport::join(&self.host, self.port)
     }
 }
 
@@ -214,7 +216,7 @@ impl Rule {
         if let Some(cidr) = parse_cidr(entry) {
             return Some(cidr);
         }
-        let (host, port) = match split_host_port(entry) {
+        let (host, port) = match hostport::split(entry) {
             Some(("", _)) => return None,
             Some((h, p)) => (h, p.to_string()),
             None => (entry, String::new()),
@@ -287,24 +289,6 @@ fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// Go's `net.SplitHostPort`: `host:port` with one colon, or `[v6]:port`.
-fn split_host_port(s: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, port) = rest.split_once("]:")?;
-        return Some((host, port));
-    }
-    let (host, port) = s.split_once(':')?;
-    (!port.contains(':')).then_some((host, port))
-}
-
-fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// `%XX` escapes of a URL's userinfo; `None` when one is malformed.
 fn unescape(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
@@ -363,7 +347,7 @@ pub fn connect(
     port: u16,
     timeout: Duration,
 ) -> Result<TcpStream, String> {
-    let target = join_host_port(host, port);
+    let target = hostport::join(host, port);
     let Some(proxy) = ProxyEnv::get()
         .proxy_for(secure, host, port)
         .map_err(|e| e.to_string())?

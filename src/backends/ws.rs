@@ -292,14 +292,11 @@ pub fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
         return Err(format!("{url}: not a ws:// or wss:// URL"));
     };
     let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?;
-            (h, port)
-        }
-        _ => (authority, if secure { 443 } else { 80 }),
+    let (host, port) = match crate::hostport::split_authority(authority) {
+        Some((h, Some(p))) => (h, p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?),
+        Some((h, None)) => (h, if secure { 443 } else { 80 }),
+        None => return Err(format!("{url}: bad host {authority:?}")),
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("{url}: no host"));
     }
@@ -655,6 +652,15 @@ mod tests {
             url_parts("ws://[::1]:9/").unwrap(),
             (false, "::1".into(), 9)
         );
+        assert_eq!(
+            url_parts("ws://[::1]:8080/path/x").unwrap(),
+            (false, "::1".into(), 8080)
+        );
+        assert_eq!(
+            url_parts("wss://[::1]/path").unwrap(),
+            (true, "::1".into(), 443)
+        );
+        assert!(url_parts("ws://[::1/").is_err());
         assert!(url_parts("http://h/").is_err());
         assert!(url_parts("ws://:1/").is_err());
     }
