@@ -24,8 +24,10 @@ const MAX_REPLY_HEAD: usize = 8 * 1024;
 /// The proxy settings of the environment.
 #[derive(Debug, Default)]
 pub struct ProxyEnv {
-    http: String,
-    https: String,
+    /// `HTTP_PROXY` and `HTTPS_PROXY` when set, parsed once rather than
+    /// at every dial; a bad one fails each dial it would carry.
+    http: Option<Result<ProxyUrl, ProxyError>>,
+    https: Option<Result<ProxyUrl, ProxyError>>,
     no_proxy: NoProxy,
 }
 
@@ -38,17 +40,12 @@ impl ProxyEnv {
 
     /// Settings from `var` (an environment lookup).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> ProxyEnv {
-        let any = |names: [&str; 2]| {
-            names
-                .iter()
-                .filter_map(|n| var(n))
-                .find(|v| !v.is_empty())
-                .unwrap_or_default()
-        };
+        let any = |names: [&str; 2]| names.iter().filter_map(|n| var(n)).find(|v| !v.is_empty());
+        let url = |names| any(names).map(|v| ProxyUrl::parse(&v));
         ProxyEnv {
-            http: any(["HTTP_PROXY", "http_proxy"]),
-            https: any(["HTTPS_PROXY", "https_proxy"]),
-            no_proxy: NoProxy::parse(&any(["NO_PROXY", "no_proxy"])),
+            http: url(["HTTP_PROXY", "http_proxy"]),
+            https: url(["HTTPS_PROXY", "https_proxy"]),
+            no_proxy: NoProxy::parse(&any(["NO_PROXY", "no_proxy"]).unwrap_or_default()),
         }
     }
 
@@ -58,17 +55,19 @@ impl ProxyEnv {
         secure: bool,
         host: &str,
         port: u16,
-    ) -> Result<Option<ProxyUrl>, ProxyError> {
+    ) -> Result<Option<&ProxyUrl>, ProxyError> {
         let proxy = if secure { &self.https } else { &self.http };
-        if proxy.is_empty() || !self.no_proxy.use_proxy(host, port) {
-            return Ok(None);
+        match proxy {
+            Some(proxy) if self.no_proxy.use_proxy(host, port) => {
+                proxy.as_ref().map(Some).map_err(Clone::clone)
+            }
+            _ => Ok(None),
         }
-        ProxyUrl::parse(proxy).map(Some)
     }
 }
 
 /// What can go wrong on the way through a proxy.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProxyError {
     /// The proxy variable does not parse as a URL.
     BadUrl(String),
@@ -355,7 +354,7 @@ pub fn connect(
         return TcpStream::connect((host, port)).map_err(|e| format!("dial tcp {target}: {e}"));
     };
     debug!("Dialing {target} through proxy {}", proxy.addr());
-    tunnel(&proxy, &target, timeout).map_err(|e| format!("dial {target}: {e}"))
+    tunnel(proxy, &target, timeout).map_err(|e| format!("dial {target}: {e}"))
 }
 
 fn tunnel(proxy: &ProxyUrl, target: &str, timeout: Duration) -> Result<TcpStream, ProxyError> {
@@ -466,6 +465,15 @@ mod tests {
         assert!(bypass("172.16.0.5", 99));
         assert!(!bypass("172.16.0.5", 98));
         assert!(!bypass("other", 7));
+    }
+
+    #[test]
+    fn a_bad_proxy_variable_fails_only_the_dials_it_would_carry() {
+        let e = env(&[("HTTP_PROXY", "socks5://p:1"), ("NO_PROXY", "near")]);
+        let scheme = Err(ProxyError::Scheme("socks5".into()));
+        assert_eq!(e.proxy_for(false, "far", 80), scheme);
+        assert_eq!(e.proxy_for(false, "near", 80), Ok(None));
+        assert_eq!(e.proxy_for(true, "far", 443), Ok(None));
     }
 
     #[test]
