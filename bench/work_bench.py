@@ -59,6 +59,14 @@ class Line:
         self.dir = tempfile.mkdtemp(dir=workdir)
         self.procs = []
         self.sockets = []
+        try:
+            self._start(binary, hops, stdout_mib, pki)
+        except BaseException:
+            # Nodes of a line that never came up must not outlive the script.
+            self.close()
+            raise
+
+    def _start(self, binary, hops, stdout_mib, pki):
         ports = [free_port() for _ in range(hops + 1)]
         for i in range(hops + 1):
             sock = os.path.join(self.dir, f"n{i}.sock")
