@@ -1,21 +1,39 @@
 #!/usr/bin/env python3
-"""Work-unit benchmark: units per second (submit -> Succeeded -> results
-fetched) for units run locally and 3 hops away, daemon RSS afterwards, and
-the time to stream a large stdout from a remote unit.
+"""Work-unit benchmark: units per second for units run locally and some hops
+away, daemon RSS afterwards, and the time to stream a large stdout from a
+unit.
 
-Usage: bench/work_bench.py PATH_TO_RECEPTOR [--units N] [--parallel P] [--stdout-mib M]
-                           [--hops 0,3] [--tls]
+Usage: bench/work_bench.py RECEPTOR [RECEPTOR ...] [--units N] [--parallel P]
+                           [--stdout-mib M] [--hops 0,3] [--tls]
+                           [--measure roundtrip,succeeded] [--rounds R]
+
+Units are submitted over the control socket the way receptorctl does it
+(JSON submit, payload, half-close), by P client threads at once. Two
+measures (--measure picks):
+
+  roundtrip  each client fetches its unit's results (`work results`) and
+             releases it before the next submit, so the figure is the whole
+             round trip; the mean time of each phase is printed beside it.
+  succeeded  each client submits its units back to back, then polls
+             `work status` of each until it is Succeeded; the figure is
+             units over the time from the first submit until every unit
+             was seen Succeeded (what a user waiting for a batch sees).
+
+The Go daemon's controller learns a remote unit's state by asking every
+second and copies its stdout on a separate one-second poll, and its
+`work results` rereads the file every 250 ms, so its round trip is bound
+by those intervals (~2.4 s per remote unit); `succeeded` lets its units
+overlap the way its users run them.
 
 With --tls every backend link is mutual TLS, the executor's mesh control
 service is TLS, and remote units are submitted with a TLS client, so each
 remote unit pays for its stream handshakes.
 
-Units are submitted over the control socket the way receptorctl does it
-(JSON submit, payload, half-close), by P client threads at once; each
-client waits for its unit's results before submitting the next, so the
-figure is the whole round trip; the mean time of each phase (submit,
-results, release) is printed beside it. Works with any receptor that accepts
-Go-style config flags.
+Any receptor that accepts Go-style config flags can be measured. With
+several binaries or rounds the runs are interleaved (round by round, each
+binary in turn, every run on freshly started nodes) so that other load on
+the machine falls on all of them alike; the table at the end has one entry
+per round.
 """
 
 import argparse
@@ -41,6 +59,14 @@ class Line:
         self.dir = tempfile.mkdtemp(dir=workdir)
         self.procs = []
         self.sockets = []
+        try:
+            self._start(binary, hops, stdout_mib, pki)
+        except BaseException:
+            # Nodes of a line that never came up must not outlive the script.
+            self.close()
+            raise
+
+    def _start(self, binary, hops, stdout_mib, pki):
         ports = [free_port() for _ in range(hops + 1)]
         for i in range(hops + 1):
             sock = os.path.join(self.dir, f"n{i}.sock")
@@ -61,7 +87,9 @@ class Line:
             wait_for(lambda: os.path.exists(sock), 10, f"n{i} socket")
         if hops:
             wait_for(lambda: f"n{hops}" in control_json(self.sockets[0], "status")["RoutingTable"], 30, "routes")
-            wait_for(lambda: any(a["NodeID"] == f"n{hops}" for a in control_json(self.sockets[0], "status")["Advertisements"]), 30, "ads")
+            # A Go node's first ad can go out before its link is up; the
+            # next comes a minute later.
+            wait_for(lambda: any(a["NodeID"] == f"n{hops}" for a in control_json(self.sockets[0], "status")["Advertisements"]), 90, "ads")
 
     def rss_kib(self):
         out = []
@@ -138,42 +166,100 @@ def release(sock_path, unit):
     s.close()
 
 
-def units_per_second(line, node, count, parallel):
-    """Units per second, and the mean milliseconds a unit spent in each
-    client phase (submit, results, release)."""
-    sock = line.sockets[0]
+def status(sock_path, unit):
+    return control_json(sock_path, f"work status {unit}")
+
+
+def in_threads(count, parallel, worker):
+    """Runs worker(n, tid) in `parallel` threads sharing `count` items;
+    returns the seconds it took and the errors they reported."""
     errors = []
-    phases = [0.0, 0.0, 0.0]
     per_thread = [count // parallel + (1 if i < count % parallel else 0) for i in range(parallel)]
 
-    def worker(n, tid):
+    def run(n, tid):
         try:
-            for i in range(n):
-                payload = f"unit {tid}-{i}\n".encode()
-                t0 = time.perf_counter()
-                unit = submit(sock, node, "echo", payload)
-                t1 = time.perf_counter()
-                total, data = results(sock, unit)
-                t2 = time.perf_counter()
-                if data != payload:
-                    errors.append(f"{unit}: got {data!r}")
-                release(sock, unit)
-                t3 = time.perf_counter()
-                for k, d in enumerate((t1 - t0, t2 - t1, t3 - t2)):
-                    phases[k] += d
-        except SystemExit as e:
+            worker(n, tid)
+        except (SystemExit, OSError, ValueError, KeyError) as e:
             errors.append(str(e))
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n, t)) for t, n in enumerate(per_thread)]
+    threads = [threading.Thread(target=run, args=(n, t)) for t, n in enumerate(per_thread)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - start
+    return time.perf_counter() - start, errors
+
+
+def round_trips(line, node, count, parallel):
+    """Units per second when each client fetches its unit's results and
+    releases it before the next submit, and the mean milliseconds a unit
+    spent in each client phase (submit, results, release)."""
+    sock = line.sockets[0]
+    phases = [0.0, 0.0, 0.0]
+    errors = []
+
+    def worker(n, tid):
+        for i in range(n):
+            payload = f"unit {tid}-{i}\n".encode()
+            t0 = time.perf_counter()
+            unit = submit(sock, node, "echo", payload)
+            t1 = time.perf_counter()
+            total, data = results(sock, unit)
+            t2 = time.perf_counter()
+            if data != payload:
+                errors.append(f"{unit}: got {data!r}")
+            release(sock, unit)
+            t3 = time.perf_counter()
+            for k, d in enumerate((t1 - t0, t2 - t1, t3 - t2)):
+                phases[k] += d
+
+    elapsed, failed = in_threads(count, parallel, worker)
+    errors += failed
     if errors:
         raise SystemExit(f"{len(errors)} units failed, first: {errors[0]}")
     return count / elapsed, [1000 * p / count for p in phases]
+
+
+SUCCEEDED, FAILED = 2, 3
+
+
+def until_succeeded(line, node, count, parallel):
+    """Units per second from the first submit until `work status` says
+    Succeeded for every unit: each client submits its units back to back,
+    then polls each one's status (every 10 ms while it is not complete),
+    as a receptorctl user waiting for a batch would. Also the mean
+    milliseconds per submit and the milliseconds from the last submit
+    until the last unit was seen Succeeded. The stdout size in each final
+    status is checked; then every unit is released (not timed)."""
+    sock = line.sockets[0]
+    units = []
+    submit_secs = [0.0]
+    last_submit = [0.0]
+
+    def worker(n, tid):
+        mine = []
+        for i in range(n):
+            payload = f"unit {tid}-{i}\n".encode()
+            t0 = time.perf_counter()
+            mine.append((submit(sock, node, "echo", payload), len(payload)))
+            t1 = time.perf_counter()
+            submit_secs[0] += t1 - t0
+            last_submit[0] = max(last_submit[0], t1)
+        units.extend(mine)
+        for unit, size in mine:
+            while (st := status(sock, unit))["State"] not in (SUCCEEDED, FAILED):
+                time.sleep(0.01)
+            if st["State"] != SUCCEEDED or st["StdoutSize"] != size:
+                raise SystemExit(f"{unit}: state {st['State']}, stdout {st['StdoutSize']} bytes")
+
+    start = time.perf_counter()
+    elapsed, errors = in_threads(count, parallel, worker)
+    tail = start + elapsed - last_submit[0]
+    in_threads(len(units), 8, lambda n, tid: [release(sock, u) for u, _ in units[tid::8]])
+    if errors:
+        raise SystemExit(f"{len(errors)} units failed, first: {errors[0]}")
+    return count / elapsed, [1000 * submit_secs[0] / count, 1000 * tail]
 
 
 def big_stdout_seconds(line, node):
@@ -186,47 +272,89 @@ def big_stdout_seconds(line, node):
     return total, elapsed
 
 
+MEASURES = {
+    "roundtrip": (round_trips, "round trips", ("submit", "results", "release")),
+    "succeeded": (until_succeeded, "submit → all Succeeded", ("submit", "tail")),
+}
+
+
+def measure(binary, hops, args, workdir, pki):
+    """One fresh line of nodes: each chosen measure, RSS, the big stdout."""
+    line = Line(binary, hops, workdir, args.stdout_mib, pki)
+    node = f"n{hops}" if hops else "localhost"
+    figs = {}
+    try:
+        for name in args.measure:
+            figs[name] = MEASURES[name][0](line, node, args.units, args.parallel)
+        figs["rss"] = "/".join(f"{r / 1024:.1f}" for r in line.rss_kib())
+        if args.stdout_mib:
+            figs["stdout"] = big_stdout_seconds(line, node)
+    finally:
+        line.close()
+    return figs
+
+
+def describe(figs, measures):
+    parts = []
+    for name in measures:
+        rate, phases = figs[name]
+        _, title, labels = MEASURES[name]
+        ms = ", ".join(f"{label} {p:.1f}" for label, p in zip(labels, phases))
+        parts.append(f"{title} {rate:.1f} units/s (ms: {ms})")
+    parts.append(f"RSS after {figs['rss']} MiB")
+    if "stdout" in figs:
+        size, secs = figs["stdout"]
+        parts.append(f"{size / 2**20:.0f} MiB stdout in {secs:.2f} s")
+    return "; ".join(parts)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("receptor")
+    ap.add_argument("receptor", nargs="+", help="binaries to measure")
     ap.add_argument("--units", type=int, default=1000)
     ap.add_argument("--parallel", type=int, default=8)
-    ap.add_argument("--stdout-mib", type=int, default=1024)
+    ap.add_argument("--stdout-mib", type=int, default=1024, help="0 skips the big stdout")
     ap.add_argument("--hops", default="0,3", help="comma-separated line lengths")
+    ap.add_argument("--measure", default="roundtrip,succeeded",
+                    help="comma-separated: roundtrip, succeeded")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
     ap.add_argument("--tls", action="store_true", help="mutual TLS links and TLS control")
     args = ap.parse_args()
-    binary = os.path.abspath(args.receptor)
+    binaries = [os.path.abspath(b) for b in args.receptor]
     hop_counts = [int(h) for h in args.hops.split(",")]
+    args.measure = args.measure.split(",")
+    for name in args.measure:
+        if name not in MEASURES:
+            ap.error(f"unknown measure {name!r}")
     workdir = tempfile.mkdtemp(prefix="receptor-work-bench-")
-    rows = []
+    rows = {}
     try:
         pki = None
         if args.tls:
-            pki = make_certs(binary, workdir, [f"n{i}" for i in range(max(hop_counts) + 1)])
+            pki = make_certs(binaries[0], workdir, [f"n{i}" for i in range(max(hop_counts) + 1)])
             TLS_CLIENT["tlsclient"] = "cli"
-        for hops in hop_counts:
-            line = Line(binary, hops, workdir, args.stdout_mib, pki)
-            node = f"n{hops}" if hops else "localhost"
-            try:
-                rate, phases = units_per_second(line, node, args.units, args.parallel)
-                rss = line.rss_kib()
-                size, secs = big_stdout_seconds(line, node)
-            finally:
-                line.close()
-            where = "local" if hops == 0 else f"{hops} hops"
-            rss_text = "/".join(f"{r / 1024:.1f}" for r in rss)
-            print(f"{where}: {rate:.0f} units/s, RSS after {rss_text} MiB, "
-                  f"{size / 2**20:.0f} MiB stdout in {secs:.2f} s; ms per unit: submit "
-                  f"{phases[0]:.1f}, results {phases[1]:.1f}, release {phases[2]:.1f}", flush=True)
-            rows.append((where, rate, rss_text, size, secs))
+        for rnd in range(args.rounds):
+            for hops in hop_counts:
+                for binary in binaries:
+                    figs = measure(binary, hops, args, workdir, pki)
+                    rows.setdefault((binary, hops), []).append(figs)
+                    where = "local" if hops == 0 else f"{hops} hops"
+                    print(f"round {rnd + 1}, {os.path.basename(binary)}, {where}: "
+                          f"{describe(figs, args.measure)}", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print("links:", "mutual TLS, TLS control service" if args.tls else "plain TCP")
-    print("| where | units/s | RSS after (MiB, per node) | stdout | seconds |")
-    print("|---|---|---|---|---|")
-    for where, rate, rss_text, size, secs in rows:
-        print(f"| {where} | {rate:.0f} | {rss_text} | {size / 2**20:.0f} MiB | {secs:.2f} |")
+    print("links:", "mutual TLS, TLS control service" if args.tls else "plain TCP",
+          f"; {args.units} units, {args.parallel} clients; one entry per round")
+    titles = [MEASURES[m][1] + " (units/s)" for m in args.measure]
+    print("| binary | where | " + " | ".join(titles) + " | RSS after (MiB) | stdout seconds |")
+    print("|---|---|" + "---|" * len(titles) + "---|---|")
+    for (binary, hops), runs in rows.items():
+        cols = [" / ".join(f"{r[m][0]:.1f}" for r in runs) for m in args.measure]
+        cols.append(" ; ".join(r["rss"] for r in runs))
+        cols.append(" / ".join(f"{r['stdout'][1]:.2f}" for r in runs) if args.stdout_mib else "–")
+        where = "local" if hops == 0 else f"{hops} hops"
+        print(f"| {os.path.basename(binary)} | {where} | " + " | ".join(cols) + " |")
 
 
 if __name__ == "__main__":

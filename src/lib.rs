@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod gotime;
+pub mod hostport;
 pub mod logging;
 pub mod netceptor;
 pub mod random;

@@ -48,6 +48,13 @@ impl Cluster {
         path
     }
 
+    /// A node with one work-kubernetes type, authenticated by the good
+    /// token; `keys` are the type's other YAML keys.
+    fn node_with(&self, worktype: &str, keys: &str) -> Node {
+        let kc = self.token_config("good-token");
+        start_node(&[kube_type(worktype, &kc, keys)])
+    }
+
     fn token_config(&self, token: &str) -> PathBuf {
         self.kubeconfig(
             &format!("kc-{token}"),
@@ -56,6 +63,11 @@ impl Cluster {
         )
     }
 }
+
+/// The YAML keys of a pod that echoes its stdin.
+const CAT: &str = "    image: busybox\n    command: cat\n";
+/// The YAML keys of a pod running the `sh` script given as runtime params.
+const SH: &str = "    image: busybox\n    command: sh\n    allowruntimeparams: true\n";
 
 /// YAML item: a work-kubernetes type with the kubeconfig auth.
 fn kube_type(worktype: &str, kubeconfig: &Path, keys: &str) -> String {
@@ -82,12 +94,8 @@ fn submit(node: &Node, args: &[&str], input: &[u8]) -> String {
     let mut full = vec!["work", "submit"];
     full.extend_from_slice(args);
     let out = node.ctl_with_input(&full, input);
-    let text = ok_stdout(&out, "submit");
-    text.lines()
-        .find_map(|l| l.strip_prefix("Unit ID: "))
-        .unwrap_or_else(|| panic!("no unit ID in {text:?}"))
-        .trim()
-        .to_string()
+    ok_stdout(&out, "submit");
+    common::unit_id(&out)
 }
 
 fn status(node: &Node, id: &str) -> Value {
@@ -125,12 +133,7 @@ fn assert_succeeded(st: &Value, node: &Node) {
 #[test]
 fn echo_reply_with_a_token_payload_from_file_stdin_and_literal() {
     let c = Cluster::new("k-echo", Options::default());
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
-        "echo-reply",
-        &kc,
-        "    image: busybox\n    command: cat\n",
-    )]);
+    let node = c.node_with("echo-reply", CAT);
     let payload = c.tmp.path.join("payload.txt");
     std::fs::write(&payload, "from a file\n").unwrap();
     let (st, out, id) = run(
@@ -201,7 +204,7 @@ fn v4_attach_fallback_and_no_payload_means_no_attach() {
     );
     let kc = c.token_config("good-token");
     let node = start_node(&[
-        kube_type("echo", &kc, "    image: busybox\n    command: cat\n"),
+        kube_type("echo", &kc, CAT),
         kube_type(
             "hello",
             &kc,
@@ -234,12 +237,8 @@ fn bad_token_fails_with_the_servers_401_message() {
     let bad = c.token_config("wrong-token");
     let limited = c.token_config("limited");
     let node = start_node(&[
-        kube_type("bad", &bad, "    image: busybox\n    command: cat\n"),
-        kube_type(
-            "limited",
-            &limited,
-            "    image: busybox\n    command: cat\n",
-        ),
+        kube_type("bad", &bad, CAT),
+        kube_type("limited", &limited, CAT),
     ]);
     let (st, _, _) = run(&node, &["bad", "-l", "x"], b"");
     assert_eq!(st["State"], 3, "{st}");
@@ -269,11 +268,7 @@ fn client_certificate_kubeconfig() {
         ),
         "certns",
     );
-    let node = start_node(&[kube_type(
-        "echo",
-        &kc,
-        "    image: busybox\n    command: cat\n",
-    )]);
+    let node = start_node(&[kube_type("echo", &kc, CAT)]);
     let (st, out, _) = run(&node, &["echo", "-l", "with a cert"], b"");
     assert_succeeded(&st, &node);
     assert_eq!(out, b"with a cert\n");
@@ -327,7 +322,7 @@ fn runtime_params_allowed_and_refused() {
             &kc,
             "    image: busybox\n    command: cat\n    allowruntimeparams: true\n",
         ),
-        kube_type("fixed", &kc, "    image: busybox\n    command: cat\n"),
+        kube_type("fixed", &kc, CAT),
         kube_type(
             "anyimage",
             &kc,
@@ -451,12 +446,7 @@ fn cut_log_streams_resume_byte_exact() {
             ..Options::default()
         },
     );
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
-        "gen",
-        &kc,
-        "    image: busybox\n    command: sh\n    allowruntimeparams: true\n",
-    )]);
+    let node = c.node_with("gen", SH);
     // Bursts of short lines: each burst shares a millisecond timestamp.
     // sinceTime has seconds precision, so a resumed stream repeats up to a
     // second of output; a cut must come later than that (5555 bytes is
@@ -482,12 +472,7 @@ fn cut_log_streams_resume_byte_exact() {
 #[test]
 fn twenty_mib_log_and_non_zero_exit() {
     let c = Cluster::new("k-big", Options::default());
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
-        "sh",
-        &kc,
-        "    image: busybox\n    command: sh\n    allowruntimeparams: true\n",
-    )]);
+    let node = c.node_with("sh", SH);
     let started = std::time::Instant::now();
     let (st, out, _) = run(
         &node,
@@ -533,12 +518,10 @@ fn twenty_mib_log_and_non_zero_exit() {
 #[test]
 fn image_pull_back_off_fails_with_the_reason() {
     let c = Cluster::new("k-pull", Options::default());
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
+    let node = c.node_with(
         "pull",
-        &kc,
         "    image: registry.example/pullbackoff:1\n    command: cat\n",
-    )]);
+    );
     let (st, _, _) = run(&node, &["pull", "-l", "x"], b"");
     assert_eq!(st["State"], 3, "{st}");
     assert_eq!(
@@ -551,12 +534,10 @@ fn image_pull_back_off_fails_with_the_reason() {
 #[test]
 fn cancel_deletes_the_pod() {
     let c = Cluster::new("k-cancel", Options::default());
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
+    let node = c.node_with(
         "sleep",
-        &kc,
         "    image: busybox\n    command: sleep\n    params: '600'\n",
-    )]);
+    );
     let id = submit(&node, &["sleep", "--no-payload"], b"");
     assert!(
         wait_until(secs(20), || status(&node, &id)["Detail"] == "Pod Running"),
@@ -583,11 +564,7 @@ fn cancel_deletes_the_pod() {
 fn executor_restarted_mid_pod_completes_the_unit() {
     let c = Cluster::new("k-restart", Options::default());
     let kc = c.token_config("good-token");
-    let node_items = [kube_type(
-        "slow",
-        &kc,
-        "    image: busybox\n    command: sh\n    allowruntimeparams: true\n",
-    )];
+    let node_items = [kube_type("slow", &kc, SH)];
     let mut node = start_node(&node_items);
     let id = submit(
         &node,
@@ -620,12 +597,7 @@ fn legacy_log_mode_for_old_servers() {
             ..Options::default()
         },
     );
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
-        "echo",
-        &kc,
-        "    image: busybox\n    command: cat\n",
-    )]);
+    let node = c.node_with("echo", CAT);
     let (st, out, _) = run(&node, &["echo", "-l", "old\nserver"], b"");
     assert_succeeded(&st, &node);
     assert_eq!(out, b"old\nserver\n");
@@ -826,12 +798,7 @@ fn submit_raw(node: &Node, worktype: &str, payload: &[u8]) -> String {
 #[ignore]
 fn bench_pods_per_second_and_rss() {
     let c = Cluster::new("k-bench", Options::default());
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
-        "echo",
-        &kc,
-        "    image: busybox\n    command: cat\n",
-    )]);
+    let node = c.node_with("echo", CAT);
     let started = std::time::Instant::now();
     std::thread::scope(|s| {
         for t in 0..4 {
@@ -874,12 +841,7 @@ fn bench_pods_per_second_and_rss() {
 #[ignore]
 fn bench_log_throughput() {
     let c = Cluster::new("k-bench-log", Options::default());
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
-        "sh",
-        &kc,
-        "    image: busybox\n    command: sh\n    params: \"-c 'yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c 268435456'\"\n",
-    )]);
+    let node = c.node_with("sh", "    image: busybox\n    command: sh\n    params: \"-c 'yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c 268435456'\"\n");
     let started = std::time::Instant::now();
     let id = submit_raw(&node, "sh", b"");
     let st = wait_final(&node, &id, secs(600));
@@ -927,12 +889,7 @@ fn a_broken_watch_is_picked_up_again() {
             ..Options::default()
         },
     );
-    let kc = c.token_config("good-token");
-    let node = start_node(&[kube_type(
-        "echo",
-        &kc,
-        "    image: busybox\n    command: cat\n",
-    )]);
+    let node = c.node_with("echo", CAT);
     let (st, out, _) = run(&node, &["echo", "-l", "watched"], b"");
     assert_succeeded(&st, &node);
     assert_eq!(out, b"watched\n");

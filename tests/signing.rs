@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use common::pki::Pki;
 use common::{
     CMD_TIMEOUT, Node, RECEPTOR, TempDir, free_port, output_with_input, output_within, receptorctl,
-    secs, show, wait_until,
+    secs, show, text, unit_id, verifying_echo, wait_until,
 };
 use receptor::work::signing::{Keys, sign_token};
 use rsa::RsaPrivateKey;
@@ -45,24 +45,6 @@ fn ctl_tcp(port: u16, args: &[&str], input: Option<&[u8]>) -> Output {
         .args(args);
     cmd.env_remove("RECEPTORCTL_SOCKET");
     output_with_input(cmd, input, CMD_TIMEOUT)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The unit ID receptorctl printed after a submit.
-fn unit_id(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Unit ID: "))
-        .unwrap_or_else(|| panic!("no unit ID: {}", show(out)));
-    line.trim().to_string()
 }
 
 /// A raw TCP control connection, greeting read.
@@ -169,15 +151,13 @@ fn signed_work_over_tcp_control_and_every_refusal() {
         "",
         &format!("    tcplisten: 127.0.0.1:{exec_ctl}"),
         &[
-            format!("- tcp-listener:\n    port: {mesh}"),
-            format!(
-                "- work-verification:\n    publickey: {:?}",
-                dir.join("signing.pub")
-            ),
-            "- work-command:\n    worktype: echo\n    command: cat\n    verifysignature: true"
-                .into(),
-            "- work-command:\n    worktype: plain\n    command: cat".into(),
-        ],
+            vec![
+                format!("- tcp-listener:\n    port: {mesh}"),
+                "- work-command:\n    worktype: plain\n    command: cat".into(),
+            ],
+            verifying_echo(&dir.join("signing.pub")).into(),
+        ]
+        .concat(),
     );
     let ctrl = Node::start_full(
         "ctrl",
@@ -356,15 +336,13 @@ fn signwork_over_tls_control_to_a_tls_control_service() {
         "",
         "    tls: srv",
         &[
-            exec_cert.server("srv", &ca),
-            format!("- tcp-listener:\n    port: {mesh}"),
-            format!(
-                "- work-verification:\n    publickey: {:?}",
-                dir.join("signing.pub")
-            ),
-            "- work-command:\n    worktype: echo\n    command: cat\n    verifysignature: true"
-                .into(),
-        ],
+            vec![
+                exec_cert.server("srv", &ca),
+                format!("- tcp-listener:\n    port: {mesh}"),
+            ],
+            verifying_echo(&dir.join("signing.pub")).into(),
+        ]
+        .concat(),
     );
     let ctrl_cert = pki.node("ctrl");
     let ctrl = Node::start_full(

@@ -15,8 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::SystemTime;
 
 use common::{
-    CMD_TIMEOUT, Conn, Node, TempDir, free_port, output_with_input, receptorctl, secs, show,
-    wait_until,
+    CMD_TIMEOUT, Conn, Node, TempDir, free_port, go_reference, output_with_input, receptorctl,
+    secs, show, text, unit_id, verifying_echo, wait_until,
 };
 use receptor::work::signing::sign_token;
 use rsa::RsaPrivateKey;
@@ -24,16 +24,6 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use rsa::rand_core::OsRng;
 use serde_json::Value;
-
-fn go_reference() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/reference/receptor-go");
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("skipped: no Go reference");
-        None
-    }
-}
 
 /// `signing.key` as Go's own tools write it (PKCS#1), `signing.pub` (PKIX).
 fn write_keys(dir: &Path) -> RsaPrivateKey {
@@ -121,24 +111,6 @@ fn control_args(tcp_port: Option<u16>) -> Vec<String> {
     args
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn unit_id(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Unit ID: "))
-        .unwrap_or_else(|| panic!("no unit ID: {}", show(out)))
-        .trim()
-        .to_string()
-}
-
 /// Polls `status` (a `work status` reply line) until State is `state`.
 fn wait_state(
     what: &str,
@@ -173,14 +145,10 @@ fn a_go_controller_signs_for_our_executor() {
     let rs = Node::start(
         "rs",
         &[
-            common::peer(mesh, 1.0),
-            format!(
-                "- work-verification:\n    publickey: {:?}",
-                dir.join("signing.pub")
-            ),
-            "- work-command:\n    worktype: echo\n    command: cat\n    verifysignature: true"
-                .into(),
-        ],
+            vec![common::peer(mesh, 1.0)],
+            verifying_echo(&dir.join("signing.pub")).into(),
+        ]
+        .concat(),
     );
     assert!(
         wait_until(secs(30), || rs.route("gonode").is_some()),

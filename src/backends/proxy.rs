@@ -16,14 +16,18 @@ use std::time::Duration;
 
 use log::debug;
 
+use crate::hostport;
+
 /// A proxy's reply head larger than this is refused.
 const MAX_REPLY_HEAD: usize = 8 * 1024;
 
 /// The proxy settings of the environment.
 #[derive(Debug, Default)]
 pub struct ProxyEnv {
-    http: String,
-    https: String,
+    /// `HTTP_PROXY` and `HTTPS_PROXY` when set, parsed once rather than
+    /// at every dial; a bad one fails each dial it would carry.
+    http: Option<Result<ProxyUrl, ProxyError>>,
+    https: Option<Result<ProxyUrl, ProxyError>>,
     no_proxy: NoProxy,
 }
 
@@ -36,17 +40,12 @@ impl ProxyEnv {
 
     /// Settings from `var` (an environment lookup).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> ProxyEnv {
-        let any = |names: [&str; 2]| {
-            names
-                .iter()
-                .filter_map(|n| var(n))
-                .find(|v| !v.is_empty())
-                .unwrap_or_default()
-        };
+        let any = |names: [&str; 2]| names.iter().filter_map(|n| var(n)).find(|v| !v.is_empty());
+        let url = |names| any(names).map(|v| ProxyUrl::parse(&v));
         ProxyEnv {
-            http: any(["HTTP_PROXY", "http_proxy"]),
-            https: any(["HTTPS_PROXY", "https_proxy"]),
-            no_proxy: NoProxy::parse(&any(["NO_PROXY", "no_proxy"])),
+            http: url(["HTTP_PROXY", "http_proxy"]),
+            https: url(["HTTPS_PROXY", "https_proxy"]),
+            no_proxy: NoProxy::parse(&any(["NO_PROXY", "no_proxy"]).unwrap_or_default()),
         }
     }
 
@@ -56,17 +55,19 @@ impl ProxyEnv {
         secure: bool,
         host: &str,
         port: u16,
-    ) -> Result<Option<ProxyUrl>, ProxyError> {
+    ) -> Result<Option<&ProxyUrl>, ProxyError> {
         let proxy = if secure { &self.https } else { &self.http };
-        if proxy.is_empty() || !self.no_proxy.use_proxy(host, port) {
-            return Ok(None);
+        match proxy {
+            Some(proxy) if self.no_proxy.use_proxy(host, port) => {
+                proxy.as_ref().map(Some).map_err(Clone::clone)
+            }
+            _ => Ok(None),
         }
-        ProxyUrl::parse(proxy).map(Some)
     }
 }
 
 /// What can go wrong on the way through a proxy.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProxyError {
     /// The proxy variable does not parse as a URL.
     BadUrl(String),
@@ -119,9 +120,9 @@ impl ProxyUrl {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let (host, port) = match split_host_port(hostport) {
-            Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
-            None => (hostport.trim_start_matches('[').trim_end_matches(']'), 80),
+        let (host, port) = match hostport::split_authority(hostport).ok_or_else(bad)? {
+            (h, Some(p)) => (h, p.parse().map_err(|_| bad())?),
+            (h, None) => (h, 80),
         };
         if host.is_empty() {
             return Err(bad());
@@ -150,7 +151,7 @@ impl ProxyUrl {
     }
 
     fn addr(&self) -> String {
-        join_host_port(&self.host, self.port)
+        hostport::join(&self.host, self.port)
     }
 }
 
@@ -214,7 +215,7 @@ impl Rule {
         if let Some(cidr) = parse_cidr(entry) {
             return Some(cidr);
         }
-        let (host, port) = match split_host_port(entry) {
+        let (host, port) = match hostport::split(entry) {
             Some(("", _)) => return None,
             Some((h, p)) => (h, p.to_string()),
             None => (entry, String::new()),
@@ -287,24 +288,6 @@ fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// Go's `net.SplitHostPort`: `host:port` with one colon, or `[v6]:port`.
-fn split_host_port(s: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, port) = rest.split_once("]:")?;
-        return Some((host, port));
-    }
-    let (host, port) = s.split_once(':')?;
-    (!port.contains(':')).then_some((host, port))
-}
-
-fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// `%XX` escapes of a URL's userinfo; `None` when one is malformed.
 fn unescape(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
@@ -363,7 +346,7 @@ pub fn connect(
     port: u16,
     timeout: Duration,
 ) -> Result<TcpStream, String> {
-    let target = join_host_port(host, port);
+    let target = hostport::join(host, port);
     let Some(proxy) = ProxyEnv::get()
         .proxy_for(secure, host, port)
         .map_err(|e| e.to_string())?
@@ -371,7 +354,7 @@ pub fn connect(
         return TcpStream::connect((host, port)).map_err(|e| format!("dial tcp {target}: {e}"));
     };
     debug!("Dialing {target} through proxy {}", proxy.addr());
-    tunnel(&proxy, &target, timeout).map_err(|e| format!("dial {target}: {e}"))
+    tunnel(proxy, &target, timeout).map_err(|e| format!("dial {target}: {e}"))
 }
 
 fn tunnel(proxy: &ProxyUrl, target: &str, timeout: Duration) -> Result<TcpStream, ProxyError> {
@@ -482,6 +465,15 @@ mod tests {
         assert!(bypass("172.16.0.5", 99));
         assert!(!bypass("172.16.0.5", 98));
         assert!(!bypass("other", 7));
+    }
+
+    #[test]
+    fn a_bad_proxy_variable_fails_only_the_dials_it_would_carry() {
+        let e = env(&[("HTTP_PROXY", "socks5://p:1"), ("NO_PROXY", "near")]);
+        let scheme = Err(ProxyError::Scheme("socks5".into()));
+        assert_eq!(e.proxy_for(false, "far", 80), scheme);
+        assert_eq!(e.proxy_for(false, "near", 80), Ok(None));
+        assert_eq!(e.proxy_for(true, "far", 443), Ok(None));
     }
 
     #[test]

@@ -140,10 +140,7 @@ pub fn dial(
 /// The host part of a `host:port` address (`[v6]:port` too), which a TLS
 /// server's certificate must name.
 pub fn host_of(address: &str) -> &str {
-    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
+    crate::hostport::split_authority(address).map_or(address, |(host, _)| host)
 }
 
 fn dial_loop(

@@ -99,8 +99,23 @@ fn plain_halves(tcp: TcpStream) -> io::Result<Halves> {
     })
 }
 
+/// The connection the upgrade runs over, plain or (with `tls`) after the
+/// TLS handshake, with the upgrade's read timeout set. Set here, once: the
+/// handshake uses its own timeout and clears it when done.
+fn halves(tcp: TcpStream, tls: Option<&BackendTls>) -> Result<Halves, String> {
+    let halves = match tls {
+        None => plain_halves(tcp).map_err(|e| e.to_string())?,
+        Some(tls) => tls_halves(tcp, tls)?,
+    };
+    halves
+        .tcp
+        .set_read_timeout(Some(UPGRADE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    Ok(halves)
+}
+
 /// The TLS handshake, and the peer certificate's node IDs if `tls` checks
-/// them (as TCP's TLS does); the upgrade that follows gets its own timeout.
+/// them (as TCP's TLS does).
 fn tls_halves(mut tcp: TcpStream, tls: &BackendTls) -> Result<Halves, String> {
     let mut conn = tls.connection().map_err(|e| e.to_string())?;
     tlsio::handshake(&mut conn, &mut tcp).map_err(|e| {
@@ -110,8 +125,6 @@ fn tls_halves(mut tcp: TcpStream, tls: &BackendTls) -> Result<Halves, String> {
         )
     })?;
     let cert_node_ids = tls.node_ids_to_check(&conn);
-    tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
     tls_io(tcp, conn, cert_node_ids).map_err(|e| e.to_string())
 }
 
@@ -183,13 +196,7 @@ fn accept(
     let peer = tcp
         .peer_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
-    tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let halves = match tls {
-        None => plain_halves(tcp).map_err(|e| e.to_string()),
-        Some(tls) => tls_halves(tcp, tls),
-    }
-    .map_err(|e| format!("{peer}: {e}"))?;
+    let halves = halves(tcp, tls).map_err(|e| format!("{peer}: {e}"))?;
     let Halves {
         io,
         sink,
@@ -292,14 +299,11 @@ pub fn url_parts(url: &str) -> Result<(bool, String, u16), String> {
         return Err(format!("{url}: not a ws:// or wss:// URL"));
     };
     let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?;
-            (h, port)
-        }
-        _ => (authority, if secure { 443 } else { 80 }),
+    let (host, port) = match crate::hostport::split_authority(authority) {
+        Some((h, Some(p))) => (h, p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?),
+        Some((h, None)) => (h, if secure { 443 } else { 80 }),
+        None => return Err(format!("{url}: bad host {authority:?}")),
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("{url}: no host"));
     }
@@ -318,13 +322,8 @@ fn connect(target: &Dial) -> Result<Upgraded, String> {
     let (secure, host, port) = url_parts(&target.url)?;
     let tcp = super::proxy::connect(secure, &host, port, UPGRADE_TIMEOUT)?;
     let _ = tcp.set_nodelay(true);
-    tcp.set_read_timeout(Some(UPGRADE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let halves = match &target.tls {
-        Some(tls) if secure => tls_halves(tcp, tls),
-        _ => plain_halves(tcp).map_err(|e| e.to_string()),
-    }
-    .map_err(|e| format!("{}: {e}", target.url))?;
+    let tls = target.tls.as_ref().filter(|_| secure);
+    let halves = halves(tcp, tls).map_err(|e| format!("{}: {e}", target.url))?;
     let Halves {
         io,
         sink,
@@ -655,6 +654,15 @@ mod tests {
             url_parts("ws://[::1]:9/").unwrap(),
             (false, "::1".into(), 9)
         );
+        assert_eq!(
+            url_parts("ws://[::1]:8080/path/x").unwrap(),
+            (false, "::1".into(), 8080)
+        );
+        assert_eq!(
+            url_parts("wss://[::1]/path").unwrap(),
+            (true, "::1".into(), 443)
+        );
+        assert!(url_parts("ws://[::1/").is_err());
         assert!(url_parts("http://h/").is_err());
         assert!(url_parts("ws://:1/").is_err());
     }

@@ -423,9 +423,7 @@ fn ws_peer(d: &Directive) -> Result<WsPeerCfg, String> {
 /// A peer's `address`, which must be `host:port`.
 fn host_port(d: &Directive) -> Result<String, String> {
     let address = d.str("address");
-    let has_port = address
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| !port.is_empty());
+    let has_port = crate::hostport::split(&address).is_some_and(|(_, port)| !port.is_empty());
     if !has_port {
         return Err(d.error(format!("address {address:?} must be host:port")));
     }

@@ -597,6 +597,34 @@ pub fn show(out: &Output) -> String {
     )
 }
 
+/// stdout then stderr, for checking a message wherever it was printed.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The unit ID receptorctl printed after a submit (`Unit ID: <id>`).
+pub fn unit_id(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Unit ID: "))
+        .unwrap_or_else(|| panic!("no unit ID: {}", show(out)))
+        .trim()
+        .to_string()
+}
+
+/// Items for an executor that checks signatures with `public_key`: its
+/// `work-verification` and an `echo` (cat) type with `verifysignature`.
+pub fn verifying_echo(public_key: &Path) -> [String; 2] {
+    [
+        format!("- work-verification:\n    publickey: {public_key:?}"),
+        "- work-command:\n    worktype: echo\n    command: cat\n    verifysignature: true".into(),
+    ]
+}
+
 /// True for a Go `Duration.String()` such as `0s`, `12.5µs`, `1.234567ms`,
 /// `2m3.5s` (numbers without trailing fractional zeros, Go units).
 pub fn is_go_duration(s: &str) -> bool {

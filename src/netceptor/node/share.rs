@@ -7,6 +7,7 @@
 //! messages are ordinary ones a Go peer accepts: the updates keep their
 //! origin's ID, epoch and sequence, so whoever has them already drops them.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
@@ -125,23 +126,21 @@ impl Node {
         budget: usize,
     ) -> (Option<Cursor>, usize) {
         let peer = self.peer_of(conn);
-        let from = from.map_or(Bound::Unbounded, Bound::Included);
-        let mut sent = 0;
-        for (node, seq) in self.known.range::<String, _>((from, Bound::Unbounded)) {
-            if sent >= budget {
-                return (Some(Cursor::Updates(Some(node.clone()))), sent);
-            }
-            if seq.update.is_empty()
-                || peer.as_ref() == Some(node)
-                || !self.routes.contains_key(node)
-            {
-                continue;
-            }
-            sent += seq.update.len() + 2;
-            let msg = seq.update.clone();
-            self.outputs.push_back(Output::Send { conn, msg });
-        }
-        (None, sent)
+        let routes = &self.routes;
+        let (next, sent) = send_from(
+            &self.known,
+            from,
+            budget,
+            conn,
+            &mut self.outputs,
+            |node, seq| {
+                let skip = seq.update.is_empty()
+                    || peer.as_ref() == Some(node)
+                    || !routes.contains_key(node);
+                (!skip).then_some(&seq.update)
+            },
+        );
+        (next.map(|node| Cursor::Updates(Some(node))), sent)
     }
 
     /// Sends the live ads from key `from` on, about `budget` bytes: where
@@ -152,18 +151,41 @@ impl Node {
         from: Option<(String, String)>,
         budget: usize,
     ) -> (Option<Cursor>, usize) {
-        let from = from.map_or(Bound::Unbounded, Bound::Included);
-        let mut sent = 0;
-        for (key, stored) in self.ads.range((from, Bound::Unbounded)) {
-            if sent >= budget {
-                return (Some(Cursor::Ads(Some(key.clone()))), sent);
-            }
-            if !stored.ad.cancel {
-                sent += stored.msg.len() + 2;
-                let msg = stored.msg.clone();
-                self.outputs.push_back(Output::Send { conn, msg });
-            }
-        }
-        (None, sent)
+        let (next, sent) = send_from(
+            &self.ads,
+            from,
+            budget,
+            conn,
+            &mut self.outputs,
+            |_, stored| (!stored.ad.cancel).then_some(&stored.msg),
+        );
+        (next.map(|key| Cursor::Ads(Some(key))), sent)
     }
+}
+
+/// Queues for `conn` the message `pick` finds in each entry of `map` from
+/// key `from` on (entries it passes over cost nothing), until about
+/// `budget` bytes are queued: the key to go on from, if any is left, and
+/// the bytes queued.
+fn send_from<'a, K: Ord + Clone, V>(
+    map: &'a BTreeMap<K, V>,
+    from: Option<K>,
+    budget: usize,
+    conn: ConnId,
+    outputs: &mut VecDeque<Output>,
+    pick: impl Fn(&K, &'a V) -> Option<&'a Vec<u8>>,
+) -> (Option<K>, usize) {
+    let from = from.map_or(Bound::Unbounded, Bound::Included);
+    let mut sent = 0;
+    for (key, value) in map.range((from, Bound::Unbounded)) {
+        if sent >= budget {
+            return (Some(key.clone()), sent);
+        }
+        if let Some(msg) = pick(key, value) {
+            sent += msg.len() + 2;
+            let msg = msg.clone();
+            outputs.push_back(Output::Send { conn, msg });
+        }
+    }
+    (None, sent)
 }

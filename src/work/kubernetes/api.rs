@@ -281,8 +281,8 @@ impl Api {
             .map_err(|e| format!("connecting to {authority}: {e}"))?;
         tcp.set_read_timeout(Some(REQUEST_TIMEOUT))
             .map_err(|e| e.to_string())?;
-        let sni = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-            .map_err(|e| format!("server name {host}: {e}"))?;
+        let sni =
+            ServerName::try_from(host.clone()).map_err(|e| format!("server name {host}: {e}"))?;
         let conn = rustls::ClientConnection::new(self.attach_tls.clone(), sni)
             .map_err(|e| e.to_string())?;
         let stream = rustls::StreamOwned::new(conn, tcp);
@@ -354,14 +354,11 @@ impl Api {
     }
 }
 
+/// The host (unbracketed) and port of an `https` authority.
 fn split_host_port(authority: &str) -> Result<(String, u16), String> {
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, p),
-        _ => (authority, "443"),
-    };
-    let port = port
-        .parse()
-        .map_err(|_| format!("bad port in {authority}"))?;
+    let bad = || format!("bad port in {authority}");
+    let (host, port) = crate::hostport::split_authority(authority).ok_or_else(bad)?;
+    let port = port.unwrap_or("443").parse().map_err(|_| bad())?;
     Ok((host.to_string(), port))
 }
 

@@ -67,7 +67,10 @@ impl<K: Eq + Hash, T> Idle<K, T> {
         self.by_key.values().map(Vec::len).sum()
     }
 
-    /// Drops every item idle for [`KEEP`] or more.
+    /// Drops every item idle for [`KEEP`] or more, under every key: the
+    /// pool has no timer, so this walk is what closes the connections to
+    /// executors nobody asks anymore. It is cheap: one key per executor
+    /// and TLS client, each with at most [`PER_KEY`] items.
     fn expire(&mut self, now: Instant) {
         self.by_key.retain(|_, items| {
             items.retain(|(_, since)| now.saturating_duration_since(*since) < KEEP);
