@@ -96,3 +96,40 @@ pub fn traceroute(net: &Netceptor, target: &str) -> Vec<Probe> {
     }
     hops
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netceptor::firewall::Firewall;
+
+    #[test]
+    fn a_parked_ping_wakes_for_the_echo_and_the_refusal() {
+        let (net, router) = Netceptor::start("a", Duration::from_secs(30), Firewall::default());
+        let echo = ping(&net, "a", MAX_FORWARDING_HOPS, PING_TIMEOUT);
+        assert_eq!((echo.from.as_str(), echo.error), ("a", None));
+        let refused = ping(&net, "nowhere", MAX_FORWARDING_HOPS, PING_TIMEOUT);
+        assert_eq!(refused.error.as_deref(), Some("no route to node"));
+        net.shutdown();
+        router.join().unwrap();
+    }
+
+    #[test]
+    fn a_parked_wait_ends_when_the_router_stops() {
+        let (net, router) = Netceptor::start("a", Duration::from_secs(30), Firewall::default());
+        let (bound_tx, bound) = crossbeam_channel::bounded(1);
+        let waiter = {
+            let net = net.clone();
+            std::thread::spawn(move || {
+                let pc = net.bind_parked().unwrap();
+                let (_never, refusal) = crossbeam_channel::bounded(1);
+                bound_tx.send(()).unwrap();
+                let hour = Instant::now() + Duration::from_secs(3600);
+                matches!(wait(pc.receiver(), &refusal, hour), Answer::Stopped)
+            })
+        };
+        bound.recv().unwrap();
+        net.shutdown();
+        router.join().unwrap();
+        assert!(waiter.join().unwrap());
+    }
+}
