@@ -379,7 +379,7 @@ impl Router {
                         self.handle(*cmd);
                     }
                 }
-                Err(TryRecvError::Empty) => park_until(self.node.poll_timeout()),
+                Err(TryRecvError::Empty) => wait_for(&rx, self.node.poll_timeout()),
                 Err(TryRecvError::Disconnected) => return,
             }
             // Checked after every batch too, so a busy channel cannot starve timers.
@@ -575,7 +575,23 @@ impl Router {
     }
 }
 
-fn park_until(deadline: Instant) {
+/// Doubling rounds of spinning before the router parks: about as long as
+/// crossbeam spins (a few microseconds), which catches the next frame of
+/// a stream without a futex wake on either side.
+const SPIN_ROUNDS: u32 = 7;
+
+/// Spins briefly, then parks until a sender unparks the router or
+/// `deadline` comes. Never yields: a yielding thread that loses the CPU
+/// to a busy neighbour is not woken when its command arrives.
+fn wait_for(rx: &Receiver<Box<Command>>, deadline: Instant) {
+    for round in 0..SPIN_ROUNDS {
+        if !rx.is_empty() {
+            return;
+        }
+        for _ in 0..1 << round {
+            std::hint::spin_loop();
+        }
+    }
     if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
         std::thread::park_timeout(wait);
     }
