@@ -4,13 +4,18 @@ and ping round trips, on a 1-hop and a 3-hop line of nodes on 127.0.0.1.
 
 Usage: bench/mesh_bench.py RECEPTOR [RECEPTOR ...] [--mib N] [--pings N]
                            [--hops 1,3] [--backend tcp,udp,ws] [--rounds N]
-                           [--tls]
+                           [--tls] [--busy N]
 
 --backend picks the links between the nodes: tcp-listener/tcp-peer,
 udp-listener/udp-peer or ws-listener/ws-peer; a comma list measures each.
 With --tls every link is mutual TLS (certificates made with the first
 binary's own --cert-init/--cert-makereq/--cert-signreq); UDP links have no
 TLS, so --tls leaves them plain.
+
+With --busy N, N CPU-bound processes at normal priority run while the
+pings are measured (not the streams): round trips on a machine whose
+cores are taken, where each hand-off between threads waits for the
+scheduler. Each stops itself after five minutes should the bench die.
 
 Any receptor that accepts Go-style config flags can be measured, so the
 same command compares builds (ours, or the Go daemon). With several
@@ -167,13 +172,24 @@ def throughput(port, mib, streams):
     return streams * nbytes / wall / 1e6
 
 
-def ping_median(sock, target, count):
-    rtts = []
-    for _ in range(count):
-        r = json.loads(control(sock, json.dumps({"command": "ping", "target": target})))
-        if not r.get("Success"):
-            raise SystemExit(f"ping failed: {r}")
-        rtts.append(r["Time"] / 1000.0)
+BUSY_LOOP = "import signal\nsignal.alarm(300)\nwhile True: pass"
+
+
+def ping_median(sock, target, count, busy=0):
+    hogs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(busy)]
+    if hogs:
+        time.sleep(1)  # until they spin: the pings may all fit in their start-up
+    try:
+        rtts = []
+        for _ in range(count):
+            r = json.loads(control(sock, json.dumps({"command": "ping", "target": target})))
+            if not r.get("Success"):
+                raise SystemExit(f"ping failed: {r}")
+            rtts.append(r["Time"] / 1000.0)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
     return statistics.median(rtts)
 
 
@@ -183,7 +199,7 @@ def measure(binary, backend, hops, args, sink, workdir, pki):
     try:
         one = throughput(mesh.proxy_port, args.mib, 1)
         eight = throughput(mesh.proxy_port, max(1, args.mib // 8), 8)
-        rtt = ping_median(mesh.sockets[hops], "n0", args.pings)
+        rtt = ping_median(mesh.sockets[hops], "n0", args.pings, args.busy)
     finally:
         mesh.close()
     return one, eight, rtt
@@ -198,6 +214,8 @@ def main():
     ap.add_argument("--backend", default="tcp", help="comma-separated: tcp, udp, ws")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
     ap.add_argument("--tls", action="store_true", help="mutual TLS on every TCP/WS link")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="CPU-bound processes running while pings are measured")
     args = ap.parse_args()
     binaries = [os.path.abspath(b) for b in args.receptor]
     backends = args.backend.split(",")
@@ -225,6 +243,7 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
     print()
     print("TLS on TCP/WS links:", "mutual" if args.tls else "none")
+    print("CPU-bound processes during pings:", args.busy)
     print("| binary | link | hops | 1 stream MB/s | 8 streams MB/s | ping median µs |")
     print("|---|---|---|---|---|---|")
     for binary in binaries:

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, unbounded};
 use log::{debug, error, warn};
 
 use super::codec::{ServiceName, UnreachableMessage, WorkCommand};
@@ -51,6 +51,8 @@ pub(crate) enum Command {
         service: Option<String>,
         advertise: Option<Advertise>,
         deliver: Sender<Delivery>,
+        /// A thread to unpark after each delivery (see [`Netceptor::bind_parked`]).
+        wake: Option<Thread>,
         reply: Sender<Result<ServiceName, String>>,
     },
     Unbind {
@@ -62,7 +64,8 @@ pub(crate) enum Command {
         to_service: String,
         payload: Vec<u8>,
         hops: u8,
-        reply: Option<Sender<Result<(), SendError>>>,
+        /// Where a refusal goes; nothing is sent there on success.
+        refused: Option<Sender<SendError>>,
     },
     WorkType(WorkCommand),
     Status(Sender<StatusSnapshot>),
@@ -75,6 +78,10 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct Netceptor {
     tx: Sender<Box<Command>>,
+    /// Unparked after every command: the router parks on its own rather
+    /// than in crossbeam's `recv`, whose backoff yields the CPU and, on a
+    /// busy machine, does not get it back for a whole time slice.
+    router: Thread,
     node_id: Arc<str>,
     next_conn: Arc<AtomicU64>,
     shutdown: Receiver<String>,
@@ -109,6 +116,7 @@ impl Netceptor {
             .expect("spawn router thread");
         let net = Netceptor {
             tx,
+            router: handle.thread().clone(),
             node_id: id.into(),
             next_conn: Arc::new(AtomicU64::new(1)),
             shutdown: shutdown_rx,
@@ -146,12 +154,30 @@ impl Netceptor {
         service: Option<&str>,
         advertise: Option<Advertise>,
     ) -> Result<PacketConn, String> {
+        self.bind_waking(service, advertise, None)
+    }
+
+    /// Binds an ephemeral service whose deliveries (and refusals of its
+    /// [`PacketConn::send_reporting`]) also unpark the calling thread, so
+    /// it can wait with `try_recv` and `park_timeout`: one wake-up per
+    /// reply, and none lost to crossbeam's backoff on a busy machine.
+    pub fn bind_parked(&self) -> Result<PacketConn, String> {
+        self.bind_waking(None, None, Some(std::thread::current()))
+    }
+
+    fn bind_waking(
+        &self,
+        service: Option<&str>,
+        advertise: Option<Advertise>,
+        wake: Option<Thread>,
+    ) -> Result<PacketConn, String> {
         let (deliver, rx) = unbounded();
         let (reply, answer) = bounded(1);
         self.command(Command::Bind {
             service: service.map(str::to_string),
             advertise,
             deliver,
+            wake,
             reply,
         });
         let service = answer.recv().map_err(|_| "router stopped".to_string())??;
@@ -191,6 +217,8 @@ impl Netceptor {
     fn command(&self, cmd: Command) {
         // Only fails once the router has stopped, when nothing matters.
         let _ = self.tx.send(Box::new(cmd));
+        // An atomic swap while the router runs; a futex wake when parked.
+        self.router.unpark();
     }
 }
 
@@ -236,24 +264,25 @@ impl PacketConn {
         &self.rx
     }
 
-    /// Sends and waits for the router's verdict (e.g. "no route to node").
-    pub fn send_checked(
+    /// Sends without waiting; a refusal (e.g. "no route to node") arrives
+    /// on the returned channel, which otherwise closes unused.
+    pub fn send_reporting(
         &self,
         to_node: &str,
         to_service: &str,
         payload: Vec<u8>,
         hops: u8,
-    ) -> Result<(), SendError> {
-        let (reply, answer) = bounded(1);
+    ) -> Receiver<SendError> {
+        let (refused, refusal) = bounded(1);
         self.net.command(Command::Send {
             from: self.service,
             to_node: to_node.to_string(),
             to_service: to_service.to_string(),
             payload,
             hops,
-            reply: Some(reply),
+            refused: Some(refused),
         });
-        answer.recv().unwrap_or(Err(SendError::Stopped))
+        refusal
     }
 
     /// Fire-and-forget send, for datagram traffic.
@@ -264,7 +293,7 @@ impl PacketConn {
             to_service: to_service.to_string(),
             payload,
             hops: super::node::MAX_FORWARDING_HOPS,
-            reply: None,
+            refused: None,
         });
     }
 }
@@ -293,12 +322,26 @@ struct Outgoing {
     queued: bool,
 }
 
+/// Where a bound service's deliveries go.
+struct Subscriber {
+    deliver: Sender<Delivery>,
+    wake: Option<Thread>,
+}
+
+impl Subscriber {
+    fn wake(&self) {
+        if let Some(t) = &self.wake {
+            t.unpark();
+        }
+    }
+}
+
 struct Router {
     node: Node,
     writers: HashMap<ConnId, Outgoing>,
     /// Connections with messages queued since the last flush.
     dirty: Vec<ConnId>,
-    services: HashMap<ServiceName, Sender<Delivery>>,
+    services: HashMap<ServiceName, Subscriber>,
     shutdown: Sender<String>,
     stopping: bool,
     /// A peer that does not read makes every message to it a drop: one
@@ -321,9 +364,12 @@ impl Router {
         }
     }
 
+    /// Every sender unparks this thread after queueing a command; an
+    /// unpark that comes between `try_recv` and `park_timeout` makes the
+    /// park return at once, so none is missed.
     fn run(mut self, rx: Receiver<Box<Command>>) {
         while !self.stopping {
-            match rx.recv_deadline(self.node.poll_timeout()) {
+            match rx.try_recv() {
                 Ok(cmd) => {
                     self.handle(*cmd);
                     // Handle what is already queued, then send the frames
@@ -333,8 +379,8 @@ impl Router {
                         self.handle(*cmd);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(TryRecvError::Empty) => wait_for(&rx, self.node.poll_timeout()),
+                Err(TryRecvError::Disconnected) => return,
             }
             // Checked after every batch too, so a busy channel cannot starve timers.
             let now = now();
@@ -348,6 +394,13 @@ impl Router {
         // Peers see the connection end now, not at process exit.
         for (_, out) in self.writers.drain() {
             out.link.close();
+        }
+        // Waiters parked on a service see its channel closed.
+        for (_, sub) in self.services.drain() {
+            drop(sub.deliver);
+            if let Some(t) = sub.wake {
+                t.unpark();
+            }
         }
         debug!("Router stopped");
     }
@@ -371,6 +424,7 @@ impl Router {
                 service,
                 advertise,
                 deliver,
+                wake,
                 reply,
             } => {
                 let bound = match service {
@@ -378,7 +432,7 @@ impl Router {
                     None => Ok(self.node.bind_ephemeral(now.mono)),
                 };
                 if let Ok(name) = bound {
-                    self.services.insert(name, deliver);
+                    self.services.insert(name, Subscriber { deliver, wake });
                 }
                 let _ = reply.send(bound);
             }
@@ -392,11 +446,14 @@ impl Router {
                 to_service,
                 payload,
                 hops,
-                reply,
+                refused,
             } => {
                 let result = self.node.send(from, &to_node, &to_service, &payload, hops);
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
+                if let (Err(e), Some(refused)) = (result, refused) {
+                    let _ = refused.send(e);
+                    if let Some(sub) = self.services.get(&from) {
+                        sub.wake();
+                    }
                 }
             }
             Command::WorkType(wc) => self.node.add_work_command(wc),
@@ -507,13 +564,36 @@ impl Router {
     }
 
     fn deliver(&mut self, service: ServiceName, delivery: Delivery) {
-        let gone = self
-            .services
-            .get(&service)
-            .is_some_and(|tx| tx.send(delivery).is_err());
-        if gone {
+        let Some(sub) = self.services.get(&service) else {
+            return;
+        };
+        if sub.deliver.send(delivery).is_err() {
             self.services.remove(&service);
+        } else {
+            sub.wake();
         }
+    }
+}
+
+/// Doubling rounds of spinning before the router parks: about as long as
+/// crossbeam spins (a few microseconds), which catches the next frame of
+/// a stream without a futex wake on either side.
+const SPIN_ROUNDS: u32 = 7;
+
+/// Spins briefly, then parks until a sender unparks the router or
+/// `deadline` comes. Never yields: a yielding thread that loses the CPU
+/// to a busy neighbour is not woken when its command arrives.
+fn wait_for(rx: &Receiver<Box<Command>>, deadline: Instant) {
+    for round in 0..SPIN_ROUNDS {
+        if !rx.is_empty() {
+            return;
+        }
+        for _ in 0..1 << round {
+            std::hint::spin_loop();
+        }
+    }
+    if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+        std::thread::park_timeout(wait);
     }
 }
 
@@ -634,7 +714,12 @@ mod tests {
         assert!(net.has_route("b"));
 
         let svc = net.bind(Some("echo"), None).unwrap();
-        svc.send_checked("b", "far", b"hello".to_vec(), 30).unwrap();
+        let refusal = svc.send_reporting("b", "far", b"hello".to_vec(), 30);
+        // Accepted: the router drops the refusal channel unused.
+        assert_eq!(
+            refusal.recv_timeout(WAIT),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        );
         let payload = next(&wire, |m, raw| match m {
             Message::Data(h) if h.to_node == node_hash("b") => {
                 Some(raw[DATA_HEADER_LEN..].to_vec())

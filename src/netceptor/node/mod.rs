@@ -144,7 +144,6 @@ pub enum SendError {
     NoRoute,
     ServiceUnknown,
     ServiceNameTooLong,
-    Stopped,
 }
 
 impl std::fmt::Display for SendError {
@@ -153,7 +152,6 @@ impl std::fmt::Display for SendError {
             SendError::NoRoute => "no route to node",
             SendError::ServiceUnknown => PROBLEM_SERVICE_UNKNOWN,
             SendError::ServiceNameTooLong => "service name too long",
-            SendError::Stopped => "node is shutting down",
         })
     }
 }
