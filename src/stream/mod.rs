@@ -3,13 +3,17 @@
 //!
 //! A [`Listener`] serves one named service; [`dial`] opens one stream to a
 //! remote service from a fresh ephemeral service. Each runs an endpoint
-//! driver thread; callers get blocking [`Stream`] handles.
+//! driver thread; callers get blocking [`Stream`] handles. Between two of
+//! our nodes a connection may carry many streams ([`tls::ALPN_STREAMS`]):
+//! a listener accepts each as if it came alone, and [`SharedConns`] opens
+//! further streams on a dialed connection instead of dialing again.
 
 mod conn;
 mod driver;
 mod endpoint;
 mod error;
 mod pipe;
+mod shared;
 pub mod tls;
 
 use std::time::{Duration, Instant};
@@ -23,6 +27,7 @@ pub use driver::Transport;
 use endpoint::Endpoint;
 pub use error::DialError;
 pub use pipe::Stream;
+pub use shared::SharedConns;
 
 /// How long a dial may take, handshake included (Go's handshake timeout).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(15);

@@ -45,9 +45,17 @@ pub struct Side {
 
 impl Side {
     pub fn listener(idle: Duration) -> (Side, Receiver<Stream>) {
+        Self::listener_with(tls::server_config(idle).expect("server config"))
+    }
+
+    /// A listener that speaks only what a Go listener does.
+    pub fn go_listener(idle: Duration) -> (Side, Receiver<Stream>) {
+        Self::listener_with(tls::go_server_config(idle).expect("server config"))
+    }
+
+    fn listener_with(server: Arc<quinn_proto::ServerConfig>) -> (Side, Receiver<Stream>) {
         let (accepted_tx, accepted) = unbounded();
         let (cmds_tx, cmds) = unbounded();
-        let server = tls::server_config(idle).expect("server config");
         let core = Endpoint::listener(server, accepted_tx, cmds_tx);
         let side = Side {
             core,
