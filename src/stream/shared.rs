@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::pipe::Opener;
-use super::{DialError, Stream, dial_tls};
+use super::{DialError, Stream, dial_offering};
 use crate::netceptor::Netceptor;
 use crate::tls::ClientTls;
 
@@ -56,8 +56,8 @@ impl SharedConns {
         stream
     }
 
-    /// Dials as [`dial_tls`] does, and keeps the connection if it can
-    /// carry more streams.
+    /// Dials as [`dial_tls`](super::dial_tls) does, offering many streams,
+    /// and keeps the connection if the peer agreed.
     pub fn dial(
         &self,
         net: &Netceptor,
@@ -65,7 +65,8 @@ impl SharedConns {
         tls: Option<(&str, &Arc<ClientTls>)>,
         timeout: Duration,
     ) -> Result<Stream, DialError> {
-        let stream = dial_tls(net, node, service, timeout, tls.map(|t| &**t.1))?;
+        let client = tls.map(|t| &**t.1);
+        let stream = dial_offering(net, (node, service), timeout, client, true)?;
         if let Some(opener) = stream.opener() {
             let kept = Kept {
                 opener,

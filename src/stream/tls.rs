@@ -16,11 +16,12 @@ pub const INSECURE_COMMON_NAME: &str = "netceptor-insecure-common-name";
 /// The protocol Go nodes speak: one stream per connection.
 pub const ALPN: &[u8] = b"netceptor";
 /// The same, except that a connection carries many streams. Only our
-/// nodes know it: our clients offer it first and our servers prefer it,
-/// while a Go server picks `netceptor` and a Go client offers nothing
-/// else, so any Go end keeps the protocol it knows.
+/// nodes know it: our servers prefer it and our dialers that share their
+/// connections offer it first, while a Go server picks `netceptor` and a
+/// Go client offers nothing else, so any Go end keeps the protocol it
+/// knows.
 pub const ALPN_STREAMS: &[u8] = b"netceptor-rs-streams";
-/// What our ends offer (clients) or accept (servers), preferred first.
+/// What our servers accept and our sharing dialers offer, preferred first.
 const OUR_ALPNS: [&[u8]; 2] = [ALPN_STREAMS, ALPN];
 /// Streams a peer may have open on one connection at a time (Go's
 /// default as well); a client that wants more dials another connection.
@@ -119,9 +120,10 @@ fn quic_server_speaking(
     Ok(Arc::new(cfg))
 }
 
-/// The dialer side in insecure mode.
-pub fn client_config(idle: Duration) -> Result<ClientConfig, String> {
-    quic_client(insecure_client_tls()?, idle)
+/// The dialer side in insecure mode; `many`: offer many streams per
+/// connection.
+pub fn client_config(idle: Duration, many: bool) -> Result<ClientConfig, String> {
+    quic_client(insecure_client_tls()?, idle, many)
 }
 
 fn insecure_client_tls() -> Result<rustls::ClientConfig, String> {
@@ -138,17 +140,15 @@ fn insecure_client_tls() -> Result<rustls::ClientConfig, String> {
 }
 
 /// A dialer with a `tls-client` section: its rustls config, carried by
-/// QUIC.
-pub fn quic_client(tls: rustls::ClientConfig, idle: Duration) -> Result<ClientConfig, String> {
-    quic_client_offering(tls, idle, &OUR_ALPNS)
-}
-
-/// A dialer that offers the protocols `alpns`.
-fn quic_client_offering(
+/// QUIC. Only a dialer that will open `many` streams on the connection
+/// offers to: a single-use one would keep its connection up for nothing
+/// after its stream ends.
+pub fn quic_client(
     mut tls: rustls::ClientConfig,
     idle: Duration,
-    alpns: &[&[u8]],
+    many: bool,
 ) -> Result<ClientConfig, String> {
+    let alpns: &[&[u8]] = if many { &OUR_ALPNS } else { &[ALPN] };
     tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     tls.enable_sni = true;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -232,12 +232,6 @@ fn has_common_name(cert: &CertificateDer<'_>, name: &str) -> bool {
 #[cfg(test)]
 pub fn go_server_config(idle: Duration) -> Result<Arc<ServerConfig>, String> {
     quic_server_speaking(insecure_server_tls()?, idle, &[ALPN])
-}
-
-/// A dialer that offers only what Go's does, for tests.
-#[cfg(test)]
-pub fn go_client_config(idle: Duration) -> Result<ClientConfig, String> {
-    quic_client_offering(insecure_client_tls()?, idle, &[ALPN])
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ impl Side {
         (side, accepted)
     }
 
-    /// A dialer that has just called `connect` at `now`.
+    /// A dialer that has just called `connect` at `now`, offering many
+    /// streams.
     pub fn dialer(
         idle: Duration,
         timeout: Duration,
@@ -74,7 +75,7 @@ impl Side {
         let (connected_tx, connected) = bounded(1);
         let (cmds_tx, cmds) = unbounded();
         let mut core = Endpoint::dialer(connected_tx, cmds_tx);
-        let cfg = tls::client_config(idle).expect("client config");
+        let cfg = tls::client_config(idle, true).expect("client config");
         core.connect(cfg, LISTENER, DIALER.0, now + timeout, now)
             .expect("connect");
         let side = Side {
@@ -111,9 +112,9 @@ impl Peer for Side {
     }
 }
 
-/// A plain QUIC client that completes the handshake and then opens a
-/// stream and writes `first_byte`, or opens none: a peer that breaks the
-/// stream protocol on purpose.
+/// A plain QUIC client speaking Go's protocol that completes the
+/// handshake and then opens a stream and writes `first_byte`, or opens
+/// none: a peer that breaks the stream protocol on purpose.
 pub struct BarePeer {
     quic: quinn_proto::Endpoint,
     ch: ConnectionHandle,
@@ -129,7 +130,7 @@ impl BarePeer {
     pub fn dial(first_byte: Option<u8>, now: Instant) -> BarePeer {
         let config = Arc::new(EndpointConfig::default());
         let mut quic = quinn_proto::Endpoint::new(config, None, false, None);
-        let cfg = tls::client_config(tls::IDLE_TIMEOUT).expect("client config");
+        let cfg = tls::client_config(tls::IDLE_TIMEOUT, false).expect("client config");
         let (ch, conn) = quic
             .connect(now, cfg, BARE_PEER_ADDR, DIALER.0)
             .expect("connect");
