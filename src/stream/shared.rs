@@ -29,7 +29,7 @@ pub struct SharedConns(Mutex<HashMap<Key, Kept>>);
 
 impl SharedConns {
     /// A stream on a kept connection to `service` on `node` dialed with
-    /// `tls` (named `tls_name`), if one is up.
+    /// the TLS client `tls` (its name and section), if one is up.
     pub fn reuse(
         &self,
         net: &Netceptor,

@@ -342,6 +342,33 @@ fn between_our_nodes_one_connection_carries_many_streams() {
 }
 
 #[test]
+fn a_stopped_listener_serves_its_streams_refuses_new_ones_then_closes() {
+    let Connected {
+        mut sim,
+        client,
+        server,
+        _accepted,
+    } = connect(Faults::default(), 1);
+    drop(_accepted);
+    let now = sim.now();
+    sim.b.core.stop_accepting(now);
+    round_trip(&mut sim, &client, &server, b"served");
+    let opened = client.opener().expect("many streams").ask().unwrap();
+    sim.run_until("the stream opens", |_| !opened.is_empty());
+    let refused = opened.try_recv().unwrap().expect("opened here");
+    (&refused).write_all(b"anyone?").unwrap();
+    sim.run_until("the listener refuses it", |_| refused.peer_gone());
+    drop((refused, server));
+    // The listener closes the connection once its last stream is done
+    // (the dialer, whose `client` is still held, would not).
+    let last_stream_gone = sim.elapsed();
+    sim.run_until_idle();
+    assert!(sim.a.core.is_finished() && sim.b.core.is_finished());
+    assert!(sim.elapsed() - last_stream_gone < conn::LINGER);
+    assert!(client.peer_gone());
+}
+
+#[test]
 fn a_connection_with_a_go_end_carries_one_stream() {
     let mut c = connect_to(Side::go_listener(tls::IDLE_TIMEOUT), Faults::default(), 1);
     assert!(c.client.opener().is_none());

@@ -247,6 +247,11 @@ impl<A: Peer, B: Peer> Sim<A, B> {
         }
     }
 
+    /// The virtual clock.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// Virtual time since the start.
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
