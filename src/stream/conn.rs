@@ -85,6 +85,8 @@ struct Slot {
     /// stream handed out.
     greeted: bool,
     fin_sent: bool,
+    /// The peer has everything we sent, FIN included.
+    finished: bool,
     /// The last handle is gone.
     released: bool,
 }
@@ -95,6 +97,7 @@ impl Slot {
             pipe: Arc::new(Pipe::default()),
             greeted,
             fin_sent: false,
+            finished: false,
             released: false,
         }
     }
@@ -251,10 +254,13 @@ impl Conn {
             {
                 self.accept_streams();
             }
-            Event::Stream(StreamEvent::Finished { id })
-                if self.slots.get(&id).is_some_and(|s| s.released) =>
-            {
-                self.end_stream(id, owner, now);
+            Event::Stream(StreamEvent::Finished { id }) => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.finished = true;
+                    if slot.released {
+                        self.end_stream(id, owner, now);
+                    }
+                }
             }
             Event::Stream(StreamEvent::Stopped { id, .. }) => self.on_stopped(id, owner, now),
             // Readable/Writable are handled by pump, which runs after events.
@@ -449,6 +455,14 @@ impl Conn {
             if pump_stream(&mut self.conn, id, slot) {
                 ended.push(id);
             }
+        }
+        if self.many() {
+            // A stream whose sending finished before its release (a
+            // half-closed request) is done with once released.
+            let done = self.slots.iter().filter(|(_, s)| s.released && s.finished);
+            ended.extend(done.map(|(&id, _)| id));
+            ended.sort_unstable();
+            ended.dedup();
         }
         for id in ended {
             self.end_stream(id, owner, now);

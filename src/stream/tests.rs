@@ -341,6 +341,32 @@ fn between_our_nodes_one_connection_carries_many_streams() {
     );
 }
 
+/// Regression (soak: dialer threads piled up): a stream whose request
+/// was half-closed, so its FIN was acknowledged before its handle went,
+/// used to stay forever and hold the shared connection open.
+#[test]
+fn streams_half_closed_before_their_release_let_the_shared_connection_close() {
+    let Connected {
+        mut sim,
+        client,
+        server,
+        _accepted,
+    } = connect(Faults::default(), 1);
+    (&client).write_all(b"request").unwrap();
+    client.shutdown_write();
+    let mut got = Vec::new();
+    sim.run_until("the request arrives", |_| read_ready(&server, &mut got));
+    (&server).write_all(b"reply").unwrap();
+    drop(server);
+    got.clear();
+    sim.run_until("the reply arrives", |_| read_ready(&client, &mut got));
+    assert_eq!(got, b"reply");
+    sim.run_for(Duration::from_secs(1));
+    drop(client);
+    sim.run_until_idle();
+    assert!(sim.a.core.is_finished());
+}
+
 #[test]
 fn a_stopped_listener_serves_its_streams_refuses_new_ones_then_closes() {
     let Connected {
