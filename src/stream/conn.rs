@@ -85,8 +85,9 @@ struct Slot {
     /// stream handed out.
     greeted: bool,
     fin_sent: bool,
-    /// The peer has everything we sent, FIN included.
-    finished: bool,
+    /// Our sending is over: the peer has everything, FIN included, or
+    /// stopped it.
+    send_over: bool,
     /// The last handle is gone.
     released: bool,
 }
@@ -97,7 +98,7 @@ impl Slot {
             pipe: Arc::new(Pipe::default()),
             greeted,
             fin_sent: false,
-            finished: false,
+            send_over: false,
             released: false,
         }
     }
@@ -256,7 +257,7 @@ impl Conn {
             }
             Event::Stream(StreamEvent::Finished { id }) => {
                 if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.finished = true;
+                    slot.send_over = true;
                     if slot.released {
                         self.end_stream(id, owner, now);
                     }
@@ -340,9 +341,10 @@ impl Conn {
     /// The peer stopped reading stream `id`. Only our sending ends; what
     /// the peer sent can still be read.
     fn on_stopped(&mut self, id: StreamId, owner: &Owner, now: Instant) {
-        let Some(slot) = self.slots.get(&id) else {
+        let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
+        slot.send_over = true;
         let mut st = slot.pipe.lock();
         st.write_closed = true;
         st.send.clear();
@@ -457,9 +459,10 @@ impl Conn {
             }
         }
         if self.many() {
-            // A stream whose sending finished before its release (a
-            // half-closed request) is done with once released.
-            let done = self.slots.iter().filter(|(_, s)| s.released && s.finished);
+            // A stream whose sending was over before its release (a
+            // half-closed request, or one the peer stopped) is done with
+            // once released.
+            let done = self.slots.iter().filter(|(_, s)| s.released && s.send_over);
             ended.extend(done.map(|(&id, _)| id));
             ended.sort_unstable();
             ended.dedup();

@@ -367,6 +367,26 @@ fn streams_half_closed_before_their_release_let_the_shared_connection_close() {
     assert!(sim.a.core.is_finished());
 }
 
+/// Likewise when the listener's side went away before reading the
+/// request.
+#[test]
+fn streams_stopped_before_their_release_let_the_shared_connection_close() {
+    let Connected {
+        mut sim,
+        client,
+        server,
+        _accepted,
+    } = connect(Faults::default(), 1);
+    (&client).write_all(b"request").unwrap();
+    client.shutdown_write();
+    drop(server);
+    sim.run_until("the listener's end arrives", |_| client.peer_gone());
+    sim.run_for(Duration::from_secs(1));
+    drop(client);
+    sim.run_until_idle();
+    assert!(sim.a.core.is_finished());
+}
+
 #[test]
 fn a_stopped_listener_serves_its_streams_refuses_new_ones_then_closes() {
     let Connected {
