@@ -4,7 +4,6 @@
 //! pipe its [`Stream`] handles share. Time comes in as `now`; packets go
 //! out through [`Conn::poll_transmit`].
 
-use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,7 +69,7 @@ impl Owner {
             many: c.many == Some(true),
         };
         Stream::new(
-            c.slots[&id].pipe.clone(),
+            c.slots.find(id).map(|s| s.pipe.clone()).unwrap_or_default(),
             at,
             self.cmds.clone(),
             c.peer.clone(),
@@ -80,6 +79,7 @@ impl Owner {
 
 /// One stream of a connection.
 struct Slot {
+    id: StreamId,
     pipe: Arc<Pipe>,
     /// The hello has been written (dialer) or read (listener) and the
     /// stream handed out.
@@ -93,8 +93,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(greeted: bool) -> Slot {
+    fn new(id: StreamId, greeted: bool) -> Slot {
         Slot {
+            id,
             pipe: Arc::new(Pipe::default()),
             greeted,
             fin_sent: false,
@@ -104,10 +105,32 @@ impl Slot {
     }
 }
 
+/// Finding and dropping streams by ID.
+trait SlotList {
+    fn find(&self, id: StreamId) -> Option<&Slot>;
+    fn find_mut(&mut self, id: StreamId) -> Option<&mut Slot>;
+    fn forget(&mut self, id: StreamId);
+}
+
+impl SlotList for Vec<Slot> {
+    fn find(&self, id: StreamId) -> Option<&Slot> {
+        self.iter().find(|s| s.id == id)
+    }
+
+    fn find_mut(&mut self, id: StreamId) -> Option<&mut Slot> {
+        self.iter_mut().find(|s| s.id == id)
+    }
+
+    fn forget(&mut self, id: StreamId) {
+        self.retain(|s| s.id != id);
+    }
+}
+
 pub(super) struct Conn {
     conn: Connection,
     peer: (String, String),
-    slots: BTreeMap<StreamId, Slot>,
+    /// Few at a time (the peer may open 100), so a list will do.
+    slots: Vec<Slot>,
     /// Whether the handshake agreed on many streams, once it is known.
     many: Option<bool>,
     /// When the first stream must be set up: the listener's accept-stream
@@ -122,7 +145,7 @@ impl Conn {
         Conn {
             conn,
             peer,
-            slots: BTreeMap::new(),
+            slots: Vec::new(),
             many: None,
             setup_deadline: Some(setup_deadline),
             linger_deadline: None,
@@ -209,7 +232,7 @@ impl Conn {
     /// The last handle of stream `id` is gone: flush, finish, then close
     /// (the connection, or only the stream if it carries many).
     pub fn release(&mut self, id: StreamId) {
-        if let Some(slot) = self.slots.get_mut(&id) {
+        if let Some(slot) = self.slots.find_mut(id) {
             slot.released = true;
             slot.pipe.lock().send_fin = true;
         }
@@ -224,7 +247,7 @@ impl Conn {
 
     /// Fails every pipe, so blocked handles return `why`.
     pub fn fail(&self, kind: ErrorKind, why: &str) {
-        for slot in self.slots.values() {
+        for slot in &self.slots {
             slot.pipe.fail(kind, why.into());
         }
     }
@@ -256,7 +279,7 @@ impl Conn {
                 self.accept_streams();
             }
             Event::Stream(StreamEvent::Finished { id }) => {
-                if let Some(slot) = self.slots.get_mut(&id) {
+                if let Some(slot) = self.slots.find_mut(id) {
                     slot.send_over = true;
                     if slot.released {
                         self.end_stream(id, owner, now);
@@ -279,15 +302,12 @@ impl Conn {
         } else {
             "one stream"
         };
+        let way = match owner.role {
+            Role::Listener { .. } => "from",
+            Role::Dialer { .. } => "to",
+        };
         let (node, service) = &self.peer;
-        match owner.role {
-            Role::Listener { .. } => {
-                debug!("Stream connection from {node}:{service} carries {carries}")
-            }
-            Role::Dialer { .. } => {
-                debug!("Stream connection to {node}:{service} carries {carries}")
-            }
-        }
+        debug!("Stream connection {way} {node}:{service} carries {carries}");
     }
 
     /// Takes the streams the peer opened: all of them on a many-stream
@@ -297,7 +317,7 @@ impl Conn {
             let Some(id) = self.conn.streams().accept(Dir::Bi) else {
                 return;
             };
-            self.slots.insert(id, Slot::new(false));
+            self.slots.push(Slot::new(id, false));
         }
     }
 
@@ -308,7 +328,7 @@ impl Conn {
             close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
             return;
         }
-        self.slots.remove(&id);
+        self.slots.forget(id);
         if !self.slots.is_empty() {
             return;
         }
@@ -324,7 +344,7 @@ impl Conn {
         let code = VarInt::from_u32(CLOSE_BAD_HELLO);
         let _ = self.conn.recv_stream(id).stop(code);
         let _ = self.conn.send_stream(id).reset(code);
-        self.slots.remove(&id);
+        self.slots.forget(id);
     }
 
     fn on_lost(&mut self, reason: ConnectionError, owner: &mut Owner) {
@@ -341,7 +361,7 @@ impl Conn {
     /// The peer stopped reading stream `id`. Only our sending ends; what
     /// the peer sent can still be read.
     fn on_stopped(&mut self, id: StreamId, owner: &Owner, now: Instant) {
-        let Some(slot) = self.slots.get_mut(&id) else {
+        let Some(slot) = self.slots.find_mut(id) else {
             return;
         };
         slot.send_over = true;
@@ -385,7 +405,7 @@ impl Conn {
             .send_stream(id)
             .write(&[HELLO])
             .map_err(DialError::Hello)?;
-        self.slots.insert(id, Slot::new(true));
+        self.slots.push(Slot::new(id, true));
         self.linger_deadline = None;
         Ok(owner.stream(self, ch, id))
     }
@@ -409,8 +429,8 @@ impl Conn {
         now: Instant,
     ) {
         let waiting: Vec<StreamId> = (self.slots.iter())
-            .filter(|(_, s)| !s.greeted)
-            .map(|(&id, _)| id)
+            .filter(|s| !s.greeted)
+            .map(|s| s.id)
             .collect();
         for id in waiting {
             let Some(hello_ok) = self.read_hello(id) else {
@@ -423,7 +443,7 @@ impl Conn {
                 close(&mut self.conn, now, CLOSE_BAD_HELLO, "Read Data Error");
                 return;
             }
-            if let Some(slot) = self.slots.get_mut(&id) {
+            if let Some(slot) = self.slots.find_mut(id) {
                 slot.greeted = true;
             }
             if accepted.send(owner.stream(self, ch, id)).is_err() {
@@ -453,17 +473,17 @@ impl Conn {
     /// Moves bytes between the pipes and their QUIC streams, both ways.
     pub fn pump(&mut self, now: Instant, owner: &Owner) {
         let mut ended = Vec::new();
-        for (&id, slot) in self.slots.iter_mut().filter(|(_, s)| s.greeted) {
-            if pump_stream(&mut self.conn, id, slot) {
-                ended.push(id);
+        for slot in self.slots.iter_mut().filter(|s| s.greeted) {
+            if pump_stream(&mut self.conn, slot) {
+                ended.push(slot.id);
             }
         }
         if self.many() {
             // A stream whose sending was over before its release (a
             // half-closed request, or one the peer stopped) is done with
             // once released.
-            let done = self.slots.iter().filter(|(_, s)| s.released && s.send_over);
-            ended.extend(done.map(|(&id, _)| id));
+            let done = self.slots.iter().filter(|s| s.released && s.send_over);
+            ended.extend(done.map(|s| s.id));
             ended.sort_unstable();
             ended.dedup();
         }
@@ -475,9 +495,9 @@ impl Conn {
     /// Moves all received stream data into the pipes, past their usual
     /// limit, so a peer's close never loses bytes we already acknowledged.
     fn drain_on_close(&mut self) {
-        for (&id, slot) in &self.slots {
+        for slot in &self.slots {
             let mut st = slot.pipe.lock();
-            if let Ok(mut chunks) = self.conn.recv_stream(id).read(true) {
+            if let Ok(mut chunks) = self.conn.recv_stream(slot.id).read(true) {
                 while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
                     st.recv_len += chunk.bytes.len();
                     st.recv.push_back(chunk.bytes);
@@ -490,7 +510,8 @@ impl Conn {
 }
 
 /// Pumps one stream; true if it was released and can no longer finish.
-fn pump_stream(conn: &mut Connection, id: StreamId, slot: &mut Slot) -> bool {
+fn pump_stream(conn: &mut Connection, slot: &mut Slot) -> bool {
+    let id = slot.id;
     let pipe = slot.pipe.clone();
     let mut st = pipe.lock();
     st.wake_queued = false;

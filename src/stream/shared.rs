@@ -3,7 +3,6 @@
 //! stream on them instead of a new connection and handshake. A connection
 //! whose dialer found a Go end carries one stream and is never kept.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,8 +14,10 @@ use crate::tls::ClientTls;
 /// (node, service, TLS client name).
 type Key = (String, String, String);
 
-/// A kept connection and the TLS client it was dialed with.
+/// A kept connection, what it reaches and the TLS client it was dialed
+/// with.
 struct Kept {
+    key: Key,
     opener: Opener,
     tls: Option<Arc<ClientTls>>,
 }
@@ -24,8 +25,9 @@ struct Kept {
 /// Kept many-stream connections by target and TLS client. Each goes away
 /// by itself ([`conn::LINGER`](super::conn::LINGER) after its last stream,
 /// or when it fails); its entry is dropped at the next use.
+/// Executors are few, so a list will do.
 #[derive(Default)]
-pub struct SharedConns(Mutex<HashMap<Key, Kept>>);
+pub struct SharedConns(Mutex<Vec<Kept>>);
 
 impl SharedConns {
     /// A stream on a kept connection to `service` on `node` dialed with
@@ -43,15 +45,13 @@ impl SharedConns {
             return None;
         }
         let key = key(node, service, tls);
-        let opener = self
-            .lock()
-            .get(&key)
-            .filter(|k| same_tls(k.tls.as_ref(), tls))?
+        let opener = (self.lock().iter())
+            .find(|k| k.key == key && same_tls(k.tls.as_ref(), tls))?
             .opener
             .clone();
         let stream = opener.open(timeout);
         if stream.is_none() {
-            self.drop_if(&key, |k| k.opener == opener);
+            self.lock().retain(|k| k.opener != opener);
         }
         stream
     }
@@ -68,11 +68,14 @@ impl SharedConns {
         let client = tls.map(|t| &**t.1);
         let stream = dial_offering(net, (node, service), timeout, client, true)?;
         if let Some(opener) = stream.opener() {
-            let kept = Kept {
+            let key = key(node, service, tls);
+            let mut kept = self.lock();
+            kept.retain(|k| k.key != key);
+            kept.push(Kept {
+                key,
                 opener,
                 tls: tls.map(|t| t.1.clone()),
-            };
-            self.lock().insert(key(node, service, tls), kept);
+            });
         }
         Ok(stream)
     }
@@ -80,17 +83,10 @@ impl SharedConns {
     /// `stream`'s peer stopped answering: its connection, if kept, is
     /// not used again.
     pub fn forget(&self, stream: &Stream) {
-        self.lock().retain(|_, k| !k.opener.carries(stream));
+        self.lock().retain(|k| !k.opener.carries(stream));
     }
 
-    fn drop_if(&self, key: &Key, stale: impl Fn(&Kept) -> bool) {
-        let mut kept = self.lock();
-        if kept.get(key).is_some_and(stale) {
-            kept.remove(key);
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Kept>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Kept>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
