@@ -1,7 +1,8 @@
-//! One stream connection, sans-IO: a QUIC connection carrying exactly one
-//! bidirectional stream (docs/wire.md §11.5), joined to the pipe its [`Stream`]
-//! handles share. Time comes in as `now`; packets go out through
-//! [`Conn::poll_transmit`].
+//! One stream connection, sans-IO: a QUIC connection carrying one
+//! bidirectional stream (docs/wire.md §11.5) or, when both ends are ours
+//! and agreed on [`tls::ALPN_STREAMS`], many; each stream is joined to the
+//! pipe its [`Stream`] handles share. Time comes in as `now`; packets go
+//! out through [`Conn::poll_transmit`].
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -9,16 +10,22 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use crossbeam_channel::Sender;
+use log::debug;
+use quinn_proto::crypto::rustls::HandshakeData;
 use quinn_proto::{
     Connection, ConnectionError, ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId,
     VarInt, WriteError,
 };
 
 use super::error::DialError;
-use super::pipe::{DriverCmd, PIPE_CAPACITY, Pipe, PipeState, Stream};
+use super::pipe::{DriverCmd, PIPE_CAPACITY, Pipe, PipeState, Stream, StreamAt};
+use super::tls;
 
 /// How long a listener waits for a new connection's first stream.
 pub(super) const ACCEPT_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a dialer keeps a many-stream connection that has no stream
+/// left, for the next dial to the same service.
+pub(super) const LINGER: Duration = Duration::from_secs(5);
 /// The byte a dialer writes first so the listener's accept fires.
 const HELLO: u8 = 0;
 /// Application close codes (docs/wire.md §11.5).
@@ -42,6 +49,8 @@ pub(super) enum Role {
 pub(super) struct Owner {
     pub role: Role,
     pub cmds: Sender<DriverCmd>,
+    /// Cleared when the listener handle is dropped: accept nothing new.
+    pub accepting: bool,
 }
 
 impl Owner {
@@ -53,25 +62,82 @@ impl Owner {
         }
     }
 
-    fn stream(&self, c: &Conn, ch: ConnectionHandle) -> Stream {
-        Stream::new(c.pipe.clone(), ch, self.cmds.clone(), c.peer.clone())
+    fn stream(&self, c: &Conn, ch: ConnectionHandle, id: StreamId) -> Stream {
+        let at = StreamAt {
+            conn: ch,
+            id,
+            many: c.many == Some(true),
+        };
+        Stream::new(
+            c.slots.find(id).map(|s| s.pipe.clone()).unwrap_or_default(),
+            at,
+            self.cmds.clone(),
+            c.peer.clone(),
+        )
+    }
+}
+
+/// One stream of a connection.
+struct Slot {
+    id: StreamId,
+    pipe: Arc<Pipe>,
+    /// The hello has been written (dialer) or read (listener) and the
+    /// stream handed out.
+    greeted: bool,
+    fin_sent: bool,
+    /// Our sending is over: the peer has everything, FIN included, or
+    /// stopped it.
+    send_over: bool,
+    /// The last handle is gone.
+    released: bool,
+}
+
+impl Slot {
+    fn new(id: StreamId, greeted: bool) -> Slot {
+        Slot {
+            id,
+            pipe: Arc::new(Pipe::default()),
+            greeted,
+            fin_sent: false,
+            send_over: false,
+            released: false,
+        }
+    }
+}
+
+/// Finding and dropping streams by ID.
+trait SlotList {
+    fn find(&self, id: StreamId) -> Option<&Slot>;
+    fn find_mut(&mut self, id: StreamId) -> Option<&mut Slot>;
+    fn forget(&mut self, id: StreamId);
+}
+
+impl SlotList for Vec<Slot> {
+    fn find(&self, id: StreamId) -> Option<&Slot> {
+        self.iter().find(|s| s.id == id)
+    }
+
+    fn find_mut(&mut self, id: StreamId) -> Option<&mut Slot> {
+        self.iter_mut().find(|s| s.id == id)
+    }
+
+    fn forget(&mut self, id: StreamId) {
+        self.retain(|s| s.id != id);
     }
 }
 
 pub(super) struct Conn {
     conn: Connection,
     peer: (String, String),
-    stream: Option<StreamId>,
-    pipe: Arc<Pipe>,
-    /// The hello has been written (dialer) or read (listener) and the
-    /// stream handed out.
-    greeted: bool,
-    /// When the stream must be set up: the listener's accept-stream
+    /// Few at a time (the peer may open 100), so a list will do.
+    slots: Vec<Slot>,
+    /// Whether the handshake agreed on many streams, once it is known.
+    many: Option<bool>,
+    /// When the first stream must be set up: the listener's accept-stream
     /// timeout, or the dial timeout.
     setup_deadline: Option<Instant>,
-    fin_sent: bool,
-    /// The last handle is gone.
-    released: bool,
+    /// A many-stream dialer with no stream left closes then.
+    linger_deadline: Option<Instant>,
 }
 
 impl Conn {
@@ -79,12 +145,10 @@ impl Conn {
         Conn {
             conn,
             peer,
-            stream: None,
-            pipe: Arc::new(Pipe::default()),
-            greeted: false,
+            slots: Vec::new(),
+            many: None,
             setup_deadline: Some(setup_deadline),
-            fin_sent: false,
-            released: false,
+            linger_deadline: None,
         }
     }
 
@@ -104,11 +168,29 @@ impl Conn {
         self.conn.is_drained()
     }
 
+    /// Whether this connection carries many streams; false until the
+    /// handshake has picked its protocol.
+    fn many(&mut self) -> bool {
+        if self.many.is_none() {
+            self.many = self
+                .conn
+                .crypto_session()
+                .handshake_data()
+                .and_then(|d| d.downcast::<HandshakeData>().ok())
+                .map(|d| tls::carries_many_streams(d.protocol.as_deref()));
+        }
+        self.many == Some(true)
+    }
+
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        [self.conn.poll_timeout(), self.setup_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.conn.poll_timeout(),
+            self.setup_deadline,
+            self.linger_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires the timers due at `now`; true if any did.
@@ -121,6 +203,13 @@ impl Conn {
         if self.setup_deadline.is_some_and(|t| t <= now) {
             self.setup_deadline = None;
             self.setup_timed_out(owner, now);
+            fired = true;
+        }
+        if self.linger_deadline.is_some_and(|t| t <= now) {
+            self.linger_deadline = None;
+            if self.slots.is_empty() {
+                close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
+            }
             fired = true;
         }
         fired
@@ -140,22 +229,35 @@ impl Conn {
         }
     }
 
-    /// The last handle is gone: flush, finish, then close.
-    pub fn release(&mut self) {
-        self.released = true;
-        self.pipe.lock().send_fin = true;
+    /// The last handle of stream `id` is gone: flush, finish, then close
+    /// (the connection, or only the stream if it carries many).
+    pub fn release(&mut self, id: StreamId) {
+        if let Some(slot) = self.slots.find_mut(id) {
+            slot.released = true;
+            slot.pipe.lock().send_fin = true;
+        }
     }
 
     /// The mesh says the peer cannot be reached: give up at once.
     pub fn abort(&mut self, kind: ErrorKind, why: &str, now: Instant) {
-        self.pipe.fail(kind, why.into());
+        self.fail(kind, why);
         close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
         self.setup_deadline = None;
     }
 
-    /// Fails the pipe, so blocked handles return `why`.
+    /// Fails every pipe, so blocked handles return `why`.
     pub fn fail(&self, kind: ErrorKind, why: &str) {
-        self.pipe.fail(kind, why.into());
+        for slot in &self.slots {
+            slot.pipe.fail(kind, why.into());
+        }
+    }
+
+    /// The listener handle is gone: a many-stream connection with no
+    /// stream left has nothing more to serve.
+    pub fn stop_if_idle(&mut self, now: Instant) {
+        if self.slots.is_empty() && self.many() {
+            close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
+        }
     }
 
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<usize> {
@@ -165,57 +267,113 @@ impl Conn {
     pub fn on_event(&mut self, ch: ConnectionHandle, ev: Event, owner: &mut Owner, now: Instant) {
         match ev {
             Event::Connected => {
+                self.log_connected(owner);
                 if let Role::Dialer { .. } = owner.role {
                     self.open_dialer_stream(ch, owner, now);
                 }
             }
             Event::ConnectionLost { reason } => self.on_lost(reason, owner),
-            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
-                if self.stream.is_none()
-                    && let Some(id) = self.conn.streams().accept(Dir::Bi)
-                {
-                    self.stream = Some(id);
+            Event::Stream(StreamEvent::Opened { dir: Dir::Bi })
+                if matches!(owner.role, Role::Listener { .. }) =>
+            {
+                self.accept_streams();
+            }
+            Event::Stream(StreamEvent::Finished { id }) => {
+                if let Some(slot) = self.slots.find_mut(id) {
+                    slot.send_over = true;
+                    if slot.released {
+                        self.end_stream(id, owner, now);
+                    }
                 }
             }
-            Event::Stream(StreamEvent::Finished { id })
-                if Some(id) == self.stream && self.released =>
-            {
-                close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
-            }
-            Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == self.stream => {
-                self.on_stopped();
-            }
+            Event::Stream(StreamEvent::Stopped { id, .. }) => self.on_stopped(id, owner, now),
             // Readable/Writable are handled by pump, which runs after events.
             _ => {}
         }
-        if let Role::Listener { accepted } = &owner.role
-            && !self.greeted
-            && self.stream.is_some()
-        {
-            self.read_hello(ch, accepted, owner, now);
+        if let Role::Listener { accepted } = &owner.role {
+            self.read_hellos(ch, accepted, owner, now);
         }
+    }
+
+    /// One debug line per connection, saying how many streams it may carry.
+    fn log_connected(&mut self, owner: &Owner) {
+        let carries = if self.many() {
+            "many streams"
+        } else {
+            "one stream"
+        };
+        let way = match owner.role {
+            Role::Listener { .. } => "from",
+            Role::Dialer { .. } => "to",
+        };
+        let (node, service) = &self.peer;
+        debug!("Stream connection {way} {node}:{service} carries {carries}");
+    }
+
+    /// Takes the streams the peer opened: all of them on a many-stream
+    /// connection, else only the first, as Go does.
+    fn accept_streams(&mut self) {
+        while self.slots.is_empty() || self.many() {
+            let Some(id) = self.conn.streams().accept(Dir::Bi) else {
+                return;
+            };
+            self.slots.push(Slot::new(id, false));
+        }
+    }
+
+    /// Stream `id` is done with after its release: the connection closes,
+    /// unless it carries many streams and so only forgets this one.
+    fn end_stream(&mut self, id: StreamId, owner: &Owner, now: Instant) {
+        if !self.many() {
+            close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
+            return;
+        }
+        self.slots.forget(id);
+        if !self.slots.is_empty() {
+            return;
+        }
+        match owner.role {
+            Role::Dialer { .. } => self.linger_deadline = Some(now + LINGER),
+            Role::Listener { .. } if !owner.accepting => self.stop_if_idle(now),
+            Role::Listener { .. } => {}
+        }
+    }
+
+    /// Refuses one stream of a many-stream connection, keeping the others.
+    fn refuse_stream(&mut self, id: StreamId) {
+        let code = VarInt::from_u32(CLOSE_BAD_HELLO);
+        let _ = self.conn.recv_stream(id).stop(code);
+        let _ = self.conn.send_stream(id).reset(code);
+        self.slots.forget(id);
     }
 
     fn on_lost(&mut self, reason: ConnectionError, owner: &mut Owner) {
         let (kind, text) = describe(&reason);
         if kind == ErrorKind::UnexpectedEof {
-            // A normal close ends the stream like a FIN would, after
+            // A normal close ends the streams like a FIN would, after
             // everything that arrived before it.
             self.drain_on_close();
         }
-        self.pipe.fail(kind, text);
+        self.fail(kind, &text);
         owner.fail_dial(DialError::Handshake(reason));
     }
 
-    /// The peer stopped reading. Only our sending ends; what the peer sent
-    /// can still be read.
-    fn on_stopped(&mut self) {
-        let mut st = self.pipe.lock();
+    /// The peer stopped reading stream `id`. Only our sending ends; what
+    /// the peer sent can still be read.
+    fn on_stopped(&mut self, id: StreamId, owner: &Owner, now: Instant) {
+        let Some(slot) = self.slots.find_mut(id) else {
+            return;
+        };
+        slot.send_over = true;
+        let mut st = slot.pipe.lock();
         st.write_closed = true;
         st.send.clear();
         st.send_len = 0;
         drop(st);
-        self.pipe.notify();
+        slot.pipe.notify();
+        if slot.released && self.many() {
+            self.end_stream(id, owner, now);
+        }
     }
 
     fn open_dialer_stream(&mut self, ch: ConnectionHandle, owner: &mut Owner, now: Instant) {
@@ -226,186 +384,237 @@ impl Conn {
             return;
         };
         self.setup_deadline = None;
-        let Some(id) = self.conn.streams().open(Dir::Bi) else {
-            let _ = tx.send(Err(DialError::NoStreams));
-            close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
-            return;
-        };
-        if let Err(e) = self.conn.send_stream(id).write(&[HELLO]) {
-            let _ = tx.send(Err(DialError::Hello(e)));
-            return;
-        }
-        self.stream = Some(id);
-        self.greeted = true;
-        if tx.send(Ok(owner.stream(self, ch))).is_err() {
-            // The dialer gave up waiting; the Stream's drop released it.
-            self.released = true;
+        match self.open_stream(ch, owner) {
+            // If the dialer gave up waiting, the Stream's drop releases it.
+            Ok(s) => drop(tx.send(Ok(s))),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
+            }
         }
     }
 
-    /// Listener side: the first byte must be the hello; then the stream is
-    /// handed to `accept`.
-    fn read_hello(
+    /// Dialer side: one more stream, its hello written.
+    fn open_stream(&mut self, ch: ConnectionHandle, owner: &Owner) -> Result<Stream, DialError> {
+        let id = self
+            .conn
+            .streams()
+            .open(Dir::Bi)
+            .ok_or(DialError::NoStreams)?;
+        self.conn
+            .send_stream(id)
+            .write(&[HELLO])
+            .map_err(DialError::Hello)?;
+        self.slots.push(Slot::new(id, true));
+        self.linger_deadline = None;
+        Ok(owner.stream(self, ch, id))
+    }
+
+    /// Dialer side: another stream on a many-stream connection that is
+    /// still up.
+    pub fn open_more(&mut self, ch: ConnectionHandle, owner: &Owner) -> Result<Stream, DialError> {
+        if self.conn.is_closed() || !self.many() {
+            return Err(DialError::Stopped);
+        }
+        self.open_stream(ch, owner)
+    }
+
+    /// Listener side: the first byte of each new stream must be the hello;
+    /// then the stream is handed to `accept`.
+    fn read_hellos(
         &mut self,
         ch: ConnectionHandle,
         accepted: &Sender<Stream>,
         owner: &Owner,
         now: Instant,
     ) {
-        let Some(id) = self.stream else {
-            return;
-        };
+        let waiting: Vec<StreamId> = (self.slots.iter())
+            .filter(|s| !s.greeted)
+            .map(|s| s.id)
+            .collect();
+        for id in waiting {
+            let Some(hello_ok) = self.read_hello(id) else {
+                continue;
+            };
+            self.setup_deadline = None;
+            // Our own dialers always say hello: a peer that does not is
+            // broken, whatever else it carries.
+            if !hello_ok {
+                close(&mut self.conn, now, CLOSE_BAD_HELLO, "Read Data Error");
+                return;
+            }
+            if let Some(slot) = self.slots.find_mut(id) {
+                slot.greeted = true;
+            }
+            if accepted.send(owner.stream(self, ch, id)).is_err() {
+                // The streams accepted before are still being served.
+                match self.many() {
+                    true => self.refuse_stream(id),
+                    false => close(&mut self.conn, now, CLOSE_BAD_HELLO, "Listener Closed"),
+                }
+            }
+        }
+    }
+
+    /// Whether stream `id` began with the hello; `None` while its first
+    /// byte has not arrived.
+    fn read_hello(&mut self, id: StreamId) -> Option<bool> {
         let mut recv = self.conn.recv_stream(id);
-        let Ok(mut chunks) = recv.read(true) else {
-            return;
-        };
+        let mut chunks = recv.read(true).ok()?;
         let first = chunks.next(1);
         let _ = chunks.finalize();
-        let byte = match first {
-            Ok(Some(chunk)) => chunk.bytes.first().copied(),
-            Err(ReadError::Blocked) => return,
-            Ok(None) | Err(_) => None,
-        };
-        self.setup_deadline = None;
-        if byte != Some(HELLO) {
-            close(&mut self.conn, now, CLOSE_BAD_HELLO, "Read Data Error");
-            return;
-        }
-        self.greeted = true;
-        if accepted.send(owner.stream(self, ch)).is_err() {
-            close(&mut self.conn, now, CLOSE_BAD_HELLO, "Listener Closed");
+        match first {
+            Ok(Some(chunk)) => Some(chunk.bytes.first() == Some(&HELLO)),
+            Err(ReadError::Blocked) => None,
+            Ok(None) | Err(_) => Some(false),
         }
     }
 
-    /// Moves bytes between the pipe and the QUIC stream, both ways.
-    pub fn pump(&mut self, now: Instant) {
-        let Some(id) = self.stream.filter(|_| self.greeted) else {
-            return;
-        };
-        let pipe = self.pipe.clone();
-        let mut st = pipe.lock();
-        st.wake_queued = false;
-        let mut changed = self.fill_send(id, &mut st);
-        if st.send.is_empty() && st.send_fin && !self.fin_sent {
-            self.fin_sent = true;
-            if self.conn.send_stream(id).finish().is_err() && self.released {
-                close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
+    /// Moves bytes between the pipes and their QUIC streams, both ways.
+    pub fn pump(&mut self, now: Instant, owner: &Owner) {
+        let mut ended = Vec::new();
+        for slot in self.slots.iter_mut().filter(|s| s.greeted) {
+            if pump_stream(&mut self.conn, slot) {
+                ended.push(slot.id);
             }
         }
-        if self.released {
-            self.discard_recv(id, &mut st);
-        } else {
-            changed |= self.fill_recv(id, &mut st);
+        if self.many() {
+            // A stream whose sending was over before its release (a
+            // half-closed request, or one the peer stopped) is done with
+            // once released.
+            let done = self.slots.iter().filter(|s| s.released && s.send_over);
+            ended.extend(done.map(|s| s.id));
+            ended.sort_unstable();
+            ended.dedup();
         }
-        drop(st);
-        if changed {
-            pipe.notify();
+        for id in ended {
+            self.end_stream(id, owner, now);
         }
     }
 
-    /// Writes what the handles buffered into the QUIC stream, as far as
-    /// flow control allows.
-    fn fill_send(&mut self, id: StreamId, st: &mut PipeState) -> bool {
-        let mut changed = false;
-        let writable = !st.write_closed;
-        while let Some(front) = st.send.front_mut().filter(|_| writable) {
-            match self.conn.send_stream(id).write(front) {
-                Ok(n) => {
-                    front.advance(n);
-                    if front.is_empty() {
-                        st.send.pop_front();
-                    }
-                    st.send_len -= n;
-                    changed = true;
-                }
-                Err(WriteError::Blocked) => break,
-                Err(e) => {
-                    st.error
-                        .get_or_insert((ErrorKind::BrokenPipe, e.to_string()));
-                    st.send.clear();
-                    st.send_len = 0;
-                    changed = true;
-                    break;
-                }
-            }
-        }
-        changed
-    }
-
-    /// Nobody will read: stop the peer sending, drop what came.
-    fn discard_recv(&mut self, id: StreamId, st: &mut PipeState) {
-        if !st.recv_fin {
-            let _ = self
-                .conn
-                .recv_stream(id)
-                .stop(VarInt::from_u32(STOP_READING));
-            st.recv_fin = true;
-        }
-        st.recv.clear();
-        st.recv_len = 0;
-    }
-
-    /// Reads from the QUIC stream into the pipe, up to its capacity; past
-    /// that, flow control pushes back on the peer.
-    fn fill_recv(&mut self, id: StreamId, st: &mut PipeState) -> bool {
-        if st.recv_fin || st.error.is_some() {
-            return false;
-        }
-        if st.recv_len >= PIPE_CAPACITY {
-            st.reader_must_wake = true;
-            return false;
-        }
-        let mut recv = self.conn.recv_stream(id);
-        let Ok(mut chunks) = recv.read(true) else {
-            return false;
-        };
-        let mut changed = false;
-        while st.recv_len < PIPE_CAPACITY {
-            match chunks.next(PIPE_CAPACITY - st.recv_len) {
-                Ok(Some(chunk)) => {
+    /// Moves all received stream data into the pipes, past their usual
+    /// limit, so a peer's close never loses bytes we already acknowledged.
+    fn drain_on_close(&mut self) {
+        for slot in &self.slots {
+            let mut st = slot.pipe.lock();
+            if let Ok(mut chunks) = self.conn.recv_stream(slot.id).read(true) {
+                while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
                     st.recv_len += chunk.bytes.len();
                     st.recv.push_back(chunk.bytes);
-                    changed = true;
                 }
-                Ok(None) => {
-                    st.recv_fin = true;
-                    changed = true;
-                    break;
-                }
-                Err(ReadError::Blocked) => break,
-                Err(ReadError::Reset(code)) => {
-                    st.error = Some((
-                        ErrorKind::ConnectionReset,
-                        format!("stream reset by peer (code {code})"),
-                    ));
-                    changed = true;
-                    break;
-                }
+                let _ = chunks.finalize();
             }
+            st.recv_fin = true;
         }
-        if st.recv_len >= PIPE_CAPACITY {
-            st.reader_must_wake = true;
-        }
-        let _ = chunks.finalize();
-        changed
     }
+}
 
-    /// Moves all received stream data into the pipe, past its usual limit,
-    /// so a peer's close never loses bytes we already acknowledged.
-    fn drain_on_close(&mut self) {
-        let pipe = self.pipe.clone();
-        let mut st = pipe.lock();
-        if let Some(id) = self.stream
-            && let Ok(mut chunks) = self.conn.recv_stream(id).read(true)
-        {
-            while let Ok(Some(chunk)) = chunks.next(usize::MAX) {
-                st.recv_len += chunk.bytes.len();
-                st.recv.push_back(chunk.bytes);
+/// Pumps one stream; true if it was released and can no longer finish.
+fn pump_stream(conn: &mut Connection, slot: &mut Slot) -> bool {
+    let id = slot.id;
+    let pipe = slot.pipe.clone();
+    let mut st = pipe.lock();
+    st.wake_queued = false;
+    let mut changed = fill_send(conn, id, &mut st);
+    let mut ended = false;
+    if st.send.is_empty() && st.send_fin && !slot.fin_sent {
+        slot.fin_sent = true;
+        ended = conn.send_stream(id).finish().is_err() && slot.released;
+    }
+    if slot.released {
+        discard_recv(conn, id, &mut st);
+    } else {
+        changed |= fill_recv(conn, id, &mut st);
+    }
+    drop(st);
+    if changed {
+        pipe.notify();
+    }
+    ended
+}
+
+/// Writes what the handles buffered into the QUIC stream, as far as flow
+/// control allows.
+fn fill_send(conn: &mut Connection, id: StreamId, st: &mut PipeState) -> bool {
+    let mut changed = false;
+    let writable = !st.write_closed;
+    while let Some(front) = st.send.front_mut().filter(|_| writable) {
+        match conn.send_stream(id).write(front) {
+            Ok(n) => {
+                front.advance(n);
+                if front.is_empty() {
+                    st.send.pop_front();
+                }
+                st.send_len -= n;
+                changed = true;
             }
-            let _ = chunks.finalize();
+            Err(WriteError::Blocked) => break,
+            Err(e) => {
+                st.error
+                    .get_or_insert((ErrorKind::BrokenPipe, e.to_string()));
+                st.send.clear();
+                st.send_len = 0;
+                changed = true;
+                break;
+            }
         }
+    }
+    changed
+}
+
+/// Nobody will read: stop the peer sending, drop what came.
+fn discard_recv(conn: &mut Connection, id: StreamId, st: &mut PipeState) {
+    if !st.recv_fin {
+        let _ = conn.recv_stream(id).stop(VarInt::from_u32(STOP_READING));
         st.recv_fin = true;
     }
+    st.recv.clear();
+    st.recv_len = 0;
+}
+
+/// Reads from the QUIC stream into the pipe, up to its capacity; past
+/// that, flow control pushes back on the peer.
+fn fill_recv(conn: &mut Connection, id: StreamId, st: &mut PipeState) -> bool {
+    if st.recv_fin || st.error.is_some() {
+        return false;
+    }
+    if st.recv_len >= PIPE_CAPACITY {
+        st.reader_must_wake = true;
+        return false;
+    }
+    let mut recv = conn.recv_stream(id);
+    let Ok(mut chunks) = recv.read(true) else {
+        return false;
+    };
+    let mut changed = false;
+    while st.recv_len < PIPE_CAPACITY {
+        match chunks.next(PIPE_CAPACITY - st.recv_len) {
+            Ok(Some(chunk)) => {
+                st.recv_len += chunk.bytes.len();
+                st.recv.push_back(chunk.bytes);
+                changed = true;
+            }
+            Ok(None) => {
+                st.recv_fin = true;
+                changed = true;
+                break;
+            }
+            Err(ReadError::Blocked) => break,
+            Err(ReadError::Reset(code)) => {
+                st.error = Some((
+                    ErrorKind::ConnectionReset,
+                    format!("stream reset by peer (code {code})"),
+                ));
+                changed = true;
+                break;
+            }
+        }
+    }
+    if st.recv_len >= PIPE_CAPACITY {
+        st.reader_must_wake = true;
+    }
+    let _ = chunks.finalize();
+    changed
 }
 
 fn close(conn: &mut Connection, now: Instant, code: u32, reason: &str) {

@@ -60,7 +60,7 @@ pub(crate) fn run<T: Transport>(
                 }
             }
             recv(gone) -> _ => {
-                core.stop_accepting();
+                core.stop_accepting(Instant::now());
                 gone = never();
             }
             recv(deadline) -> _ => {}

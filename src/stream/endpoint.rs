@@ -76,8 +76,6 @@ pub(crate) struct Endpoint {
     conns: HashMap<ConnectionHandle, Conn>,
     addrs: AddrBook,
     owner: Owner,
-    /// Cleared when the listener handle is dropped: accept nothing new.
-    accepting: bool,
     /// Connections with news since they were last brought up to date.
     touched: Vec<ConnectionHandle>,
     out: VecDeque<Transmit>,
@@ -109,8 +107,11 @@ impl Endpoint {
             quic: quinn_proto::Endpoint::new(config, server, false, None),
             conns: HashMap::new(),
             addrs: AddrBook::default(),
-            owner: Owner { role, cmds },
-            accepting: true,
+            owner: Owner {
+                role,
+                cmds,
+                accepting: true,
+            },
             touched: Vec::new(),
             out: VecDeque::new(),
             buf: Vec::with_capacity(PACKET_BUF),
@@ -165,7 +166,7 @@ impl Endpoint {
     }
 
     fn on_incoming(&mut self, incoming: quinn_proto::Incoming, addr: SocketAddr, now: Instant) {
-        if !self.accepting || matches!(self.owner.role, Role::Dialer { .. }) {
+        if !self.owner.accepting || matches!(self.owner.role, Role::Dialer { .. }) {
             self.quic.ignore(incoming);
             return;
         }
@@ -215,13 +216,21 @@ impl Endpoint {
         }
     }
 
-    /// A command from a stream handle.
+    /// A command from a stream handle or an [`Opener`](super::pipe::Opener).
     pub fn handle_cmd(&mut self, cmd: DriverCmd) {
         match cmd {
             DriverCmd::Wake(ch) => self.touched.push(ch),
-            DriverCmd::Release(ch) => {
+            DriverCmd::Release(ch, id) => {
                 if let Some(c) = self.conns.get_mut(&ch) {
-                    c.release();
+                    c.release(id);
+                    self.touched.push(ch);
+                }
+            }
+            // A connection that is gone drops `reply`, which says as much.
+            DriverCmd::Open(ch, reply) => {
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    // Refused, the new stream's drop releases it.
+                    let _ = reply.send(c.open_more(ch, &self.owner));
                     self.touched.push(ch);
                 }
             }
@@ -229,8 +238,12 @@ impl Endpoint {
     }
 
     /// The listener handle is gone: accept nothing new, finish the rest.
-    pub fn stop_accepting(&mut self) {
-        self.accepting = false;
+    pub fn stop_accepting(&mut self, now: Instant) {
+        self.owner.accepting = false;
+        for (&ch, c) in self.conns.iter_mut() {
+            c.stop_if_idle(now);
+            self.touched.push(ch);
+        }
     }
 
     /// The mesh service under this endpoint closed: nothing more can
@@ -273,7 +286,7 @@ impl Endpoint {
     /// Nothing is left to serve: the dial's connection is gone, or the
     /// listener handle and all its connections are.
     pub fn is_finished(&self) -> bool {
-        let open = self.accepting && matches!(self.owner.role, Role::Listener { .. });
+        let open = self.owner.accepting && matches!(self.owner.role, Role::Listener { .. });
         !open && self.conns.is_empty()
     }
 
@@ -305,7 +318,7 @@ impl Endpoint {
                 c.on_event(ch, ev, &mut self.owner, now);
                 progressed = true;
             }
-            c.pump(now);
+            c.pump(now, &self.owner);
             self.transmit(ch, now);
             if self.remove_drained(ch) || !progressed {
                 return;

@@ -3,13 +3,17 @@
 //!
 //! A [`Listener`] serves one named service; [`dial`] opens one stream to a
 //! remote service from a fresh ephemeral service. Each runs an endpoint
-//! driver thread; callers get blocking [`Stream`] handles.
+//! driver thread; callers get blocking [`Stream`] handles. Between two of
+//! our nodes a connection may carry many streams ([`tls::ALPN_STREAMS`]):
+//! a listener accepts each as if it came alone, and [`SharedConns`] opens
+//! further streams on a dialed connection instead of dialing again.
 
 mod conn;
 mod driver;
 mod endpoint;
 mod error;
 mod pipe;
+mod shared;
 pub mod tls;
 
 use std::time::{Duration, Instant};
@@ -23,6 +27,7 @@ pub use driver::Transport;
 use endpoint::Endpoint;
 pub use error::DialError;
 pub use pipe::Stream;
+pub use shared::SharedConns;
 
 /// How long a dial may take, handshake included (Go's handshake timeout).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -119,6 +124,18 @@ pub fn dial_tls(
     timeout: Duration,
     client: Option<&ClientTls>,
 ) -> Result<Stream, DialError> {
+    dial_offering(net, (node, service), timeout, client, false)
+}
+
+/// As [`dial_tls`]; `many`: offer to carry many streams on the connection
+/// (a node of ours accepts).
+fn dial_offering(
+    net: &Netceptor,
+    (node, service): (&str, &str),
+    timeout: Duration,
+    client: Option<&ClientTls>,
+    many: bool,
+) -> Result<Stream, DialError> {
     // Fail at once, as ping does, rather than wait out the handshake.
     use crate::netceptor::names;
     names::check_target_node(node)
@@ -131,14 +148,15 @@ pub fn dial_tls(
     let node = crate::netceptor::addr::resolve(node, net.node_id());
     let (cfg, server_name) = match client {
         None => (
-            tls::client_config(tls::IDLE_TIMEOUT).map_err(DialError::Tls)?,
+            tls::client_config(tls::IDLE_TIMEOUT, many).map_err(DialError::Tls)?,
             tls::sni_for(net.node_id()),
         ),
         Some(c) => {
             let (rustls_cfg, _) = c
                 .for_node(node)
                 .map_err(|e| DialError::Tls(e.to_string()))?;
-            let quic = tls::quic_client(rustls_cfg, tls::IDLE_TIMEOUT).map_err(DialError::Tls)?;
+            let quic =
+                tls::quic_client(rustls_cfg, tls::IDLE_TIMEOUT, many).map_err(DialError::Tls)?;
             (quic, target_server_name(node))
         }
     };
@@ -165,7 +183,7 @@ pub fn dial_over<T: Transport>(
     timeout: Duration,
     idle: Duration,
 ) -> Result<Stream, DialError> {
-    let cfg = tls::client_config(idle).map_err(DialError::Tls)?;
+    let cfg = tls::client_config(idle, false).map_err(DialError::Tls)?;
     dial_with(transport, cfg, &tls::sni_for(local_node), to, timeout)
 }
 

@@ -7,8 +7,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use crossbeam_channel::Sender;
-use quinn_proto::ConnectionHandle;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use quinn_proto::{ConnectionHandle, StreamId};
+
+use super::error::DialError;
 
 /// Bytes buffered each way before the writer blocks or the driver stops
 /// reading (which lets QUIC flow control push back on the peer).
@@ -17,10 +19,13 @@ pub(crate) const PIPE_CAPACITY: usize = 1024 * 1024;
 /// What the driver learns from stream handles.
 #[derive(Debug)]
 pub(crate) enum DriverCmd {
-    /// The pipe of this connection has something for the driver.
+    /// A pipe of this connection has something for the driver.
     Wake(ConnectionHandle),
-    /// The last handle is gone: flush, finish, then close the connection.
-    Release(ConnectionHandle),
+    /// The last handle of this stream is gone: flush and finish it, then
+    /// close the connection unless it carries many streams.
+    Release(ConnectionHandle, StreamId),
+    /// Open one more stream on this many-stream connection.
+    Open(ConnectionHandle, Sender<Result<Stream, DialError>>),
 }
 
 #[derive(Default)]
@@ -105,7 +110,10 @@ pub struct Stream {
 struct Inner {
     pipe: Arc<Pipe>,
     conn: ConnectionHandle,
+    id: StreamId,
     driver: Sender<DriverCmd>,
+    /// The connection carries many streams (both ends are ours).
+    many: bool,
     peer_node: String,
     peer_service: String,
     read_timeout: Mutex<Option<Duration>>,
@@ -114,28 +122,82 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.driver.send(DriverCmd::Release(self.conn));
+        let _ = self.driver.send(DriverCmd::Release(self.conn, self.id));
     }
+}
+
+/// Opens more streams on the connection of a [`Stream`] that carries
+/// many; it stays usable as long as that connection does.
+#[derive(Clone)]
+pub(crate) struct Opener {
+    conn: ConnectionHandle,
+    driver: Sender<DriverCmd>,
+}
+
+impl Opener {
+    /// A new stream, or `None` once the connection is gone or full.
+    pub fn open(&self, timeout: Duration) -> Option<Stream> {
+        self.ask()?.recv_timeout(timeout).ok()?.ok()
+    }
+
+    /// Asks the driver for a new stream; the answer comes on the channel
+    /// returned, which closes unanswered if the connection is gone.
+    pub fn ask(&self) -> Option<Receiver<Result<Stream, DialError>>> {
+        let (tx, rx) = bounded(1);
+        self.driver.send(DriverCmd::Open(self.conn, tx)).ok()?;
+        Some(rx)
+    }
+
+    /// Whether `s` runs on this connection.
+    pub fn carries(&self, s: &Stream) -> bool {
+        s.inner.conn == self.conn && s.inner.driver.same_channel(&self.driver)
+    }
+}
+
+/// Openers are equal when they open streams on the same connection.
+impl PartialEq for Opener {
+    fn eq(&self, other: &Opener) -> bool {
+        other.conn == self.conn && other.driver.same_channel(&self.driver)
+    }
+}
+
+/// Where a handed-out stream lives: its connection, the stream in it,
+/// and whether that connection carries many streams.
+pub(crate) struct StreamAt {
+    pub conn: ConnectionHandle,
+    pub id: StreamId,
+    pub many: bool,
 }
 
 impl Stream {
     pub(crate) fn new(
         pipe: Arc<Pipe>,
-        conn: ConnectionHandle,
+        at: StreamAt,
         driver: Sender<DriverCmd>,
         peer: (String, String),
     ) -> Stream {
         Stream {
             inner: Arc::new(Inner {
                 pipe,
-                conn,
+                conn: at.conn,
+                id: at.id,
                 driver,
+                many: at.many,
                 peer_node: peer.0,
                 peer_service: peer.1,
                 read_timeout: Mutex::new(None),
                 write_timeout: Mutex::new(None),
             }),
         }
+    }
+
+    /// What opens more streams on this one's connection, if it carries
+    /// many.
+    pub(crate) fn opener(&self) -> Option<Opener> {
+        self.inner.many.then(|| Opener {
+            conn: self.inner.conn,
+            driver: self.inner.driver.clone(),
+        })
     }
 
     pub fn peer_node(&self) -> &str {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use quinn_proto::{ConnectionError, VarInt};
 
-use super::conn::ACCEPT_STREAM_TIMEOUT;
+use super::conn::{self, ACCEPT_STREAM_TIMEOUT};
 use super::*;
 use crate::netceptor::Delivery;
 use crate::netceptor::codec::ServiceName;
@@ -32,9 +32,13 @@ struct Connected {
 }
 
 fn connect(faults: Faults, seed: u64) -> Connected {
+    connect_to(Side::listener(tls::IDLE_TIMEOUT), faults, seed)
+}
+
+fn connect_to(listener: (Side, Receiver<Stream>), faults: Faults, seed: u64) -> Connected {
     let now = Instant::now();
     let (dialer, connected) = Side::dialer(tls::IDLE_TIMEOUT, DIAL_TIMEOUT, now);
-    let (listener, accepted) = Side::listener(tls::IDLE_TIMEOUT);
+    let (listener, accepted) = listener;
     let mut sim = Sim::new(dialer, listener, now, faults, seed);
     sim.run_until("the dial is answered", |_| !connected.is_empty());
     let client = connected.try_recv().unwrap().expect("dialed");
@@ -203,7 +207,7 @@ fn a_slow_reader_gets_everything_after_the_writer_is_gone() {
         client,
         server,
         _accepted,
-    } = connect(Faults::default(), 1);
+    } = connect_to(Side::go_listener(tls::IDLE_TIMEOUT), Faults::default(), 1);
     let data = pattern(4 << 20, 7);
     let mut sent = 0;
     sim.run_until("the writer has written all", |_| {
@@ -217,6 +221,28 @@ fn a_slow_reader_gets_everything_after_the_writer_is_gone() {
     sim.run_until_idle();
     let mut got = Vec::new();
     assert!(read_ready(&client, &mut got), "no end of stream");
+    assert!(got == data, "got {} bytes", got.len());
+}
+
+#[test]
+fn a_slow_reader_gets_everything_after_the_writer_is_gone_from_a_shared_connection() {
+    let Connected {
+        mut sim,
+        client,
+        server,
+        _accepted,
+    } = connect(Faults::default(), 1);
+    let data = pattern(4 << 20, 7);
+    let mut sent = 0;
+    sim.run_until("the writer has written all", |_| {
+        sent += write_ready(&server, &data[sent..]);
+        sent == data.len()
+    });
+    drop(server);
+    // Only the stream ends; what it buffered waits for the reader.
+    sim.run_for(2 * conn::LINGER);
+    let mut got = Vec::new();
+    sim.run_until("the reader has read all", |_| read_ready(&client, &mut got));
     assert!(got == data, "got {} bytes", got.len());
 }
 
@@ -257,6 +283,146 @@ fn an_unknown_service_fails_the_dial_at_once() {
         err.to_string(),
         "remote service echo to node b is unreachable: service unknown"
     );
+}
+
+/// Opens one more stream on `c`'s connection, as a second dial would.
+fn open_another(c: &mut Connected) -> (Stream, Stream) {
+    let opened = c.client.opener().expect("many streams").ask().unwrap();
+    c.sim.run_until("the stream opens", |_| !opened.is_empty());
+    let client = opened.try_recv().unwrap().expect("opened");
+    let accepted = &c._accepted;
+    c.sim
+        .run_until("the listener accepts it", |_| !accepted.is_empty());
+    (client, accepted.try_recv().unwrap())
+}
+
+/// Sends `ask` from `client` and answers it from `server`.
+fn round_trip(sim: &mut Sim<Side, Side>, client: &Stream, server: &Stream, ask: &[u8]) {
+    (&*client).write_all(ask).unwrap();
+    let mut got = Vec::new();
+    sim.run_until("the question arrives", |_| {
+        read_ready(server, &mut got);
+        got.len() == ask.len()
+    });
+    assert_eq!(got, ask);
+    (&*server).write_all(b"answer").unwrap();
+    got.clear();
+    sim.run_until("the answer arrives", |_| {
+        read_ready(client, &mut got);
+        got.len() == 6
+    });
+    assert_eq!(got, b"answer");
+}
+
+#[test]
+fn between_our_nodes_one_connection_carries_many_streams() {
+    let mut c = connect(Faults::default(), 1);
+    let (client2, server2) = open_another(&mut c);
+    let (client3, server3) = open_another(&mut c);
+    round_trip(&mut c.sim, &client3, &server3, b"three");
+    round_trip(&mut c.sim, &client2, &server2, b"two");
+    // Each stream ends on its own; the others stay open.
+    drop((client2, server2));
+    c.sim.run_for(Duration::from_secs(1));
+    round_trip(&mut c.sim, &c.client.clone(), &c.server.clone(), b"one");
+    drop((client3, server3));
+    // With a stream still to serve, the dialer keeps the connection.
+    c.sim.run_for(2 * conn::LINGER);
+    round_trip(&mut c.sim, &c.client.clone(), &c.server.clone(), b"still");
+    drop((c.client, c.server));
+    // Once the linger time passed without a stream, the dialer closes it.
+    let last_stream_gone = c.sim.elapsed();
+    c.sim.run_until_idle();
+    assert!(c.sim.a.core.is_finished());
+    let lingered = c.sim.elapsed() - last_stream_gone;
+    assert!(
+        lingered >= conn::LINGER && lingered < tls::IDLE_TIMEOUT,
+        "{lingered:?}"
+    );
+}
+
+/// Regression (soak: dialer threads piled up): a stream whose request
+/// was half-closed, so its FIN was acknowledged before its handle went,
+/// used to stay forever and hold the shared connection open.
+#[test]
+fn streams_half_closed_before_their_release_let_the_shared_connection_close() {
+    let Connected {
+        mut sim,
+        client,
+        server,
+        _accepted,
+    } = connect(Faults::default(), 1);
+    (&client).write_all(b"request").unwrap();
+    client.shutdown_write();
+    let mut got = Vec::new();
+    sim.run_until("the request arrives", |_| read_ready(&server, &mut got));
+    (&server).write_all(b"reply").unwrap();
+    drop(server);
+    got.clear();
+    sim.run_until("the reply arrives", |_| read_ready(&client, &mut got));
+    assert_eq!(got, b"reply");
+    sim.run_for(Duration::from_secs(1));
+    drop(client);
+    sim.run_until_idle();
+    assert!(sim.a.core.is_finished());
+}
+
+/// Likewise when the listener's side went away before reading the
+/// request.
+#[test]
+fn streams_stopped_before_their_release_let_the_shared_connection_close() {
+    let Connected {
+        mut sim,
+        client,
+        server,
+        _accepted,
+    } = connect(Faults::default(), 1);
+    (&client).write_all(b"request").unwrap();
+    client.shutdown_write();
+    drop(server);
+    sim.run_until("the listener's end arrives", |_| client.peer_gone());
+    sim.run_for(Duration::from_secs(1));
+    drop(client);
+    sim.run_until_idle();
+    assert!(sim.a.core.is_finished());
+}
+
+#[test]
+fn a_stopped_listener_serves_its_streams_refuses_new_ones_then_closes() {
+    let Connected {
+        mut sim,
+        client,
+        server,
+        _accepted,
+    } = connect(Faults::default(), 1);
+    drop(_accepted);
+    let now = sim.now();
+    sim.b.core.stop_accepting(now);
+    round_trip(&mut sim, &client, &server, b"served");
+    let opened = client.opener().expect("many streams").ask().unwrap();
+    sim.run_until("the stream opens", |_| !opened.is_empty());
+    let refused = opened.try_recv().unwrap().expect("opened here");
+    (&refused).write_all(b"anyone?").unwrap();
+    sim.run_until("the listener refuses it", |_| refused.peer_gone());
+    drop((refused, server));
+    // The listener closes the connection once its last stream is done
+    // (the dialer, whose `client` is still held, would not).
+    let last_stream_gone = sim.elapsed();
+    sim.run_until_idle();
+    assert!(sim.a.core.is_finished() && sim.b.core.is_finished());
+    assert!(sim.elapsed() - last_stream_gone < conn::LINGER);
+    assert!(client.peer_gone());
+}
+
+#[test]
+fn a_connection_with_a_go_end_carries_one_stream() {
+    let mut c = connect_to(Side::go_listener(tls::IDLE_TIMEOUT), Faults::default(), 1);
+    assert!(c.client.opener().is_none());
+    exchange_both_ways(&mut c, 1000);
+    drop((c.client, c.server));
+    // Its one stream done, the connection closes at once.
+    c.sim.run_until_idle();
+    assert!(c.sim.a.core.is_finished());
 }
 
 /// How the listener closed a bare peer's connection: (code, reason).

@@ -13,7 +13,25 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 pub const INSECURE_COMMON_NAME: &str = "netceptor-insecure-common-name";
+/// The protocol Go nodes speak: one stream per connection.
 pub const ALPN: &[u8] = b"netceptor";
+/// The same, except that a connection carries many streams. Only our
+/// nodes know it: our servers prefer it and our dialers that share their
+/// connections offer it first, while a Go server picks `netceptor` and a
+/// Go client offers nothing else, so any Go end keeps the protocol it
+/// knows.
+pub const ALPN_STREAMS: &[u8] = b"netceptor-rs-streams";
+/// What our servers accept and our sharing dialers offer, preferred first.
+const OUR_ALPNS: [&[u8]; 2] = [ALPN_STREAMS, ALPN];
+/// Streams a peer may have open on one connection at a time (Go's
+/// default as well); a client that wants more dials another connection.
+const MAX_STREAMS: u32 = 100;
+
+/// Whether a connection whose handshake agreed on `alpn` carries many
+/// streams.
+pub fn carries_many_streams(alpn: Option<&[u8]>) -> bool {
+    alpn == Some(ALPN_STREAMS)
+}
 
 /// quic-go reads at most this many bytes per datagram.
 pub const MAX_QUIC_PACKET: u16 = 1452;
@@ -62,29 +80,39 @@ fn transport(idle: Duration, keep_alive: bool) -> Arc<TransportConfig> {
     t.stream_receive_window(VarInt::from_u32(6 * 1024 * 1024));
     t.receive_window(VarInt::from_u32(15 * 1024 * 1024));
     t.send_window(15 * 1024 * 1024);
+    t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
     Arc::new(t)
 }
 
 /// The listener side in insecure mode.
 pub fn server_config(idle: Duration) -> Result<Arc<ServerConfig>, String> {
+    quic_server(insecure_server_tls()?, idle)
+}
+
+fn insecure_server_tls() -> Result<rustls::ServerConfig, String> {
     let (cert, key) = insecure_identity()?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone()));
-    let tls = rustls::ServerConfig::builder_with_provider(provider())
+    rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(vec![cert.clone()], key)
-        .map_err(|e| e.to_string())?;
-    quic_server(tls, idle)
+        .map_err(|e| e.to_string())
 }
 
 /// A listener whose service has a `tls-server` section: its rustls
 /// config, carried by QUIC.
-pub fn quic_server(
+pub fn quic_server(tls: rustls::ServerConfig, idle: Duration) -> Result<Arc<ServerConfig>, String> {
+    quic_server_speaking(tls, idle, &OUR_ALPNS)
+}
+
+/// A listener that accepts the protocols `alpns`, preferred first.
+fn quic_server_speaking(
     mut tls: rustls::ServerConfig,
     idle: Duration,
+    alpns: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, String> {
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     let quic = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cfg = ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(transport(idle, false));
@@ -92,25 +120,36 @@ pub fn quic_server(
     Ok(Arc::new(cfg))
 }
 
-/// The dialer side in insecure mode.
-pub fn client_config(idle: Duration) -> Result<ClientConfig, String> {
+/// The dialer side in insecure mode; `many`: offer many streams per
+/// connection.
+pub fn client_config(idle: Duration, many: bool) -> Result<ClientConfig, String> {
+    quic_client(insecure_client_tls()?, idle, many)
+}
+
+fn insecure_client_tls() -> Result<rustls::ClientConfig, String> {
     let provider = provider();
     let verifier = InsecureNameVerifier {
         algorithms: provider.signature_verification_algorithms,
     };
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    quic_client(tls, idle)
+        .with_no_client_auth())
 }
 
 /// A dialer with a `tls-client` section: its rustls config, carried by
-/// QUIC.
-pub fn quic_client(mut tls: rustls::ClientConfig, idle: Duration) -> Result<ClientConfig, String> {
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+/// QUIC. Only a dialer that will open `many` streams on the connection
+/// offers to: a single-use one would keep its connection up for nothing
+/// after its stream ends.
+pub fn quic_client(
+    mut tls: rustls::ClientConfig,
+    idle: Duration,
+    many: bool,
+) -> Result<ClientConfig, String> {
+    let alpns: &[&[u8]] = if many { &OUR_ALPNS } else { &[ALPN] };
+    tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     tls.enable_sni = true;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cfg = ClientConfig::new(Arc::new(quic));
@@ -189,9 +228,51 @@ fn has_common_name(cert: &CertificateDer<'_>, name: &str) -> bool {
         .any(|cn| cn.as_str().is_ok_and(|s| s == name))
 }
 
+/// A listener that speaks only what Go's does, for tests.
+#[cfg(test)]
+pub fn go_server_config(idle: Duration) -> Result<Arc<ServerConfig>, String> {
+    quic_server_speaking(insecure_server_tls()?, idle, &[ALPN])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The protocol a TLS handshake between a client offering `offered`
+    /// and a server accepting `accepted` agrees on.
+    fn agreed(offered: &[&[u8]], accepted: &[&[u8]]) -> Option<Vec<u8>> {
+        let mut client_tls = insecure_client_tls().unwrap();
+        client_tls.alpn_protocols = offered.iter().map(|a| a.to_vec()).collect();
+        let mut server_tls = insecure_server_tls().unwrap();
+        server_tls.alpn_protocols = accepted.iter().map(|a| a.to_vec()).collect();
+        let name = ServerName::try_from("receptor").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_tls), name).unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(server_tls)).unwrap();
+        while client.is_handshaking() || server.is_handshaking() {
+            let mut flight = Vec::new();
+            client.write_tls(&mut flight).unwrap();
+            server.read_tls(&mut &flight[..]).unwrap();
+            server.process_new_packets().unwrap();
+            flight.clear();
+            server.write_tls(&mut flight).unwrap();
+            client.read_tls(&mut &flight[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        assert_eq!(client.alpn_protocol(), server.alpn_protocol());
+        client.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn many_streams_only_when_both_ends_are_ours() {
+        let ours = &OUR_ALPNS[..];
+        let go: &[&[u8]] = &[ALPN];
+        let cases = [(ours, ours, true), (go, ours, false), (ours, go, false)];
+        for (offered, accepted, many) in cases {
+            let alpn = agreed(offered, accepted);
+            assert!(alpn.is_some(), "some protocol is always agreed");
+            assert_eq!(carries_many_streams(alpn.as_deref()), many, "{alpn:?}");
+        }
+    }
 
     #[test]
     fn certificate_carries_the_insecure_name() {

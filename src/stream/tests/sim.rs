@@ -45,9 +45,17 @@ pub struct Side {
 
 impl Side {
     pub fn listener(idle: Duration) -> (Side, Receiver<Stream>) {
+        Self::listener_with(tls::server_config(idle).expect("server config"))
+    }
+
+    /// A listener that speaks only what a Go listener does.
+    pub fn go_listener(idle: Duration) -> (Side, Receiver<Stream>) {
+        Self::listener_with(tls::go_server_config(idle).expect("server config"))
+    }
+
+    fn listener_with(server: Arc<quinn_proto::ServerConfig>) -> (Side, Receiver<Stream>) {
         let (accepted_tx, accepted) = unbounded();
         let (cmds_tx, cmds) = unbounded();
-        let server = tls::server_config(idle).expect("server config");
         let core = Endpoint::listener(server, accepted_tx, cmds_tx);
         let side = Side {
             core,
@@ -57,7 +65,8 @@ impl Side {
         (side, accepted)
     }
 
-    /// A dialer that has just called `connect` at `now`.
+    /// A dialer that has just called `connect` at `now`, offering many
+    /// streams.
     pub fn dialer(
         idle: Duration,
         timeout: Duration,
@@ -66,7 +75,7 @@ impl Side {
         let (connected_tx, connected) = bounded(1);
         let (cmds_tx, cmds) = unbounded();
         let mut core = Endpoint::dialer(connected_tx, cmds_tx);
-        let cfg = tls::client_config(idle).expect("client config");
+        let cfg = tls::client_config(idle, true).expect("client config");
         core.connect(cfg, LISTENER, DIALER.0, now + timeout, now)
             .expect("connect");
         let side = Side {
@@ -103,9 +112,9 @@ impl Peer for Side {
     }
 }
 
-/// A plain QUIC client that completes the handshake and then opens a
-/// stream and writes `first_byte`, or opens none: a peer that breaks the
-/// stream protocol on purpose.
+/// A plain QUIC client speaking Go's protocol that completes the
+/// handshake and then opens a stream and writes `first_byte`, or opens
+/// none: a peer that breaks the stream protocol on purpose.
 pub struct BarePeer {
     quic: quinn_proto::Endpoint,
     ch: ConnectionHandle,
@@ -121,7 +130,7 @@ impl BarePeer {
     pub fn dial(first_byte: Option<u8>, now: Instant) -> BarePeer {
         let config = Arc::new(EndpointConfig::default());
         let mut quic = quinn_proto::Endpoint::new(config, None, false, None);
-        let cfg = tls::client_config(tls::IDLE_TIMEOUT).expect("client config");
+        let cfg = tls::client_config(tls::IDLE_TIMEOUT, false).expect("client config");
         let (ch, conn) = quic
             .connect(now, cfg, BARE_PEER_ADDR, DIALER.0)
             .expect("connect");
@@ -236,6 +245,11 @@ impl<A: Peer, B: Peer> Sim<A, B> {
             rng: Rng(seed | 1),
             sent: 0,
         }
+    }
+
+    /// The virtual clock.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// Virtual time since the start.

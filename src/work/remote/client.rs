@@ -8,8 +8,10 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use log::debug;
+
 use crate::netceptor::Netceptor;
-use crate::stream::{self, Stream};
+use crate::stream::{SharedConns, Stream};
 use crate::tls::ClientTls;
 use crate::work::WorkError;
 use crate::work::signing::{Keys, SignError};
@@ -65,16 +67,36 @@ pub struct ControlClient {
 }
 
 impl ControlClient {
-    /// Dials `node` and checks that its greeting names it.
-    /// Opens the control service of `node`, over TLS with `tls` when the
-    /// unit was submitted with a TLS client.
+    /// Opens the control service of `node`, over TLS with `tls` (its name
+    /// and section) when the unit was submitted with a TLS client, and
+    /// checks that the greeting names `node`. A connection kept in
+    /// `shared` carries the stream if there is one; if it no longer
+    /// answers, a new dial replaces it, so it costs a dial and never a
+    /// failed step.
     pub fn connect(
         net: &Netceptor,
+        shared: &SharedConns,
         node: &str,
-        tls: Option<&ClientTls>,
+        tls: Option<(&str, &Arc<ClientTls>)>,
     ) -> Result<ControlClient, ClientError> {
-        let stream = stream::dial_tls(net, node, "control", DIAL_TIMEOUT, tls)
+        let to = (node, "control");
+        if let Some(stream) = shared.reuse(net, to, tls, DIAL_TIMEOUT) {
+            match Self::greeted(stream.clone(), node) {
+                Err(ClientError::Link(e)) => {
+                    debug!("Shared control connection to {node} failed: {e}");
+                    shared.forget(&stream);
+                }
+                done => return done,
+            }
+        }
+        let stream = shared
+            .dial(net, to, tls, DIAL_TIMEOUT)
             .map_err(|e| ClientError::Link(e.to_string()))?;
+        Self::greeted(stream, node)
+    }
+
+    /// A client on `stream` once `node` greeted on it.
+    fn greeted(stream: Stream, node: &str) -> Result<ControlClient, ClientError> {
         stream.set_read_timeout(Some(GREETING_TIMEOUT));
         let mut client = ControlClient {
             reader: BufReader::new(stream.clone()),

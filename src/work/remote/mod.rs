@@ -3,8 +3,9 @@
 //! submits once, then a monitor thread (`monitor`) keeps the local status
 //! in step and a results stream (`results`) the stdout, until the unit is
 //! final, reconnecting promptly whenever a path fails (docs/work.md §6).
-//! Short requests (status, cancel, release) share kept connections
-//! (`pool`).
+//! Short requests (status, cancel, release) share kept control sessions
+//! (`pool`), and between two of our nodes every session to an executor
+//! is a stream on one shared connection (`stream::SharedConns`).
 
 mod client;
 mod monitor;
@@ -31,13 +32,18 @@ pub struct Dialer {
     pub tls: Arc<crate::tls::Sections>,
     /// Signs the requests of units with SignWork.
     pub keys: Arc<super::signing::Keys>,
-    /// Connections kept after short requests, shared by every unit.
+    /// Sessions kept after short requests, and the connections under
+    /// them, shared by every unit.
     pub idle: Arc<IdleConns>,
 }
 
-/// Idle control connections by executor node and TLS client name.
+/// Idle control sessions by executor node and TLS client name, and the
+/// many-stream connections to executors that carry them.
 #[derive(Default)]
-pub struct IdleConns(Mutex<pool::Idle<(String, String), ControlClient>>);
+pub struct IdleConns {
+    sessions: Mutex<pool::Idle<(String, String), ControlClient>>,
+    shared: crate::stream::SharedConns,
+}
 
 impl IdleConns {
     fn take(&self, key: &(String, String)) -> Option<ControlClient> {
@@ -49,7 +55,7 @@ impl IdleConns {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, pool::Idle<(String, String), ControlClient>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -83,13 +89,15 @@ impl Dialer {
     fn connect(&self, r: &RemoteExtra) -> Result<ControlClient, ClientError> {
         let tls = match r.tls_client.as_str() {
             "" => None,
-            name => Some(
+            name => Some((
+                name,
                 self.tls
                     .client(name)
                     .map_err(|e| ClientError::Link(e.to_string()))?,
-            ),
+            )),
         };
-        let mut client = ControlClient::connect(&self.net, &r.remote_node, tls.as_deref())?;
+        let tls = tls.as_ref().map(|(name, t)| (*name, t));
+        let mut client = ControlClient::connect(&self.net, &self.idle.shared, &r.remote_node, tls)?;
         self.sign_for(&mut client, r);
         Ok(client)
     }
