@@ -12,10 +12,12 @@
 //! the peers on them), `updates` (routing updates, flooding, the routing
 //! table), `data` (data messages: local delivery, forwarding,
 //! unreachables), `services` (bound services and advertisements), `share`
-//! (catching a new peer up) and `timer` (the deadline table).
+//! (catching a new peer up) and `timer` (the deadline table). `graph`
+//! holds the cost table, by node IDs from `interner`.
 
 mod data;
 mod graph;
+mod interner;
 mod limits;
 mod links;
 mod services;
@@ -33,6 +35,7 @@ use super::firewall::Firewall;
 use super::hash::node_hash;
 use super::routing::CostTable;
 use crate::random::IdGen;
+use interner::Id;
 pub use limits::Limits;
 use limits::{Overflow, Refusal};
 use timer::{Timer, TimerTable};
@@ -197,11 +200,12 @@ pub struct Node {
     conns: HashMap<ConnId, links::Conn>,
     peers: BTreeMap<String, ConnId>,
     graph: graph::Graph,
-    /// Ordered, so a new peer is handed updates a chunk at a time.
-    known: BTreeMap<String, NodeSeq>,
+    known: HashMap<Id, NodeSeq>,
     seen_updates: HashMap<String, Instant>,
-    routes: BTreeMap<String, String>,
-    names: HashMap<u64, String>,
+    /// Next hop of each node we reach.
+    routes: HashMap<Id, Id>,
+    /// The node of each name hash data messages may carry.
+    names: HashMap<u64, Id>,
     own_hash: u64,
     ads: BTreeMap<(String, String), StoredAd>,
     /// New peers still being sent the routing updates and advertisements
@@ -240,10 +244,10 @@ impl Node {
             ids,
             conns: HashMap::new(),
             peers: BTreeMap::new(),
-            graph: graph::Graph::default(),
-            known: BTreeMap::new(),
+            graph: graph::Graph::new(id),
+            known: HashMap::new(),
             seen_updates: HashMap::new(),
-            routes: BTreeMap::new(),
+            routes: HashMap::new(),
             names: HashMap::new(),
             own_hash: node_hash(id),
             ads: BTreeMap::new(),
@@ -259,7 +263,7 @@ impl Node {
             timers,
             outputs: VecDeque::new(),
         };
-        node.add_name(id);
+        node.add_name(node.graph.own());
         node
     }
 
@@ -337,17 +341,34 @@ impl Node {
         self.overflow.log(kind, level, now, what);
     }
 
-    /// Remembers a node name for its hash; the first name for a hash wins.
-    fn add_name(&mut self, name: &str) -> u64 {
-        let hash = node_hash(name);
-        self.names.entry(hash).or_insert_with(|| name.to_string());
+    /// Remembers a node's name for its hash; the first name for a hash
+    /// wins. Only nodes with an entry in the graph are named, and those
+    /// keep their IDs.
+    fn add_name(&mut self, id: Id) -> u64 {
+        let hash = node_hash(self.graph.name(id));
+        self.names.entry(hash).or_insert(id);
         hash
     }
 
     /// Whether `node` is this node (or its alias) or currently reachable.
     pub fn has_route(&self, node: &str) -> bool {
         let node = super::addr::resolve(node, &self.id);
-        node == self.id || self.routes.contains_key(node)
+        node == self.id || self.next_hop(node).is_some()
+    }
+
+    /// The peer through which `node` is reached, if it is.
+    fn next_hop(&self, node: &str) -> Option<&str> {
+        let hop = self.routes.get(&self.graph.id(node)?)?;
+        Some(self.graph.name(*hop))
+    }
+
+    /// The routing table by name, as `status` shows it.
+    fn route_table(&self) -> BTreeMap<String, String> {
+        let name = |id: &Id| self.graph.name(*id).to_string();
+        self.routes
+            .iter()
+            .map(|(d, h)| (name(d), name(h)))
+            .collect()
     }
 
     pub fn status(&self, wall: SystemTime) -> StatusSnapshot {
@@ -371,9 +392,9 @@ impl Node {
                 .iter()
                 .filter_map(|(p, c)| Some((p.clone(), self.conns.get(c)?.cost)))
                 .collect(),
-            routing_table: self.routes.clone(),
+            routing_table: self.route_table(),
             advertisements,
-            known_connection_costs: self.graph.costs().clone(),
+            known_connection_costs: self.graph.cost_table(),
         }
     }
 }

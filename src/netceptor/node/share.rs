@@ -125,15 +125,17 @@ impl Node {
         budget: usize,
     ) -> (Option<Cursor>, usize) {
         let peer = self.peer_of(conn);
-        let from = from.map_or(Bound::Unbounded, Bound::Included);
         let mut sent = 0;
-        for (node, seq) in self.known.range::<String, _>((from, Bound::Unbounded)) {
+        for (node, id) in self.graph.names_from(from.as_deref()) {
+            let Some(seq) = self.known.get(&id) else {
+                continue;
+            };
             if sent >= budget {
-                return (Some(Cursor::Updates(Some(node.clone()))), sent);
+                return (Some(Cursor::Updates(Some(node.to_string()))), sent);
             }
             if seq.update.is_empty()
-                || peer.as_ref() == Some(node)
-                || !self.routes.contains_key(node)
+                || peer.as_deref() == Some(node)
+                || !self.routes.contains_key(&id)
             {
                 continue;
             }

@@ -13,7 +13,6 @@ use super::{
 };
 use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, RoutingUpdate};
 use crate::netceptor::names::{self, NameError};
-use crate::netceptor::routing;
 
 /// Routing update IDs remembered at most (duplicate suppression).
 pub(super) const SEEN_UPDATES_CAP: usize = 65_536;
@@ -89,7 +88,10 @@ impl Node {
                 "Node {} with epoch {} sent update {} suspecting a duplicate node with epoch {}",
                 ru.node_id, ru.update_epoch, ru.update_id, ru.suspected_duplicate
             );
-            if let Some(k) = self.known.get_mut(&ru.node_id)
+            if let Some(k) = self
+                .graph
+                .id(&ru.node_id)
+                .and_then(|id| self.known.get_mut(&id))
                 && k.epoch == ru.suspected_duplicate
             {
                 k.epoch = ru.update_epoch;
@@ -108,7 +110,10 @@ impl Node {
             });
         }
         self.flood(&msg, Some(from));
-        if let Some(k) = self.known.get_mut(&ru.node_id)
+        if let Some(k) = self
+            .graph
+            .id(&ru.node_id)
+            .and_then(|id| self.known.get_mut(&id))
             && (k.epoch, k.sequence) == (ru.update_epoch, ru.update_sequence)
         {
             k.update = msg;
@@ -122,7 +127,11 @@ impl Node {
             "Received routing update {} from {} via {via}",
             ru.update_id, ru.node_id
         );
-        match self.known.get(&ru.node_id) {
+        match self
+            .graph
+            .id(&ru.node_id)
+            .and_then(|id| self.known.get(&id))
+        {
             Some(k) if ru.update_epoch < k.epoch => return false,
             Some(k) if ru.update_epoch == k.epoch && ru.update_sequence <= k.sequence => {
                 return false;
@@ -143,7 +152,7 @@ impl Node {
             }
             _ => {}
         }
-        let old = self.graph.get(&ru.node_id).map_or(0, |e| e.len());
+        let old = self.graph.degree(&ru.node_id);
         let total = self.graph.edges().saturating_sub(old) + ru.connections.len();
         // A peer may list a few connections beyond the limit, so one that
         // joins while a flood fills the table is still routed.
@@ -164,16 +173,17 @@ impl Node {
         // node that joins or restarts. Here a newcomer is instead handed
         // what its own peers know when its link comes up (`share_with`),
         // and only nodes whose links changed flood.
-        if !self.known.contains_key(&ru.node_id) {
-            self.add_name(&ru.node_id);
+        let (id, changed) = self.graph.set_node(&ru.node_id, &ru.connections);
+        if !self.known.contains_key(&id) {
+            self.add_name(id);
         }
         let seq = NodeSeq {
             epoch: ru.update_epoch,
             sequence: ru.update_sequence,
             update: Vec::new(),
         };
-        self.known.insert(ru.node_id.clone(), seq);
-        if self.graph.set_node(&ru.node_id, &ru.connections, &self.id) {
+        self.known.insert(id, seq);
+        if changed {
             self.schedule_recompute(now);
         }
         true
@@ -261,7 +271,7 @@ impl Node {
 
     pub(super) fn recompute_routes(&mut self) {
         debug!("Re-calculating routing table");
-        self.routes = routing::compute(&self.id, self.graph.costs());
+        self.routes = self.graph.routes();
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
@@ -277,12 +287,12 @@ impl Node {
             return;
         }
         info!("Known Connections:");
-        for (node, edges) in self.graph.costs() {
+        for (node, edges) in self.graph.cost_table() {
             let list: String = edges.iter().map(|(p, c)| format!("{p}({c:.2}) ")).collect();
             info!("   {node}: {list}");
         }
         info!("Routing Table:");
-        for (dest, hop) in &self.routes {
+        for (dest, hop) in self.route_table() {
             info!("   {dest} via {hop}");
         }
     }
