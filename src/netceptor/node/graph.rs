@@ -11,8 +11,9 @@
 //!
 //! Nodes are held by [`Id`]: every node keeps every node's connections, so
 //! a copy of a name per reference was most of a node's memory in large
-//! meshes. A name's ID is released once no node lists it and it has no
-//! entry of its own (entries, as in Go, are never dropped).
+//! meshes. An entry holds its node's name, and a listing the listed name;
+//! entries, as in Go, are never dropped, so a name goes once no entry
+//! lists it and nobody else holds it (the node's stored updates do).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,7 +42,7 @@ pub(super) struct Graph {
 impl Graph {
     pub fn new(own: &str) -> Self {
         let mut names = Interner::default();
-        let own = names.intern(own);
+        let own = names.retain(own);
         Graph {
             names,
             own,
@@ -110,12 +111,31 @@ impl Graph {
         )
     }
 
+    /// One more reference to `name`, held outside the graph: its ID.
+    pub fn retain(&mut self, name: &str) -> Id {
+        let id = self.names.retain(name);
+        let slots = self.names.slots();
+        if self.costs.len() < slots {
+            self.costs.resize_with(slots, || None);
+            self.listed_by.resize_with(slots, Vec::new);
+        }
+        id
+    }
+
+    /// One reference fewer, from [`Graph::retain`].
+    pub fn release(&mut self, id: Id) {
+        self.names.release(id);
+    }
+
     /// Sets the cost of the connection `from -> to`.
     pub fn set_edge(&mut self, from: &str, to: &str, cost: f64) {
-        let (from, to) = (self.intern(from), self.intern(to));
+        let (from, to) = (self.retain(from), self.retain(to));
         let edges = self.entry(from);
         match edges.binary_search_by_key(&to, |e| e.0) {
-            Ok(at) => edges[at].1 = cost,
+            Ok(at) => {
+                edges[at].1 = cost;
+                self.names.release(to);
+            }
             Err(at) => {
                 edges.insert(at, (to, cost));
                 self.edges += 1;
@@ -136,33 +156,39 @@ impl Graph {
     /// dropped, except this node's own. Its ID, and false if nothing
     /// changed.
     pub fn set_node(&mut self, node: &str, connections: &BTreeMap<String, f64>) -> (Id, bool) {
-        let node = self.intern(node);
+        if let Some(id) = self.id(node)
+            && self.reports(id, connections)
+        {
+            return (id, false);
+        }
+        let node = self.retain(node);
         let mut new: Edges = connections
             .iter()
-            .map(|(to, &c)| (self.intern(to), c))
+            .map(|(to, &c)| (self.retain(to), c))
             .collect();
         new.sort_unstable_by_key(|e| e.0);
-        let slot = &mut self.costs[node as usize];
-        if slot.as_ref() == Some(&new) {
-            return (node, false);
-        }
-        let old = slot.take().unwrap_or_else(|| {
-            self.entries += 1;
-            Vec::new()
-        });
-        let gone: Vec<Id> = old
-            .iter()
-            .map(|e| e.0)
-            .filter(|&to| !lists(&new, to))
-            .collect();
-        let added: Vec<Id> = new
-            .iter()
-            .map(|e| e.0)
-            .filter(|&to| !lists(&old, to))
-            .collect();
+        let old = match self.costs[node as usize].take() {
+            Some(old) => {
+                self.names.release(node);
+                old
+            }
+            None => {
+                self.entries += 1;
+                Vec::new()
+            }
+        };
+        let split = |edges: &Edges, other: &Edges| -> (Vec<Id>, Vec<Id>) {
+            edges.iter().map(|e| e.0).partition(|&to| lists(other, to))
+        };
+        let (_, gone) = split(&old, &new);
+        let (kept, added) = split(&new, &old);
         self.edges = self.edges.saturating_sub(old.len()) + new.len();
         // In place before unlisting, so a node that listed itself keeps its ID.
         self.costs[node as usize] = Some(new);
+        for to in kept {
+            // Its listing holds it already.
+            self.names.release(to);
+        }
         for to in gone {
             self.unlist(to, node);
         }
@@ -183,23 +209,31 @@ impl Graph {
         (node, true)
     }
 
-    fn intern(&mut self, name: &str) -> Id {
-        let id = self.names.intern(name);
-        let slots = self.names.slots();
-        if self.costs.len() < slots {
-            self.costs.resize_with(slots, || None);
-            self.listed_by.resize_with(slots, Vec::new);
-        }
-        id
+    /// Whether `node`'s entry is exactly `connections`.
+    fn reports(&self, node: Id, connections: &BTreeMap<String, f64>) -> bool {
+        let Some(edges) = &self.costs[node as usize] else {
+            return false;
+        };
+        let listed = |to: &str, cost: f64| {
+            let Some(to) = self.id(to) else {
+                return false;
+            };
+            let at = edges.binary_search_by_key(&to, |e| e.0);
+            at.is_ok_and(|at| edges[at].1 == cost)
+        };
+        edges.len() == connections.len() && connections.iter().all(|(to, &c)| listed(to, c))
     }
 
     /// `node`'s entry, made empty if it has none.
+    /// `node`'s entry, made empty if it has none; takes over one
+    /// reference to `node`.
     fn entry(&mut self, node: Id) -> &mut Edges {
-        let slot = &mut self.costs[node as usize];
-        if slot.is_none() {
+        if self.costs[node as usize].is_some() {
+            self.names.release(node);
+        } else {
             self.entries += 1;
         }
-        slot.get_or_insert_with(Vec::new)
+        self.costs[node as usize].get_or_insert_with(Vec::new)
     }
 
     fn remove(&mut self, from: Id, to: Id) {
@@ -213,16 +247,16 @@ impl Graph {
         }
     }
 
-    /// `from` no longer lists `to`; `to`'s ID goes once nothing holds it.
+    /// `from` no longer lists `to`.
     fn unlist(&mut self, to: Id, from: Id) {
         let set = &mut self.listed_by[to as usize];
         if let Some(at) = set.iter().position(|&f| f == from) {
             set.swap_remove(at);
         }
-        if set.is_empty() && self.costs[to as usize].is_none() && to != self.own {
+        if set.is_empty() {
             *set = Vec::new();
-            self.names.release(to);
         }
+        self.names.release(to);
     }
 }
 

@@ -173,13 +173,26 @@ pub struct StatusSnapshot {
     pub known_connection_costs: CostTable,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct NodeSeq {
     epoch: u64,
     sequence: u64,
-    /// The node's latest update as we flooded it on (empty until we
+    /// The node's latest update as we flooded it on (`None` until we
     /// have), handed to each new peer.
-    update: Vec<u8>,
+    update: Option<StoredUpdate>,
+}
+
+/// A routing update kept for new peers, its names as IDs (a third of the
+/// encoding's size, which every node would keep for every node); encoded
+/// again with our ID as forwarder, it is the message we flooded, byte for
+/// byte. It holds a reference to each name it lists.
+#[derive(Debug)]
+struct StoredUpdate {
+    update_id: Box<str>,
+    epoch: u64,
+    sequence: u64,
+    suspected_duplicate: u64,
+    connections: Box<[(Id, f64)]>,
 }
 
 #[derive(Debug, Clone)]

@@ -10,9 +10,10 @@
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
+use super::graph::Graph;
 use super::timer::Timer;
-use super::{ConnId, Node, Now, Output};
-use crate::netceptor::codec;
+use super::{ConnId, Node, Now, Output, StoredUpdate};
+use crate::netceptor::codec::{self, RoutingUpdate};
 
 /// How often a new peer is given its next chunk.
 pub(super) const SHARE_INTERVAL: Duration = Duration::from_millis(50);
@@ -133,14 +134,14 @@ impl Node {
             if sent >= budget {
                 return (Some(Cursor::Updates(Some(node.to_string()))), sent);
             }
-            if seq.update.is_empty()
-                || peer.as_deref() == Some(node)
-                || !self.routes.contains_key(&id)
-            {
+            let Some(update) = &seq.update else {
+                continue;
+            };
+            if peer.as_deref() == Some(node) || !self.routes.contains_key(&id) {
                 continue;
             }
-            sent += seq.update.len() + 2;
-            let msg = seq.update.clone();
+            let msg = codec::encode_routing(&as_flooded(&self.graph, &self.id, node, update));
+            sent += msg.len() + 2;
             self.outputs.push_back(Output::Send { conn, msg });
         }
         (None, sent)
@@ -167,5 +168,22 @@ impl Node {
             }
         }
         (None, sent)
+    }
+}
+
+/// `node`'s stored update as we (`own`) flooded it on.
+fn as_flooded(graph: &Graph, own: &str, node: &str, u: &StoredUpdate) -> RoutingUpdate {
+    let named = u
+        .connections
+        .iter()
+        .map(|&(to, c)| (graph.name(to).to_string(), c));
+    RoutingUpdate {
+        node_id: node.to_string(),
+        update_id: u.update_id.to_string(),
+        update_epoch: u.epoch,
+        update_sequence: u.sequence,
+        connections: named.collect(),
+        forwarding_node: own.to_string(),
+        suspected_duplicate: u.suspected_duplicate,
     }
 }

@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
+use super::graph::Graph;
+use super::interner::Id;
 use super::limits::Refusal;
 use super::timer::Timer;
 use super::{
     ConnId, Node, NodeSeq, Output, RECOMPUTE_DELAY, RECOMPUTE_DELAY_MAX, RECOMPUTE_DELAY_PER_NODE,
-    SOON,
+    SOON, StoredUpdate,
 };
 use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, RoutingUpdate};
 use crate::netceptor::names::{self, NameError};
@@ -110,13 +112,29 @@ impl Node {
             });
         }
         self.flood(&msg, Some(from));
-        if let Some(k) = self
-            .graph
-            .id(&ru.node_id)
-            .and_then(|id| self.known.get_mut(&id))
+        if let Some(id) = self.graph.id(&ru.node_id)
+            && let Some(k) = self.known.get(&id)
             && (k.epoch, k.sequence) == (ru.update_epoch, ru.update_sequence)
         {
-            k.update = msg;
+            self.store_update(id, &ru);
+        }
+    }
+
+    /// Keeps `ru`, as we flooded it on, as `node`'s latest update.
+    fn store_update(&mut self, node: Id, ru: &RoutingUpdate) {
+        let connections = ru.connections.iter();
+        let stored = StoredUpdate {
+            update_id: ru.update_id.as_str().into(),
+            epoch: ru.update_epoch,
+            sequence: ru.update_sequence,
+            suspected_duplicate: ru.suspected_duplicate,
+            connections: connections
+                .map(|(to, &c)| (self.graph.retain(to), c))
+                .collect(),
+        };
+        if let Some(k) = self.known.get_mut(&node) {
+            let old = k.update.replace(stored);
+            release_update(&mut self.graph, old);
         }
     }
 
@@ -180,9 +198,10 @@ impl Node {
         let seq = NodeSeq {
             epoch: ru.update_epoch,
             sequence: ru.update_sequence,
-            update: Vec::new(),
+            update: None,
         };
-        self.known.insert(id, seq);
+        let old = self.known.insert(id, seq);
+        release_update(&mut self.graph, old.and_then(|k| k.update));
         if changed {
             self.schedule_recompute(now);
         }
@@ -295,6 +314,13 @@ impl Node {
         for (dest, hop) in self.route_table() {
             info!("   {dest} via {hop}");
         }
+    }
+}
+
+/// Lets go of the names a stored update holds.
+fn release_update(graph: &mut Graph, update: Option<StoredUpdate>) {
+    for &(to, _) in update.iter().flat_map(|u| u.connections.iter()) {
+        graph.release(to);
     }
 }
 
