@@ -70,6 +70,10 @@ const RECOMPUTE_DELAY: Duration = Duration::from_millis(5);
 /// second.
 const RECOMPUTE_DELAY_PER_NODE: Duration = Duration::from_micros(50);
 const RECOMPUTE_DELAY_MAX: Duration = Duration::from_millis(100);
+/// Room kept for outputs once they are drained. A burst (a new peer
+/// handed thousands of updates) grows the queue; kept at its peak it was,
+/// at a thousand nodes, a third of a node's memory.
+const OUTPUTS_KEPT: usize = 64;
 
 /// When an input happens. `mono` drives every deadline; `wall` is read
 /// only for the timestamps Go nodes expect on the wire and in `status`.
@@ -295,7 +299,11 @@ impl Node {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        if out.is_none() && self.outputs.capacity() > OUTPUTS_KEPT {
+            self.outputs.shrink_to(OUTPUTS_KEPT);
+        }
+        out
     }
 
     /// The next instant at which `handle_timeout` has work to do.

@@ -1008,3 +1008,23 @@ fn a_restarted_node_relearns_a_mesh_larger_than_one_chunk_at_once() {
     // could fill the gaps.
     assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
 }
+
+#[test]
+fn a_drained_burst_of_outputs_gives_its_memory_back() {
+    let now = start();
+    let mut a = node("a", 1, now);
+    // A new peer of a node that knows a thousand nodes is handed them at once.
+    for conn in 0..1000 {
+        a.outputs.push_back(Output::Close { conn, error: None });
+    }
+    let mut drained = 0;
+    while a.poll_output().is_some() {
+        drained += 1;
+    }
+    assert_eq!(drained, 1000);
+    assert!(
+        a.outputs.capacity() <= OUTPUTS_KEPT,
+        "{}",
+        a.outputs.capacity()
+    );
+}
