@@ -1028,3 +1028,78 @@ fn a_drained_burst_of_outputs_gives_its_memory_back() {
         a.outputs.capacity()
     );
 }
+
+/// An update forwarded by `m` in which `node` lists `connections`.
+fn via_m(node: &str, epoch: u64, seq: u64, connections: &[(&str, f64)]) -> Vec<u8> {
+    codec::encode_routing(&codec::RoutingUpdate {
+        node_id: node.into(),
+        update_id: format!("{node}{seq:07}"),
+        update_epoch: epoch,
+        update_sequence: seq,
+        connections: connections
+            .iter()
+            .map(|(n, c)| (n.to_string(), *c))
+            .collect(),
+        forwarding_node: "m".into(),
+        suspected_duplicate: 0,
+    })
+}
+
+#[test]
+fn a_new_peer_is_handed_the_bytes_we_flooded() {
+    let mut sim = Sim::new(&["m", "a", "b", "n"]);
+    sim.connect("m", "a", 1.0);
+    sim.connect("a", "b", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let (a, n) = (1, 3);
+    let to_m = *sim.nodes[a].peers.get("m").unwrap();
+    let to_b = *sim.nodes[a].peers.get("b").unwrap();
+    // m says it links to x, and x that it links to m and y.
+    let (epoch, seq) = (sim.nodes[0].epoch, sim.nodes[0].sequence + 1);
+    let m = via_m("m", epoch, seq, &[("a", 1.0), ("x", 1.0)]);
+    sim.nodes[a].handle_message(to_m, m, sim.now);
+    let x = via_m("x", 7, 1, &[("m", 1.0), ("y", 2.5)]);
+    sim.nodes[a].handle_message(to_m, x, sim.now);
+    let flooded = std::iter::from_fn(|| sim.nodes[a].poll_output())
+        .filter_map(|out| match out {
+            Output::Send { conn, msg } if conn == to_b => Some(msg),
+            _ => None,
+        })
+        .last()
+        .expect("a floods x's update on to b");
+    sim.run_for(Duration::from_secs(1));
+    let to_n = sim.next_conn;
+    sim.connect_idx(a, params(1.0), n, params(1.0));
+    let Some(Output::Send { msg: hello, .. }) = sim.nodes[n].poll_output() else {
+        panic!("n sends a hello")
+    };
+    let now = sim.now;
+    sim.nodes[a].handle_message(to_n, hello, now);
+    let shared: Vec<Vec<u8>> = std::iter::from_fn(|| sim.nodes[a].poll_output())
+        .filter_map(|out| match out {
+            Output::Send { conn, msg } if conn == to_n => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert!(shared.contains(&flooded), "x's update, byte for byte");
+}
+
+#[test]
+fn a_peer_listing_ever_new_names_does_not_grow_the_name_table() {
+    let mut sim = Sim::new(&["m", "a"]);
+    sim.connect("m", "a", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let to_m = *sim.nodes[1].peers.get("m").unwrap();
+    for seq in 1..=1000 {
+        let name = format!("random{seq}");
+        let x = via_m("x", 7, seq, &[("m", 1.0), (&name, 1.0)]);
+        sim.nodes[1].handle_message(to_m, x, sim.now);
+        sim.pump();
+    }
+    let names: Vec<&str> = sim.nodes[1]
+        .graph
+        .names_from(None)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["a", "m", "random1000", "x"]);
+}
