@@ -6,18 +6,30 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 /// Directed edges as each node reported them: `node -> (peer -> cost)`.
 pub type CostTable = BTreeMap<String, BTreeMap<String, f64>>;
 
-/// Next hop for every reachable node except `origin`.
+/// A node, as the node computing routes numbers the names it knows.
+pub type NodeIx = u32;
+
+/// Next hop for every reachable node except `origin`, over nodes numbered
+/// below `slots`: `edges` gives a node's reported connections (`None` if
+/// it never reported any) and `name` its name, which breaks ties between
+/// equal costs so the result does not depend on the numbering.
 ///
 /// Nodes that never reported their own connections (they appear only as a
 /// neighbour in someone else's list) are not routed, as in Go: a node is a
 /// destination only once the table has an entry for it.
-pub fn compute(origin: &str, costs: &CostTable) -> BTreeMap<String, String> {
-    let mut best: HashMap<&str, (f64, Option<&str>)> = HashMap::new();
+pub fn compute<'a>(
+    origin: NodeIx,
+    slots: usize,
+    edges: impl Fn(NodeIx) -> Option<&'a [(NodeIx, f64)]>,
+    name: impl Fn(NodeIx) -> &'a str,
+) -> HashMap<NodeIx, NodeIx> {
+    let mut best: Vec<Option<(f64, Option<NodeIx>)>> = vec![None; slots];
+    let mut done = vec![false; slots];
     let mut queue = BinaryHeap::new();
-    let mut done = std::collections::HashSet::new();
-    best.insert(origin, (0.0, None));
+    best[origin as usize] = Some((0.0, None));
     queue.push(Candidate {
         cost: 0.0,
+        name: name(origin),
         node: origin,
         first_hop: None,
     });
@@ -25,42 +37,48 @@ pub fn compute(origin: &str, costs: &CostTable) -> BTreeMap<String, String> {
         cost,
         node,
         first_hop,
+        ..
     }) = queue.pop()
     {
         // Stale queue entry; also ends the loop should a non-positive
         // cost ever get this far.
-        if best.get(node).is_some_and(|&(c, _)| c < cost) || !done.insert(node) {
+        let ix = node as usize;
+        if best[ix].is_some_and(|(c, _)| c < cost) || done[ix] {
             continue;
         }
-        let Some(edges) = costs.get(node) else {
+        done[ix] = true;
+        let Some(list) = edges(node) else {
             continue;
         };
-        for (peer, &edge) in edges {
-            if !costs.contains_key(peer.as_str()) {
+        for &(peer, edge) in list {
+            if edges(peer).is_none() {
                 continue;
             }
             let total = cost + edge;
-            let improves = best.get(peer.as_str()).is_none_or(|&(c, _)| total < c);
+            let improves = best[peer as usize].is_none_or(|(c, _)| total < c);
             if improves {
-                let hop = first_hop.or(Some(peer.as_str()));
-                best.insert(peer, (total, hop));
+                let hop = first_hop.or(Some(peer));
+                best[peer as usize] = Some((total, hop));
                 queue.push(Candidate {
                     cost: total,
+                    name: name(peer),
                     node: peer,
                     first_hop: hop,
                 });
             }
         }
     }
-    best.into_iter()
-        .filter_map(|(node, (_, hop))| Some((node.to_string(), hop?.to_string())))
+    (0..)
+        .zip(best)
+        .filter_map(|(node, b)| Some((node, b?.1?)))
         .collect()
 }
 
 struct Candidate<'a> {
     cost: f64,
-    node: &'a str,
-    first_hop: Option<&'a str>,
+    name: &'a str,
+    node: NodeIx,
+    first_hop: Option<NodeIx>,
 }
 
 impl PartialEq for Candidate<'_> {
@@ -84,7 +102,7 @@ impl Ord for Candidate<'_> {
         other
             .cost
             .total_cmp(&self.cost)
-            .then_with(|| other.node.cmp(self.node))
+            .then_with(|| other.name.cmp(self.name))
     }
 }
 
@@ -99,6 +117,34 @@ mod tests {
             t.entry(b.into()).or_default().insert(a.into(), c);
         }
         t
+    }
+
+    /// `compute` over `t` with its nodes numbered in reverse name order
+    /// (so ties cannot follow the numbering), as names.
+    fn compute(origin: &str, t: &CostTable) -> BTreeMap<String, String> {
+        let mut names: Vec<&str> = t
+            .iter()
+            .flat_map(|(n, e)| std::iter::once(n).chain(e.keys()))
+            .map(String::as_str)
+            .chain([origin])
+            .collect();
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        names.dedup();
+        let ix = |n: &str| names.iter().position(|m| *m == n).unwrap() as NodeIx;
+        let lists: Vec<Option<Vec<(NodeIx, f64)>>> = names
+            .iter()
+            .map(|n| Some(t.get(*n)?.iter().map(|(p, &c)| (ix(p), c)).collect()))
+            .collect();
+        let routes = super::compute(
+            ix(origin),
+            names.len(),
+            |n| lists[n as usize].as_deref(),
+            |n| names[n as usize],
+        );
+        routes
+            .into_iter()
+            .map(|(d, h)| (names[d as usize].to_string(), names[h as usize].to_string()))
+            .collect()
     }
 
     fn hops(r: &BTreeMap<String, String>) -> Vec<(&str, &str)> {

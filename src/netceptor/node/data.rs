@@ -20,7 +20,10 @@ impl Node {
             let what = || "Error translating data to message struct: hash not found".to_string();
             return self.log_limited(Refusal::UnknownHash, log::Level::Error, what);
         };
-        let (from, to) = (from.clone(), to.clone());
+        let (from, to) = (
+            self.graph.name(*from).to_string(),
+            self.graph.name(*to).to_string(),
+        );
         if !self.passes_firewall(h, &from, &to) {
             return;
         }
@@ -51,10 +54,11 @@ impl Node {
             from_node: self.own_hash,
             // Only names of nodes we can reach are kept: a local client
             // must not grow the table with names it makes up.
-            to_node: if to_node == self.id || self.routes.contains_key(&to_node) {
-                self.add_name(&to_node)
-            } else {
-                crate::netceptor::hash::node_hash(&to_node)
+            to_node: match self.graph.id(&to_node) {
+                Some(id) if to_node == self.id || self.next_hop(&to_node).is_some() => {
+                    self.add_name(id)
+                }
+                _ => crate::netceptor::hash::node_hash(&to_node),
             },
             from_service,
             to_service,
@@ -66,7 +70,7 @@ impl Node {
         if to_node == self.id {
             return self.deliver_local(h, &id, BytesMut::from(payload));
         }
-        if !self.routes.contains_key(&to_node) && hops > 0 {
+        if self.next_hop(&to_node).is_none() && hops > 0 {
             return Err(SendError::NoRoute);
         }
         self.forward(h, &id, &to_node, h.encode(payload));
@@ -114,7 +118,7 @@ impl Node {
             }
             return;
         }
-        let Some(conn) = self.routes.get(to).and_then(|hop| self.peers.get(hop)) else {
+        let Some(conn) = self.next_hop(to).and_then(|hop| self.peers.get(hop)) else {
             let what = || format!("Error handling message data: no route to node {to}");
             return self.log_limited(Refusal::NoRoute, log::Level::Error, what);
         };

@@ -8,23 +8,67 @@
 //! update, O(nodes) each; in a mesh of a thousand nodes that walk was most
 //! of a node's CPU while routes converge. `listed_by` answers "who lists
 //! this node" directly.
+//!
+//! Nodes are held by [`Id`]: every node keeps every node's connections, so
+//! a copy of a name per reference was most of a node's memory in large
+//! meshes. An entry holds its node's name, and a listing the listed name;
+//! entries, as in Go, are never dropped, so a name goes once no entry
+//! lists it and nobody else holds it (the node's stored updates do).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
-use crate::netceptor::routing::CostTable;
+use super::interner::{Id, Interner};
+use crate::netceptor::routing::{self, CostTable};
 
-#[derive(Debug, Default)]
+/// A node's connections, sorted by peer ID.
+type Edges = Vec<(Id, f64)>;
+
+#[derive(Debug)]
 pub(super) struct Graph {
-    costs: CostTable,
-    /// For each node, the nodes whose entries list it.
-    listed_by: HashMap<String, BTreeSet<String>>,
+    names: Interner,
+    /// This node: never released, and its own links are what its
+    /// backends say, whatever other nodes report.
+    own: Id,
+    /// By ID: the node's connections, `None` until it has an entry.
+    costs: Vec<Option<Edges>>,
+    /// By ID: the nodes whose entries list it.
+    listed_by: Vec<Vec<Id>>,
+    /// Nodes with an entry.
+    entries: usize,
     /// Connections in `costs`, all nodes together.
     edges: usize,
 }
 
 impl Graph {
-    pub fn costs(&self) -> &CostTable {
-        &self.costs
+    pub fn new(own: &str) -> Self {
+        let mut names = Interner::default();
+        let own = names.retain(own);
+        Graph {
+            names,
+            own,
+            costs: vec![None],
+            listed_by: vec![Vec::new()],
+            entries: 0,
+            edges: 0,
+        }
+    }
+
+    pub fn own(&self) -> Id {
+        self.own
+    }
+
+    /// The ID of a node the graph holds.
+    pub fn id(&self, name: &str) -> Option<Id> {
+        self.names.get(name)
+    }
+
+    pub fn name(&self, id: Id) -> &str {
+        self.names.name(id)
+    }
+
+    /// Names held, in order, from `from` on (inclusive).
+    pub fn names_from(&self, from: Option<&str>) -> impl Iterator<Item = (&str, Id)> {
+        self.names.from(from)
     }
 
     /// Connections known, all nodes together.
@@ -34,85 +78,190 @@ impl Graph {
 
     /// Nodes with an entry.
     pub fn len(&self) -> usize {
-        self.costs.len()
+        self.entries
     }
 
-    /// The connections `node` is known to have.
-    pub fn get(&self, node: &str) -> Option<&BTreeMap<String, f64>> {
-        self.costs.get(node)
+    /// How many connections `node` is known to have.
+    pub fn degree(&self, node: &str) -> usize {
+        self.id(node)
+            .and_then(|id| self.costs[id as usize].as_ref())
+            .map_or(0, Vec::len)
+    }
+
+    /// The table by name, as `status` shows it.
+    pub fn cost_table(&self) -> CostTable {
+        let entry = |edges: &Edges| {
+            let named = edges.iter().map(|&(to, c)| (self.name(to).to_string(), c));
+            named.collect::<BTreeMap<_, _>>()
+        };
+        (0..)
+            .zip(&self.costs)
+            .filter_map(|(id, e)| Some((id, entry(e.as_ref()?))))
+            .map(|(id, e)| (self.name(id).to_string(), e))
+            .collect()
+    }
+
+    /// Next hop (by ID) for every node this node reaches.
+    pub fn routes(&self) -> HashMap<Id, Id> {
+        routing::compute(
+            self.own,
+            self.costs.len(),
+            |id| self.costs[id as usize].as_deref(),
+            |id| self.name(id),
+        )
+    }
+
+    /// One more reference to `name`, held outside the graph: its ID.
+    pub fn retain(&mut self, name: &str) -> Id {
+        let id = self.names.retain(name);
+        let slots = self.names.slots();
+        if self.costs.len() < slots {
+            self.costs.resize_with(slots, || None);
+            self.listed_by.resize_with(slots, Vec::new);
+        }
+        id
+    }
+
+    /// One reference fewer, from [`Graph::retain`].
+    pub fn release(&mut self, id: Id) {
+        self.names.release(id);
     }
 
     /// Sets the cost of the connection `from -> to`.
     pub fn set_edge(&mut self, from: &str, to: &str, cost: f64) {
-        let edges = self.costs.entry(from.to_string()).or_default();
-        if edges.insert(to.to_string(), cost).is_none() {
-            self.edges += 1;
-            self.list(to, from);
+        let (from, to) = (self.retain(from), self.retain(to));
+        let edges = self.entry(from);
+        match edges.binary_search_by_key(&to, |e| e.0) {
+            Ok(at) => {
+                edges[at].1 = cost;
+                self.names.release(to);
+            }
+            Err(at) => {
+                edges.insert(at, (to, cost));
+                self.edges += 1;
+                self.listed_by[to as usize].push(from);
+            }
         }
     }
 
     /// Removes the connection `from -> to`.
     pub fn remove_edge(&mut self, from: &str, to: &str) {
-        if let Some(edges) = self.costs.get_mut(from)
-            && edges.remove(to).is_some()
-        {
-            self.edges = self.edges.saturating_sub(1);
-            self.unlist(to, from);
+        if let (Some(from), Some(to)) = (self.id(from), self.id(to)) {
+            self.remove(from, to);
         }
     }
 
     /// `node` reports exactly `connections`: its entry becomes that, and
     /// every other node's connection to it that it does not list is
-    /// dropped, except those of `keep` (this node, whose own links are
-    /// what its backends say). False if nothing changed.
-    pub fn set_node(
-        &mut self,
-        node: &str,
-        connections: &BTreeMap<String, f64>,
-        keep: &str,
-    ) -> bool {
-        if self.costs.get(node) == Some(connections) {
-            return false;
+    /// dropped, except this node's own. Its ID, and false if nothing
+    /// changed.
+    pub fn set_node(&mut self, node: &str, connections: &BTreeMap<String, f64>) -> (Id, bool) {
+        if let Some(id) = self.id(node)
+            && self.reports(id, connections)
+        {
+            return (id, false);
         }
-        let old = self.costs.insert(node.to_string(), connections.clone());
-        for to in old.iter().flat_map(|o| o.keys()) {
-            if !connections.contains_key(to) {
-                self.unlist(to, node);
+        let node = self.retain(node);
+        let mut new: Edges = connections
+            .iter()
+            .map(|(to, &c)| (self.retain(to), c))
+            .collect();
+        new.sort_unstable_by_key(|e| e.0);
+        let old = match self.costs[node as usize].take() {
+            Some(old) => {
+                self.names.release(node);
+                old
             }
+            None => {
+                self.entries += 1;
+                Vec::new()
+            }
+        };
+        let split = |edges: &Edges, other: &Edges| -> (Vec<Id>, Vec<Id>) {
+            edges.iter().map(|e| e.0).partition(|&to| lists(other, to))
+        };
+        let (_, gone) = split(&old, &new);
+        let (kept, added) = split(&new, &old);
+        self.edges = self.edges.saturating_sub(old.len()) + new.len();
+        // In place before unlisting, so a node that listed itself keeps its ID.
+        self.costs[node as usize] = Some(new);
+        for to in kept {
+            // Its listing holds it already.
+            self.names.release(to);
         }
-        for to in connections.keys() {
-            self.list(to, node);
+        for to in gone {
+            self.unlist(to, node);
         }
-        self.edges = self.edges.saturating_sub(old.map_or(0, |o| o.len())) + connections.len();
-        let stale: Vec<String> = self
-            .listed_by
-            .get(node)
-            .into_iter()
-            .flatten()
-            .filter(|from| *from != node && *from != keep && !connections.contains_key(*from))
-            .cloned()
+        for to in added {
+            self.listed_by[to as usize].push(node);
+        }
+        let entry = self.costs[node as usize].as_ref();
+        let stale: Vec<Id> = self.listed_by[node as usize]
+            .iter()
+            .copied()
+            .filter(|&from| {
+                from != node && from != self.own && !entry.is_some_and(|e| lists(e, from))
+            })
             .collect();
         for from in stale {
-            self.remove_edge(&from, node);
+            self.remove(from, node);
         }
-        true
+        (node, true)
     }
 
-    fn list(&mut self, to: &str, from: &str) {
-        self.listed_by
-            .entry(to.to_string())
-            .or_default()
-            .insert(from.to_string());
+    /// Whether `node`'s entry is exactly `connections`.
+    fn reports(&self, node: Id, connections: &BTreeMap<String, f64>) -> bool {
+        let Some(edges) = &self.costs[node as usize] else {
+            return false;
+        };
+        let listed = |to: &str, cost: f64| {
+            let Some(to) = self.id(to) else {
+                return false;
+            };
+            let at = edges.binary_search_by_key(&to, |e| e.0);
+            at.is_ok_and(|at| edges[at].1 == cost)
+        };
+        edges.len() == connections.len() && connections.iter().all(|(to, &c)| listed(to, c))
     }
 
-    fn unlist(&mut self, to: &str, from: &str) {
-        if let Some(set) = self.listed_by.get_mut(to) {
-            set.remove(from);
-            if set.is_empty() {
-                self.listed_by.remove(to);
-            }
+    /// `node`'s entry, made empty if it has none.
+    /// `node`'s entry, made empty if it has none; takes over one
+    /// reference to `node`.
+    fn entry(&mut self, node: Id) -> &mut Edges {
+        if self.costs[node as usize].is_some() {
+            self.names.release(node);
+        } else {
+            self.entries += 1;
+        }
+        self.costs[node as usize].get_or_insert_with(Vec::new)
+    }
+
+    fn remove(&mut self, from: Id, to: Id) {
+        let Some(edges) = self.costs[from as usize].as_mut() else {
+            return;
+        };
+        if let Ok(at) = edges.binary_search_by_key(&to, |e| e.0) {
+            edges.remove(at);
+            self.edges = self.edges.saturating_sub(1);
+            self.unlist(to, from);
         }
     }
+
+    /// `from` no longer lists `to`.
+    fn unlist(&mut self, to: Id, from: Id) {
+        let set = &mut self.listed_by[to as usize];
+        if let Some(at) = set.iter().position(|&f| f == from) {
+            set.swap_remove(at);
+        }
+        if set.is_empty() {
+            *set = Vec::new();
+        }
+        self.names.release(to);
+    }
+}
+
+fn lists(edges: &Edges, to: Id) -> bool {
+    edges.binary_search_by_key(&to, |e| e.0).is_ok()
 }
 
 #[cfg(test)]
@@ -144,37 +293,60 @@ mod tests {
         costs
     }
 
+    /// Names a graph equal to `costs` must hold: entries, the nodes they
+    /// list, and this node.
+    fn held(costs: &CostTable, own: &str) -> usize {
+        let listed = costs.values().flat_map(BTreeMap::keys);
+        let mut names: std::collections::BTreeSet<&str> =
+            costs.keys().chain(listed).map(String::as_str).collect();
+        names.insert(own);
+        names.len()
+    }
+
     fn edge_count(costs: &CostTable) -> usize {
         costs.values().map(BTreeMap::len).sum()
     }
 
     #[test]
     fn a_node_that_stops_listing_a_peer_loses_the_peers_edge_to_it() {
-        let mut g = Graph::default();
-        assert!(g.set_node("a", &conns(&[("b", 1.0), ("c", 1.0)]), "me"));
-        assert!(g.set_node("b", &conns(&[("a", 1.0)]), "me"));
-        assert!(g.set_node("c", &conns(&[("a", 1.0)]), "me"));
+        let mut g = Graph::new("me");
+        assert!(g.set_node("a", &conns(&[("b", 1.0), ("c", 1.0)])).1);
+        assert!(g.set_node("b", &conns(&[("a", 1.0)])).1);
+        assert!(g.set_node("c", &conns(&[("a", 1.0)])).1);
         // a drops c: c's edge to a goes too; b's stays.
-        assert!(g.set_node("a", &conns(&[("b", 1.0)]), "me"));
-        assert_eq!(g.get("c"), Some(&conns(&[])));
-        assert_eq!(g.get("b"), Some(&conns(&[("a", 1.0)])));
+        assert!(g.set_node("a", &conns(&[("b", 1.0)])).1);
+        assert_eq!(g.cost_table().get("c"), Some(&conns(&[])));
+        assert_eq!(g.cost_table().get("b"), Some(&conns(&[("a", 1.0)])));
         assert_eq!(g.edges(), 2);
-        assert!(!g.set_node("a", &conns(&[("b", 1.0)]), "me"), "no change");
+        assert!(!g.set_node("a", &conns(&[("b", 1.0)])).1, "no change");
     }
 
     #[test]
     fn our_own_edges_are_kept() {
-        let mut g = Graph::default();
+        let mut g = Graph::new("me");
         g.set_edge("me", "a", 1.0);
-        g.set_node("a", &conns(&[]), "me");
-        assert_eq!(g.get("me"), Some(&conns(&[("a", 1.0)])));
+        g.set_node("a", &conns(&[]));
+        assert_eq!(g.cost_table().get("me"), Some(&conns(&[("a", 1.0)])));
+    }
+
+    #[test]
+    fn names_no_node_lists_any_more_are_released() {
+        let mut g = Graph::new("me");
+        g.set_edge("me", "m", 1.0);
+        for round in 0..100 {
+            let list = conns(&[(&format!("random{round}"), 1.0)]);
+            g.set_node("m", &list);
+        }
+        let names: Vec<&str> = g.names_from(None).map(|(n, _)| n).collect();
+        assert_eq!(names, ["m", "me", "random99"]);
+        assert!(g.costs.len() <= 4, "{} slots", g.costs.len());
     }
 
     #[test]
     fn the_index_matches_the_full_walk_on_random_updates() {
         let mut rng = crate::random::IdGen::from_seed(9);
         let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
-        let mut g = Graph::default();
+        let mut g = Graph::new("n0");
         let mut reference = CostTable::new();
         for round in 0..2000 {
             let pick =
@@ -189,10 +361,15 @@ mod tests {
             let list: BTreeMap<String, f64> = (0..rng.next_u64() % 5)
                 .map(|_| (pick(&mut rng), 1.0 + (rng.next_u64() % 3) as f64))
                 .collect();
-            g.set_node(&node, &list, "n0");
+            g.set_node(&node, &list);
             reference = walked(&reference, &node, &list, "n0");
-            assert_eq!(g.costs(), &reference, "round {round}");
+            assert_eq!(g.cost_table(), reference, "round {round}");
             assert_eq!(g.edges(), edge_count(&reference), "round {round}");
+            assert_eq!(
+                g.names_from(None).count(),
+                held(&reference, "n0"),
+                "round {round}"
+            );
         }
     }
 }

@@ -276,10 +276,12 @@ impl Node {
         }
         debug!("Stopping initial updates");
         info!("Connection established with {peer}");
-        self.add_name(&peer);
         self.peers.insert(peer.clone(), conn);
         self.set_edge(&self.id.clone(), &peer, cost);
         self.set_edge(&peer, &self.id.clone(), cost);
+        if let Some(id) = self.graph.id(&peer) {
+            self.add_name(id);
+        }
         self.schedule_flood(now);
         self.schedule_recompute(now);
         self.share_with(conn, at);

@@ -12,10 +12,12 @@
 //! the peers on them), `updates` (routing updates, flooding, the routing
 //! table), `data` (data messages: local delivery, forwarding,
 //! unreachables), `services` (bound services and advertisements), `share`
-//! (catching a new peer up) and `timer` (the deadline table).
+//! (catching a new peer up) and `timer` (the deadline table). `graph`
+//! holds the cost table, by node IDs from `interner`.
 
 mod data;
 mod graph;
+mod interner;
 mod limits;
 mod links;
 mod services;
@@ -33,6 +35,7 @@ use super::firewall::Firewall;
 use super::hash::node_hash;
 use super::routing::CostTable;
 use crate::random::IdGen;
+use interner::Id;
 pub use limits::Limits;
 use limits::{Overflow, Refusal};
 use timer::{Timer, TimerTable};
@@ -67,6 +70,10 @@ const RECOMPUTE_DELAY: Duration = Duration::from_millis(5);
 /// second.
 const RECOMPUTE_DELAY_PER_NODE: Duration = Duration::from_micros(50);
 const RECOMPUTE_DELAY_MAX: Duration = Duration::from_millis(100);
+/// Room kept for outputs once they are drained. A burst (a new peer
+/// handed thousands of updates) grows the queue; kept at its peak it was,
+/// at a thousand nodes, a third of a node's memory.
+const OUTPUTS_KEPT: usize = 64;
 
 /// When an input happens. `mono` drives every deadline; `wall` is read
 /// only for the timestamps Go nodes expect on the wire and in `status`.
@@ -168,13 +175,26 @@ pub struct StatusSnapshot {
     pub known_connection_costs: CostTable,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct NodeSeq {
     epoch: u64,
     sequence: u64,
-    /// The node's latest update as we flooded it on (empty until we
+    /// The node's latest update as we flooded it on (`None` until we
     /// have), handed to each new peer.
-    update: Vec<u8>,
+    update: Option<StoredUpdate>,
+}
+
+/// A routing update kept for new peers, its names as IDs (a third of the
+/// encoding's size, which every node would keep for every node); encoded
+/// again with our ID as forwarder, it is the message we flooded, byte for
+/// byte. It holds a reference to each name it lists.
+#[derive(Debug)]
+struct StoredUpdate {
+    update_id: Box<str>,
+    epoch: u64,
+    sequence: u64,
+    suspected_duplicate: u64,
+    connections: Box<[(Id, f64)]>,
 }
 
 #[derive(Debug, Clone)]
@@ -195,11 +215,12 @@ pub struct Node {
     conns: HashMap<ConnId, links::Conn>,
     peers: BTreeMap<String, ConnId>,
     graph: graph::Graph,
-    /// Ordered, so a new peer is handed updates a chunk at a time.
-    known: BTreeMap<String, NodeSeq>,
+    known: HashMap<Id, NodeSeq>,
     seen_updates: HashMap<String, Instant>,
-    routes: BTreeMap<String, String>,
-    names: HashMap<u64, String>,
+    /// Next hop of each node we reach.
+    routes: HashMap<Id, Id>,
+    /// The node of each name hash data messages may carry.
+    names: HashMap<u64, Id>,
     own_hash: u64,
     ads: BTreeMap<(String, String), StoredAd>,
     /// New peers still being sent the routing updates and advertisements
@@ -238,10 +259,10 @@ impl Node {
             ids,
             conns: HashMap::new(),
             peers: BTreeMap::new(),
-            graph: graph::Graph::default(),
-            known: BTreeMap::new(),
+            graph: graph::Graph::new(id),
+            known: HashMap::new(),
             seen_updates: HashMap::new(),
-            routes: BTreeMap::new(),
+            routes: HashMap::new(),
             names: HashMap::new(),
             own_hash: node_hash(id),
             ads: BTreeMap::new(),
@@ -257,7 +278,7 @@ impl Node {
             timers,
             outputs: VecDeque::new(),
         };
-        node.add_name(id);
+        node.add_name(node.graph.own());
         node
     }
 
@@ -276,7 +297,11 @@ impl Node {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        if out.is_none() && self.outputs.capacity() > OUTPUTS_KEPT {
+            self.outputs.shrink_to(OUTPUTS_KEPT);
+        }
+        out
     }
 
     /// The next instant at which `handle_timeout` has work to do.
@@ -335,17 +360,34 @@ impl Node {
         self.overflow.log(kind, level, now, what);
     }
 
-    /// Remembers a node name for its hash; the first name for a hash wins.
-    fn add_name(&mut self, name: &str) -> u64 {
-        let hash = node_hash(name);
-        self.names.entry(hash).or_insert_with(|| name.to_string());
+    /// Remembers a node's name for its hash; the first name for a hash
+    /// wins. Only nodes with an entry in the graph are named, and those
+    /// keep their IDs.
+    fn add_name(&mut self, id: Id) -> u64 {
+        let hash = node_hash(self.graph.name(id));
+        self.names.entry(hash).or_insert(id);
         hash
     }
 
     /// Whether `node` is this node (or its alias) or currently reachable.
     pub fn has_route(&self, node: &str) -> bool {
         let node = super::addr::resolve(node, &self.id);
-        node == self.id || self.routes.contains_key(node)
+        node == self.id || self.next_hop(node).is_some()
+    }
+
+    /// The peer through which `node` is reached, if it is.
+    fn next_hop(&self, node: &str) -> Option<&str> {
+        let hop = self.routes.get(&self.graph.id(node)?)?;
+        Some(self.graph.name(*hop))
+    }
+
+    /// The routing table by name, as `status` shows it.
+    fn route_table(&self) -> BTreeMap<String, String> {
+        let name = |id: &Id| self.graph.name(*id).to_string();
+        self.routes
+            .iter()
+            .map(|(d, h)| (name(d), name(h)))
+            .collect()
     }
 
     pub fn status(&self, wall: SystemTime) -> StatusSnapshot {
@@ -369,9 +411,9 @@ impl Node {
                 .iter()
                 .filter_map(|(p, c)| Some((p.clone(), self.conns.get(c)?.cost)))
                 .collect(),
-            routing_table: self.routes.clone(),
+            routing_table: self.route_table(),
             advertisements,
-            known_connection_costs: self.graph.costs().clone(),
+            known_connection_costs: self.graph.cost_table(),
         }
     }
 }

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
+use super::graph::Graph;
 use super::timer::Timer;
-use super::{ConnId, Node, Now, Output};
-use crate::netceptor::codec;
+use super::{ConnId, Node, Now, Output, StoredUpdate};
+use crate::netceptor::codec::{self, RoutingUpdate};
 
 /// How often a new peer is given its next chunk.
 pub(super) const SHARE_INTERVAL: Duration = Duration::from_millis(50);
@@ -126,21 +127,25 @@ impl Node {
         budget: usize,
     ) -> (Option<Cursor>, usize) {
         let peer = self.peer_of(conn);
-        let routes = &self.routes;
-        let (next, sent) = send_from(
-            &self.known,
-            from,
-            budget,
-            conn,
-            &mut self.outputs,
-            |node, seq| {
-                let skip = seq.update.is_empty()
-                    || peer.as_ref() == Some(node)
-                    || !routes.contains_key(node);
-                (!skip).then_some(&seq.update)
-            },
-        );
-        (next.map(|node| Cursor::Updates(Some(node))), sent)
+        let mut sent = 0;
+        for (node, id) in self.graph.names_from(from.as_deref()) {
+            let Some(seq) = self.known.get(&id) else {
+                continue;
+            };
+            if sent >= budget {
+                return (Some(Cursor::Updates(Some(node.to_string()))), sent);
+            }
+            let Some(update) = &seq.update else {
+                continue;
+            };
+            if peer.as_deref() == Some(node) || !self.routes.contains_key(&id) {
+                continue;
+            }
+            let msg = codec::encode_routing(&as_flooded(&self.graph, &self.id, node, update));
+            sent += msg.len() + 2;
+            self.outputs.push_back(Output::Send { conn, msg });
+        }
+        (None, sent)
     }
 
     /// Sends the live ads from key `from` on, about `budget` bytes: where
@@ -188,4 +193,21 @@ fn send_from<'a, K: Ord + Clone, V>(
         }
     }
     (None, sent)
+}
+
+/// `node`'s stored update as we (`own`) flooded it on.
+fn as_flooded(graph: &Graph, own: &str, node: &str, u: &StoredUpdate) -> RoutingUpdate {
+    let named = u
+        .connections
+        .iter()
+        .map(|&(to, c)| (graph.name(to).to_string(), c));
+    RoutingUpdate {
+        node_id: node.to_string(),
+        update_id: u.update_id.to_string(),
+        update_epoch: u.epoch,
+        update_sequence: u.sequence,
+        connections: named.collect(),
+        forwarding_node: own.to_string(),
+        suspected_duplicate: u.suspected_duplicate,
+    }
 }

@@ -252,12 +252,13 @@ impl Sim {
                 n.routes.len() == live - 1
                     && dead
                         .iter()
-                        .all(|&d| !n.routes.contains_key(self.nodes[d].id()))
+                        .all(|&d| n.next_hop(self.nodes[d].id()).is_none())
             })
     }
 
     pub fn route(&self, from: &str, to: &str) -> Option<String> {
-        self.nodes[self.idx(from)].routes.get(to).cloned()
+        let hop = self.nodes[self.idx(from)].next_hop(to)?;
+        Some(hop.to_string())
     }
 
     pub fn service(&mut self, node: &str, name: &str) -> ServiceName {

@@ -393,7 +393,7 @@ fn updates_with_invalid_costs_are_ignored() {
     let conn = *sim.nodes[0].peers.get("m").unwrap();
     sim.nodes[0].handle_message(conn, msg, sim.now);
     sim.run_for(Duration::from_secs(1));
-    assert!(sim.nodes[0].graph.get("z").is_none());
+    assert!(!sim.nodes[0].graph.cost_table().contains_key("z"));
     assert_eq!(sim.route("a", "m").as_deref(), Some("m"));
 }
 
@@ -637,7 +637,7 @@ mod hostile {
         assert!(
             sim.nodes[0]
                 .graph
-                .costs()
+                .cost_table()
                 .keys()
                 .all(|k| k == "a" || k == "m")
         );
@@ -715,7 +715,7 @@ mod hostile {
         }
         sim.run_for(Duration::from_secs(1));
         let a = &sim.nodes[0];
-        let counted: usize = a.graph.costs().values().map(BTreeMap::len).sum();
+        let counted: usize = a.graph.cost_table().values().map(BTreeMap::len).sum();
         assert_eq!(a.graph.edges(), counted);
         assert!(counted <= 300, "{counted}");
         assert_eq!(sim.route("a", "b").as_deref(), Some("b"));
@@ -725,7 +725,11 @@ mod hostile {
         let a = &sim.nodes[0];
         assert_eq!(
             a.graph.edges(),
-            a.graph.costs().values().map(BTreeMap::len).sum::<usize>()
+            a.graph
+                .cost_table()
+                .values()
+                .map(BTreeMap::len)
+                .sum::<usize>()
         );
     }
 
@@ -1003,4 +1007,99 @@ fn a_restarted_node_relearns_a_mesh_larger_than_one_chunk_at_once() {
     // Everything must reach it before anyone's periodic update (10 s)
     // could fill the gaps.
     assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
+}
+
+#[test]
+fn a_drained_burst_of_outputs_gives_its_memory_back() {
+    let now = start();
+    let mut a = node("a", 1, now);
+    // A new peer of a node that knows a thousand nodes is handed them at once.
+    for conn in 0..1000 {
+        a.outputs.push_back(Output::Close { conn, error: None });
+    }
+    let mut drained = 0;
+    while a.poll_output().is_some() {
+        drained += 1;
+    }
+    assert_eq!(drained, 1000);
+    assert!(
+        a.outputs.capacity() <= OUTPUTS_KEPT,
+        "{}",
+        a.outputs.capacity()
+    );
+}
+
+/// An update forwarded by `m` in which `node` lists `connections`.
+fn via_m(node: &str, epoch: u64, seq: u64, connections: &[(&str, f64)]) -> Vec<u8> {
+    codec::encode_routing(&codec::RoutingUpdate {
+        node_id: node.into(),
+        update_id: format!("{node}{seq:07}"),
+        update_epoch: epoch,
+        update_sequence: seq,
+        connections: connections
+            .iter()
+            .map(|(n, c)| (n.to_string(), *c))
+            .collect(),
+        forwarding_node: "m".into(),
+        suspected_duplicate: 0,
+    })
+}
+
+#[test]
+fn a_new_peer_is_handed_the_bytes_we_flooded() {
+    let mut sim = Sim::new(&["m", "a", "b", "n"]);
+    sim.connect("m", "a", 1.0);
+    sim.connect("a", "b", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let (a, n) = (1, 3);
+    let to_m = *sim.nodes[a].peers.get("m").unwrap();
+    let to_b = *sim.nodes[a].peers.get("b").unwrap();
+    // m says it links to x, and x that it links to m and y.
+    let (epoch, seq) = (sim.nodes[0].epoch, sim.nodes[0].sequence + 1);
+    let m = via_m("m", epoch, seq, &[("a", 1.0), ("x", 1.0)]);
+    sim.nodes[a].handle_message(to_m, m, sim.now);
+    let x = via_m("x", 7, 1, &[("m", 1.0), ("y", 2.5)]);
+    sim.nodes[a].handle_message(to_m, x, sim.now);
+    let flooded = std::iter::from_fn(|| sim.nodes[a].poll_output())
+        .filter_map(|out| match out {
+            Output::Send { conn, msg } if conn == to_b => Some(msg),
+            _ => None,
+        })
+        .last()
+        .expect("a floods x's update on to b");
+    sim.run_for(Duration::from_secs(1));
+    let to_n = sim.next_conn;
+    sim.connect_idx(a, params(1.0), n, params(1.0));
+    let Some(Output::Send { msg: hello, .. }) = sim.nodes[n].poll_output() else {
+        panic!("n sends a hello")
+    };
+    let now = sim.now;
+    sim.nodes[a].handle_message(to_n, hello, now);
+    let shared: Vec<Vec<u8>> = std::iter::from_fn(|| sim.nodes[a].poll_output())
+        .filter_map(|out| match out {
+            Output::Send { conn, msg } if conn == to_n => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert!(shared.contains(&flooded), "x's update, byte for byte");
+}
+
+#[test]
+fn a_peer_listing_ever_new_names_does_not_grow_the_name_table() {
+    let mut sim = Sim::new(&["m", "a"]);
+    sim.connect("m", "a", 1.0);
+    sim.run_for(Duration::from_secs(1));
+    let to_m = *sim.nodes[1].peers.get("m").unwrap();
+    for seq in 1..=1000 {
+        let name = format!("random{seq}");
+        let x = via_m("x", 7, seq, &[("m", 1.0), (&name, 1.0)]);
+        sim.nodes[1].handle_message(to_m, x, sim.now);
+        sim.pump();
+    }
+    let names: Vec<&str> = sim.nodes[1]
+        .graph
+        .names_from(None)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["a", "m", "random1000", "x"]);
 }

@@ -5,15 +5,16 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
+use super::graph::Graph;
+use super::interner::Id;
 use super::limits::Refusal;
 use super::timer::Timer;
 use super::{
     ConnId, Node, NodeSeq, Output, RECOMPUTE_DELAY, RECOMPUTE_DELAY_MAX, RECOMPUTE_DELAY_PER_NODE,
-    SOON,
+    SOON, StoredUpdate,
 };
 use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, RoutingUpdate};
 use crate::netceptor::names::{self, NameError};
-use crate::netceptor::routing;
 
 /// Routing update IDs remembered at most (duplicate suppression).
 pub(super) const SEEN_UPDATES_CAP: usize = 65_536;
@@ -89,7 +90,10 @@ impl Node {
                 "Node {} with epoch {} sent update {} suspecting a duplicate node with epoch {}",
                 ru.node_id, ru.update_epoch, ru.update_id, ru.suspected_duplicate
             );
-            if let Some(k) = self.known.get_mut(&ru.node_id)
+            if let Some(k) = self
+                .graph
+                .id(&ru.node_id)
+                .and_then(|id| self.known.get_mut(&id))
                 && k.epoch == ru.suspected_duplicate
             {
                 k.epoch = ru.update_epoch;
@@ -108,10 +112,29 @@ impl Node {
             });
         }
         self.flood(&msg, Some(from));
-        if let Some(k) = self.known.get_mut(&ru.node_id)
+        if let Some(id) = self.graph.id(&ru.node_id)
+            && let Some(k) = self.known.get(&id)
             && (k.epoch, k.sequence) == (ru.update_epoch, ru.update_sequence)
         {
-            k.update = msg;
+            self.store_update(id, &ru);
+        }
+    }
+
+    /// Keeps `ru`, as we flooded it on, as `node`'s latest update.
+    fn store_update(&mut self, node: Id, ru: &RoutingUpdate) {
+        let connections = ru.connections.iter();
+        let stored = StoredUpdate {
+            update_id: ru.update_id.as_str().into(),
+            epoch: ru.update_epoch,
+            sequence: ru.update_sequence,
+            suspected_duplicate: ru.suspected_duplicate,
+            connections: connections
+                .map(|(to, &c)| (self.graph.retain(to), c))
+                .collect(),
+        };
+        if let Some(k) = self.known.get_mut(&node) {
+            let old = k.update.replace(stored);
+            release_update(&mut self.graph, old);
         }
     }
 
@@ -122,7 +145,11 @@ impl Node {
             "Received routing update {} from {} via {via}",
             ru.update_id, ru.node_id
         );
-        match self.known.get(&ru.node_id) {
+        match self
+            .graph
+            .id(&ru.node_id)
+            .and_then(|id| self.known.get(&id))
+        {
             Some(k) if ru.update_epoch < k.epoch => return false,
             Some(k) if ru.update_epoch == k.epoch && ru.update_sequence <= k.sequence => {
                 return false;
@@ -143,7 +170,7 @@ impl Node {
             }
             _ => {}
         }
-        let old = self.graph.get(&ru.node_id).map_or(0, |e| e.len());
+        let old = self.graph.degree(&ru.node_id);
         let total = self.graph.edges().saturating_sub(old) + ru.connections.len();
         // A peer may list a few connections beyond the limit, so one that
         // joins while a flood fills the table is still routed.
@@ -164,16 +191,18 @@ impl Node {
         // node that joins or restarts. Here a newcomer is instead handed
         // what its own peers know when its link comes up (`share_with`),
         // and only nodes whose links changed flood.
-        if !self.known.contains_key(&ru.node_id) {
-            self.add_name(&ru.node_id);
+        let (id, changed) = self.graph.set_node(&ru.node_id, &ru.connections);
+        if !self.known.contains_key(&id) {
+            self.add_name(id);
         }
         let seq = NodeSeq {
             epoch: ru.update_epoch,
             sequence: ru.update_sequence,
-            update: Vec::new(),
+            update: None,
         };
-        self.known.insert(ru.node_id.clone(), seq);
-        if self.graph.set_node(&ru.node_id, &ru.connections, &self.id) {
+        let old = self.known.insert(id, seq);
+        release_update(&mut self.graph, old.and_then(|k| k.update));
+        if changed {
             self.schedule_recompute(now);
         }
         true
@@ -261,7 +290,7 @@ impl Node {
 
     pub(super) fn recompute_routes(&mut self) {
         debug!("Re-calculating routing table");
-        self.routes = routing::compute(&self.id, self.graph.costs());
+        self.routes = self.graph.routes();
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
@@ -277,14 +306,21 @@ impl Node {
             return;
         }
         info!("Known Connections:");
-        for (node, edges) in self.graph.costs() {
+        for (node, edges) in self.graph.cost_table() {
             let list: String = edges.iter().map(|(p, c)| format!("{p}({c:.2}) ")).collect();
             info!("   {node}: {list}");
         }
         info!("Routing Table:");
-        for (dest, hop) in &self.routes {
+        for (dest, hop) in self.route_table() {
             info!("   {dest} via {hop}");
         }
+    }
+}
+
+/// Lets go of the names a stored update holds.
+fn release_update(graph: &mut Graph, update: Option<StoredUpdate>) {
+    for &(to, _) in update.iter().flat_map(|u| u.connections.iter()) {
+        graph.release(to);
     }
 }
 
