@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Where a remote `work submit` spends its time, seen from the client.
+
+Usage: bench/submit_phases.py RECEPTOR [--units N]
+
+Starts the 1-hop line of bench/work_bench.py (n0 controller, n1 executor,
+datadirs under $TMPDIR) and submits N `echo` units to n1 on n0's control
+socket one after another, timing three phases of each: connect until the
+greeting, the submit line until the "created" line, and stdin with its
+half-close until the result line (n0 submitting to n1 and n1 starting
+the unit). Prints the median of each phase.
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import work_bench  # noqa: E402
+
+
+def phases(sock_path):
+    t0 = time.perf_counter()
+    s, f = work_bench.connect(sock_path)
+    t1 = time.perf_counter()
+    req = {"command": "work", "subcommand": "submit", "node": "n1", "worktype": "echo"}
+    f.write(json.dumps(req).encode() + b"\n")
+    f.flush()
+    if b"with ID" not in f.readline():
+        raise SystemExit("submit refused")
+    t2 = time.perf_counter()
+    f.write(b"hi\n")
+    f.flush()
+    s.shutdown(socket.SHUT_WR)
+    result = f.readline()
+    t3 = time.perf_counter()
+    s.close()
+    if b"ERROR" in result:
+        raise SystemExit(f"submit failed: {result!r}")
+    return t1 - t0, t2 - t1, t3 - t2
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("receptor")
+    ap.add_argument("--units", type=int, default=100)
+    args = ap.parse_args()
+    line = work_bench.Line(args.receptor, 1, tempfile.gettempdir(), 0)
+    try:
+        runs = [phases(line.sockets[0]) for _ in range(args.units)]
+    finally:
+        line.close()
+    for name, values in zip(("greeting", "created line", "stdin to result"), zip(*runs)):
+        print(f"{name}: median {statistics.median(values) * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
