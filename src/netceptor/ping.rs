@@ -123,8 +123,10 @@ mod tests {
                 let pc = net.bind_parked().unwrap();
                 let (_never, refusal) = crossbeam_channel::bounded(1);
                 bound_tx.send(()).unwrap();
-                let hour = Instant::now() + Duration::from_secs(3600);
-                matches!(wait(pc.receiver(), &refusal, hour), Answer::Stopped)
+                // Far beyond the stop: a wait that missed it ends as a
+                // timeout and fails the test instead of hanging it.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                matches!(wait(pc.receiver(), &refusal, deadline), Answer::Stopped)
             })
         };
         bound.recv().unwrap();

@@ -380,7 +380,8 @@ impl Router {
                     }
                 }
                 Err(TryRecvError::Empty) => wait_for(&rx, self.node.poll_timeout()),
-                Err(TryRecvError::Disconnected) => return,
+                // Every handle dropped without `shutdown`: stop the same way.
+                Err(TryRecvError::Disconnected) => break,
             }
             // Checked after every batch too, so a busy channel cannot starve timers.
             let now = now();

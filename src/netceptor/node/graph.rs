@@ -224,7 +224,6 @@ impl Graph {
         edges.len() == connections.len() && connections.iter().all(|(to, &c)| listed(to, c))
     }
 
-    /// `node`'s entry, made empty if it has none.
     /// `node`'s entry, made empty if it has none; takes over one
     /// reference to `node`.
     fn entry(&mut self, node: Id) -> &mut Edges {

@@ -42,8 +42,10 @@ impl Interner {
     }
 
     /// One more reference to a live ID.
-    pub fn retain_id(&mut self, id: Id) {
-        if let Some((_, refs)) = &mut self.names[id as usize] {
+    fn retain_id(&mut self, id: Id) {
+        let slot = &mut self.names[id as usize];
+        debug_assert!(slot.is_some(), "node ID {id} retained while free");
+        if let Some((_, refs)) = slot {
             *refs += 1;
         }
     }
@@ -64,6 +66,9 @@ impl Interner {
     /// and the ID may be given to another name.
     pub fn release(&mut self, id: Id) {
         let slot = &mut self.names[id as usize];
+        // Releasing a free ID is a counting bug: once the ID is reused it
+        // would take a reference from another name.
+        debug_assert!(slot.is_some(), "node ID {id} released while free");
         if let Some((_, refs)) = slot {
             *refs -= 1;
             if *refs == 0

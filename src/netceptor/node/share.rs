@@ -7,7 +7,6 @@
 //! messages are ordinary ones a Go peer accepts: the updates keep their
 //! origin's ID, epoch and sequence, so whoever has them already drops them.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
@@ -156,43 +155,21 @@ impl Node {
         from: Option<(String, String)>,
         budget: usize,
     ) -> (Option<Cursor>, usize) {
-        let (next, sent) = send_from(
-            &self.ads,
-            from,
-            budget,
-            conn,
-            &mut self.outputs,
-            |_, stored| (!stored.ad.cancel).then_some(&stored.msg),
-        );
-        (next.map(|key| Cursor::Ads(Some(key))), sent)
-    }
-}
-
-/// Queues for `conn` the message `pick` finds in each entry of `map` from
-/// key `from` on (entries it passes over cost nothing), until about
-/// `budget` bytes are queued: the key to go on from, if any is left, and
-/// the bytes queued.
-fn send_from<'a, K: Ord + Clone, V>(
-    map: &'a BTreeMap<K, V>,
-    from: Option<K>,
-    budget: usize,
-    conn: ConnId,
-    outputs: &mut VecDeque<Output>,
-    pick: impl Fn(&K, &'a V) -> Option<&'a Vec<u8>>,
-) -> (Option<K>, usize) {
-    let from = from.map_or(Bound::Unbounded, Bound::Included);
-    let mut sent = 0;
-    for (key, value) in map.range((from, Bound::Unbounded)) {
-        if sent >= budget {
-            return (Some(key.clone()), sent);
+        let from = from.map_or(Bound::Unbounded, Bound::Included);
+        let mut sent = 0;
+        for (key, stored) in self.ads.range((from, Bound::Unbounded)) {
+            if sent >= budget {
+                return (Some(Cursor::Ads(Some(key.clone()))), sent);
+            }
+            if stored.ad.cancel {
+                continue;
+            }
+            sent += stored.msg.len() + 2;
+            let msg = stored.msg.clone();
+            self.outputs.push_back(Output::Send { conn, msg });
         }
-        if let Some(msg) = pick(key, value) {
-            sent += msg.len() + 2;
-            let msg = msg.clone();
-            outputs.push_back(Output::Send { conn, msg });
-        }
+        (None, sent)
     }
-    (None, sent)
 }
 
 /// `node`'s stored update as we (`own`) flooded it on.

@@ -122,6 +122,11 @@ impl Node {
 
     /// Keeps `ru`, as we flooded it on, as `node`'s latest update.
     fn store_update(&mut self, node: Id, ru: &RoutingUpdate) {
+        // References are taken only once the update has its place: a
+        // stored update owns one per name it lists.
+        let Some(k) = self.known.get_mut(&node) else {
+            return;
+        };
         let connections = ru.connections.iter();
         let stored = StoredUpdate {
             update_id: ru.update_id.as_str().into(),
@@ -132,10 +137,8 @@ impl Node {
                 .map(|(to, &c)| (self.graph.retain(to), c))
                 .collect(),
         };
-        if let Some(k) = self.known.get_mut(&node) {
-            let old = k.update.replace(stored);
-            release_update(&mut self.graph, old);
-        }
+        let old = k.update.replace(stored);
+        release_update(&mut self.graph, old);
     }
 
     /// Records a newer update from another node; false if it is stale.
