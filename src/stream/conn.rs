@@ -267,7 +267,10 @@ impl Conn {
     pub fn on_event(&mut self, ch: ConnectionHandle, ev: Event, owner: &mut Owner, now: Instant) {
         match ev {
             Event::Connected => {
-                self.log_connected(owner);
+                // Learnt here, before any stream: `Owner::stream` reads the
+                // field when it makes the first stream's handle.
+                let many = self.many();
+                self.log_connected(owner, many);
                 if let Role::Dialer { .. } = owner.role {
                     self.open_dialer_stream(ch, owner, now);
                 }
@@ -296,12 +299,8 @@ impl Conn {
     }
 
     /// One debug line per connection, saying how many streams it may carry.
-    fn log_connected(&mut self, owner: &Owner) {
-        let carries = if self.many() {
-            "many streams"
-        } else {
-            "one stream"
-        };
+    fn log_connected(&self, owner: &Owner, many: bool) {
+        let carries = if many { "many streams" } else { "one stream" };
         let way = match owner.role {
             Role::Listener { .. } => "from",
             Role::Dialer { .. } => "to",
@@ -401,10 +400,15 @@ impl Conn {
             .streams()
             .open(Dir::Bi)
             .ok_or(DialError::NoStreams)?;
-        self.conn
-            .send_stream(id)
-            .write(&[HELLO])
-            .map_err(DialError::Hello)?;
+        if let Err(e) = self.conn.send_stream(id).write(&[HELLO]) {
+            // On a shared connection the other streams may hold all of its
+            // flow-control credit: give this one up on both ends, so it
+            // takes no slot there and no stream from the peer's limit.
+            let code = VarInt::from_u32(STOP_READING);
+            let _ = self.conn.recv_stream(id).stop(code);
+            let _ = self.conn.send_stream(id).reset(code);
+            return Err(DialError::Hello(e));
+        }
         self.slots.push(Slot::new(id, true));
         self.linger_deadline = None;
         Ok(owner.stream(self, ch, id))
@@ -413,7 +417,10 @@ impl Conn {
     /// Dialer side: another stream on a many-stream connection that is
     /// still up.
     pub fn open_more(&mut self, ch: ConnectionHandle, owner: &Owner) -> Result<Stream, DialError> {
-        if self.conn.is_closed() || !self.many() {
+        // Only the dialer opens streams: ours never accept one a listener
+        // would open.
+        let dialer = matches!(owner.role, Role::Dialer { .. });
+        if !dialer || self.conn.is_closed() || !self.many() {
             return Err(DialError::Stopped);
         }
         self.open_stream(ch, owner)
@@ -449,7 +456,12 @@ impl Conn {
             if accepted.send(owner.stream(self, ch, id)).is_err() {
                 // The streams accepted before are still being served.
                 match self.many() {
-                    true => self.refuse_stream(id),
+                    true => {
+                        self.refuse_stream(id);
+                        // The listener is gone: once the served ones end
+                        // (or now, if none is left) the connection goes.
+                        self.stop_if_idle(now);
+                    }
                     false => close(&mut self.conn, now, CLOSE_BAD_HELLO, "Listener Closed"),
                 }
             }

@@ -14,6 +14,10 @@ use crate::tls::ClientTls;
 /// (node, service, TLS client name).
 type Key = (String, String, String);
 
+/// Kept connections at most: far more executors than a controller talks
+/// to at once.
+const MAX_KEPT: usize = 256;
+
 /// A kept connection, what it reaches and the TLS client it was dialed
 /// with.
 struct Kept {
@@ -76,6 +80,12 @@ impl SharedConns {
                 opener,
                 tls: tls.map(|t| t.1.clone()),
             });
+            // An entry is otherwise dropped only when its key is used again:
+            // a controller talking to ever new executors must not keep them
+            // all. The oldest goes; its connection still ends by itself.
+            if kept.len() > MAX_KEPT {
+                kept.remove(0);
+            }
         }
         Ok(stream)
     }
