@@ -289,7 +289,9 @@ impl Conn {
                     }
                 }
             }
-            Event::Stream(StreamEvent::Stopped { id, .. }) => self.on_stopped(id, owner, now),
+            Event::Stream(StreamEvent::Stopped { id, error_code }) => {
+                self.on_stopped(id, error_code, owner, now)
+            }
             // Readable/Writable are handled by pump, which runs after events.
             _ => {}
         }
@@ -359,7 +361,12 @@ impl Conn {
 
     /// The peer stopped reading stream `id`. Only our sending ends; what
     /// the peer sent can still be read.
-    fn on_stopped(&mut self, id: StreamId, owner: &Owner, now: Instant) {
+    fn on_stopped(&mut self, id: StreamId, code: VarInt, owner: &Owner, now: Instant) {
+        // Answered with a reset (RFC 9000 §3.5), which quinn leaves to us:
+        // until then the stream's state stays on both ends, and on a
+        // shared connection each such stream keeps one of the peer's
+        // stream credits for good (they ran out after ~1,500 units).
+        let _ = self.conn.send_stream(id).reset(code);
         let Some(slot) = self.slots.find_mut(id) else {
             return;
         };

@@ -387,6 +387,26 @@ fn streams_stopped_before_their_release_let_the_shared_connection_close() {
     assert!(sim.a.core.is_finished());
 }
 
+/// Regression (soak: the controller grew by ~75 bytes a stream): a stream
+/// the listener's side left before reading the request, while the dialer
+/// had not finished it, kept its QUIC state on both ends, and with it one
+/// of the streams the listener allows at once; after 100 of them the
+/// shared connection could open no more.
+#[test]
+fn streams_the_listener_stopped_give_their_credit_back() {
+    let mut c = connect(Faults::default(), 1);
+    for _ in 0..150 {
+        let (client, server) = open_another(&mut c);
+        (&client).write_all(b"request").unwrap();
+        drop(server);
+        c.sim
+            .run_until("the listener's end arrives", |_| client.peer_gone());
+        drop(client);
+        c.sim.run_for(Duration::from_millis(50));
+    }
+    round_trip(&mut c.sim, &c.client.clone(), &c.server.clone(), b"first");
+}
+
 #[test]
 fn a_stopped_listener_serves_its_streams_refuses_new_ones_then_closes() {
     let Connected {
