@@ -161,7 +161,7 @@ impl Netceptor {
     /// [`PacketConn::send_reporting`]) also unpark the calling thread, so
     /// it can wait with `try_recv` and `park_timeout`: one wake-up per
     /// reply, and none lost to crossbeam's backoff on a busy machine.
-    pub fn bind_parked(&self) -> Result<PacketConn, String> {
+    pub(super) fn bind_parked(&self) -> Result<PacketConn, String> {
         self.bind_waking(None, None, Some(std::thread::current()))
     }
 
