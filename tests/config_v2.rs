@@ -33,24 +33,13 @@ fn wait_connected(a: &Node, b: &Node) {
     );
 }
 
-/// Submits `payload` from `from` to the `echo` type on `to` and returns the
-/// results (`-f` follows them to the end).
-fn submit_echo(from: &Node, to: &str, payload: &[u8]) -> Vec<u8> {
-    let out = from.ctl_with_input(
-        &["work", "submit", "echo", "--node", to, "-f", "-p", "-"],
-        payload,
-    );
-    assert!(out.status.success(), "{} -> {to}: {}", from.id, show(&out));
-    out.stdout
-}
-
 fn two_nodes_connect_and_run_work(listener_binary: &Path) {
     let port = free_port();
     let relay = Node::start_v2_with(listener_binary, "v2relay", &listener_sections(port));
     let executor = Node::start_v2("v2exec", &executor_sections(port));
     wait_connected(&relay, &executor);
     let payload = b"hello from a v2 config\n";
-    assert_eq!(submit_echo(&relay, "v2exec", payload), payload);
+    assert_eq!(relay.submit_echo("v2exec", payload), payload);
     let units = executor.ctl(&["work", "list"]);
     assert!(units.status.success(), "{}", show(&units));
     let list: serde_json::Value = serde_json::from_slice(&units.stdout).expect("work list JSON");

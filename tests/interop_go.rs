@@ -47,15 +47,6 @@ fn go_cert(go: &Path, pki: &Pki, id: &str) -> NodeCert {
     }
 }
 
-fn submit(from: &Node, to: &str, payload: &[u8]) -> Vec<u8> {
-    let out = from.ctl_with_input(
-        &["work", "submit", "echo", "--node", to, "-f", "-p", "-"],
-        payload,
-    );
-    assert!(out.status.success(), "{} -> {to}: {}", from.id, show(&out));
-    out.stdout
-}
-
 #[test]
 fn go_and_rust_nodes_share_a_mutual_tls_mesh_and_run_work_both_ways() {
     let Some(go) = go_reference() else { return };
@@ -116,17 +107,17 @@ fn go_and_rust_nodes_share_a_mutual_tls_mesh_and_run_work_both_ways() {
 
     let payload = b"between two implementations\n".repeat(3000);
     assert_eq!(
-        submit(&rsnode, "gonode", &payload),
+        rsnode.submit_echo("gonode", &payload),
         payload,
         "Rust controller, Go executor"
     );
     assert_eq!(
-        submit(&gonode, "rsnode", &payload),
+        gonode.submit_echo("rsnode", &payload),
         payload,
         "Go controller, Rust executor"
     );
     assert_eq!(
-        submit(&go_dialer, "rsthird", &payload),
+        go_dialer.submit_echo("rsthird", &payload),
         payload,
         "Go dialer to our listener"
     );
@@ -166,12 +157,12 @@ fn mesh_both_ways(
     let payload = format!("over {what} between two implementations\n").repeat(2000);
     let payload = payload.as_bytes();
     assert_eq!(
-        submit(&rsnode, "gonode", payload),
+        rsnode.submit_echo("gonode", payload),
         payload,
         "Rust -> Go over {what}"
     );
     assert_eq!(
-        submit(&godialer, "rsnode", payload),
+        godialer.submit_echo("rsnode", payload),
         payload,
         "Go dialer -> Rust over {what}"
     );

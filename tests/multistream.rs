@@ -6,32 +6,23 @@
 
 mod common;
 
-use common::{Node, free_port, go_reference, listener, peer, secs, show, wait_until};
+use common::{Node, free_port, go_reference, listener, peer, secs, wait_until};
 
 const ECHO: &str = "- work-command: {worktype: echo, command: cat}";
-
-fn submit(from: &Node, to: &str, payload: &[u8]) -> Vec<u8> {
-    let out = from.ctl_with_input(
-        &["work", "submit", "echo", "--node", to, "-f", "-p", "-"],
-        payload,
-    );
-    assert!(out.status.success(), "{} -> {to}: {}", from.id, show(&out));
-    out.stdout
-}
 
 /// Runs three units one after another, then four at once, from
 /// `controller` on `executor`, checking each one's output.
 fn run_units(controller: &Node, executor: &str) {
     for i in 0..3 {
         let payload = format!("unit {i} in turn\n").into_bytes();
-        assert_eq!(submit(controller, executor, &payload), payload);
+        assert_eq!(controller.submit_echo(executor, &payload), payload);
     }
     std::thread::scope(|s| {
         let units: Vec<_> = (0..4)
             .map(|i| {
                 s.spawn(move || {
                     let payload = format!("unit {i} at once\n").repeat(100).into_bytes();
-                    assert_eq!(submit(controller, executor, &payload), payload);
+                    assert_eq!(controller.submit_echo(executor, &payload), payload);
                 })
             })
             .collect();

@@ -434,6 +434,18 @@ impl Node {
         output_with_input(cmd, Some(input), CMD_TIMEOUT)
     }
 
+    /// Submits `payload` to the `echo` work type (configured as `cat`) on
+    /// `to` and returns its results (`-f` follows them to the end); panics
+    /// if receptorctl fails.
+    pub fn submit_echo(&self, to: &str, payload: &[u8]) -> Vec<u8> {
+        let out = self.ctl_with_input(
+            &["work", "submit", "echo", "--node", to, "-f", "-p", "-"],
+            payload,
+        );
+        assert!(out.status.success(), "{} -> {to}: {}", self.id, show(&out));
+        out.stdout
+    }
+
     /// `receptorctl status --json`, parsed; panics if it fails.
     pub fn ctl_status(&self) -> Value {
         let out = self.ctl(&["status", "--json"]);
