@@ -492,6 +492,85 @@ fn frame(out: &mut Vec<u8>, msg: &[u8], mask: Option<[u8; 4]>) -> Result<(), Lin
     Ok(())
 }
 
+/// A peer's bytes replayed through the backends' WebSocket reading: the
+/// `ws_frames` fuzz target and the unit tests share it.
+#[cfg(any(test, feature = "sim"))]
+pub mod replay {
+    use std::io::{self, Read, Write};
+
+    use tungstenite::WebSocket;
+    use tungstenite::protocol::Role;
+
+    use super::{Incoming, client_frame, incoming, server_frame, ws_config};
+    use crate::netceptor::codec::{self, MAX_MESSAGE_LEN};
+
+    /// The peer's bytes to read; what we answer (pongs, closes) is dropped.
+    struct Replay<'a>(&'a [u8]);
+
+    impl Read for Replay<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Replay<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Every data message of `bytes` read by the `role` side, then how the
+    /// reading ended.
+    pub fn read_all(bytes: &[u8], role: Role) -> Vec<Incoming> {
+        let mut ws = WebSocket::from_raw_socket(Replay(bytes), role, Some(ws_config()));
+        let mut got = Vec::new();
+        loop {
+            match incoming(ws.read()) {
+                Incoming::Control => {}
+                end @ (Incoming::End | Incoming::Gone(_) | Incoming::Refused(_)) => {
+                    got.push(end);
+                    return got;
+                }
+                data => got.push(data),
+            }
+        }
+    }
+
+    fn data(bytes: &[u8], role: Role) -> Vec<Vec<u8>> {
+        let data = read_all(bytes, role).into_iter();
+        data.filter_map(|m| match m {
+            Incoming::Data(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+    }
+
+    /// Reading arbitrary bytes from either side never panics and passes
+    /// only messages within the limit to the codec; anything within the
+    /// limit that we frame reads back unchanged.
+    pub fn check(bytes: &[u8]) {
+        for role in [Role::Server, Role::Client] {
+            for msg in data(bytes, role) {
+                assert!(
+                    msg.len() <= MAX_MESSAGE_LEN,
+                    "an oversized message got through"
+                );
+                let _ = codec::decode(&msg);
+            }
+        }
+        let msg = &bytes[..bytes.len().min(MAX_MESSAGE_LEN)];
+        let (mut from_server, mut from_client) = (Vec::new(), Vec::new());
+        server_frame(&mut from_server, msg).expect("a message within the limit frames");
+        client_frame(&mut from_client, msg).expect("a message within the limit frames");
+        assert_eq!(data(&from_server, Role::Client), [msg]);
+        assert_eq!(data(&from_client, Role::Server), [msg]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,39 +603,9 @@ mod tests {
         );
     }
 
-    /// A peer's bytes to read; what we answer (pongs, closes) is dropped.
-    struct Replay<'a>(&'a [u8]);
-
-    impl Read for Replay<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
-
-    impl Write for Replay<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Everything a peer can send, read as the listener reads it.
     fn incoming_all(bytes: &[u8]) -> Vec<Incoming> {
-        let mut ws = WebSocket::from_raw_socket(Replay(bytes), Role::Server, Some(ws_config()));
-        let mut got = Vec::new();
-        loop {
-            match incoming(ws.read()) {
-                Incoming::Control => {}
-                end @ (Incoming::End | Incoming::Gone(_) | Incoming::Refused(_)) => {
-                    got.push(end);
-                    return got;
-                }
-                data => got.push(data),
-            }
-        }
+        replay::read_all(bytes, Role::Server)
     }
 
     fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
@@ -616,8 +665,9 @@ mod tests {
         assert!(refused(&parts), "oversized fragments");
     }
 
-    /// The `ws_frames` fuzz target's body over pseudo-random streams, so CI
-    /// runs it too (`cargo fuzz run ws_frames` explores far more).
+    /// The `ws_frames` fuzz target's body ([`replay::check`]) over
+    /// pseudo-random streams, so CI runs it too (`cargo fuzz run ws_frames`
+    /// explores far more).
     #[test]
     fn random_streams_never_panic() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -635,11 +685,7 @@ mod tests {
                 data[0] = 0x80 | (data[0] & 0x0f);
                 data[1] |= 0x80;
             }
-            for msg in incoming_all(&data) {
-                if let Incoming::Data(m) = msg {
-                    let _ = crate::netceptor::codec::decode(&m);
-                }
-            }
+            replay::check(&data);
         }
     }
 
