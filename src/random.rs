@@ -36,6 +36,17 @@ fn fill(buf: &mut [u8]) {
     getrandom::fill(buf).expect("operating system random number generator failed");
 }
 
+/// One step of SplitMix64 over `state`: a seed names one exact sequence.
+/// It seeds [`IdGen`], and simulations and tests draw replayable
+/// topologies, losses and payloads from it.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A seeded xoshiro256** generator for identifiers that need to be unique,
 /// not secret (Go draws the same ones from `math/rand`): routing update IDs
 /// and ephemeral service names. The shell seeds it from the OS; tests seed
@@ -49,13 +60,7 @@ impl IdGen {
     pub fn from_seed(seed: u64) -> IdGen {
         // SplitMix64 spreads one word over the state, never all zero.
         let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut next = || splitmix64(&mut x);
         IdGen {
             s: [next(), next(), next(), next()],
         }

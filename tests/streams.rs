@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    CMD_TIMEOUT, Node, TempDir, free_port, listener, output_within, peer, receptorctl, route, secs,
-    show, wait_until,
+    CMD_TIMEOUT, Gen, Node, TempDir, free_port, listener, output_within, peer, receptorctl, route,
+    secs, show, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -26,39 +26,6 @@ const MIB: usize = 1024 * 1024;
 // ---------------------------------------------------------------------------
 // Data: a deterministic byte generator and a running FNV-1a checksum
 // ---------------------------------------------------------------------------
-
-/// Deterministic pseudo-random bytes (splitmix64, 8 bytes per step), so any
-/// prefix of a stream can be regenerated from its seed.
-struct Gen(u64);
-
-impl Gen {
-    fn new(seed: u64) -> Gen {
-        Gen(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Fills `buf`; its length must be a multiple of 8.
-    fn fill(&mut self, buf: &mut [u8]) {
-        assert_eq!(buf.len() % 8, 0, "Gen::fill needs a multiple of 8");
-        for chunk in buf.chunks_exact_mut(8) {
-            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
-    }
-
-    /// The first `len` bytes of the stream for `seed` (len multiple of 8).
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut v = vec![0; len];
-        Gen::new(seed).fill(&mut v);
-        v
-    }
-}
 
 /// Running 64-bit FNV-1a.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{
-    Node, free_port, free_udp_port, listener, peer, route, secs, show, traceroute_hops,
+    Gen, Node, free_port, free_udp_port, listener, peer, route, secs, show, traceroute_hops,
     udp_listener, udp_peer, wait_until,
 };
 use sha2::{Digest, Sha256};
@@ -111,31 +111,6 @@ fn junk_datagrams_are_logged_and_survived() {
 // share of the datagrams, chosen by a seeded generator.
 // ---------------------------------------------------------------------------
 
-/// Splitmix64: deterministic, so a seed names one pattern of losses (the
-/// n-th datagram of a direction is dropped or not, whatever the timing).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// The first `len` bytes of the stream for `seed`.
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut g = SplitMix(seed);
-        let mut v = Vec::with_capacity(len + 8);
-        while v.len() < len {
-            v.extend_from_slice(&g.next_u64().to_le_bytes());
-        }
-        v.truncate(len);
-        v
-    }
-}
-
 /// Datagrams a relay forwarded and dropped, both directions together.
 #[derive(Default)]
 struct RelayCounts {
@@ -147,7 +122,9 @@ struct RelayCounts {
 /// which datagrams it drops.
 struct Pump {
     loss_pct: u64,
-    rng: SplitMix,
+    /// Splitmix64 ([`Gen`]): a seed names one pattern of losses (the n-th
+    /// datagram of a direction is dropped or not, whatever the timing).
+    rng: Gen,
     counts: Arc<RelayCounts>,
     stop: Arc<AtomicBool>,
 }
@@ -202,7 +179,7 @@ impl LossyRelay {
         let stop = Arc::new(AtomicBool::new(false));
         let pump = |seed| Pump {
             loss_pct,
-            rng: SplitMix(seed),
+            rng: Gen::new(seed),
             counts: counts.clone(),
             stop: stop.clone(),
         };
@@ -335,7 +312,7 @@ fn streams_and_remote_work_arrive_whole_over_lossy_udp_links() {
         ["alpha", "bravo", "charlie"]
     );
 
-    let data = Arc::new(SplitMix::bytes(0x5eed_0010, 10 << 20));
+    let data = Arc::new(Gen::bytes(0x5eed_0010, 10 << 20));
     let echoed = echo_through(proxy, data.clone()).unwrap_or_else(|e| {
         panic!(
             "echo over the lossy mesh failed: {e}\n{}\n{}",
@@ -346,7 +323,7 @@ fn streams_and_remote_work_arrive_whole_over_lossy_udp_links() {
     assert_eq!(echoed.len(), data.len(), "echoed length");
     assert_eq!(sha256(&echoed), sha256(&data), "echoed bytes");
 
-    let payload = SplitMix::bytes(0x5eed_0020, 1 << 20);
+    let payload = Gen::bytes(0x5eed_0020, 1 << 20);
     let out = alpha.ctl_with_input(
         &[
             "work", "submit", "cat", "--node", "charlie", "-f", "-p", "-",

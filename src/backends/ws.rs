@@ -670,13 +670,8 @@ mod tests {
     /// explores far more).
     #[test]
     fn random_streams_never_panic() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::random::IdGen::from_seed(7);
+        let mut next = || rng.next_u64();
         for _ in 0..5_000 {
             let len = (next() % 300) as usize;
             let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();

@@ -765,3 +765,32 @@ impl Node {
         self.dir.path.join("data")
     }
 }
+
+/// Deterministic pseudo-random bytes (splitmix64, 8 bytes per step), so any
+/// prefix of a stream can be regenerated from its seed.
+pub struct Gen(u64);
+
+impl Gen {
+    pub fn new(seed: u64) -> Gen {
+        Gen(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        receptor::random::splitmix64(&mut self.0)
+    }
+
+    /// Fills `buf`; its length must be a multiple of 8.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        assert_eq!(buf.len() % 8, 0, "Gen::fill needs a multiple of 8");
+        for chunk in buf.chunks_exact_mut(8) {
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+    }
+
+    /// The first `len` bytes of the stream for `seed` (len multiple of 8).
+    pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        Gen::new(seed).fill(&mut v);
+        v
+    }
+}
