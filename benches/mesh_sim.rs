@@ -92,12 +92,7 @@ fn row(shape: &str, n: usize, links: &[(usize, usize)]) {
     let hub = topology::busiest(n, links);
     sim.kill_idx(hub);
     let down = phase(&mut sim, &[hub]);
-    let back: Vec<_> = links
-        .iter()
-        .copied()
-        .filter(|&(a, b)| a == hub || b == hub)
-        .collect();
-    sim.connect_all(&back);
+    sim.connect_all(&topology::links_of(hub, links));
     let again = phase(&mut sim, &[]);
     let t = up.traffic;
     println!(

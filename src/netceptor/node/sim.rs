@@ -358,6 +358,12 @@ pub mod topology {
         links
     }
 
+    /// The links of `node`: what comes back when it restarts.
+    pub fn links_of(node: usize, links: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        let own = links.iter().filter(|&&(a, b)| a == node || b == node);
+        own.copied().collect()
+    }
+
     /// The node with the most links (the lowest index among equals).
     pub fn busiest(n: usize, links: &[(usize, usize)]) -> usize {
         let mut degree = vec![0; n];

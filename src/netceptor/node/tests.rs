@@ -909,12 +909,7 @@ fn converges_and_survives_the_busiest_node(links: &[(usize, usize)], n: usize) {
     let other = (hub + 1) % n;
     assert_eq!(sim.nodes[other].routes.len(), n - 2);
     // It restarts and its links come back.
-    let back: Vec<_> = links
-        .iter()
-        .copied()
-        .filter(|&(a, b)| a == hub || b == hub)
-        .collect();
-    sim.connect_all(&back);
+    sim.connect_all(&topology::links_of(hub, links));
     assert!(sim.run_until(limit, |s| s.converged(&[])).is_some());
 }
 
