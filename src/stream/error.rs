@@ -43,6 +43,9 @@ pub enum DialError {
     MeshClosed,
     /// The endpoint thread ended without an answer.
     Stopped,
+    /// The dial this one waited for, to the same target, failed; its
+    /// error's text.
+    Joined(String),
 }
 
 impl fmt::Display for DialError {
@@ -50,6 +53,7 @@ impl fmt::Display for DialError {
         match self {
             DialError::NoRoute => f.write_str("no route to node"),
             DialError::Bind(e) | DialError::Tls(e) | DialError::BadName(e) => f.write_str(e),
+            DialError::Joined(e) => f.write_str(e),
             DialError::Connect(e) => write!(f, "{e}"),
             DialError::Spawn(e) => write!(f, "{e}"),
             DialError::Unreachable {

@@ -2,6 +2,7 @@
 //! blocking handle's own timeouts run over real endpoint threads joined
 //! by in-memory channels.
 
+mod shared;
 mod sim;
 
 use std::io::{ErrorKind, Read, Write};

@@ -1,0 +1,209 @@
+//! `SharedConns` on stand-in connections: a fake driver thread per
+//! connection answers requests for more streams as the test says, so each
+//! case is about the table and its flights, not QUIC.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, select, unbounded};
+use quinn_proto::{ConnectionHandle, Dir, Side, StreamId};
+
+use super::super::pipe::{DriverCmd, Pipe, StreamAt};
+use super::super::shared::{SharedConns, key};
+use super::super::{DialError, Stream};
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// Requests that race for one executor.
+const RACERS: usize = 8;
+
+/// What a fake connection answers when asked for another stream.
+#[derive(Clone, Copy)]
+enum Mode {
+    Open,
+    /// The connection is gone: the driver drops the request unanswered.
+    Gone,
+}
+
+/// A stand-in for an endpoint thread and its one connection. Dropping it
+/// ends the thread.
+struct FakeConn {
+    streams: Maker,
+    mode: Arc<Mutex<Mode>>,
+    opened: Arc<AtomicUsize>,
+    _stop: Sender<()>,
+}
+
+/// Makes the handles of a fake connection's streams.
+#[derive(Clone)]
+struct Maker {
+    ch: ConnectionHandle,
+    cmds: Sender<DriverCmd>,
+    many: bool,
+}
+
+impl Maker {
+    fn stream(&self) -> Stream {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let index = NEXT.fetch_add(1, Ordering::Relaxed) as u64;
+        let at = StreamAt {
+            conn: self.ch,
+            id: StreamId::new(Side::Client, Dir::Bi, index),
+            many: self.many,
+        };
+        let peer = ("b".to_string(), "control".to_string());
+        Stream::new(Arc::new(Pipe::default()), at, self.cmds.clone(), peer)
+    }
+}
+
+impl FakeConn {
+    fn start(many: bool) -> FakeConn {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let ch = ConnectionHandle(NEXT.fetch_add(1, Ordering::Relaxed));
+        let (cmds, rx) = unbounded();
+        let (stop, stopped) = unbounded::<()>();
+        let fake = FakeConn {
+            streams: Maker { ch, cmds, many },
+            mode: Arc::new(Mutex::new(Mode::Open)),
+            opened: Arc::new(AtomicUsize::new(0)),
+            _stop: stop,
+        };
+        let (streams, mode, opened) =
+            (fake.streams.clone(), fake.mode.clone(), fake.opened.clone());
+        thread::spawn(move || {
+            loop {
+                select! {
+                    recv(rx) -> cmd => match cmd {
+                        Ok(DriverCmd::Open(_, reply)) => {
+                            if let Mode::Open = *mode.lock().unwrap() {
+                                opened.fetch_add(1, Ordering::SeqCst);
+                                let _ = reply.send(Ok(streams.stream()));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    },
+                    recv(stopped) -> _ => return,
+                }
+            }
+        });
+        fake
+    }
+
+    /// A stream on this connection, as a dial hands it out.
+    fn stream(&self) -> Stream {
+        self.streams.stream()
+    }
+
+    fn carries(&self, s: &Stream) -> bool {
+        self.stream().opener().is_some_and(|o| o.carries(s))
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+}
+
+fn control_key() -> (String, String, String) {
+    key("b", "control", None)
+}
+
+/// Dials `conn` for the key, counting in `dials`.
+fn dial_to(shared: &SharedConns, conn: &FakeConn, dials: &AtomicUsize) -> Stream {
+    let dial = || {
+        dials.fetch_add(1, Ordering::SeqCst);
+        Ok(conn.stream())
+    };
+    shared.dial_key(control_key(), None, TIMEOUT, dial).unwrap()
+}
+
+/// `RACERS` requests for the key at once, as the monitors of one
+/// executor's units after their shared connection failed: each tries the
+/// kept connection, then dials with `dial`. The first to dial waits in
+/// it until all the others wait for its flight.
+fn race(
+    shared: &SharedConns,
+    dial: impl Fn() -> Result<Stream, DialError> + Sync,
+) -> (Vec<Result<Stream, DialError>>, usize) {
+    let dials = AtomicUsize::new(0);
+    let results = thread::scope(|s| {
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                s.spawn(|| {
+                    if let Some(s) = shared.reuse_key(&control_key(), None, TIMEOUT) {
+                        return Ok(s);
+                    }
+                    shared.dial_key(control_key(), None, TIMEOUT, || {
+                        if dials.fetch_add(1, Ordering::SeqCst) == 0 {
+                            shared.await_waiters(&control_key(), RACERS - 1);
+                        }
+                        dial()
+                    })
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    (results, dials.into_inner())
+}
+
+#[test]
+fn requests_racing_after_the_shared_connection_died_make_one_connection() {
+    let shared = SharedConns::default();
+    let dead = FakeConn::start(true);
+    let _first = dial_to(&shared, &dead, &AtomicUsize::new(0));
+    dead.set(Mode::Gone);
+    let fresh = FakeConn::start(true);
+    let (results, dials) = race(&shared, || Ok(fresh.stream()));
+    assert_eq!(dials, 1);
+    for r in &results {
+        assert!(fresh.carries(r.as_ref().expect("a stream")));
+    }
+    assert_eq!(fresh.opened.load(Ordering::SeqCst), RACERS - 1);
+}
+
+#[test]
+fn requests_that_waited_for_a_failed_dial_get_its_error() {
+    let shared = SharedConns::default();
+    let (results, dials) = race(&shared, || Err(DialError::NoRoute));
+    assert_eq!(dials, 1);
+    let texts: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect_err("no stream").to_string())
+        .collect();
+    assert_eq!(texts, vec!["no route to node"; RACERS]);
+}
+
+#[test]
+fn requests_that_waited_for_a_one_stream_peer_dial_their_own() {
+    let shared = SharedConns::default();
+    let go_end = FakeConn::start(false);
+    let (results, dials) = race(&shared, || Ok(go_end.stream()));
+    assert_eq!(dials, RACERS, "each stream needs its own connection");
+    assert!(results.iter().all(Result::is_ok));
+    assert!(shared.reuse_key(&control_key(), None, TIMEOUT).is_none());
+}
+
+#[test]
+fn a_kept_connection_serves_its_own_key_only() {
+    let shared = SharedConns::default();
+    let conn = FakeConn::start(true);
+    let dials = AtomicUsize::new(0);
+    dial_to(&shared, &conn, &dials);
+    let again = shared.reuse_key(&control_key(), None, TIMEOUT);
+    assert!(conn.carries(&again.expect("reused")));
+    let other_tls = ("b".into(), "control".into(), "client1".into());
+    assert!(shared.reuse_key(&other_tls, None, TIMEOUT).is_none());
+    assert!(
+        shared
+            .reuse_key(&key("c", "control", None), None, TIMEOUT)
+            .is_none()
+    );
+    assert!(
+        shared
+            .reuse_key(&key("b", "echo", None), None, TIMEOUT)
+            .is_none()
+    );
+    assert_eq!(dials.into_inner(), 1);
+}
