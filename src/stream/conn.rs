@@ -270,6 +270,11 @@ impl Conn {
                 // Learnt here, before any stream: `Owner::stream` reads the
                 // field when it makes the first stream's handle.
                 let many = self.many();
+                if many {
+                    // The window the handshake set is for one stream.
+                    let window = VarInt::from_u32(tls::SHARED_CONNECTION_WINDOW);
+                    self.conn.set_receive_window(window);
+                }
                 self.log_connected(owner, many);
                 if let Role::Dialer { .. } = owner.role {
                     self.open_dialer_stream(ch, owner, now);

@@ -408,6 +408,34 @@ fn streams_the_listener_stopped_give_their_credit_back() {
     round_trip(&mut c.sim, &c.client.clone(), &c.server.clone(), b"first");
 }
 
+/// Regression (review: flow-control fate-sharing): with the one-stream
+/// connection window (15 MiB) on a shared connection, three results
+/// streams whose readers stalled (6 MiB of stream window each) held all
+/// of its credit, and a status request beside them got no reply.
+#[test]
+fn stalled_readers_on_a_shared_connection_leave_room_for_a_request() {
+    let mut c = connect(Faults::default(), 1);
+    let stalled: Vec<(Stream, Stream)> = (0..3).map(|_| open_another(&mut c)).collect();
+    let output = pattern(1 << 20, 3);
+    let mut written = [0usize; 3];
+    let mut last_taken = c.sim.now();
+    c.sim.run_until("the stalled streams take no more", |s| {
+        for ((_, executor), w) in stalled.iter().zip(&mut written) {
+            let n = write_ready(executor, &output);
+            *w += n;
+            if n > 0 {
+                last_taken = s.now();
+            }
+        }
+        s.now() - last_taken >= Duration::from_secs(1)
+    });
+    // Each took its stream window and its reader's pipe (1 MiB each end).
+    for w in written {
+        assert!(w > 7 << 20, "{w} bytes");
+    }
+    round_trip(&mut c.sim, &c.client.clone(), &c.server.clone(), b"status");
+}
+
 #[test]
 fn a_stopped_listener_serves_its_streams_refuses_new_ones_then_closes() {
     let Connected {

@@ -26,6 +26,17 @@ const OUR_ALPNS: [&[u8]; 2] = [ALPN_STREAMS, ALPN];
 /// Streams a peer may have open on one connection at a time (Go's
 /// default as well); a client that wants more dials another connection.
 const MAX_STREAMS: u32 = 100;
+/// Flow-control windows, quic-go's largest: per stream, and per
+/// connection on one that carries one stream.
+const STREAM_WINDOW: u32 = 6 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 15 * 1024 * 1024;
+/// The connection window of a many-stream connection: room for every
+/// stream it may carry to fill its own window. With the one-stream
+/// window, three stalled results streams (6 MiB each) held all of it and
+/// the control streams beside them waited out their reply timeouts. A
+/// peer can make us buffer no more than it could over 100 one-stream
+/// connections, and, being credit, it costs nothing until used.
+pub const SHARED_CONNECTION_WINDOW: u32 = MAX_STREAMS * STREAM_WINDOW;
 
 /// Whether a connection whose handshake agreed on `alpn` carries many
 /// streams.
@@ -77,9 +88,9 @@ fn transport(idle: Duration, keep_alive: bool) -> Arc<TransportConfig> {
     t.initial_mtu(MAX_QUIC_PACKET);
     t.min_mtu(MAX_QUIC_PACKET);
     t.mtu_discovery_config(None);
-    t.stream_receive_window(VarInt::from_u32(6 * 1024 * 1024));
-    t.receive_window(VarInt::from_u32(15 * 1024 * 1024));
-    t.send_window(15 * 1024 * 1024);
+    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
+    t.send_window(CONNECTION_WINDOW.into());
     t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
     Arc::new(t)
 }
