@@ -62,18 +62,20 @@ impl Owner {
         }
     }
 
-    fn stream(&self, c: &Conn, ch: ConnectionHandle, id: StreamId) -> Stream {
+    /// The handle of `slot`, a stream of connection `ch` to `peer`.
+    fn stream(
+        &self,
+        ch: ConnectionHandle,
+        slot: &Slot,
+        many: bool,
+        peer: &(String, String),
+    ) -> Stream {
         let at = StreamAt {
             conn: ch,
-            id,
-            many: c.many == Some(true),
+            id: slot.id,
+            many,
         };
-        Stream::new(
-            c.slots.find(id).map(|s| s.pipe.clone()).unwrap_or_default(),
-            at,
-            self.cmds.clone(),
-            c.peer.clone(),
-        )
+        Stream::new(slot.pipe.clone(), at, self.cmds.clone(), peer.clone())
     }
 }
 
@@ -107,16 +109,11 @@ impl Slot {
 
 /// Finding and dropping streams by ID.
 trait SlotList {
-    fn find(&self, id: StreamId) -> Option<&Slot>;
     fn find_mut(&mut self, id: StreamId) -> Option<&mut Slot>;
     fn forget(&mut self, id: StreamId);
 }
 
 impl SlotList for Vec<Slot> {
-    fn find(&self, id: StreamId) -> Option<&Slot> {
-        self.iter().find(|s| s.id == id)
-    }
-
     fn find_mut(&mut self, id: StreamId) -> Option<&mut Slot> {
         self.iter_mut().find(|s| s.id == id)
     }
@@ -421,9 +418,11 @@ impl Conn {
             let _ = self.conn.send_stream(id).reset(code);
             return Err(DialError::Hello(e));
         }
-        self.slots.push(Slot::new(id, true));
+        let slot = Slot::new(id, true);
+        let stream = owner.stream(ch, &slot, self.many == Some(true), &self.peer);
+        self.slots.push(slot);
         self.linger_deadline = None;
-        Ok(owner.stream(self, ch, id))
+        Ok(stream)
     }
 
     /// Dialer side: another stream on a many-stream connection that is
@@ -433,9 +432,14 @@ impl Conn {
         // would open.
         let dialer = matches!(owner.role, Role::Dialer { .. });
         if !dialer || self.conn.is_closed() || !self.many() {
-            return Err(DialError::Stopped);
+            return Err(DialError::Closed);
         }
-        self.open_stream(ch, owner)
+        // The first stream's open cannot fail so: the peer's limit is
+        // reached only by the streams beside it.
+        self.open_stream(ch, owner).map_err(|e| match e {
+            DialError::NoStreams => DialError::Full,
+            e => e,
+        })
     }
 
     /// Listener side: the first byte of each new stream must be the hello;
@@ -462,10 +466,13 @@ impl Conn {
                 close(&mut self.conn, now, CLOSE_BAD_HELLO, "Read Data Error");
                 return;
             }
-            if let Some(slot) = self.slots.find_mut(id) {
-                slot.greeted = true;
-            }
-            if accepted.send(owner.stream(self, ch, id)).is_err() {
+            let many = self.many == Some(true);
+            let Some(slot) = self.slots.find_mut(id) else {
+                continue;
+            };
+            slot.greeted = true;
+            let stream = owner.stream(ch, slot, many, &self.peer);
+            if accepted.send(stream).is_err() {
                 // The streams accepted before are still being served.
                 match self.many() {
                     true => {

@@ -37,11 +37,17 @@ pub enum DialError {
     Certificate(String),
     /// The peer's transport parameters allow no bidirectional stream.
     NoStreams,
+    /// A shared connection already carries as many streams as the peer
+    /// allows at once; another connection may carry this one.
+    Full,
+    /// A shared connection is closing or gone (failed, idle, lingered
+    /// out): it opens no more streams.
+    Closed,
     /// The stream hello could not be written.
     Hello(WriteError),
     /// The mesh service under the dial was closed.
     MeshClosed,
-    /// The endpoint thread ended without an answer.
+    /// The endpoint thread of a new dial ended without an answer.
     Stopped,
     /// The dial this one waited for, to the same target, failed; its
     /// error's text.
@@ -68,6 +74,8 @@ impl fmt::Display for DialError {
             DialError::Handshake(e) => f.write_str(&describe(e).1),
             DialError::Certificate(why) => f.write_str(why),
             DialError::NoStreams => f.write_str("peer allows no streams"),
+            DialError::Full => f.write_str("connection carries all the streams it may"),
+            DialError::Closed => f.write_str("connection closed"),
             DialError::Hello(e) => write!(f, "cannot write stream hello: {e}"),
             DialError::MeshClosed => f.write_str("mesh service closed"),
             DialError::Stopped => f.write_str("stream driver stopped"),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use quinn_proto::{ConnectionHandle, StreamId};
 
 use super::error::DialError;
@@ -135,17 +135,24 @@ pub(crate) struct Opener {
 }
 
 impl Opener {
-    /// A new stream, or `None` once the connection is gone or full.
-    pub fn open(&self, timeout: Duration) -> Option<Stream> {
-        self.ask()?.recv_timeout(timeout).ok()?.ok()
+    /// A new stream; [`DialError::Full`] while the connection carries
+    /// all it may, [`DialError::Closed`] once it is gone.
+    pub fn open(&self, timeout: Duration) -> Result<Stream, DialError> {
+        match self.ask()?.recv_timeout(timeout) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => Err(DialError::Timeout),
+            // The driver forgot the connection, or itself ended.
+            Err(RecvTimeoutError::Disconnected) => Err(DialError::Closed),
+        }
     }
 
     /// Asks the driver for a new stream; the answer comes on the channel
     /// returned, which closes unanswered if the connection is gone.
-    pub fn ask(&self) -> Option<Receiver<Result<Stream, DialError>>> {
+    pub fn ask(&self) -> Result<Receiver<Result<Stream, DialError>>, DialError> {
         let (tx, rx) = bounded(1);
-        self.driver.send(DriverCmd::Open(self.conn, tx)).ok()?;
-        Some(rx)
+        let open = DriverCmd::Open(self.conn, tx);
+        self.driver.send(open).map_err(|_| DialError::Closed)?;
+        Ok(rx)
     }
 
     /// Whether `s` runs on this connection.

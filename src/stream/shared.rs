@@ -22,7 +22,7 @@ type Key = (String, String, String);
 
 /// Kept connections at most: far more executors than a controller talks
 /// to at once.
-const MAX_KEPT: usize = 256;
+pub(super) const MAX_KEPT: usize = 256;
 
 /// A kept connection, what it reaches and the TLS client it was dialed
 /// with.
@@ -103,10 +103,11 @@ struct Table {
     flights: Vec<Flight>,
 }
 
-/// Kept many-stream connections by target and TLS client. Each goes away
-/// by itself ([`conn::LINGER`](super::conn::LINGER) after its last stream,
-/// or when it fails); its entry is dropped at the next use.
-/// Executors are few, so lists will do.
+/// Kept many-stream connections by target and TLS client; a key has
+/// more than one when a connection was full as a dial needed a stream.
+/// Each goes away by itself ([`conn::LINGER`](super::conn::LINGER) after
+/// its last stream, or when it fails); its entry is dropped at the next
+/// use. Executors are few, so lists will do.
 #[derive(Default)]
 pub struct SharedConns(Mutex<Table>);
 
@@ -156,15 +157,23 @@ impl SharedConns {
         tls: Option<&Arc<ClientTls>>,
         timeout: Duration,
     ) -> Option<Stream> {
-        let opener = (self.lock().kept.iter())
-            .find(|k| k.key == *key && same_tls(k.tls.as_ref(), tls))?
-            .opener
-            .clone();
-        let stream = opener.open(timeout);
-        if stream.is_none() {
-            self.lock().kept.retain(|k| k.opener != opener);
+        // The newest first: the older ones were full when it was dialed.
+        let openers: Vec<Opener> = (self.lock().kept.iter().rev())
+            .filter(|k| k.key == *key && same_tls(k.tls.as_ref(), tls))
+            .map(|k| k.opener.clone())
+            .collect();
+        for opener in openers {
+            match opener.open(timeout) {
+                Ok(stream) => return Some(stream),
+                // Kept: its streams end and make room again.
+                Err(DialError::Full) => {}
+                Err(e) => {
+                    debug!("Kept stream connection not used again: {e}");
+                    self.lock().kept.retain(|k| k.opener != opener);
+                }
+            }
         }
-        stream
+        None
     }
 
     /// [`SharedConns::dial`] for `key`, with `dial` making the connection.
@@ -191,7 +200,8 @@ impl SharedConns {
             }
             Some(Landed::OneStream) => {}
         }
-        // The flight's connection is full, gone or carries one stream.
+        // The flight's connection is already full, or gone, or carries
+        // one stream.
         let stream = dial()?;
         self.keep(key, tls, &stream);
         Ok(stream)
@@ -247,7 +257,6 @@ impl SharedConns {
             return;
         };
         let mut table = self.lock();
-        table.kept.retain(|k| k.key != key);
         table.kept.push(Kept {
             key,
             opener,

@@ -436,6 +436,41 @@ fn stalled_readers_on_a_shared_connection_leave_room_for_a_request() {
     round_trip(&mut c.sim, &c.client.clone(), &c.server.clone(), b"status");
 }
 
+/// What the driver answers a request for one more stream on `opener`'s
+/// connection: `None` if it dropped the request (the connection is gone).
+fn ask_for_more(sim: &mut Sim<Side, Side>, opener: &pipe::Opener) -> Option<DialError> {
+    use crossbeam_channel::TryRecvError;
+    let answer = opener.ask().unwrap();
+    let mut got = None;
+    sim.run_until("the request is answered", |_| {
+        got = match answer.try_recv() {
+            Ok(r) => Some(Some(r.expect_err("no stream"))),
+            Err(TryRecvError::Disconnected) => Some(None),
+            Err(TryRecvError::Empty) => None,
+        };
+        got.is_some()
+    });
+    got.flatten()
+}
+
+#[test]
+fn a_shared_connection_says_when_it_is_full_and_when_it_closed() {
+    let mut c = connect(Faults::default(), 1);
+    let opener = c.client.opener().expect("many streams");
+    // The listener allows 100 streams at once; the first is `c.client`.
+    let streams: Vec<_> = (1..100).map(|_| open_another(&mut c)).collect();
+    let full = ask_for_more(&mut c.sim, &opener);
+    assert!(matches!(full, Some(DialError::Full)), "{full:?}");
+    drop((streams, c.client, c.server));
+    // Lingered out: closing, then gone. The last stream ends once its
+    // FIN is acknowledged, a round trip after the drop.
+    c.sim.run_for(conn::LINGER + 3 * LATENCY);
+    let closing = ask_for_more(&mut c.sim, &opener);
+    assert!(matches!(closing, Some(DialError::Closed)), "{closing:?}");
+    c.sim.run_until_idle();
+    assert!(ask_for_more(&mut c.sim, &opener).is_none());
+}
+
 #[test]
 fn a_stopped_listener_serves_its_streams_refuses_new_ones_then_closes() {
     let Connected {

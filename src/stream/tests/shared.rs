@@ -11,7 +11,7 @@ use crossbeam_channel::{Sender, select, unbounded};
 use quinn_proto::{ConnectionHandle, Dir, Side, StreamId};
 
 use super::super::pipe::{DriverCmd, Pipe, StreamAt};
-use super::super::shared::{SharedConns, key};
+use super::super::shared::{MAX_KEPT, SharedConns, key};
 use super::super::{DialError, Stream};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -22,6 +22,8 @@ const RACERS: usize = 8;
 #[derive(Clone, Copy)]
 enum Mode {
     Open,
+    /// It carries all the streams the peer allows.
+    Full,
     /// The connection is gone: the driver drops the request unanswered.
     Gone,
 }
@@ -76,9 +78,13 @@ impl FakeConn {
                 select! {
                     recv(rx) -> cmd => match cmd {
                         Ok(DriverCmd::Open(_, reply)) => {
-                            if let Mode::Open = *mode.lock().unwrap() {
-                                opened.fetch_add(1, Ordering::SeqCst);
-                                let _ = reply.send(Ok(streams.stream()));
+                            match *mode.lock().unwrap() {
+                                Mode::Open => {
+                                    opened.fetch_add(1, Ordering::SeqCst);
+                                    let _ = reply.send(Ok(streams.stream()));
+                                }
+                                Mode::Full => drop(reply.send(Err(DialError::Full))),
+                                Mode::Gone => {}
                             }
                         }
                         Ok(_) => {}
@@ -206,4 +212,67 @@ fn a_kept_connection_serves_its_own_key_only() {
             .is_none()
     );
     assert_eq!(dials.into_inner(), 1);
+}
+
+#[test]
+fn a_full_connection_is_kept_beside_the_one_dialed_for_more() {
+    let shared = SharedConns::default();
+    let (first, second) = (FakeConn::start(true), FakeConn::start(true));
+    let dials = AtomicUsize::new(0);
+    dial_to(&shared, &first, &dials);
+    first.set(Mode::Full);
+    assert!(shared.reuse_key(&control_key(), None, TIMEOUT).is_none());
+    dial_to(&shared, &second, &dials);
+    let on_second = shared.reuse_key(&control_key(), None, TIMEOUT);
+    assert!(second.carries(&on_second.expect("a stream")));
+    // Once the first has room again and the second is full, the first
+    // carries the next stream: it was kept.
+    first.set(Mode::Open);
+    second.set(Mode::Full);
+    let on_first = shared.reuse_key(&control_key(), None, TIMEOUT);
+    assert!(first.carries(&on_first.expect("a stream")));
+    assert_eq!(dials.into_inner(), 2);
+}
+
+#[test]
+fn a_closed_connection_is_dropped_and_the_next_request_dials() {
+    let shared = SharedConns::default();
+    let (closed, next) = (FakeConn::start(true), FakeConn::start(true));
+    let dials = AtomicUsize::new(0);
+    dial_to(&shared, &closed, &dials);
+    closed.set(Mode::Gone);
+    assert!(shared.reuse_key(&control_key(), None, TIMEOUT).is_none());
+    // Dropped: even with room again, it is not asked any more.
+    closed.set(Mode::Open);
+    assert!(shared.reuse_key(&control_key(), None, TIMEOUT).is_none());
+    assert_eq!(closed.opened.load(Ordering::SeqCst), 0);
+    let stream = dial_to(&shared, &next, &dials);
+    assert!(next.carries(&stream));
+    assert_eq!(dials.into_inner(), 2);
+}
+
+#[test]
+fn a_forgotten_connection_is_not_used_again() {
+    let shared = SharedConns::default();
+    let conn = FakeConn::start(true);
+    let stream = dial_to(&shared, &conn, &AtomicUsize::new(0));
+    shared.forget(&stream);
+    assert!(shared.reuse_key(&control_key(), None, TIMEOUT).is_none());
+    assert_eq!(conn.opened.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn past_max_kept_the_oldest_connection_goes() {
+    let shared = SharedConns::default();
+    let conns: Vec<FakeConn> = (0..=MAX_KEPT).map(|_| FakeConn::start(true)).collect();
+    let node_key = |i: usize| key(&format!("n{i}"), "control", None);
+    for (i, c) in conns.iter().enumerate() {
+        let dialed = shared.dial_key(node_key(i), None, TIMEOUT, || Ok(c.stream()));
+        dialed.unwrap();
+    }
+    assert!(shared.reuse_key(&node_key(0), None, TIMEOUT).is_none());
+    for i in [1, MAX_KEPT] {
+        let s = shared.reuse_key(&node_key(i), None, TIMEOUT);
+        assert!(conns[i].carries(&s.expect("still kept")), "n{i}");
+    }
 }
