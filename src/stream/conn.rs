@@ -379,7 +379,7 @@ impl Conn {
         st.send_len = 0;
         drop(st);
         slot.pipe.notify();
-        if slot.released && self.many() {
+        if slot.released {
             self.end_stream(id, owner, now);
         }
     }
@@ -509,15 +509,13 @@ impl Conn {
                 ended.push(slot.id);
             }
         }
-        if self.many() {
-            // A stream whose sending was over before its release (a
-            // half-closed request, or one the peer stopped) is done with
-            // once released.
-            let done = self.slots.iter().filter(|s| s.released && s.send_over);
-            ended.extend(done.map(|s| s.id));
-            ended.sort_unstable();
-            ended.dedup();
-        }
+        // A stream whose sending was over before its release (a
+        // half-closed request, or one the peer stopped) is done with once
+        // released: no Finished event is left to say so.
+        let done = self.slots.iter().filter(|s| s.released && s.send_over);
+        ended.extend(done.map(|s| s.id));
+        ended.sort_unstable();
+        ended.dedup();
         for id in ended {
             self.end_stream(id, owner, now);
         }

@@ -36,13 +36,21 @@ fn connect(faults: Faults, seed: u64) -> Connected {
     connect_to(Side::listener(tls::IDLE_TIMEOUT), faults, seed)
 }
 
+/// As [`connect`], to `listener`, with a dialer that offers many streams.
 fn connect_to(listener: (Side, Receiver<Stream>), faults: Faults, seed: u64) -> Connected {
+    connect_offering(listener, true, faults, seed)
+}
+
+fn connect_offering(
+    (listener, accepted): (Side, Receiver<Stream>),
+    many: bool,
+    faults: Faults,
+    seed: u64,
+) -> Connected {
     let now = Instant::now();
-    let (dialer, connected) = Side::dialer(tls::IDLE_TIMEOUT, DIAL_TIMEOUT, now);
-    let (listener, accepted) = listener;
+    let (dialer, connected) = Side::dialer(tls::IDLE_TIMEOUT, DIAL_TIMEOUT, now, many);
     let mut sim = Sim::new(dialer, listener, now, faults, seed);
-    sim.run_until("the dial is answered", |_| !connected.is_empty());
-    let client = connected.try_recv().unwrap().expect("dialed");
+    let client = dial_answer(&mut sim, &connected).expect("dialed");
     sim.run_until("the listener accepts", |_| !accepted.is_empty());
     let server = accepted.try_recv().unwrap();
     Connected {
@@ -51,6 +59,14 @@ fn connect_to(listener: (Side, Receiver<Stream>), faults: Faults, seed: u64) -> 
         server,
         _accepted: accepted,
     }
+}
+
+fn dial_answer(
+    sim: &mut Sim<Side, Side>,
+    connected: &Receiver<Result<Stream, DialError>>,
+) -> Result<Stream, DialError> {
+    sim.run_until("the dial is answered", |_| !connected.is_empty());
+    connected.try_recv().unwrap()
 }
 
 /// Reads what has arrived, never blocking; true at end of stream.
@@ -249,41 +265,44 @@ fn a_slow_reader_gets_everything_after_the_writer_is_gone_from_a_shared_connecti
 
 #[test]
 fn dial_to_a_silent_service_times_out() {
-    let now = Instant::now();
-    let (dialer, connected) = Side::dialer(tls::IDLE_TIMEOUT, DIAL_TIMEOUT, now);
-    let (listener, _accepted) = Side::listener(tls::IDLE_TIMEOUT);
-    let cut = Faults {
-        cut: true,
-        ..Faults::default()
-    };
-    let mut sim = Sim::new(dialer, listener, now, cut, 1);
-    sim.run_until("the dial is answered", |_| !connected.is_empty());
-    assert_eq!(sim.elapsed(), DIAL_TIMEOUT);
-    let err = connected.try_recv().unwrap().unwrap_err();
-    assert!(matches!(err, DialError::Timeout), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        "timeout: handshake did not complete in time"
-    );
-    // The abandoned connection is closed, not left to idle out.
-    sim.run_until_idle();
-    assert!(sim.a.core.is_finished());
+    for many in [true, false] {
+        let now = Instant::now();
+        let (dialer, connected) = Side::dialer(tls::IDLE_TIMEOUT, DIAL_TIMEOUT, now, many);
+        let (listener, _accepted) = Side::listener(tls::IDLE_TIMEOUT);
+        let cut = Faults {
+            cut: true,
+            ..Faults::default()
+        };
+        let mut sim = Sim::new(dialer, listener, now, cut, 1);
+        let err = dial_answer(&mut sim, &connected).unwrap_err();
+        assert_eq!(sim.elapsed(), DIAL_TIMEOUT);
+        assert!(matches!(err, DialError::Timeout), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "timeout: handshake did not complete in time"
+        );
+        // The abandoned connection is closed, not left to idle out.
+        sim.run_until_idle();
+        assert!(sim.a.core.is_finished());
+    }
 }
 
 #[test]
 fn an_unknown_service_fails_the_dial_at_once() {
-    let now = Instant::now();
-    let (mut dialer, connected) = Side::dialer(tls::IDLE_TIMEOUT, DIAL_TIMEOUT, now);
-    let (node, service) = sim::LISTENER;
-    dialer
-        .core
-        .handle_unreachable(node, service, "service unknown", now);
-    let err = connected.try_recv().unwrap().unwrap_err();
-    assert!(matches!(err, DialError::Unreachable { .. }), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        "remote service echo to node b is unreachable: service unknown"
-    );
+    for many in [true, false] {
+        let now = Instant::now();
+        let (mut dialer, connected) = Side::dialer(tls::IDLE_TIMEOUT, DIAL_TIMEOUT, now, many);
+        let (node, service) = sim::LISTENER;
+        dialer
+            .core
+            .handle_unreachable(node, service, "service unknown", now);
+        let err = connected.try_recv().unwrap().unwrap_err();
+        assert!(matches!(err, DialError::Unreachable { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "remote service echo to node b is unreachable: service unknown"
+        );
+    }
 }
 
 /// Opens one more stream on `c`'s connection, as a second dial would.
@@ -505,6 +524,69 @@ fn a_connection_with_a_go_end_carries_one_stream() {
     exchange_both_ways(&mut c, 1000);
     drop((c.client, c.server));
     // Its one stream done, the connection closes at once.
+    c.sim.run_until_idle();
+    assert!(c.sim.a.core.is_finished());
+}
+
+/// The one-stream path: what `connect`, the proxies and Go nodes dial
+/// (only `netceptor` offered). Our listener and a Go one both give it one
+/// stream, and the connection closes with that stream, without lingering.
+#[test]
+fn a_one_stream_dial_carries_one_stream_and_closes_with_it() {
+    let listeners = [Side::listener, Side::go_listener];
+    for (seed, listener) in (1..).zip(listeners) {
+        let mut c = connect_offering(listener(tls::IDLE_TIMEOUT), false, Faults::default(), seed);
+        assert!(c.client.opener().is_none());
+        exchange_both_ways(&mut c, 100_000);
+        drop((c.client, c.server));
+        let last_stream_gone = c.sim.elapsed();
+        c.sim.run_until_idle();
+        assert!(c.sim.a.core.is_finished());
+        assert!(c.sim.elapsed() - last_stream_gone < conn::LINGER);
+    }
+}
+
+/// Regression (found when the simulator learnt to dial one-stream): when
+/// both ends of a one-stream connection dropped their handles without
+/// half-closing first, each stopped the other's sending, no FIN was ever
+/// acknowledged, and the connection stayed up on keep-alives, with the
+/// dialer's thread, for good.
+#[test]
+fn a_one_stream_connection_closes_when_both_ends_drop_at_once() {
+    let listeners = [Side::listener, Side::go_listener];
+    for (seed, listener) in (1..).zip(listeners) {
+        let mut c = connect_offering(listener(tls::IDLE_TIMEOUT), false, Faults::default(), seed);
+        round_trip(&mut c.sim, &c.client.clone(), &c.server.clone(), b"ask");
+        drop((c.client, c.server));
+        c.sim.run_until_idle();
+        assert!(c.sim.a.core.is_finished());
+    }
+}
+
+/// Against a Go-like listener, each request is a dial of its own: the
+/// first one's connection is gone before the second dials.
+#[test]
+fn one_stream_requests_each_dial_their_own_connection() {
+    let mut c = connect_offering(
+        Side::go_listener(tls::IDLE_TIMEOUT),
+        false,
+        Faults::default(),
+        1,
+    );
+    round_trip(&mut c.sim, &c.client.clone(), &c.server.clone(), b"first");
+    drop((c.client, c.server));
+    c.sim.run_until_idle();
+    assert!(c.sim.a.core.is_finished());
+    let (second, connected) = Side::dialer(tls::IDLE_TIMEOUT, DIAL_TIMEOUT, c.sim.now(), false);
+    c.sim.a = second;
+    let client = dial_answer(&mut c.sim, &connected).expect("dialed again");
+    let accepted = &c._accepted;
+    c.sim
+        .run_until("the listener accepts", |_| !accepted.is_empty());
+    let server = accepted.try_recv().unwrap();
+    round_trip(&mut c.sim, &client, &server, b"second");
+    // The listener served each on a connection of its own: none is left.
+    drop((client, server));
     c.sim.run_until_idle();
     assert!(c.sim.a.core.is_finished());
 }

@@ -66,16 +66,18 @@ impl Side {
     }
 
     /// A dialer that has just called `connect` at `now`, offering many
-    /// streams.
+    /// streams if `many`, else only Go's protocol (as `connect`, the
+    /// proxies and Go nodes dial).
     pub fn dialer(
         idle: Duration,
         timeout: Duration,
         now: Instant,
+        many: bool,
     ) -> (Side, Receiver<Result<Stream, DialError>>) {
         let (connected_tx, connected) = bounded(1);
         let (cmds_tx, cmds) = unbounded();
         let mut core = Endpoint::dialer(connected_tx, cmds_tx);
-        let cfg = tls::client_config(idle, true).expect("client config");
+        let cfg = tls::client_config(idle, many).expect("client config");
         core.connect(cfg, LISTENER, DIALER.0, now + timeout, now)
             .expect("connect");
         let side = Side {
