@@ -92,6 +92,8 @@ struct Slot {
     send_over: bool,
     /// The last handle is gone.
     released: bool,
+    /// Its handle waits idle in a pool (dialer side).
+    parked: bool,
 }
 
 impl Slot {
@@ -103,6 +105,7 @@ impl Slot {
             fin_sent: false,
             send_over: false,
             released: false,
+            parked: false,
         }
     }
 }
@@ -133,7 +136,8 @@ pub(super) struct Conn {
     /// When the first stream must be set up: the listener's accept-stream
     /// timeout, or the dial timeout.
     setup_deadline: Option<Instant>,
-    /// A many-stream dialer with no stream left closes then.
+    /// A dialer with no stream in use (none left on a many-stream
+    /// connection, or all parked) closes then.
     linger_deadline: Option<Instant>,
 }
 
@@ -204,7 +208,7 @@ impl Conn {
         }
         if self.linger_deadline.is_some_and(|t| t <= now) {
             self.linger_deadline = None;
-            if self.slots.is_empty() {
+            if self.slots.iter().all(|s| s.parked) {
                 close(&mut self.conn, now, CLOSE_NORMAL, "normal close");
             }
             fired = true;
@@ -332,13 +336,29 @@ impl Conn {
             return;
         }
         self.slots.forget(id);
-        if !self.slots.is_empty() {
-            return;
-        }
         match owner.role {
-            Role::Dialer { .. } => self.linger_deadline = Some(now + LINGER),
+            Role::Dialer { .. } => self.linger_if_unused(now),
             Role::Listener { .. } if !owner.accepting => self.stop_if_idle(now),
             Role::Listener { .. } => {}
+        }
+    }
+
+    /// Stream `id`'s handle waits idle in a pool, or is in use again;
+    /// [`Conn::pump`] starts the linger once none is in use.
+    pub fn park(&mut self, id: StreamId, parked: bool) {
+        if let Some(slot) = self.slots.find_mut(id) {
+            slot.parked = parked;
+        }
+        if !parked {
+            self.linger_deadline = None;
+        }
+    }
+
+    /// Dialer side: with no stream in use, the connection closes after
+    /// [`LINGER`] unless one is used by then.
+    fn linger_if_unused(&mut self, now: Instant) {
+        if self.slots.iter().all(|s| s.parked) {
+            self.linger_deadline = Some(now + LINGER);
         }
     }
 
@@ -518,6 +538,12 @@ impl Conn {
         ended.dedup();
         for id in ended {
             self.end_stream(id, owner, now);
+        }
+        // All its streams wait in a pool: a parked one is not a use.
+        let dialer = matches!(owner.role, Role::Dialer { .. });
+        let all_parked = !self.slots.is_empty() && self.slots.iter().all(|s| s.parked);
+        if dialer && all_parked && self.linger_deadline.is_none() {
+            self.linger_deadline = Some(now + LINGER);
         }
     }
 

@@ -226,6 +226,12 @@ impl Endpoint {
                     self.touched.push(ch);
                 }
             }
+            DriverCmd::Park(ch, id, parked) => {
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.park(id, parked);
+                    self.touched.push(ch);
+                }
+            }
             // A connection that is gone drops `reply`, which says as much.
             DriverCmd::Open(ch, reply) => {
                 if let Some(c) = self.conns.get_mut(&ch) {

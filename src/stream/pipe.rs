@@ -26,6 +26,9 @@ pub(crate) enum DriverCmd {
     Release(ConnectionHandle, StreamId),
     /// Open one more stream on this many-stream connection.
     Open(ConnectionHandle, Sender<Result<Stream, DialError>>),
+    /// This stream waits idle for its next use (true), or is in use
+    /// again (false).
+    Park(ConnectionHandle, StreamId, bool),
 }
 
 #[derive(Default)]
@@ -235,6 +238,16 @@ impl Stream {
     pub fn peer_gone(&self) -> bool {
         let st = self.inner.pipe.lock();
         st.write_closed || st.error.is_some()
+    }
+
+    /// Whether the stream waits idle in a pool for its next use: a
+    /// dialed connection whose streams all wait closes
+    /// [`LINGER`](super::conn::LINGER) after the last one began to, as
+    /// one with no stream left does, so kept sessions do not hold it up
+    /// for good.
+    pub fn park(&self, parked: bool) {
+        let park = DriverCmd::Park(self.inner.conn, self.inner.id, parked);
+        let _ = self.inner.driver.send(park);
     }
 
     /// Half-close: the peer reads EOF once what was written arrives;

@@ -591,6 +591,53 @@ fn one_stream_requests_each_dial_their_own_connection() {
     assert!(c.sim.a.core.is_finished());
 }
 
+/// Runs until the dialer's connection is gone; how long that took.
+fn until_dialer_closes(sim: &mut Sim<Side, Side>) -> Duration {
+    let from = sim.elapsed();
+    sim.run_until_idle();
+    assert!(sim.a.core.is_finished());
+    sim.elapsed() - from
+}
+
+/// Pooled control sessions park their streams: a dialed connection whose
+/// streams all wait in the pool closes after the linger, as one with no
+/// stream left does, instead of living on keep-alives until the next use.
+#[test]
+fn a_connection_whose_streams_all_wait_parked_closes_after_the_linger() {
+    for many in [true, false] {
+        let mut c = connect_offering(
+            Side::listener(tls::IDLE_TIMEOUT),
+            many,
+            Faults::default(),
+            1,
+        );
+        let (client, server) = (c.client.clone(), c.server.clone());
+        round_trip(&mut c.sim, &client, &server, b"status");
+        // Taken again within the linger: the connection stays.
+        client.park(true);
+        c.sim.run_for(conn::LINGER / 2);
+        client.park(false);
+        c.sim.run_for(2 * conn::LINGER);
+        round_trip(&mut c.sim, &client, &server, b"again");
+        if many {
+            // A stream in use beside the parked one holds the connection.
+            let (other, other_server) = open_another(&mut c);
+            client.park(true);
+            c.sim.run_for(2 * conn::LINGER);
+            round_trip(&mut c.sim, &other, &other_server, b"in use");
+            drop((other, other_server));
+        } else {
+            client.park(true);
+        }
+        let lingered = until_dialer_closes(&mut c.sim);
+        assert!(
+            lingered >= conn::LINGER && lingered < tls::IDLE_TIMEOUT,
+            "{lingered:?}"
+        );
+        assert!(client.peer_gone());
+    }
+}
+
 /// How the listener closed a bare peer's connection: (code, reason).
 fn closed_by_listener(lost: &Option<ConnectionError>) -> (VarInt, String) {
     match lost {

@@ -279,11 +279,11 @@ impl<A: Peer, B: Peer> Sim<A, B> {
         }
     }
 
-    /// Jumps the clock to the earliest arrival or deadline; false if
-    /// there is none.
-    fn advance(&mut self) -> bool {
+    /// Jumps the clock to the earliest arrival or deadline, or to `stop`
+    /// if that comes first; false if there is none.
+    fn advance(&mut self, stop: Option<Instant>) -> bool {
         let arrivals = [&self.to_a, &self.to_b].map(|q| q.peek().map(|Reverse((t, ..))| *t));
-        let deadlines = [self.a.poll_timeout(), self.b.poll_timeout()];
+        let deadlines = [self.a.poll_timeout(), self.b.poll_timeout(), stop];
         let next = arrivals.into_iter().chain(deadlines).flatten().min();
         next.map(|t| self.now = self.now.max(t)).is_some()
     }
@@ -309,13 +309,23 @@ impl<A: Peer, B: Peer> Sim<A, B> {
 
     /// Steps until `done` holds, checked after each instant's work and
     /// before the clock moves on; panics if that never comes.
-    pub fn run_until(&mut self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+    pub fn run_until(&mut self, what: &str, done: impl FnMut(&Self) -> bool) {
+        self.run_until_or(None, what, done);
+    }
+
+    /// As `run_until`, with the clock stopping at `stop` on its way.
+    fn run_until_or(
+        &mut self,
+        stop: Option<Instant>,
+        what: &str,
+        mut done: impl FnMut(&Self) -> bool,
+    ) {
         for _ in 0..MAX_STEPS {
             self.run_due();
             if done(self) {
                 return;
             }
-            assert!(self.advance(), "everything went quiet before {what}");
+            assert!(self.advance(stop), "everything went quiet before {what}");
         }
         panic!("{what}: not within {MAX_STEPS} steps");
     }
@@ -324,17 +334,18 @@ impl<A: Peer, B: Peer> Sim<A, B> {
     pub fn run_until_idle(&mut self) {
         for _ in 0..MAX_STEPS {
             self.run_due();
-            if !self.advance() {
+            if !self.advance(None) {
                 return;
             }
         }
         panic!("still busy after {MAX_STEPS} steps");
     }
 
-    /// Steps through `d` of virtual time.
+    /// Steps through `d` of virtual time, and no further: a deadline
+    /// past it has not fired when this returns.
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
-        self.run_until("the time is up", |s| s.now >= end);
+        self.run_until_or(Some(end), "the time is up", |s| s.now >= end);
     }
 }
 

@@ -239,6 +239,14 @@ impl ControlClient {
     }
 }
 
+/// A kept session's stream tells its connection it waits idle, so the
+/// connection can close once nobody uses it (`Stream::park`).
+impl super::pool::Park for ControlClient {
+    fn park(&self, parked: bool) {
+        self.stream.park(parked);
+    }
+}
+
 /// The error an `ERROR: <text>` reply carries.
 fn refusal(line: &str) -> Option<ClientError> {
     let text = line.strip_prefix("ERROR: ")?;

@@ -3,7 +3,11 @@
 //! and the next unit's, do not each dial a stream and handshake again.
 //! Sans-IO: the caller passes `now`; a connection is simply dropped (and
 //! so closed) when it has idled past [`KEEP`] or the key holds
-//! [`PER_KEY`] already.
+//! [`PER_KEY`] already. The pool has no timer of its own: a kept item is
+//! parked ([`Park`]), and the stream driver, which has one, closes a
+//! connection whose streams all wait here once they have waited its
+//! linger time (5 s, as [`KEEP`]); the next use of such an item fails on
+//! the link and is replaced by a dial.
 //!
 //! Every request is a whole control command on a session that stays open
 //! after it, so this works the same against a Go executor, whose control
@@ -26,6 +30,12 @@ pub const KEEP: Duration = Duration::from_secs(5);
 /// the executor.
 pub const PER_KEY: usize = 4;
 
+/// What a kept item tells its connection when it goes into the pool
+/// (`true`) and comes out again (`false`).
+pub trait Park {
+    fn park(&self, parked: bool);
+}
+
 /// Idle items by key, each with when it was put back.
 pub struct Idle<K, T> {
     by_key: HashMap<K, Vec<(T, Instant)>>,
@@ -39,7 +49,7 @@ impl<K: Eq + Hash, T> Default for Idle<K, T> {
     }
 }
 
-impl<K: Eq + Hash, T> Idle<K, T> {
+impl<K: Eq + Hash, T: Park> Idle<K, T> {
     /// The most recently used item kept for `key`, if one is fresh.
     pub fn take(&mut self, key: &K, now: Instant) -> Option<T> {
         self.expire(now);
@@ -48,12 +58,13 @@ impl<K: Eq + Hash, T> Idle<K, T> {
         if items.is_empty() {
             self.by_key.remove(key);
         }
-        item
+        item.inspect(|i| i.park(false))
     }
 
     /// Keeps `item` for `key`; past [`PER_KEY`] the longest idle goes.
     pub fn put(&mut self, key: K, item: T, now: Instant) {
         self.expire(now);
+        item.park(true);
         let items = self.by_key.entry(key).or_default();
         items.push((item, now));
         if items.len() > PER_KEY {
@@ -67,10 +78,10 @@ impl<K: Eq + Hash, T> Idle<K, T> {
         self.by_key.values().map(Vec::len).sum()
     }
 
-    /// Drops every item idle for [`KEEP`] or more, under every key: the
-    /// pool has no timer, so this walk is what closes the connections to
-    /// executors nobody asks anymore. It is cheap: one key per executor
-    /// and TLS client, each with at most [`PER_KEY`] items.
+    /// Drops every item idle for [`KEEP`] or more, under every key (their
+    /// connections may already have closed, being parked). It is cheap:
+    /// one key per executor and TLS client, each with at most
+    /// [`PER_KEY`] items.
     fn expire(&mut self, now: Instant) {
         self.by_key.retain(|_, items| {
             items.retain(|(_, since)| now.saturating_duration_since(*since) < KEEP);
@@ -185,6 +196,35 @@ mod tests {
         let (reply, keep) = run_kept(Some(fake("kept", vec![garbled])), || panic!(), call(&calls));
         assert!(matches!(reply, Err(ClientError::Unexpected(_))));
         assert!(keep.is_none());
+    }
+
+    /// Plain numbers stand for items whose parking these tests ignore.
+    impl Park for i32 {
+        fn park(&self, _: bool) {}
+    }
+
+    impl Park for usize {
+        fn park(&self, _: bool) {}
+    }
+
+    /// An item that records whether it is parked.
+    struct Parkable(Cell<bool>);
+
+    impl Park for Parkable {
+        fn park(&self, parked: bool) {
+            self.0.set(parked);
+        }
+    }
+
+    #[test]
+    fn items_are_parked_while_kept_and_unparked_when_taken() {
+        let t0 = Instant::now();
+        let mut idle = Idle::default();
+        idle.put("n1", Parkable(Cell::new(false)), t0);
+        let kept = idle.by_key.get("n1").and_then(|items| items.first());
+        assert!(kept.is_some_and(|(item, _)| item.0.get()));
+        let taken = idle.take(&"n1", t0).expect("kept");
+        assert!(!taken.0.get());
     }
 
     #[test]
