@@ -336,8 +336,11 @@ impl Conn {
             return;
         }
         self.slots.forget(id);
+        if !self.slots.is_empty() {
+            return;
+        }
         match owner.role {
-            Role::Dialer { .. } => self.linger_if_unused(now),
+            Role::Dialer { .. } => self.linger_deadline = Some(now + LINGER),
             Role::Listener { .. } if !owner.accepting => self.stop_if_idle(now),
             Role::Listener { .. } => {}
         }
@@ -351,14 +354,6 @@ impl Conn {
         }
         if !parked {
             self.linger_deadline = None;
-        }
-    }
-
-    /// Dialer side: with no stream in use, the connection closes after
-    /// [`LINGER`] unless one is used by then.
-    fn linger_if_unused(&mut self, now: Instant) {
-        if self.slots.iter().all(|s| s.parked) {
-            self.linger_deadline = Some(now + LINGER);
         }
     }
 
@@ -539,7 +534,8 @@ impl Conn {
         for id in ended {
             self.end_stream(id, owner, now);
         }
-        // All its streams wait in a pool: a parked one is not a use.
+        // A dialer whose streams all wait in a pool lingers as one with
+        // none left does: a parked stream is not a use.
         let dialer = matches!(owner.role, Role::Dialer { .. });
         let all_parked = !self.slots.is_empty() && self.slots.iter().all(|s| s.parked);
         if dialer && all_parked && self.linger_deadline.is_none() {
