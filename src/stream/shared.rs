@@ -106,8 +106,8 @@ struct Table {
 /// Kept many-stream connections by target and TLS client; a key has
 /// more than one when a connection was full as a dial needed a stream.
 /// Each goes away by itself ([`conn::LINGER`](super::conn::LINGER) after
-/// its last stream, or when it fails); its entry is dropped at the next
-/// use. Executors are few, so lists will do.
+/// its last stream ended or was parked, or when it fails); its entry is
+/// dropped at the next use. Executors are few, so lists will do.
 #[derive(Default)]
 pub struct SharedConns(Mutex<Table>);
 
@@ -151,6 +151,7 @@ impl SharedConns {
         self.lock().kept.retain(|k| !k.opener.carries(stream));
     }
 
+    /// [`SharedConns::reuse`] for `key`.
     pub(super) fn reuse_key(
         &self,
         key: &Key,
