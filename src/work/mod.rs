@@ -106,6 +106,17 @@ impl Unit {
     /// A remote unit's `change` runs with its status locked, so it must
     /// not read it.
     pub fn update(&self, change: impl FnOnce(&mut Status)) -> Status {
+        let mut change = Some(change);
+        self.update_with(&mut |s| {
+            if let Some(c) = change.take() {
+                c(s);
+            }
+        })
+    }
+
+    /// [`update`](Self::update), compiled once instead of once for every
+    /// caller's closure.
+    fn update_with(&self, change: &mut dyn FnMut(&mut Status)) -> Status {
         if self.sole_writer {
             return self.update_known(change);
         }
@@ -125,7 +136,7 @@ impl Unit {
     /// [`update`](Self::update) for a sole writer: `last` stays locked
     /// from read to write, so concurrent changes (the monitor's, a
     /// cancel's) apply one after the other and none is lost.
-    fn update_known(&self, change: impl FnOnce(&mut Status)) -> Status {
+    fn update_known(&self, change: &mut dyn FnMut(&mut Status)) -> Status {
         let mut last = self.last();
         match self.dir.update_known(&last, change) {
             Ok(st) => *last = st,
