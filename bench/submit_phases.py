@@ -8,7 +8,10 @@ datadirs under $TMPDIR) and submits N `echo` units to n1 on n0's control
 socket one after another, timing three phases of each: connect until the
 greeting, the submit line until the "created" line, and stdin with its
 half-close until the result line (n0 submitting to n1 and n1 starting
-the unit). Prints the median of each phase.
+the unit). Prints the median of each phase, and the CPU time each node
+spent per unit (user + system, its own and its reaped children's: the
+command runners and their commands), measured over the timed units and
+the second after them, when the last units finish.
 """
 import argparse
 import json
@@ -44,6 +47,15 @@ def phases(sock_path):
     return t1 - t0, t2 - t1, t3 - t2
 
 
+def cpu_seconds(pid):
+    """(own, children's) user + system CPU seconds of process `pid`."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(x) / tick for x in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("receptor")
@@ -51,11 +63,17 @@ def main():
     args = ap.parse_args()
     line = work_bench.Line(args.receptor, 1, tempfile.gettempdir(), 0)
     try:
+        before = [cpu_seconds(p.pid) for p in line.procs]
         runs = [phases(line.sockets[0]) for _ in range(args.units)]
+        time.sleep(1)
+        after = [cpu_seconds(p.pid) for p in line.procs]
     finally:
         line.close()
     for name, values in zip(("greeting", "created line", "stdin to result"), zip(*runs)):
         print(f"{name}: median {statistics.median(values) * 1000:.2f} ms")
+    for i, (b, a) in enumerate(zip(before, after)):
+        own, children = ((y - x) / args.units * 1000 for x, y in zip(b, a))
+        print(f"n{i} CPU per unit: {own:.2f} ms, its children {children:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Node, free_port, go_reference, listener, peer, secs, wait_until};
+use common::{Node, free_port, go_reference, listener, peer, secs, show, wait_until};
 
 const ECHO: &str = "- work-command: {worktype: echo, command: cat}";
 
@@ -80,4 +80,51 @@ fn remote_units_on_a_go_executor_keep_one_connection_per_request() {
         dialed.iter().all(|l| l.ends_with("carries one stream")),
         "{dialed:#?}"
     );
+}
+
+/// What a refused submit sends as its stdin: a submit of its own, which
+/// would leave a second unit on the executor if the executor read it as
+/// commands.
+const SMUGGLED: &[u8] =
+    b"{\"command\":\"work\",\"subcommand\":\"submit\",\"node\":\"localhost\",\"worktype\":\"echo\"}\nsmuggled\n";
+
+/// Submits a unit of an unknown type to `executor` with [`SMUGGLED`] as
+/// stdin, then a good one, and checks that the executor refused the
+/// first (the submitter hears why) and holds only the second.
+fn refused_submit_runs_none_of_its_stdin(controller: &Node, executor: &Node) {
+    let out = controller.ctl_with_input(
+        &["work", "submit", "nope", "--node", &executor.id, "-p", "-"],
+        SMUGGLED,
+    );
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown work type nope"), "{}", show(&out));
+    assert_eq!(controller.submit_echo(&executor.id, b"good\n"), b"good\n");
+    let line = executor.connect().cmd("work list");
+    let units: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("work list {line:?}: {e}"));
+    assert_eq!(units.len(), 1, "the refused submit's stdin ran: {line}");
+}
+
+/// Between our nodes the request and its stdin go out together, before
+/// any reply; a refusal still reaches the submitter, and the executor
+/// ends the session instead of reading that stdin as commands.
+#[test]
+fn a_refused_pipelined_submit_reports_the_refusal_and_runs_none_of_its_stdin() {
+    let port = free_port();
+    let executor = Node::start("executor", &[listener(port, 1.0), ECHO.into()]);
+    let (controller, executor) = two_nodes(executor, port);
+    refused_submit_runs_none_of_its_stdin(&controller, &executor);
+}
+
+/// A Go executor keeps reading commands after refusing a submit, so it
+/// must get the request alone and the stdin only after the "created"
+/// line: nothing is pipelined to it.
+#[test]
+fn a_submit_to_a_go_executor_is_not_pipelined() {
+    let Some(go) = go_reference() else { return };
+    let port = free_port();
+    let executor = Node::start_go(&go, "goexec", &[listener(port, 1.0), ECHO.into()]);
+    let (controller, executor) = two_nodes(executor, port);
+    refused_submit_runs_none_of_its_stdin(&controller, &executor);
 }

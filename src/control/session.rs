@@ -80,7 +80,15 @@ pub fn serve_with<S: Socket>(
                     return connect(ctx, conn, &node, &service, tls.as_deref());
                 }
                 Ok(Command::Work(WorkCommand::Submit(req))) => {
-                    submit(ctx, &mut conn, &req, &caller)
+                    let reply = submit(ctx, &mut conn, &req, &caller);
+                    // What follows a refused request from one of our
+                    // nodes is its stdin, not commands: the session ends
+                    // (after a submit that ran, the stream is at its end).
+                    if conn.get_ref().pipelines_submits() {
+                        let _ = write(&mut conn, &render(reply));
+                        break;
+                    }
+                    reply
                 }
                 Ok(Command::Work(WorkCommand::Results { unit, start })) => {
                     // The stream ends with the connection.

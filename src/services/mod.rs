@@ -42,6 +42,12 @@ pub trait Socket: Read + Write + Send + Sized + 'static {
     /// The peer has closed both directions (or the connection failed).
     /// A peer that only half-closed is still there.
     fn peer_gone(&self) -> bool;
+    /// The client is one of our nodes, which may send a submit's stdin
+    /// right behind the request without waiting for the reply (a stream
+    /// on a many-stream connection).
+    fn pipelines_submits(&self) -> bool {
+        false
+    }
 }
 
 /// Whether the socket reports a hang-up or an error, without blocking.
@@ -112,6 +118,10 @@ impl Socket for Stream {
 
     fn peer_gone(&self) -> bool {
         Stream::peer_gone(self)
+    }
+
+    fn pipelines_submits(&self) -> bool {
+        self.opener().is_some()
     }
 }
 

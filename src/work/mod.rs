@@ -57,6 +57,10 @@ pub struct Unit {
     pub dir: UnitDir,
     /// The last status read or written, used when the file is unreadable.
     last: Mutex<Status>,
+    /// Only this process writes the status (a remote unit: no runner
+    /// shares its directory), so `last` is the file's content and is
+    /// read instead of it; the file is still written for every change.
+    sole_writer: bool,
     /// Bumped on every change a stream might wait for.
     version: Mutex<u64>,
     changed: Condvar,
@@ -71,6 +75,7 @@ impl Unit {
         Arc::new(Unit {
             id,
             dir,
+            sole_writer: status.work_type == REMOTE_TYPE,
             last: Mutex::new(status),
             version: Mutex::new(0),
             changed: Condvar::new(),
@@ -83,8 +88,11 @@ impl Unit {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current status, from disk.
+    /// The current status: from disk, unless only this process writes it.
     pub fn status(&self) -> Status {
+        if self.sole_writer {
+            return self.last().clone();
+        }
         match self.dir.read() {
             Ok(s) => {
                 *self.last() = s.clone();
@@ -95,7 +103,23 @@ impl Unit {
     }
 
     /// Changes the status on disk (under its lock) and wakes waiters.
+    /// A remote unit's `change` runs with its status locked, so it must
+    /// not read it.
     pub fn update(&self, change: impl FnOnce(&mut Status)) -> Status {
+        let mut change = Some(change);
+        self.update_with(&mut |s| {
+            if let Some(c) = change.take() {
+                c(s);
+            }
+        })
+    }
+
+    /// [`update`](Self::update), compiled once instead of once for every
+    /// caller's closure.
+    fn update_with(&self, change: &mut dyn FnMut(&mut Status)) -> Status {
+        if self.sole_writer {
+            return self.update_known(change);
+        }
         let fallback = self.last().clone();
         let st = match self.dir.update(&fallback, change) {
             Ok(s) => s,
@@ -105,6 +129,21 @@ impl Unit {
             }
         };
         *self.last() = st.clone();
+        self.notify();
+        st
+    }
+
+    /// [`update`](Self::update) for a sole writer: `last` stays locked
+    /// from read to write, so concurrent changes (the monitor's, a
+    /// cancel's) apply one after the other and none is lost.
+    fn update_known(&self, change: &mut dyn FnMut(&mut Status)) -> Status {
+        let mut last = self.last();
+        match self.dir.update_known(&last, change) {
+            Ok(st) => *last = st,
+            Err(e) => error!("[{}] Error updating status file: {e}", self.id),
+        }
+        let st = last.clone();
+        drop(last);
         self.notify();
         st
     }
@@ -629,4 +668,35 @@ fn tempfile_in(dir: &std::path::Path) -> io::Result<PathBuf> {
         .mode(0o600)
         .open(&path)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote unit's status is kept in memory and written through:
+    /// concurrent changes all land, in memory and in the file.
+    #[test]
+    fn a_sole_writers_concurrent_updates_all_land_on_disk() {
+        let root =
+            std::env::temp_dir().join(format!("receptor-unit-{}", crate::random::alphanumeric(10)));
+        let (id, dir) = UnitDir::create(&root).unwrap();
+        let status = Status::new(REMOTE_TYPE, None);
+        dir.write(&status).unwrap();
+        let unit = Unit::new(id, dir, status);
+        let bump = |unit: Arc<Unit>| {
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    unit.update(|s| s.stdout_size += 1);
+                }
+            })
+        };
+        let threads = [bump(unit.clone()), bump(unit.clone())];
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(unit.status().stdout_size, 200);
+        assert_eq!(unit.dir.read().unwrap().stdout_size, 200);
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }

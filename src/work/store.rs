@@ -1,10 +1,11 @@
 //! Unit directories under `<datadir>/<node>/<unit>/`: the `status` file,
 //! its `status.lock`, and the `stdin` and `stdout` files (docs/work.md §2).
 //!
-//! Every status change is a read-modify-write under an exclusive flock on
+//! A status change is a read-modify-write under an exclusive flock on
 //! `status.lock` (so Go runners sharing the directory stay consistent),
-//! written to a temporary file and renamed over `status`, so a crash never
-//! leaves a half-written status behind.
+//! or, for a status no other process writes, a write of the caller's
+//! copy; either way it is written to a temporary file and renamed over
+//! `status`, so a crash never leaves a half-written status behind.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -104,7 +105,23 @@ impl UnitDir {
         change: impl FnOnce(&mut Status),
     ) -> io::Result<Status> {
         let _lock = self.lock()?;
-        let mut status = self.read().unwrap_or_else(|_| fallback.clone());
+        let status = self.read().unwrap_or_else(|_| fallback.clone());
+        self.change(status, change)
+    }
+
+    /// As [`update`](Self::update), from `current` instead of the file,
+    /// for a status only this process writes (remote units): the caller
+    /// serializes its updates and holds the last one written, so neither
+    /// the file's lock nor a read of it is needed.
+    pub fn update_known(
+        &self,
+        current: &Status,
+        change: impl FnOnce(&mut Status),
+    ) -> io::Result<Status> {
+        self.change(current.clone(), change)
+    }
+
+    fn change(&self, mut status: Status, change: impl FnOnce(&mut Status)) -> io::Result<Status> {
         let before = status.state;
         change(&mut status);
         self.replace(&status, status.state != before || status.is_final())?;
@@ -212,6 +229,18 @@ mod tests {
         assert_eq!(list_unit_ids(&node_dir), vec![id]);
         dir.remove().unwrap();
         assert!(list_unit_ids(&node_dir).is_empty());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_known_status_is_written_over_whatever_the_file_holds() {
+        let root = scratch();
+        let (_, dir) = UnitDir::create(&root).unwrap();
+        fs::write(dir.path().join("status"), b"{\"State\":1,\"Det").unwrap();
+        let known = Status::new("remote", None);
+        let st = dir.update_known(&known, |s| s.stdout_size = 7).unwrap();
+        assert_eq!(st.stdout_size, 7);
+        assert_eq!(dir.read().unwrap(), st);
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -61,6 +61,10 @@ impl From<io::Error> for ClientError {
 pub struct ControlClient {
     reader: BufReader<Stream>,
     stream: Stream,
+    /// The node whose greeting is still to be read, before the first
+    /// reply: left unread on a stream to one of our nodes, so a submit
+    /// need not wait for it.
+    greeting: Option<String>,
     /// Signs every request but `status` (docs/work.md §8), each with a
     /// token of its own for the node dialed.
     signer: Option<(Arc<Keys>, String)>,
@@ -95,22 +99,60 @@ impl ControlClient {
         Self::greeted(stream, node)
     }
 
+    /// Opens the control service of `node` as [`connect`](Self::connect)
+    /// does, for a submit: a stream to one of our nodes (one on a
+    /// many-stream connection) is returned ungreeted, so the submit goes
+    /// out at once; to a Go node, only once it greeted. `Reused` says the
+    /// stream came from a kept connection, which may have died unseen.
+    pub fn open(
+        net: &Netceptor,
+        shared: &SharedConns,
+        node: &str,
+        tls: Option<(&str, &Arc<ClientTls>)>,
+    ) -> Result<(ControlClient, Reused), ClientError> {
+        let to = (node, "control");
+        if let Some(stream) = shared.reuse(net, to, tls, DIAL_TIMEOUT) {
+            return Ok((Self::ungreeted(stream, node), Reused(true)));
+        }
+        let stream = shared
+            .dial(net, to, tls, DIAL_TIMEOUT)
+            .map_err(|e| ClientError::Link(e.to_string()))?;
+        let client = match stream.opener() {
+            Some(_) => Self::ungreeted(stream, node),
+            None => Self::greeted(stream, node)?,
+        };
+        Ok((client, Reused(false)))
+    }
+
     /// A client on `stream` once `node` greeted on it.
     fn greeted(stream: Stream, node: &str) -> Result<ControlClient, ClientError> {
+        let mut client = Self::ungreeted(stream, node);
+        client.read_greeting()?;
+        Ok(client)
+    }
+
+    /// A client on `stream` that reads `node`'s greeting before its first
+    /// reply.
+    fn ungreeted(stream: Stream, node: &str) -> ControlClient {
         stream.set_read_timeout(Some(GREETING_TIMEOUT));
-        let mut client = ControlClient {
+        ControlClient {
             reader: BufReader::new(stream.clone()),
             stream,
+            greeting: Some(node.to_string()),
             signer: None,
-        };
-        let greeting = client.line()?;
-        if !greeting.contains(node) {
-            return Err(ClientError::Link(format!(
-                "unexpected greeting from {node}: {greeting:?}"
-            )));
         }
-        client.stream.set_read_timeout(Some(REPLY_TIMEOUT));
-        Ok(client)
+    }
+
+    /// Whether the node's greeting is still to come: the stream runs to
+    /// one of our nodes and nothing was read from it yet.
+    fn ungreeted_yet(&self) -> bool {
+        self.greeting.is_some()
+    }
+
+    /// The kept connection under this client no longer answers: it is not
+    /// used again.
+    pub fn forget_connection(&self, shared: &SharedConns) {
+        shared.forget(&self.stream);
     }
 
     /// From now on, requests carry a `signature` made with `keys` for
@@ -133,11 +175,57 @@ impl ControlClient {
         Ok(())
     }
 
-    /// Asks the node to create the unit `r` describes; returns its ID
-    /// there. `send_stdin` comes next. Like Go's controller, any line
-    /// without an ID, an `ERROR:` one too, is `Unexpected`.
+    /// Creates the unit `r` describes on the node and sends it `stdin`,
+    /// half-closing; the unit then starts there. Like Go's controller,
+    /// any reply to the request without an ID, an `ERROR:` one too, is
+    /// `Unexpected`; the result line's `ERROR:` is `Refused`.
+    ///
+    /// To one of our nodes (greeting unread) the request, stdin and
+    /// half-close go out at once, and the greeting, ID line and result
+    /// are read after: one turn instead of three. Our executor ends the
+    /// session after refusing a submit there, so the stdin behind a
+    /// refused request is never read as commands. To a Go node, each
+    /// reply is awaited before the next write, as receptorctl does.
     pub fn submit(
         &mut self,
+        r: &RemoteExtra,
+        secrets: &BTreeMap<String, String>,
+        stdin: &mut dyn Read,
+    ) -> Submitted {
+        let request = match self.submit_line(r, secrets) {
+            Ok(line) => line,
+            Err(e) => return Submitted::no_id(e),
+        };
+        if self.ungreeted_yet() {
+            // A refusal stops the stream, failing these writes; its reply
+            // still comes and says why.
+            let sent = self
+                .write_line(&request)
+                .and_then(|()| self.send_rest(stdin));
+            let id = match self.line().and_then(id_reply) {
+                Ok(id) => id,
+                Err(e) => return Submitted::no_id(e),
+            };
+            let started = sent.and_then(|()| self.result());
+            return Submitted {
+                id: Some(id),
+                started,
+            };
+        }
+        let id = match self.request(&request).and_then(id_reply) {
+            Ok(id) => id,
+            Err(e) => return Submitted::no_id(e),
+        };
+        let started = self.send_rest(stdin).and_then(|()| self.result());
+        Submitted {
+            id: Some(id),
+            started,
+        }
+    }
+
+    /// The JSON line of a submit.
+    fn submit_line(
+        &self,
         r: &RemoteExtra,
         secrets: &BTreeMap<String, String>,
     ) -> Result<String, ClientError> {
@@ -155,14 +243,18 @@ impl ControlClient {
             req.insert(k.into(), v.into());
         }
         self.sign(&mut req)?;
-        let line = self.request(&serde_json::Value::Object(req).to_string())?;
-        unit_id_in(&line).ok_or(ClientError::Unexpected(line))
+        Ok(serde_json::Value::Object(req).to_string())
     }
 
-    /// Sends the unit's stdin and half-closes; the unit then starts there.
-    pub fn send_stdin(mut self, stdin: &mut dyn Read) -> Result<(), ClientError> {
+    /// Sends the unit's stdin and half-closes.
+    fn send_rest(&self, stdin: &mut dyn Read) -> Result<(), ClientError> {
         io::copy(stdin, &mut &self.stream)?;
         self.stream.shutdown_write();
+        Ok(())
+    }
+
+    /// The result line of a submit, once the unit started (or not).
+    fn result(&mut self) -> Result<(), ClientError> {
         self.stream.set_read_timeout(Some(ACTION_TIMEOUT));
         let line = self.line()?;
         refusal(&line).map_or(Ok(()), Err)
@@ -226,11 +318,37 @@ impl ControlClient {
     }
 
     fn request(&mut self, line: &str) -> Result<String, ClientError> {
-        (&self.stream).write_all(format!("{line}\n").as_bytes())?;
+        self.write_line(line)?;
         self.line()
     }
 
+    fn write_line(&self, line: &str) -> Result<(), ClientError> {
+        (&self.stream).write_all(format!("{line}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// The next reply line, after the greeting if that is still unread.
     fn line(&mut self) -> Result<String, ClientError> {
+        self.read_greeting()?;
+        self.read_line()
+    }
+
+    /// Reads the greeting if it is still unread: a stranger's fails.
+    fn read_greeting(&mut self) -> Result<(), ClientError> {
+        let Some(node) = self.greeting.take() else {
+            return Ok(());
+        };
+        let greeting = self.read_line()?;
+        if !greeting.contains(&node) {
+            return Err(ClientError::Link(format!(
+                "unexpected greeting from {node}: {greeting:?}"
+            )));
+        }
+        self.stream.set_read_timeout(Some(REPLY_TIMEOUT));
+        Ok(())
+    }
+
+    fn read_line(&mut self) -> Result<String, ClientError> {
         let mut line = String::new();
         match self.reader.read_line(&mut line)? {
             0 => Err(ClientError::Link("connection closed".into())),
@@ -245,6 +363,34 @@ impl super::pool::Park for ControlClient {
     fn park(&self, parked: bool) {
         self.stream.park(parked);
     }
+}
+
+/// Whether a stream came from a kept connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reused(pub bool);
+
+/// How a submit went.
+#[derive(Debug)]
+pub struct Submitted {
+    /// The executor's unit ID, once it gave one.
+    pub id: Option<String>,
+    /// Whether the unit started there.
+    pub started: Result<(), ClientError>,
+}
+
+impl Submitted {
+    fn no_id(e: ClientError) -> Submitted {
+        Submitted {
+            id: None,
+            started: Err(e),
+        }
+    }
+}
+
+/// The unit ID a submit's first reply carries, or that line as
+/// `Unexpected`.
+fn id_reply(line: String) -> Result<String, ClientError> {
+    unit_id_in(&line).ok_or(ClientError::Unexpected(line))
 }
 
 /// The error an `ERROR: <text>` reply carries.

@@ -12,17 +12,19 @@ mod monitor;
 mod pool;
 mod results;
 
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use super::state::{FAILED, RemoteExtra, ZERO_TIME};
 use super::{Completion, SubmitRequest, Unit, WorkError, Workceptor};
 use crate::gotime;
-use client::{ClientError, ControlClient};
+use client::{ClientError, ControlClient, Reused, Submitted};
 
 /// How this node reaches executors' control services: the mesh, and the
 /// TLS clients a submit may name.
@@ -87,19 +89,60 @@ impl Dialer {
 
     /// The control service of `r`'s executor, with `r`'s TLS client.
     fn connect(&self, r: &RemoteExtra) -> Result<ControlClient, ClientError> {
-        let tls = match r.tls_client.as_str() {
-            "" => None,
-            name => Some((
-                name,
-                self.tls
-                    .client(name)
-                    .map_err(|e| ClientError::Link(e.to_string()))?,
-            )),
-        };
+        let tls = self.tls_client(r)?;
         let tls = tls.as_ref().map(|(name, t)| (*name, t));
         let mut client = ControlClient::connect(&self.net, &self.idle.shared, &r.remote_node, tls)?;
         self.sign_for(&mut client, r);
         Ok(client)
+    }
+
+    /// Submits `r`'s unit with the stdin in file `stdin` (see
+    /// [`ControlClient::submit`]). A kept connection that turns out dead
+    /// before the executor answered is dropped and the submit dialed
+    /// again, so it costs a dial and never a failed step.
+    fn submit(
+        &self,
+        r: &RemoteExtra,
+        secrets: &BTreeMap<String, String>,
+        stdin: &Path,
+    ) -> Result<Submitted, ClientError> {
+        let (mut conn, Reused(reused)) = self.open(r)?;
+        let done = conn.submit(r, secrets, &mut File::open(stdin)?);
+        if !reused || done.id.is_some() || !matches!(done.started, Err(ClientError::Link(_))) {
+            return Ok(done);
+        }
+        if let Err(e) = &done.started {
+            debug!("Kept control connection to {} failed: {e}", r.remote_node);
+        }
+        conn.forget_connection(&self.idle.shared);
+        let (mut conn, _) = self.open(r)?;
+        Ok(conn.submit(r, secrets, &mut File::open(stdin)?))
+    }
+
+    /// The control service of `r`'s executor for a submit (see
+    /// [`ControlClient::open`]).
+    fn open(&self, r: &RemoteExtra) -> Result<(ControlClient, Reused), ClientError> {
+        let tls = self.tls_client(r)?;
+        let tls = tls.as_ref().map(|(name, t)| (*name, t));
+        let (mut client, reused) =
+            ControlClient::open(&self.net, &self.idle.shared, &r.remote_node, tls)?;
+        self.sign_for(&mut client, r);
+        Ok((client, reused))
+    }
+
+    /// The TLS client `r` names, if any, with its name.
+    fn tls_client<'a>(
+        &self,
+        r: &'a RemoteExtra,
+    ) -> Result<Option<(&'a str, Arc<crate::tls::ClientTls>)>, ClientError> {
+        match r.tls_client.as_str() {
+            "" => Ok(None),
+            name => self
+                .tls
+                .client(name)
+                .map(|t| Some((name, t)))
+                .map_err(|e| ClientError::Link(e.to_string())),
+        }
     }
 
     /// Signs `conn`'s requests as `r` asks, whichever unit used it before.
@@ -181,23 +224,20 @@ pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkEr
 }
 
 /// Creates the unit on the executor and sends its stdin, recording the
-/// executor's unit ID and then that it started.
+/// executor's unit ID and whether it started in one status write.
 fn submit(w: &Workceptor, unit: &Unit, r: &RemoteExtra) -> Result<(), SubmitFailure> {
     let secrets = w.unit_secrets(unit).map_err(SubmitFailure::Refused)?;
-    let mut conn = w.dialer().connect(r)?;
-    let remote_id = conn.submit(r, &secrets)?;
-    unit.update(|s| {
-        if let Some(r) = s.remote_mut() {
-            r.remote_unit_id = remote_id.clone();
-        }
-    });
-    let mut stdin = File::open(unit.dir.stdin_path()).map_err(ClientError::from)?;
-    conn.send_stdin(&mut stdin)?;
-    unit.update(|s| {
-        if let Some(r) = s.remote_mut() {
-            r.remote_started = true;
-        }
-    });
+    let done = w.dialer().submit(r, &secrets, &unit.dir.stdin_path())?;
+    if let Some(remote_id) = &done.id {
+        let started = done.started.is_ok();
+        unit.update(|s| {
+            if let Some(r) = s.remote_mut() {
+                r.remote_unit_id = remote_id.clone();
+                r.remote_started = started;
+            }
+        });
+    }
+    done.started?;
     // The executor has them now; this node needs them no more.
     super::secrets::Vault::forget(unit.dir.path());
     Ok(())

@@ -143,9 +143,9 @@ pub fn decide<'a>(s: &Situation<'a>) -> Step<'a> {
     }
     // A results stream runs while the unit is incomplete here: it carries
     // output as it is written and ends when the unit does. The first one
-    // starts at once, beside the first status request, so a short unit
-    // does not wait for that reply before its output can come; later ones
-    // wait for status fresher than the unit's last change.
+    // starts at once (beside the first status request, if one is due), so
+    // a short unit does not wait for a reply before its output can come;
+    // later ones wait for status fresher than the unit's last change.
     if !s.fetching && (s.last_poll.is_none() || !s.changed) {
         return Step::Fetch;
     }
@@ -225,6 +225,9 @@ pub fn run(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
         polled_version: 0,
         fetching: Arc::new(AtomicBool::new(false)),
     };
+    if remote_of(unit).is_some_and(|r| r.remote_started) {
+        d.as_if_polled(unit);
+    }
     while unit.dir.exists() {
         let Some(r) = remote_of(unit) else { return };
         // Taken first, so a change while we look wakes a wait below.
@@ -254,7 +257,10 @@ pub fn run(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
                 Err(e) => failed(unit, &e),
             },
             Step::Submit => match submit(w, unit, &r) {
-                Ok(()) => Outcome::Fine,
+                Ok(()) => {
+                    d.as_if_polled(unit);
+                    Outcome::Fine
+                }
                 Err(SubmitFailure::Refused(e)) => Outcome::Refused(e),
                 Err(SubmitFailure::Unreachable(e)) => failed(unit, &e),
             },
@@ -293,6 +299,17 @@ impl Driver {
             now: Instant::now(),
             wall: SystemTime::now(),
         }
+    }
+
+    /// Takes the unit's status as fresh as a reply to a status request
+    /// now: that of a unit just submitted (the executor answered it had
+    /// started), or of one found started at a restart. The first request
+    /// then waits for news (output, the end of the results stream) or
+    /// the regular poll instead of going out at once, when all it could
+    /// say is that the unit is running: one request fewer per unit.
+    fn as_if_polled(&mut self, unit: &Unit) {
+        self.last_poll = Some(Instant::now());
+        self.polled_version = unit.version();
     }
 
     fn record(&mut self, outcome: Outcome) {
