@@ -2,17 +2,17 @@
 """Writes the link order of the release binary's functions
 (packaging/code-order/TARGET.txt, which build.rs hands to the linker).
 
-The kernel maps a binary's pages in 64 KiB windows around each page a
-process touches, so an idle node's resident code is every window that
-start-up, idling and a few control commands touch. Placing the functions
-they run next to each other makes those windows few. This script finds
-those functions: it runs one node under callgrind in a 3-node line and
-dumps the functions executed in each phase (twice, under each of
-valgrind's thread schedulers), then lists them phase by
-phase (start-up and idle first, then control commands, then work units,
-then shutdown), each phase sorted by name, each function once. The
-linker places the listed functions first, in that order, and the rest
-after them as usual.
+The kernel maps a cached file's pages in blocks (64 KiB or more) around
+each page a process touches, so an idle node's resident code is every
+block that start-up, idling and a few control commands touch. Placing
+the functions they run next to each other makes those blocks few. This
+script finds those functions: it runs one node under callgrind in a
+3-node line and dumps the functions executed in each phase (twice, under
+each of valgrind's thread schedulers), then lists them phase by phase
+(start-up and idle first, then control commands, then work units, then
+shutdown), each phase sorted by name, each function once. The linker
+places the listed functions first, in that order, and the rest after
+them as usual.
 
 The names must be those of the release build (a symbol's hash comes
 from the crate's build settings), so the binary traced is a release
@@ -107,7 +107,7 @@ class Line:
     def dump(self):
         """Ends a phase: callgrind writes what ran since the last dump."""
         subprocess.run(["callgrind_control", "--dump", str(self.procs[1].pid)],
-                       check=True, stdout=subprocess.DEVNULL)
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def close(self):
         for p in self.procs:
@@ -126,8 +126,8 @@ def run_phases(line):
     line.dump()
     # A local unit, and a remote one that n0 runs on n1 over the mesh.
     # Both fail: the daemon starts a unit's runner as /proc/self/exe,
-    # which under valgrind is valgrind's tool, not receptor. The daemon
-    # still starts, watches, reports and releases them the same way.
+    # which under valgrind is valgrind's tool, not receptor. The daemon's
+    # side (start, watch, status, results, release) runs all the same.
     for sock, node in [(n1, "n1"), (line.socks[0], "n1")]:
         unit = submit(sock, node, "cat", b"hello\n")
         wait_for(lambda: status(sock, unit)["StateName"] in ("Succeeded", "Failed"),
