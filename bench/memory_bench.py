@@ -18,7 +18,15 @@ every route is known and the nodes have idled, then reads
                 which glibc mmaps on their own
   kernel        [vvar], [vdso]
 
+--sections splits the median node's binary pages by ELF section (each
+resident page of the binary's mappings, from /proc/PID/pagemap, goes to
+the sections its file bytes belong to; "copied" counts the pages that
+are private copies, e.g. .data.rel.ro after relocation). --after also
+measures every node again after one `status` request on its control
+socket, and again after it has run one `cat` work unit.
+
 Usage: bench/memory_bench.py PATH_TO_RECEPTOR [--mesh 30] [--idle 3]
+                             [--sections] [--after]
 """
 
 import argparse
@@ -28,12 +36,14 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 
 from benchlib import control, free_port, wait_for
+from work_bench import status, submit
 
 ARENA_ALIGN = 64 << 20
 CATEGORIES = ["binary text", "binary data", "shared libs", "main heap", "arenas",
@@ -79,16 +89,63 @@ class Mesh:
 
 def mappings(pid):
     """(start, end, perms, path, rss_kib) for every mapping of pid."""
+    return [m[:5] for m in mappings_with_offset(pid)]
+
+
+def mappings_with_offset(pid):
+    """mappings(pid), each with the file offset it maps from appended."""
     out = []
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             head = line.split()
             if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
                 lo, hi = (int(x, 16) for x in head[0].split("-"))
-                out.append([lo, hi, head[1], head[5] if len(head) > 5 else "", 0])
+                path = head[5] if len(head) > 5 else ""
+                out.append([lo, hi, head[1], path, 0, int(head[2], 16)])
             elif head[0] == "Rss:":
                 out[-1][4] = int(head[1])
     return out
+
+
+def elf_sections(binary):
+    """(name, file offset, size) of each section of an ELF64 file that
+    has bytes in the file and is loaded."""
+    with open(binary, "rb") as f:
+        elf = f.read()
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    heads = [struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize) for i in range(shnum)]
+    strtab = heads[shstrndx][4]
+    out = []
+    for name, kind, flags, _addr, offset, size in heads:
+        if flags & 2 and kind != 8:  # SHF_ALLOC, not SHT_NOBITS
+            end = elf.index(b"\0", strtab + name)
+            out.append((elf[strtab + name:end].decode(), offset, size))
+    return out
+
+
+def section_kib(pid, binary):
+    """{section: [resident KiB, of which private copies]} of the binary."""
+    sections = elf_sections(binary)
+    kib = {name: [0.0, 0.0] for name, _, _ in sections}
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open(f"/proc/{pid}/pagemap", "rb") as pm:
+        for lo, hi, _perms, path, _rss, offset in mappings_with_offset(pid):
+            if path != binary:
+                continue
+            pm.seek(lo // page * 8)
+            entries = struct.unpack(f"<{(hi - lo) // page}Q", pm.read((hi - lo) // page * 8))
+            for i, e in enumerate(entries):
+                if not e >> 63:  # not present
+                    continue
+                start = offset + i * page
+                for name, s_off, s_size in sections:
+                    overlap = min(start + page, s_off + s_size) - max(start, s_off)
+                    if overlap > 0:
+                        kib[name][0] += overlap / 1024
+                        if not e >> 61 & 1:  # anonymous: a private copy
+                            kib[name][1] += overlap / 1024
+    return kib
 
 
 def stack_pointers(pid):
@@ -143,7 +200,7 @@ def private_kib(pid):
                    if l.startswith(("Private_Clean:", "Private_Dirty:")))
 
 
-def report(title, mesh, binary):
+def report(title, mesh, binary, sections=False):
     pids = [p.pid for p in mesh.procs]
     rss = [status_kib(p, "VmRSS") for p in pids]
     priv = [private_kib(p) for p in pids]
@@ -161,7 +218,22 @@ def report(title, mesh, binary):
     for cat in CATEGORIES:
         print(f"| {cat} | {kib[cat]} |")
     print(f"| total | {sum(kib.values())} |")
+    if sections:
+        print(f"binary pages of n{med} by section:")
+        print("| section | size KiB | resident KiB | copied KiB |")
+        print("|---|---|---|---|")
+        sizes = {name: size for name, _, size in elf_sections(binary)}
+        for name, (res, copied) in section_kib(pids[med], binary).items():
+            if sizes[name] >= 4096 or res >= 1:
+                print(f"| {name} | {sizes[name] / 1024:.0f} | {res:.0f} | {copied:.0f} |")
     print()
+
+
+def run_one_unit(mesh):
+    """Each node runs one `cat` unit to the end."""
+    units = [submit(sock, f"n{i}", "cat", b"hello\n") for i, sock in enumerate(mesh.socks)]
+    for sock, unit in zip(mesh.socks, units):
+        wait_for(lambda: status(sock, unit)["StateName"] == "Succeeded", 30, "the unit")
 
 
 def main():
@@ -169,8 +241,16 @@ def main():
     ap.add_argument("receptor")
     ap.add_argument("--mesh", type=int, default=0, help="also measure an N-node mesh")
     ap.add_argument("--idle", type=float, default=3, help="seconds to idle before measuring")
+    ap.add_argument("--sections", action="store_true", help="binary pages by ELF section")
+    ap.add_argument("--after", action="store_true",
+                    help="measure again after a status request, and after a work unit")
     args = ap.parse_args()
     binary = os.path.realpath(args.receptor)
+    # The steady state of a host that runs the daemon: its file is in the
+    # page cache, so a fault maps the whole cached block around it.
+    with open(binary, "rb") as f:
+        while f.read(1 << 20):
+            pass
     work = tempfile.mkdtemp(prefix="receptor-mem-")
     sizes = [1, 2] + ([args.mesh] if args.mesh > 2 else [])
     try:
@@ -178,7 +258,16 @@ def main():
             mesh = Mesh(binary, n, work)
             try:
                 time.sleep(args.idle)
-                report(f"{n}-node mesh" if n > 1 else "single node", mesh, binary)
+                title = f"{n}-node mesh" if n > 1 else "single node"
+                report(title, mesh, binary, args.sections)
+                if args.after:
+                    for sock in mesh.socks:
+                        control(sock, '{"command":"status"}')
+                    time.sleep(1)
+                    report(f"{title}, after one status", mesh, binary, args.sections)
+                    run_one_unit(mesh)
+                    time.sleep(1)
+                    report(f"{title}, after one work unit", mesh, binary, args.sections)
             finally:
                 mesh.close()
     finally:
