@@ -122,7 +122,9 @@ if command -v podman >/dev/null; then
     pod build -q --isolation chroot -f packaging/container/Containerfile \
         -t receptor-rs-check target/image-context
     ctr="$(pod create receptor-rs-check)"
-    files="$(pod export "$ctr" | tar -t | grep -v '/$' | sort | tr '\n' ' ')"
+    # To a file: podman 4.3's export to a pipe can write nothing at all.
+    pod export -o "$work/image.tar" "$ctr"
+    files="$(tar -tf "$work/image.tar" | grep -v '/$' | sort | tr '\n' ' ')"
     pod rm "$ctr" >/dev/null
     pod rmi receptor-rs-check >/dev/null
     echo "image files: $files"
