@@ -123,9 +123,10 @@ impl Node {
             return self.log_limited(Refusal::NoRoute, log::Level::Error, what);
         };
         codec::set_hops_to_live(&mut frame, h.hops_to_live - 1);
+        // Taking over the frame's buffer: no copy.
         self.outputs.push_back(Output::Send {
             conn: *conn,
-            msg: frame,
+            msg: frame.into(),
         });
     }
 
@@ -195,7 +196,7 @@ impl Node {
         if self.services.contains_key(&service) {
             self.outputs.push_back(Output::Unreachable {
                 service,
-                message,
+                message: Box::new(message),
                 received_from: from.to_string(),
             });
         }

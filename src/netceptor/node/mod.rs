@@ -116,8 +116,9 @@ pub struct BackendId(pub u64);
 /// What the shell must do on the node's behalf.
 #[derive(Debug, PartialEq)]
 pub enum Output {
-    /// Write one message to a connection.
-    Send { conn: ConnId, msg: Vec<u8> },
+    /// Write one message to a connection. A flood hands every peer the
+    /// same buffer: one copy of the message, not one per link.
+    Send { conn: ConnId, msg: bytes::Bytes },
     /// Close a connection (after writing what was queued). `error` is the
     /// reason to log, if the close is a failure.
     Close { conn: ConnId, error: Option<String> },
@@ -129,9 +130,11 @@ pub enum Output {
         payload: bytes::BytesMut,
     },
     /// Tell a local service that something it sent could not be delivered.
+    /// Boxed: the rare variant would otherwise double the size of every
+    /// queued output (thousands queue up while a mesh converges).
     Unreachable {
         service: ServiceName,
-        message: UnreachableMessage,
+        message: Box<UnreachableMessage>,
         received_from: String,
     },
     /// Another node has our ID and an older process: we must stop.
@@ -201,9 +204,9 @@ struct StoredUpdate {
 struct StoredAd {
     ad: ServiceAdvertisement,
     time: i128,
-    /// The ad as it arrived, encoded once for every new peer it is
-    /// handed to.
-    msg: Vec<u8>,
+    /// The ad as it arrived, encoded once and shared with every new peer
+    /// it is handed to.
+    msg: bytes::Bytes,
 }
 
 pub struct Node {

@@ -46,7 +46,7 @@ impl Node {
     /// ads and the first chunk at once, the rest as its link drains.
     pub(super) fn share_with(&mut self, conn: ConnId, at: Now) {
         for ad in self.own_ads(at.wall) {
-            let msg = codec::encode_service_ad(&ad);
+            let msg = codec::encode_service_ad(&ad).into();
             self.outputs.push_back(Output::Send { conn, msg });
         }
         let share = Share {
@@ -142,6 +142,7 @@ impl Node {
             }
             let msg = codec::encode_routing(&as_flooded(&self.graph, &self.id, node, update));
             sent += msg.len() + 2;
+            let msg = msg.into();
             self.outputs.push_back(Output::Send { conn, msg });
         }
         (None, sent)

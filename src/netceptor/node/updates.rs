@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use log::{debug, error, info, warn};
 
 use super::graph::Graph;
@@ -111,7 +112,7 @@ impl Node {
                 format!("Not forwarding routing update {id}: {len} bytes is too large")
             });
         }
-        self.flood(&msg, Some(from));
+        self.flood(msg.into(), Some(from));
         if let Some(id) = self.graph.id(&ru.node_id)
             && let Some(k) = self.known.get(&id)
             && (k.epoch, k.sequence) == (ru.update_epoch, ru.update_sequence)
@@ -268,16 +269,14 @@ impl Node {
             update.update_id,
             conns.join(" ")
         );
-        self.flood(&codec::encode_routing(&update), None);
+        self.flood(codec::encode_routing(&update).into(), None);
     }
 
-    pub(super) fn flood(&mut self, msg: &[u8], except: Option<ConnId>) {
+    pub(super) fn flood(&mut self, msg: Bytes, except: Option<ConnId>) {
         for &conn in self.peers.values() {
             if Some(conn) != except {
-                self.outputs.push_back(Output::Send {
-                    conn,
-                    msg: msg.to_vec(),
-                });
+                let msg = msg.clone();
+                self.outputs.push_back(Output::Send { conn, msg });
             }
         }
     }
