@@ -55,9 +55,7 @@ impl Node {
             // Only names of nodes we can reach are kept: a local client
             // must not grow the table with names it makes up.
             to_node: match self.graph.id(&to_node) {
-                Some(id) if to_node == self.id || self.routes.contains_key(&id) => {
-                    self.add_name(id)
-                }
+                Some(id) if to_node == self.id || self.routes.contains(id) => self.add_name(id),
                 _ => crate::netceptor::hash::node_hash(&to_node),
             },
             from_service,

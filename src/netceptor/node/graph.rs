@@ -15,9 +15,9 @@
 //! entries, as in Go, are never dropped, so a name goes once no entry
 //! lists it and nobody else holds it (the node's stored updates do).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use super::interner::{Id, Interner};
+use super::interner::{Id, IdMap, Interner};
 use crate::netceptor::routing::{self, CostTable};
 
 /// A node's connections, sorted by peer ID.
@@ -102,13 +102,21 @@ impl Graph {
     }
 
     /// Next hop (by ID) for every node this node reaches.
-    pub fn routes(&self) -> HashMap<Id, Id> {
-        routing::compute(
+    pub fn routes(&self) -> IdMap<Id> {
+        let hops = routing::compute(
             self.own,
             self.costs.len(),
             |id| self.costs[id as usize].as_deref(),
             |id| self.name(id),
-        )
+        );
+        hops.into_iter().collect()
+    }
+
+    /// Whether `node` has an entry: then its ID is never released, so
+    /// maps keyed by it (known nodes, routes, the hash table) need hold no
+    /// reference to it.
+    pub fn has_entry(&self, node: Id) -> bool {
+        self.costs.get(node as usize).is_some_and(Option::is_some)
     }
 
     /// One more reference to `name`, held outside the graph: its ID.
@@ -122,9 +130,14 @@ impl Graph {
         id
     }
 
-    /// One reference fewer, from [`Graph::retain`].
+    /// One reference fewer, from [`Graph::retain`] (or held by the graph).
     pub fn release(&mut self, id: Id) {
         self.names.release(id);
+        // Entries are never dropped, so an ID with one must stay live.
+        debug_assert!(
+            self.names.is_live(id) || !self.has_entry(id),
+            "node ID {id} released while it has an entry"
+        );
     }
 
     /// Sets the cost of the connection `from -> to`.
@@ -134,7 +147,7 @@ impl Graph {
         match edges.binary_search_by_key(&to, |e| e.0) {
             Ok(at) => {
                 edges[at].1 = cost;
-                self.names.release(to);
+                self.release(to);
             }
             Err(at) => {
                 edges.insert(at, (to, cost));
@@ -169,7 +182,7 @@ impl Graph {
         new.sort_unstable_by_key(|e| e.0);
         let old = match self.costs[node as usize].take() {
             Some(old) => {
-                self.names.release(node);
+                self.release(node);
                 old
             }
             None => {
@@ -187,7 +200,7 @@ impl Graph {
         self.costs[node as usize] = Some(new);
         for to in kept {
             // Its listing holds it already.
-            self.names.release(to);
+            self.release(to);
         }
         for to in gone {
             self.unlist(to, node);
@@ -228,7 +241,7 @@ impl Graph {
     /// reference to `node`.
     fn entry(&mut self, node: Id) -> &mut Edges {
         if self.costs[node as usize].is_some() {
-            self.names.release(node);
+            self.release(node);
         } else {
             self.entries += 1;
         }
@@ -255,7 +268,7 @@ impl Graph {
         if set.is_empty() {
             *set = Vec::new();
         }
-        self.names.release(to);
+        self.release(to);
     }
 }
 

@@ -50,6 +50,11 @@ impl Interner {
         }
     }
 
+    /// Whether `id` names a node (it is not free).
+    pub fn is_live(&self, id: Id) -> bool {
+        self.names.get(id as usize).is_some_and(Option::is_some)
+    }
+
     pub fn get(&self, name: &str) -> Option<Id> {
         self.ids.get(name).copied()
     }
@@ -91,6 +96,72 @@ impl Interner {
         self.ids
             .range::<str, _>((from, Bound::Unbounded))
             .map(|(name, &id)| (&**name, id))
+    }
+}
+
+/// Values by [`Id`], in a vector indexed by it: at thousands of known
+/// nodes, a hash map's entries and spare room cost twice the value.
+///
+/// It holds no reference to the IDs it is keyed by: only IDs of nodes
+/// with an entry in the graph go in, and those are never released (see
+/// [`super::graph::Graph::has_entry`]).
+#[derive(Debug)]
+pub(super) struct IdMap<T> {
+    slots: Vec<Option<T>>,
+    len: usize,
+}
+
+impl<T> Default for IdMap<T> {
+    fn default() -> Self {
+        IdMap {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> IdMap<T> {
+    pub fn get(&self, id: Id) -> Option<&T> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, id: Id) -> Option<&mut T> {
+        self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    pub fn contains(&self, id: Id) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Puts `value` at `id`: what was there.
+    pub fn insert(&mut self, id: Id, value: T) -> Option<T> {
+        let at = id as usize;
+        if self.slots.len() <= at {
+            self.slots.resize_with(at + 1, || None);
+        }
+        let old = self.slots[at].replace(value);
+        self.len += usize::from(old.is_none());
+        old
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
+        (0..)
+            .zip(&self.slots)
+            .filter_map(|(id, v)| Some((id, v.as_ref()?)))
+    }
+}
+
+impl<T> FromIterator<Option<T>> for IdMap<T> {
+    /// Values by position: the `n`th item is ID `n`'s.
+    fn from_iter<I: IntoIterator<Item = Option<T>>>(iter: I) -> Self {
+        let slots: Vec<Option<T>> = iter.into_iter().collect();
+        let len = slots.iter().flatten().count();
+        IdMap { slots, len }
     }
 }
 

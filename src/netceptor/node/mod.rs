@@ -35,7 +35,7 @@ use super::firewall::Firewall;
 use super::hash::node_hash;
 use super::routing::CostTable;
 use crate::random::IdGen;
-use interner::Id;
+use interner::{Id, IdMap};
 pub use limits::Limits;
 use limits::{Overflow, Refusal};
 use timer::{Timer, TimerTable};
@@ -218,10 +218,11 @@ pub struct Node {
     conns: HashMap<ConnId, links::Conn>,
     peers: BTreeMap<String, ConnId>,
     graph: graph::Graph,
-    known: HashMap<Id, NodeSeq>,
+    /// By ID: the latest update of each node we have had one from.
+    known: IdMap<NodeSeq>,
     seen_updates: HashMap<String, Instant>,
     /// Next hop of each node we reach.
-    routes: HashMap<Id, Id>,
+    routes: IdMap<Id>,
     /// The node of each name hash data messages may carry.
     names: HashMap<u64, Id>,
     own_hash: u64,
@@ -263,9 +264,9 @@ impl Node {
             conns: HashMap::new(),
             peers: BTreeMap::new(),
             graph: graph::Graph::new(id),
-            known: HashMap::new(),
+            known: IdMap::default(),
             seen_updates: HashMap::new(),
-            routes: HashMap::new(),
+            routes: IdMap::default(),
             names: HashMap::new(),
             own_hash: node_hash(id),
             ads: BTreeMap::new(),
@@ -372,6 +373,17 @@ impl Node {
         hash
     }
 
+    /// Whether every ID held without a reference (known nodes, routes, the
+    /// hash table) is this node's or has a graph entry, so it cannot be
+    /// released and given to another name.
+    fn ids_have_entries(&self) -> bool {
+        let known = self.known.iter().map(|(id, _)| id);
+        let routed = self.routes.iter().flat_map(|(d, &h)| [d, h]);
+        let hashed = self.names.values().copied();
+        let own = self.graph.own();
+        (known.chain(routed).chain(hashed)).all(|id| id == own || self.graph.has_entry(id))
+    }
+
     /// Whether `node` is this node (or its alias) or currently reachable.
     pub fn has_route(&self, node: &str) -> bool {
         let node = super::addr::resolve(node, &self.id);
@@ -380,16 +392,16 @@ impl Node {
 
     /// The peer through which `node` is reached, if it is.
     fn next_hop(&self, node: &str) -> Option<&str> {
-        let hop = self.routes.get(&self.graph.id(node)?)?;
+        let hop = self.routes.get(self.graph.id(node)?)?;
         Some(self.graph.name(*hop))
     }
 
     /// The routing table by name, as `status` shows it.
     fn route_table(&self) -> BTreeMap<String, String> {
-        let name = |id: &Id| self.graph.name(*id).to_string();
+        let name = |id: Id| self.graph.name(id).to_string();
         self.routes
             .iter()
-            .map(|(d, h)| (name(d), name(h)))
+            .map(|(d, &h)| (name(d), name(h)))
             .collect()
     }
 

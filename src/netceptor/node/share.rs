@@ -128,7 +128,7 @@ impl Node {
         let peer = self.peer_of(conn);
         let mut sent = 0;
         for (node, id) in self.graph.names_from(from.as_deref()) {
-            let Some(seq) = self.known.get(&id) else {
+            let Some(seq) = self.known.get(id) else {
                 continue;
             };
             if sent >= budget {
@@ -137,7 +137,7 @@ impl Node {
             let Some(update) = &seq.update else {
                 continue;
             };
-            if peer.as_deref() == Some(node) || !self.routes.contains_key(&id) {
+            if peer.as_deref() == Some(node) || !self.routes.contains(id) {
                 continue;
             }
             let msg = codec::encode_routing(&as_flooded(&self.graph, &self.id, node, update));

@@ -94,7 +94,7 @@ impl Node {
             if let Some(k) = self
                 .graph
                 .id(&ru.node_id)
-                .and_then(|id| self.known.get_mut(&id))
+                .and_then(|id| self.known.get_mut(id))
                 && k.epoch == ru.suspected_duplicate
             {
                 k.epoch = ru.update_epoch;
@@ -114,7 +114,7 @@ impl Node {
         }
         self.flood(msg.into(), Some(from));
         if let Some(id) = self.graph.id(&ru.node_id)
-            && let Some(k) = self.known.get(&id)
+            && let Some(k) = self.known.get(id)
             && (k.epoch, k.sequence) == (ru.update_epoch, ru.update_sequence)
         {
             self.store_update(id, &ru);
@@ -125,7 +125,7 @@ impl Node {
     fn store_update(&mut self, node: Id, ru: &RoutingUpdate) {
         // References are taken only once the update has its place: a
         // stored update owns one per name it lists.
-        let Some(k) = self.known.get_mut(&node) else {
+        let Some(k) = self.known.get_mut(node) else {
             return;
         };
         let connections = ru.connections.iter();
@@ -149,11 +149,7 @@ impl Node {
             "Received routing update {} from {} via {via}",
             ru.update_id, ru.node_id
         );
-        match self
-            .graph
-            .id(&ru.node_id)
-            .and_then(|id| self.known.get(&id))
-        {
+        match self.graph.id(&ru.node_id).and_then(|id| self.known.get(id)) {
             Some(k) if ru.update_epoch < k.epoch => return false,
             Some(k) if ru.update_epoch == k.epoch && ru.update_sequence <= k.sequence => {
                 return false;
@@ -196,7 +192,7 @@ impl Node {
         // what its own peers know when its link comes up (`share_with`),
         // and only nodes whose links changed flood.
         let (id, changed) = self.graph.set_node(&ru.node_id, &ru.connections);
-        if !self.known.contains_key(&id) {
+        if !self.known.contains(id) {
             self.add_name(id);
         }
         let seq = NodeSeq {
@@ -293,6 +289,7 @@ impl Node {
     pub(super) fn recompute_routes(&mut self) {
         debug!("Re-calculating routing table");
         self.routes = self.graph.routes();
+        debug_assert!(self.ids_have_entries());
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
