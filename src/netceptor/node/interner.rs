@@ -42,7 +42,7 @@ impl Interner {
     }
 
     /// One more reference to a live ID.
-    fn retain_id(&mut self, id: Id) {
+    pub fn retain_id(&mut self, id: Id) {
         let slot = &mut self.names[id as usize];
         debug_assert!(slot.is_some(), "node ID {id} retained while free");
         if let Some((_, refs)) = slot {

@@ -197,7 +197,9 @@ struct StoredUpdate {
     epoch: u64,
     sequence: u64,
     suspected_duplicate: u64,
-    connections: Box<[(Id, f64)]>,
+    /// The graph's entry for the node while that is still what the node
+    /// reported (most of the time): one list for both.
+    connections: graph::Edges,
 }
 
 #[derive(Debug, Clone)]

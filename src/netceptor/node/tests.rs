@@ -1123,3 +1123,24 @@ fn an_output_stays_small_while_thousands_queue() {
     // A mass start of a large mesh queues millions of outputs at once.
     assert!(std::mem::size_of::<Output>() <= 96);
 }
+
+#[test]
+fn a_stored_update_shares_its_list_with_the_cost_table() {
+    let mut sim = Sim::new(&["a", "b", "c", "d"]);
+    sim.connect_all(&[(0, 1), (1, 2), (2, 3), (3, 0)]);
+    sim.run_for(Duration::from_secs(2));
+    let a = &sim.nodes[0];
+    let mut shared = 0;
+    for (id, seq) in a.known.iter() {
+        let update = seq.update.as_ref().expect("every node's update is kept");
+        let reported = update
+            .connections
+            .iter()
+            .map(|&(to, c)| (a.graph.name(to).to_string(), c))
+            .collect();
+        let entry = a.graph.entry_if(id, &reported).expect("entry as reported");
+        assert!(std::sync::Arc::ptr_eq(&entry, &update.connections));
+        shared += 1;
+    }
+    assert_eq!(shared, 3);
+}

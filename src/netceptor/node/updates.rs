@@ -128,15 +128,25 @@ impl Node {
         let Some(k) = self.known.get_mut(node) else {
             return;
         };
-        let connections = ru.connections.iter();
+        let connections = match self.graph.entry_if(node, &ru.connections) {
+            Some(entry) => {
+                for &(to, _) in entry.iter() {
+                    self.graph.retain_id(to);
+                }
+                entry
+            }
+            None => ru
+                .connections
+                .iter()
+                .map(|(to, &c)| (self.graph.retain(to), c))
+                .collect(),
+        };
         let stored = StoredUpdate {
             update_id: ru.update_id.as_str().into(),
             epoch: ru.update_epoch,
             sequence: ru.update_sequence,
             suspected_duplicate: ru.suspected_duplicate,
-            connections: connections
-                .map(|(to, &c)| (self.graph.retain(to), c))
-                .collect(),
+            connections,
         };
         let old = k.update.replace(stored);
         release_update(&mut self.graph, old);
