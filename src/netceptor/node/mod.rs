@@ -222,7 +222,7 @@ pub struct Node {
     graph: graph::Graph,
     /// By ID: the latest update of each node we have had one from.
     known: IdMap<NodeSeq>,
-    seen_updates: HashMap<String, Instant>,
+    seen_updates: HashMap<updates::SeenKey, Instant>,
     /// Next hop of each node we reach.
     routes: IdMap<Id>,
     /// The node of each name hash data messages may carry.

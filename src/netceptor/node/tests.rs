@@ -440,7 +440,7 @@ fn remembered_update_ids_stay_bounded() {
     assert!(node.seen_updates.len() <= SEEN_UPDATES_CAP);
     assert!(
         node.seen_updates
-            .contains_key(&format!("u{}", SEEN_UPDATES_CAP + 9))
+            .contains_key(&updates::SeenKey::of(&format!("u{}", SEEN_UPDATES_CAP + 9)))
     );
 }
 

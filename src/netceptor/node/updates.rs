@@ -1,6 +1,7 @@
 //! Routing updates: accepting fresh ones, flooding them on, our own
 //! updates, and the routing table computed from what they say.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +25,38 @@ pub(super) const SEEN_UPDATES_CAP: usize = 65_536;
 pub(super) const TABLE_LOG_NODES: usize = 64;
 /// Connections a direct peer may list even when `maxconnections` is reached.
 const PEER_RESERVE: usize = 256;
+
+/// A routing update's ID as a fixed-size key of the seen-update table (a
+/// node remembers thousands): IDs of up to 15 bytes (Go's and ours have 8)
+/// are held exactly, inline, instead of in a `String` of their own; longer
+/// ones, which only odd peers send, by a 120-bit hash, so they can be
+/// taken for one another but never for a short one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct SeenKey([u8; 16]);
+
+impl SeenKey {
+    pub fn of(id: &str) -> SeenKey {
+        let id = id.as_bytes();
+        let mut key = [0; 16];
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() < key.len() => {
+                key[0] = len;
+                key[1..=id.len()].copy_from_slice(id);
+            }
+            _ => {
+                key[0] = u8::MAX;
+                let hash = |seed: u64| {
+                    let mut h = DefaultHasher::new();
+                    (seed, id).hash(&mut h);
+                    h.finish().to_le_bytes()
+                };
+                key[1..9].copy_from_slice(&hash(1));
+                key[9..].copy_from_slice(&hash(2)[..7]);
+            }
+        }
+        SeenKey(key)
+    }
+}
 
 /// The first name in an update that breaks the rules of `names`.
 fn bad_name(ru: &RoutingUpdate) -> Option<(&'static str, &str, NameError)> {
@@ -74,7 +107,8 @@ impl Node {
         if ru.node_id == self.id {
             return self.handle_own_id_update(&ru);
         }
-        if self.seen_updates.contains_key(&ru.update_id) {
+        let seen = SeenKey::of(&ru.update_id);
+        if self.seen_updates.contains_key(&seen) {
             return;
         }
         if self.seen_updates.len() >= SEEN_UPDATES_CAP {
@@ -85,7 +119,7 @@ impl Node {
             let cutoff = times[times.len() / 2];
             self.seen_updates.retain(|_, t| *t > cutoff);
         }
-        self.seen_updates.insert(ru.update_id.clone(), now);
+        self.seen_updates.insert(seen, now);
         if ru.suspected_duplicate != 0 {
             warn!(
                 "Node {} with epoch {} sent update {} suspecting a duplicate node with epoch {}",
@@ -342,6 +376,18 @@ fn recompute_delay(nodes: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_keys_tell_update_ids_apart() {
+        let long = "a".repeat(15);
+        let ids = ["", "a", "a\0", "abcdefgh", "abcdefgi", &long[..14], &long];
+        let keys: std::collections::HashSet<SeenKey> =
+            ids.iter().map(|id| SeenKey::of(id)).collect();
+        assert_eq!(keys.len(), ids.len());
+        let (x, y) = ("x".repeat(40), format!("{}y", "x".repeat(39)));
+        assert_ne!(SeenKey::of(&x), SeenKey::of(&y));
+        assert_eq!(SeenKey::of(&x), SeenKey::of(&x.clone()));
+    }
 
     #[test]
     fn routes_wait_longer_in_larger_meshes() {
