@@ -183,7 +183,7 @@ struct NodeSeq {
     epoch: u64,
     sequence: u64,
     /// The node's latest update as we flooded it on (`None` until we
-    /// have), handed to each new peer.
+    /// have), handed to each new peer: the one of this epoch and sequence.
     update: Option<StoredUpdate>,
 }
 
@@ -194,8 +194,6 @@ struct NodeSeq {
 #[derive(Debug)]
 struct StoredUpdate {
     update_id: Box<str>,
-    epoch: u64,
-    sequence: u64,
     suspected_duplicate: u64,
     /// The graph's entry for the node while that is still what the node
     /// reported (most of the time): one list for both.

@@ -133,6 +133,9 @@ impl Node {
             {
                 k.epoch = ru.update_epoch;
                 k.sequence = ru.update_sequence;
+                // Kept only with the epoch and sequence it carried.
+                let old = k.update.take();
+                release_update(&mut self.graph, old);
             }
         } else if !self.accept_fresh_update(&ru, from, now) {
             return;
@@ -177,8 +180,6 @@ impl Node {
         };
         let stored = StoredUpdate {
             update_id: ru.update_id.as_str().into(),
-            epoch: ru.update_epoch,
-            sequence: ru.update_sequence,
             suspected_duplicate: ru.suspected_duplicate,
             connections,
         };
