@@ -9,15 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 pub(super) type Id = u32;
 
 #[derive(Debug, Default)]
 pub(super) struct Interner {
     /// Ordered, so new peers can be handed updates by name, a chunk at a time.
-    ids: BTreeMap<Box<str>, Id>,
-    /// The name of each ID and its references; `None` for free IDs.
-    names: Vec<Option<(Box<str>, u32)>>,
+    ids: BTreeMap<Arc<str>, Id>,
+    /// The name of each ID and its references; `None` for free IDs. The
+    /// name is shared with `ids`: one allocation per name, not two (every
+    /// node holds every node's name).
+    names: Vec<Option<(Arc<str>, u32)>>,
     /// Released IDs, reused before new ones are made.
     free: Vec<Id>,
 }
@@ -36,8 +39,9 @@ impl Interner {
                 Id::try_from(self.names.len() - 1).expect("names are bounded by the node limits")
             }
         };
-        self.names[id as usize] = Some((name.into(), 1));
-        self.ids.insert(name.into(), id);
+        let name: Arc<str> = name.into();
+        self.names[id as usize] = Some((Arc::clone(&name), 1));
+        self.ids.insert(name, id);
         id
     }
 
