@@ -20,6 +20,7 @@ mod graph;
 mod interner;
 mod limits;
 mod links;
+mod outputs;
 mod services;
 mod share;
 #[cfg(any(test, feature = "sim"))]
@@ -27,7 +28,7 @@ pub mod sim;
 mod timer;
 mod updates;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::{ServiceAdvertisement, ServiceName, UnreachableMessage, WorkCommand};
@@ -243,7 +244,7 @@ pub struct Node {
     /// Backends a reload removed: links they still open are closed at once.
     retired: HashSet<BackendId>,
     timers: TimerTable,
-    outputs: VecDeque<Output>,
+    outputs: outputs::Outputs,
 }
 
 impl Node {
@@ -280,7 +281,7 @@ impl Node {
             firewall: Firewall::default(),
             retired: HashSet::new(),
             timers,
-            outputs: VecDeque::new(),
+            outputs: outputs::Outputs::default(),
         };
         node.add_name(node.graph.own());
         node

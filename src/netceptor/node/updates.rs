@@ -314,12 +314,9 @@ impl Node {
     }
 
     pub(super) fn flood(&mut self, msg: Bytes, except: Option<ConnId>) {
-        for &conn in self.peers.values() {
-            if Some(conn) != except {
-                let msg = msg.clone();
-                self.outputs.push_back(Output::Send { conn, msg });
-            }
-        }
+        let peers = self.peers.values().copied();
+        let conns = peers.filter(|&conn| Some(conn) != except).collect();
+        self.outputs.push_flood(msg, conns);
     }
 
     pub(super) fn schedule_flood(&mut self, now: Instant) {
