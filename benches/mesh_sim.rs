@@ -6,7 +6,8 @@
 //! For each size (default 100, 1000, 5000) and each shape (random graph of
 //! degree 3-6; AWX-like hub and spoke), every link opens at once; the run
 //! measures until every node routes to every other: routing messages and
-//! bytes sent, CPU time, and the live heap (all node state) per node. Then
+//! bytes sent, CPU time, and the live heap (all node state) per node, once
+//! converged and at its peak while converging (messages queued). Then
 //! the busiest node dies and the same is measured until the rest route
 //! around it; then it restarts (a new epoch) and its links come back, and
 //! the same is measured until every node routes to every other again.
@@ -18,14 +19,21 @@ use std::time::Duration;
 
 use receptor::netceptor::node::sim::{Sim, Traffic, topology};
 
-/// Counts live heap bytes, so node state can be weighed.
+/// Counts live heap bytes, so node state can be weighed, and the most
+/// that was live at once (messages queued in a mass start come on top).
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let live = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        grew(layout.size());
         unsafe { System.alloc(layout) }
     }
 
@@ -35,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        grew(new_size);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -85,10 +93,12 @@ fn shown(t: Option<Duration>) -> String {
 fn row(shape: &str, n: usize, links: &[(usize, usize)]) {
     let names: Vec<String> = (0..n).map(|i| format!("node{i}")).collect();
     let heap_before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(heap_before, Ordering::Relaxed);
     let mut sim = Sim::new(&names);
     sim.connect_all(links);
     let up = phase(&mut sim, &[]);
     let per_node = (LIVE.load(Ordering::Relaxed) - heap_before) / n;
+    let peak_per_node = (PEAK.load(Ordering::Relaxed) - heap_before) / n;
     let hub = topology::busiest(n, links);
     sim.kill_idx(hub);
     let down = phase(&mut sim, &[hub]);
@@ -96,7 +106,7 @@ fn row(shape: &str, n: usize, links: &[(usize, usize)]) {
     let again = phase(&mut sim, &[]);
     let t = up.traffic;
     println!(
-        "| {shape} | {n} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {} | {} | {:.0} | {} | {} | {:.0} |",
+        "| {shape} | {n} | {} | {} | {} | {:.1} | {} | {:.0} | {:.1} | {:.1} | {} | {} | {:.0} | {} | {} | {:.0} |",
         links.len(),
         shown(up.virtual_time),
         t.routing_msgs,
@@ -104,6 +114,7 @@ fn row(shape: &str, n: usize, links: &[(usize, usize)]) {
         t.routing_bytes / t.routing_msgs.max(1),
         up.cpu.as_secs_f64() * 1e6 / n as f64,
         per_node as f64 / 1024.0,
+        peak_per_node as f64 / 1024.0,
         shown(down.virtual_time),
         down.traffic.routing_msgs,
         down.cpu.as_secs_f64() * 1e6 / n as f64,
@@ -125,9 +136,9 @@ fn main() {
         sizes
     };
     println!(
-        "| shape | nodes | links | converged after | routing msgs | msgs/node | bytes/update | CPU µs/node | heap KiB/node | hub dies: reconverged after | routing msgs | CPU µs/node | hub back: reconverged after | routing msgs | CPU µs/node |"
+        "| shape | nodes | links | converged after | routing msgs | msgs/node | bytes/update | CPU µs/node | heap KiB/node | peak heap KiB/node | hub dies: reconverged after | routing msgs | CPU µs/node | hub back: reconverged after | routing msgs | CPU µs/node |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &sizes {
         row("random 3-6", n, &topology::random(n, n as u64));
         row("hub and spoke", n, &topology::hub_and_spoke(n));

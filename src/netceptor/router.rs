@@ -473,7 +473,7 @@ impl Router {
     fn apply_outputs(&mut self) {
         while let Some(out) = self.node.poll_output() {
             match out {
-                Output::Send { conn, msg } => self.write(conn, msg),
+                Output::Send { conn, msg } => self.write(conn, &msg),
                 Output::Close { conn, error } => {
                     if let Some(e) = error {
                         error!("Backend error: {e}");
@@ -503,7 +503,7 @@ impl Router {
                 } => self.deliver(
                     service,
                     Delivery::Unreachable {
-                        message,
+                        message: *message,
                         received_from,
                     },
                 ),
@@ -526,11 +526,11 @@ impl Router {
     }
 
     /// Queues a message; `flush` hands each link's batch over.
-    fn write(&mut self, conn: ConnId, msg: Vec<u8>) {
+    fn write(&mut self, conn: ConnId, msg: &[u8]) {
         let Some(out) = self.writers.get_mut(&conn) else {
             return;
         };
-        match out.link.queue(&msg) {
+        match out.link.queue(msg) {
             Ok(()) if !out.queued => {
                 out.queued = true;
                 self.dirty.push(conn);

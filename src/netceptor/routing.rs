@@ -1,7 +1,7 @@
 //! The routing table: shortest paths by connection cost (docs/wire.md §6.4).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// Directed edges as each node reported them: `node -> (peer -> cost)`.
 pub type CostTable = BTreeMap<String, BTreeMap<String, f64>>;
@@ -9,8 +9,8 @@ pub type CostTable = BTreeMap<String, BTreeMap<String, f64>>;
 /// A node, as the node computing routes numbers the names it knows.
 pub type NodeIx = u32;
 
-/// Next hop for every reachable node except `origin`, over nodes numbered
-/// below `slots`: `edges` gives a node's reported connections (`None` if
+/// Next hop of every reachable node except `origin` (by number: `None`
+/// for unreachable ones and `origin`), over nodes numbered below `slots`: `edges` gives a node's reported connections (`None` if
 /// it never reported any) and `name` its name, which breaks ties between
 /// equal costs so the result does not depend on the numbering.
 ///
@@ -22,7 +22,7 @@ pub fn compute<'a>(
     slots: usize,
     edges: impl Fn(NodeIx) -> Option<&'a [(NodeIx, f64)]>,
     name: impl Fn(NodeIx) -> &'a str,
-) -> HashMap<NodeIx, NodeIx> {
+) -> Vec<Option<NodeIx>> {
     let mut best: Vec<Option<(f64, Option<NodeIx>)>> = vec![None; slots];
     let mut done = vec![false; slots];
     let mut queue = BinaryHeap::new();
@@ -68,10 +68,7 @@ pub fn compute<'a>(
             }
         }
     }
-    (0..)
-        .zip(best)
-        .filter_map(|(node, b)| Some((node, b?.1?)))
-        .collect()
+    best.into_iter().map(|b| b?.1).collect()
 }
 
 struct Candidate<'a> {
@@ -141,9 +138,12 @@ mod tests {
             |n| lists[n as usize].as_deref(),
             |n| names[n as usize],
         );
+        let named = |(d, h): (usize, Option<NodeIx>)| Some((names[d], names[h? as usize]));
         routes
             .into_iter()
-            .map(|(d, h)| (names[d as usize].to_string(), names[h as usize].to_string()))
+            .enumerate()
+            .filter_map(named)
+            .map(|(d, h)| (d.to_string(), h.to_string()))
             .collect()
     }
 

@@ -55,9 +55,7 @@ impl Node {
             // Only names of nodes we can reach are kept: a local client
             // must not grow the table with names it makes up.
             to_node: match self.graph.id(&to_node) {
-                Some(id) if to_node == self.id || self.routes.contains_key(&id) => {
-                    self.add_name(id)
-                }
+                Some(id) if to_node == self.id || self.routes.contains(id) => self.add_name(id),
                 _ => crate::netceptor::hash::node_hash(&to_node),
             },
             from_service,
@@ -123,9 +121,10 @@ impl Node {
             return self.log_limited(Refusal::NoRoute, log::Level::Error, what);
         };
         codec::set_hops_to_live(&mut frame, h.hops_to_live - 1);
+        // Taking over the frame's buffer: no copy.
         self.outputs.push_back(Output::Send {
             conn: *conn,
-            msg: frame,
+            msg: frame.into(),
         });
     }
 
@@ -195,7 +194,7 @@ impl Node {
         if self.services.contains_key(&service) {
             self.outputs.push_back(Output::Unreachable {
                 service,
-                message,
+                message: Box::new(message),
                 received_from: from.to_string(),
             });
         }

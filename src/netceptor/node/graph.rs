@@ -15,13 +15,15 @@
 //! entries, as in Go, are never dropped, so a name goes once no entry
 //! lists it and nobody else holds it (the node's stored updates do).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::interner::{Id, Interner};
+use super::interner::{Id, IdMap, Interner};
 use crate::netceptor::routing::{self, CostTable};
 
-/// A node's connections, sorted by peer ID.
-type Edges = Vec<(Id, f64)>;
+/// A node's connections, sorted by peer ID. Shared: the node's stored
+/// update (what it reported) holds the same list until the entry changes.
+pub(super) type Edges = Arc<[(Id, f64)]>;
 
 #[derive(Debug)]
 pub(super) struct Graph {
@@ -85,12 +87,12 @@ impl Graph {
     pub fn degree(&self, node: &str) -> usize {
         self.id(node)
             .and_then(|id| self.costs[id as usize].as_ref())
-            .map_or(0, Vec::len)
+            .map_or(0, |e| e.len())
     }
 
     /// The table by name, as `status` shows it.
     pub fn cost_table(&self) -> CostTable {
-        let entry = |edges: &Edges| {
+        let entry = |edges: &[(Id, f64)]| {
             let named = edges.iter().map(|&(to, c)| (self.name(to).to_string(), c));
             named.collect::<BTreeMap<_, _>>()
         };
@@ -102,13 +104,21 @@ impl Graph {
     }
 
     /// Next hop (by ID) for every node this node reaches.
-    pub fn routes(&self) -> HashMap<Id, Id> {
-        routing::compute(
+    pub fn routes(&self) -> IdMap<Id> {
+        let hops = routing::compute(
             self.own,
             self.costs.len(),
             |id| self.costs[id as usize].as_deref(),
             |id| self.name(id),
-        )
+        );
+        hops.into_iter().collect()
+    }
+
+    /// Whether `node` has an entry: then its ID is never released, so
+    /// maps keyed by it (known nodes, routes, the hash table) need hold no
+    /// reference to it.
+    pub fn has_entry(&self, node: Id) -> bool {
+        self.costs.get(node as usize).is_some_and(Option::is_some)
     }
 
     /// One more reference to `name`, held outside the graph: its ID.
@@ -122,19 +132,29 @@ impl Graph {
         id
     }
 
-    /// One reference fewer, from [`Graph::retain`].
+    /// One more reference to a live ID (one an entry or update lists).
+    pub fn retain_id(&mut self, id: Id) {
+        self.names.retain_id(id);
+    }
+
+    /// One reference fewer, from [`Graph::retain`] (or held by the graph).
     pub fn release(&mut self, id: Id) {
         self.names.release(id);
+        // Entries are never dropped, so an ID with one must stay live.
+        debug_assert!(
+            self.names.is_live(id) || !self.has_entry(id),
+            "node ID {id} released while it has an entry"
+        );
     }
 
     /// Sets the cost of the connection `from -> to`.
     pub fn set_edge(&mut self, from: &str, to: &str, cost: f64) {
         let (from, to) = (self.retain(from), self.retain(to));
-        let edges = self.entry(from);
+        let mut edges = self.take_entry(from);
         match edges.binary_search_by_key(&to, |e| e.0) {
             Ok(at) => {
                 edges[at].1 = cost;
-                self.names.release(to);
+                self.release(to);
             }
             Err(at) => {
                 edges.insert(at, (to, cost));
@@ -142,6 +162,7 @@ impl Graph {
                 self.listed_by[to as usize].push(from);
             }
         }
+        self.costs[from as usize] = Some(edges.into());
     }
 
     /// Removes the connection `from -> to`.
@@ -162,32 +183,23 @@ impl Graph {
             return (id, false);
         }
         let node = self.retain(node);
-        let mut new: Edges = connections
+        let mut new: Vec<(Id, f64)> = connections
             .iter()
             .map(|(to, &c)| (self.retain(to), c))
             .collect();
         new.sort_unstable_by_key(|e| e.0);
-        let old = match self.costs[node as usize].take() {
-            Some(old) => {
-                self.names.release(node);
-                old
-            }
-            None => {
-                self.entries += 1;
-                Vec::new()
-            }
-        };
-        let split = |edges: &Edges, other: &Edges| -> (Vec<Id>, Vec<Id>) {
+        let old = self.take_entry(node);
+        let split = |edges: &[(Id, f64)], other: &[(Id, f64)]| -> (Vec<Id>, Vec<Id>) {
             edges.iter().map(|e| e.0).partition(|&to| lists(other, to))
         };
         let (_, gone) = split(&old, &new);
         let (kept, added) = split(&new, &old);
         self.edges = self.edges.saturating_sub(old.len()) + new.len();
         // In place before unlisting, so a node that listed itself keeps its ID.
-        self.costs[node as usize] = Some(new);
+        self.costs[node as usize] = Some(new.into());
         for to in kept {
             // Its listing holds it already.
-            self.names.release(to);
+            self.release(to);
         }
         for to in gone {
             self.unlist(to, node);
@@ -224,23 +236,35 @@ impl Graph {
         edges.len() == connections.len() && connections.iter().all(|(to, &c)| listed(to, c))
     }
 
-    /// `node`'s entry, made empty if it has none; takes over one
-    /// reference to `node`.
-    fn entry(&mut self, node: Id) -> &mut Edges {
-        if self.costs[node as usize].is_some() {
-            self.names.release(node);
-        } else {
-            self.entries += 1;
+    /// `node`'s entry if it is exactly `connections`, to share.
+    pub fn entry_if(&self, node: Id, connections: &BTreeMap<String, f64>) -> Option<Edges> {
+        let entry = self.costs[node as usize].as_ref()?;
+        self.reports(node, connections).then(|| Arc::clone(entry))
+    }
+
+    /// A copy of `node`'s entry (empty if it has none) to change and put
+    /// back; takes over one reference to `node`, which the entry holds.
+    fn take_entry(&mut self, node: Id) -> Vec<(Id, f64)> {
+        match self.costs[node as usize].take() {
+            Some(old) => {
+                self.release(node);
+                old.to_vec()
+            }
+            None => {
+                self.entries += 1;
+                Vec::new()
+            }
         }
-        self.costs[node as usize].get_or_insert_with(Vec::new)
     }
 
     fn remove(&mut self, from: Id, to: Id) {
-        let Some(edges) = self.costs[from as usize].as_mut() else {
+        let Some(edges) = &self.costs[from as usize] else {
             return;
         };
         if let Ok(at) = edges.binary_search_by_key(&to, |e| e.0) {
-            edges.remove(at);
+            let mut left = edges.to_vec();
+            left.remove(at);
+            self.costs[from as usize] = Some(left.into());
             self.edges = self.edges.saturating_sub(1);
             self.unlist(to, from);
         }
@@ -255,11 +279,11 @@ impl Graph {
         if set.is_empty() {
             *set = Vec::new();
         }
-        self.names.release(to);
+        self.release(to);
     }
 }
 
-fn lists(edges: &Edges, to: Id) -> bool {
+fn lists(edges: &[(Id, f64)], to: Id) -> bool {
     edges.binary_search_by_key(&to, |e| e.0).is_ok()
 }
 

@@ -9,15 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 pub(super) type Id = u32;
 
 #[derive(Debug, Default)]
 pub(super) struct Interner {
     /// Ordered, so new peers can be handed updates by name, a chunk at a time.
-    ids: BTreeMap<Box<str>, Id>,
-    /// The name of each ID and its references; `None` for free IDs.
-    names: Vec<Option<(Box<str>, u32)>>,
+    ids: BTreeMap<Arc<str>, Id>,
+    /// The name of each ID and its references; `None` for free IDs. The
+    /// name is shared with `ids`: one allocation per name, not two (every
+    /// node holds every node's name).
+    names: Vec<Option<(Arc<str>, u32)>>,
     /// Released IDs, reused before new ones are made.
     free: Vec<Id>,
 }
@@ -36,18 +39,24 @@ impl Interner {
                 Id::try_from(self.names.len() - 1).expect("names are bounded by the node limits")
             }
         };
-        self.names[id as usize] = Some((name.into(), 1));
-        self.ids.insert(name.into(), id);
+        let name: Arc<str> = name.into();
+        self.names[id as usize] = Some((Arc::clone(&name), 1));
+        self.ids.insert(name, id);
         id
     }
 
     /// One more reference to a live ID.
-    fn retain_id(&mut self, id: Id) {
+    pub fn retain_id(&mut self, id: Id) {
         let slot = &mut self.names[id as usize];
         debug_assert!(slot.is_some(), "node ID {id} retained while free");
         if let Some((_, refs)) = slot {
             *refs += 1;
         }
+    }
+
+    /// Whether `id` names a node (it is not free).
+    pub fn is_live(&self, id: Id) -> bool {
+        self.names.get(id as usize).is_some_and(Option::is_some)
     }
 
     pub fn get(&self, name: &str) -> Option<Id> {
@@ -91,6 +100,72 @@ impl Interner {
         self.ids
             .range::<str, _>((from, Bound::Unbounded))
             .map(|(name, &id)| (&**name, id))
+    }
+}
+
+/// Values by [`Id`], in a vector indexed by it: at thousands of known
+/// nodes, a hash map's entries and spare room cost twice the value.
+///
+/// It holds no reference to the IDs it is keyed by: only IDs of nodes
+/// with an entry in the graph go in, and those are never released (see
+/// [`super::graph::Graph::has_entry`]).
+#[derive(Debug)]
+pub(super) struct IdMap<T> {
+    slots: Vec<Option<T>>,
+    len: usize,
+}
+
+impl<T> Default for IdMap<T> {
+    fn default() -> Self {
+        IdMap {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> IdMap<T> {
+    pub fn get(&self, id: Id) -> Option<&T> {
+        self.slots.get(id as usize)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, id: Id) -> Option<&mut T> {
+        self.slots.get_mut(id as usize)?.as_mut()
+    }
+
+    pub fn contains(&self, id: Id) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Puts `value` at `id`: what was there.
+    pub fn insert(&mut self, id: Id, value: T) -> Option<T> {
+        let at = id as usize;
+        if self.slots.len() <= at {
+            self.slots.resize_with(at + 1, || None);
+        }
+        let old = self.slots[at].replace(value);
+        self.len += usize::from(old.is_none());
+        old
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
+        (0..)
+            .zip(&self.slots)
+            .filter_map(|(id, v)| Some((id, v.as_ref()?)))
+    }
+}
+
+impl<T> FromIterator<Option<T>> for IdMap<T> {
+    /// Values by position: the `n`th item is ID `n`'s.
+    fn from_iter<I: IntoIterator<Item = Option<T>>>(iter: I) -> Self {
+        let slots: Vec<Option<T>> = iter.into_iter().collect();
+        let len = slots.iter().flatten().count();
+        IdMap { slots, len }
     }
 }
 

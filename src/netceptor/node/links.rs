@@ -101,7 +101,7 @@ impl Node {
     fn reject(&mut self, conn: ConnId, peer: &str, reason: &str, now: Instant) {
         self.outputs.push_back(Output::Send {
             conn,
-            msg: REJECT_MESSAGE.to_vec(),
+            msg: bytes::Bytes::from_static(REJECT_MESSAGE),
         });
         let error = format!(
             "{}: rejected connection with node {} because {reason}",
@@ -147,7 +147,7 @@ impl Node {
                 };
             }
             debug!("Sending initial connection message");
-            let msg = codec::encode_routing(&self.make_update(0));
+            let msg = codec::encode_routing(&self.make_update(0)).into();
             self.outputs.push_back(Output::Send { conn, msg });
         }
     }

@@ -20,6 +20,7 @@ mod graph;
 mod interner;
 mod limits;
 mod links;
+mod outputs;
 mod services;
 mod share;
 #[cfg(any(test, feature = "sim"))]
@@ -27,7 +28,7 @@ pub mod sim;
 mod timer;
 mod updates;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::{ServiceAdvertisement, ServiceName, UnreachableMessage, WorkCommand};
@@ -35,7 +36,7 @@ use super::firewall::Firewall;
 use super::hash::node_hash;
 use super::routing::CostTable;
 use crate::random::IdGen;
-use interner::Id;
+use interner::{Id, IdMap};
 pub use limits::Limits;
 use limits::{Overflow, Refusal};
 use timer::{Timer, TimerTable};
@@ -116,8 +117,9 @@ pub struct BackendId(pub u64);
 /// What the shell must do on the node's behalf.
 #[derive(Debug, PartialEq)]
 pub enum Output {
-    /// Write one message to a connection.
-    Send { conn: ConnId, msg: Vec<u8> },
+    /// Write one message to a connection. A flood hands every peer the
+    /// same buffer: one copy of the message, not one per link.
+    Send { conn: ConnId, msg: bytes::Bytes },
     /// Close a connection (after writing what was queued). `error` is the
     /// reason to log, if the close is a failure.
     Close { conn: ConnId, error: Option<String> },
@@ -129,9 +131,11 @@ pub enum Output {
         payload: bytes::BytesMut,
     },
     /// Tell a local service that something it sent could not be delivered.
+    /// Boxed: the rare variant would otherwise double the size of every
+    /// queued output (thousands queue up while a mesh converges).
     Unreachable {
         service: ServiceName,
-        message: UnreachableMessage,
+        message: Box<UnreachableMessage>,
         received_from: String,
     },
     /// Another node has our ID and an older process: we must stop.
@@ -180,7 +184,7 @@ struct NodeSeq {
     epoch: u64,
     sequence: u64,
     /// The node's latest update as we flooded it on (`None` until we
-    /// have), handed to each new peer.
+    /// have), handed to each new peer: the one of this epoch and sequence.
     update: Option<StoredUpdate>,
 }
 
@@ -191,19 +195,19 @@ struct NodeSeq {
 #[derive(Debug)]
 struct StoredUpdate {
     update_id: Box<str>,
-    epoch: u64,
-    sequence: u64,
     suspected_duplicate: u64,
-    connections: Box<[(Id, f64)]>,
+    /// The graph's entry for the node while that is still what the node
+    /// reported (most of the time): one list for both.
+    connections: graph::Edges,
 }
 
 #[derive(Debug, Clone)]
 struct StoredAd {
     ad: ServiceAdvertisement,
     time: i128,
-    /// The ad as it arrived, encoded once for every new peer it is
-    /// handed to.
-    msg: Vec<u8>,
+    /// The ad as it arrived, encoded once and shared with every new peer
+    /// it is handed to.
+    msg: bytes::Bytes,
 }
 
 pub struct Node {
@@ -215,10 +219,11 @@ pub struct Node {
     conns: HashMap<ConnId, links::Conn>,
     peers: BTreeMap<String, ConnId>,
     graph: graph::Graph,
-    known: HashMap<Id, NodeSeq>,
-    seen_updates: HashMap<String, Instant>,
+    /// By ID: the latest update of each node we have had one from.
+    known: IdMap<NodeSeq>,
+    seen_updates: HashMap<updates::SeenKey, Instant>,
     /// Next hop of each node we reach.
-    routes: HashMap<Id, Id>,
+    routes: IdMap<Id>,
     /// The node of each name hash data messages may carry.
     names: HashMap<u64, Id>,
     own_hash: u64,
@@ -239,7 +244,7 @@ pub struct Node {
     /// Backends a reload removed: links they still open are closed at once.
     retired: HashSet<BackendId>,
     timers: TimerTable,
-    outputs: VecDeque<Output>,
+    outputs: outputs::Outputs,
 }
 
 impl Node {
@@ -260,9 +265,9 @@ impl Node {
             conns: HashMap::new(),
             peers: BTreeMap::new(),
             graph: graph::Graph::new(id),
-            known: HashMap::new(),
+            known: IdMap::default(),
             seen_updates: HashMap::new(),
-            routes: HashMap::new(),
+            routes: IdMap::default(),
             names: HashMap::new(),
             own_hash: node_hash(id),
             ads: BTreeMap::new(),
@@ -276,7 +281,7 @@ impl Node {
             firewall: Firewall::default(),
             retired: HashSet::new(),
             timers,
-            outputs: VecDeque::new(),
+            outputs: outputs::Outputs::default(),
         };
         node.add_name(node.graph.own());
         node
@@ -369,6 +374,17 @@ impl Node {
         hash
     }
 
+    /// Whether every ID held without a reference (known nodes, routes, the
+    /// hash table) is this node's or has a graph entry, so it cannot be
+    /// released and given to another name.
+    fn ids_have_entries(&self) -> bool {
+        let known = self.known.iter().map(|(id, _)| id);
+        let routed = self.routes.iter().flat_map(|(d, &h)| [d, h]);
+        let hashed = self.names.values().copied();
+        let own = self.graph.own();
+        (known.chain(routed).chain(hashed)).all(|id| id == own || self.graph.has_entry(id))
+    }
+
     /// Whether `node` is this node (or its alias) or currently reachable.
     pub fn has_route(&self, node: &str) -> bool {
         let node = super::addr::resolve(node, &self.id);
@@ -377,16 +393,16 @@ impl Node {
 
     /// The peer through which `node` is reached, if it is.
     fn next_hop(&self, node: &str) -> Option<&str> {
-        let hop = self.routes.get(&self.graph.id(node)?)?;
+        let hop = self.routes.get(self.graph.id(node)?)?;
         Some(self.graph.name(*hop))
     }
 
     /// The routing table by name, as `status` shows it.
     fn route_table(&self) -> BTreeMap<String, String> {
-        let name = |id: &Id| self.graph.name(*id).to_string();
+        let name = |id: Id| self.graph.name(id).to_string();
         self.routes
             .iter()
-            .map(|(d, h)| (name(d), name(h)))
+            .map(|(d, &h)| (name(d), name(h)))
             .collect()
     }
 

@@ -56,11 +56,11 @@ impl Node {
             }
             None => {}
         }
-        let msg = codec::encode_service_ad(&ad);
+        let msg = bytes::Bytes::from(codec::encode_service_ad(&ad));
         // A cancel stays as a tombstone with its time, so copies of it
         // arriving round a loop are recognised and not flooded again.
         let from = self.peers.get(from_peer).copied();
-        self.flood(&msg, from);
+        self.flood(msg.clone(), from);
         self.ads.insert(key, StoredAd { ad, time, msg });
     }
 
@@ -110,7 +110,7 @@ impl Node {
             work_commands: None,
             cancel: true,
         };
-        self.flood(&codec::encode_service_ad(&ad), None);
+        self.flood(codec::encode_service_ad(&ad).into(), None);
     }
 
     pub fn add_work_command(&mut self, command: WorkCommand) {
@@ -147,7 +147,7 @@ impl Node {
                 "Sending service advertisement: {} {}",
                 ad.node_id, ad.service
             );
-            self.flood(&codec::encode_service_ad(&ad), None);
+            self.flood(codec::encode_service_ad(&ad).into(), None);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::graph::Graph;
 use super::timer::Timer;
-use super::{ConnId, Node, Now, Output, StoredUpdate};
+use super::{ConnId, Node, NodeSeq, Now, Output, StoredUpdate};
 use crate::netceptor::codec::{self, RoutingUpdate};
 
 /// How often a new peer is given its next chunk.
@@ -46,7 +46,7 @@ impl Node {
     /// ads and the first chunk at once, the rest as its link drains.
     pub(super) fn share_with(&mut self, conn: ConnId, at: Now) {
         for ad in self.own_ads(at.wall) {
-            let msg = codec::encode_service_ad(&ad);
+            let msg = codec::encode_service_ad(&ad).into();
             self.outputs.push_back(Output::Send { conn, msg });
         }
         let share = Share {
@@ -128,7 +128,7 @@ impl Node {
         let peer = self.peer_of(conn);
         let mut sent = 0;
         for (node, id) in self.graph.names_from(from.as_deref()) {
-            let Some(seq) = self.known.get(&id) else {
+            let Some(seq) = self.known.get(id) else {
                 continue;
             };
             if sent >= budget {
@@ -137,11 +137,12 @@ impl Node {
             let Some(update) = &seq.update else {
                 continue;
             };
-            if peer.as_deref() == Some(node) || !self.routes.contains_key(&id) {
+            if peer.as_deref() == Some(node) || !self.routes.contains(id) {
                 continue;
             }
-            let msg = codec::encode_routing(&as_flooded(&self.graph, &self.id, node, update));
+            let msg = codec::encode_routing(&as_flooded(&self.graph, &self.id, node, seq, update));
             sent += msg.len() + 2;
+            let msg = msg.into();
             self.outputs.push_back(Output::Send { conn, msg });
         }
         (None, sent)
@@ -172,8 +173,14 @@ impl Node {
     }
 }
 
-/// `node`'s stored update as we (`own`) flooded it on.
-fn as_flooded(graph: &Graph, own: &str, node: &str, u: &StoredUpdate) -> RoutingUpdate {
+/// `node`'s stored update (of `seq`) as we (`own`) flooded it on.
+fn as_flooded(
+    graph: &Graph,
+    own: &str,
+    node: &str,
+    seq: &NodeSeq,
+    u: &StoredUpdate,
+) -> RoutingUpdate {
     let named = u
         .connections
         .iter()
@@ -181,8 +188,8 @@ fn as_flooded(graph: &Graph, own: &str, node: &str, u: &StoredUpdate) -> Routing
     RoutingUpdate {
         node_id: node.to_string(),
         update_id: u.update_id.to_string(),
-        update_epoch: u.epoch,
-        update_sequence: u.sequence,
+        update_epoch: seq.epoch,
+        update_sequence: seq.sequence,
         connections: named.collect(),
         forwarding_node: own.to_string(),
         suspected_duplicate: u.suspected_duplicate,

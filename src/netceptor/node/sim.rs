@@ -164,7 +164,7 @@ impl Sim {
             Output::Send { conn, msg } => {
                 self.count(&msg);
                 if let Some(&(peer, pc)) = self.links.get(&(i, conn)) {
-                    self.nodes[peer].handle_message(pc, msg, self.now);
+                    self.nodes[peer].handle_message(pc, msg.to_vec(), self.now);
                 }
             }
             Output::Close { conn, error } => {

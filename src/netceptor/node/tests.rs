@@ -440,7 +440,7 @@ fn remembered_update_ids_stay_bounded() {
     assert!(node.seen_updates.len() <= SEEN_UPDATES_CAP);
     assert!(
         node.seen_updates
-            .contains_key(&format!("u{}", SEEN_UPDATES_CAP + 9))
+            .contains_key(&updates::SeenKey::of(&format!("u{}", SEEN_UPDATES_CAP + 9)))
     );
 }
 
@@ -961,7 +961,7 @@ fn a_new_peer_is_handed_known_updates_as_their_origin_sent_them() {
         panic!("n sends a hello")
     };
     let now = sim.now;
-    sim.nodes[a].handle_message(conn_a, hello, now);
+    sim.nodes[a].handle_message(conn_a, hello.to_vec(), now);
     let mut updates = Vec::new();
     while let Some(out) = sim.nodes[a].poll_output() {
         if let Output::Send { conn, msg } = out
@@ -1069,8 +1069,8 @@ fn a_new_peer_is_handed_the_bytes_we_flooded() {
         panic!("n sends a hello")
     };
     let now = sim.now;
-    sim.nodes[a].handle_message(to_n, hello, now);
-    let shared: Vec<Vec<u8>> = std::iter::from_fn(|| sim.nodes[a].poll_output())
+    sim.nodes[a].handle_message(to_n, hello.to_vec(), now);
+    let shared: Vec<bytes::Bytes> = std::iter::from_fn(|| sim.nodes[a].poll_output())
         .filter_map(|out| match out {
             Output::Send { conn, msg } if conn == to_n => Some(msg),
             _ => None,
@@ -1097,4 +1097,50 @@ fn a_peer_listing_ever_new_names_does_not_grow_the_name_table() {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(names, ["a", "m", "random1000", "x"]);
+}
+
+#[test]
+fn a_flood_hands_every_peer_the_same_buffer() {
+    let mut sim = Sim::new(&["hub", "a", "b", "c"]);
+    for peer in ["a", "b", "c"] {
+        sim.connect("hub", peer, 1.0);
+    }
+    sim.run_for(Duration::from_secs(1));
+    let hub = sim.idx("hub");
+    sim.nodes[hub].flood_own_update(0);
+    let sent: Vec<bytes::Bytes> = std::iter::from_fn(|| sim.nodes[hub].poll_output())
+        .filter_map(|out| match out {
+            Output::Send { msg, .. } => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 3, "one per peer");
+    assert!(sent.iter().all(|m| m.as_ptr() == sent[0].as_ptr()));
+}
+
+#[test]
+fn an_output_stays_small_while_thousands_queue() {
+    // A mass start of a large mesh queues millions of outputs at once.
+    assert!(std::mem::size_of::<Output>() <= 96);
+}
+
+#[test]
+fn a_stored_update_shares_its_list_with_the_cost_table() {
+    let mut sim = Sim::new(&["a", "b", "c", "d"]);
+    sim.connect_all(&[(0, 1), (1, 2), (2, 3), (3, 0)]);
+    sim.run_for(Duration::from_secs(2));
+    let a = &sim.nodes[0];
+    let mut shared = 0;
+    for (id, seq) in a.known.iter() {
+        let update = seq.update.as_ref().expect("every node's update is kept");
+        let reported = update
+            .connections
+            .iter()
+            .map(|&(to, c)| (a.graph.name(to).to_string(), c))
+            .collect();
+        let entry = a.graph.entry_if(id, &reported).expect("entry as reported");
+        assert!(std::sync::Arc::ptr_eq(&entry, &update.connections));
+        shared += 1;
+    }
+    assert_eq!(shared, 3);
 }

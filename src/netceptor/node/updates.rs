@@ -1,8 +1,10 @@
 //! Routing updates: accepting fresh ones, flooding them on, our own
 //! updates, and the routing table computed from what they say.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use log::{debug, error, info, warn};
 
 use super::graph::Graph;
@@ -23,6 +25,38 @@ pub(super) const SEEN_UPDATES_CAP: usize = 65_536;
 pub(super) const TABLE_LOG_NODES: usize = 64;
 /// Connections a direct peer may list even when `maxconnections` is reached.
 const PEER_RESERVE: usize = 256;
+
+/// A routing update's ID as a fixed-size key of the seen-update table (a
+/// node remembers thousands): IDs of up to 15 bytes (Go's and ours have 8)
+/// are held exactly, inline, instead of in a `String` of their own; longer
+/// ones, which only odd peers send, by a 120-bit hash, so they can be
+/// taken for one another but never for a short one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct SeenKey([u8; 16]);
+
+impl SeenKey {
+    pub fn of(id: &str) -> SeenKey {
+        let id = id.as_bytes();
+        let mut key = [0; 16];
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() < key.len() => {
+                key[0] = len;
+                key[1..=id.len()].copy_from_slice(id);
+            }
+            _ => {
+                key[0] = u8::MAX;
+                let hash = |seed: u64| {
+                    let mut h = DefaultHasher::new();
+                    (seed, id).hash(&mut h);
+                    h.finish().to_le_bytes()
+                };
+                key[1..9].copy_from_slice(&hash(1));
+                key[9..].copy_from_slice(&hash(2)[..7]);
+            }
+        }
+        SeenKey(key)
+    }
+}
 
 /// The first name in an update that breaks the rules of `names`.
 fn bad_name(ru: &RoutingUpdate) -> Option<(&'static str, &str, NameError)> {
@@ -73,7 +107,8 @@ impl Node {
         if ru.node_id == self.id {
             return self.handle_own_id_update(&ru);
         }
-        if self.seen_updates.contains_key(&ru.update_id) {
+        let seen = SeenKey::of(&ru.update_id);
+        if self.seen_updates.contains_key(&seen) {
             return;
         }
         if self.seen_updates.len() >= SEEN_UPDATES_CAP {
@@ -84,7 +119,7 @@ impl Node {
             let cutoff = times[times.len() / 2];
             self.seen_updates.retain(|_, t| *t > cutoff);
         }
-        self.seen_updates.insert(ru.update_id.clone(), now);
+        self.seen_updates.insert(seen, now);
         if ru.suspected_duplicate != 0 {
             warn!(
                 "Node {} with epoch {} sent update {} suspecting a duplicate node with epoch {}",
@@ -93,11 +128,14 @@ impl Node {
             if let Some(k) = self
                 .graph
                 .id(&ru.node_id)
-                .and_then(|id| self.known.get_mut(&id))
+                .and_then(|id| self.known.get_mut(id))
                 && k.epoch == ru.suspected_duplicate
             {
                 k.epoch = ru.update_epoch;
                 k.sequence = ru.update_sequence;
+                // Kept only with the epoch and sequence it carried.
+                let old = k.update.take();
+                release_update(&mut self.graph, old);
             }
         } else if !self.accept_fresh_update(&ru, from, now) {
             return;
@@ -111,9 +149,9 @@ impl Node {
                 format!("Not forwarding routing update {id}: {len} bytes is too large")
             });
         }
-        self.flood(&msg, Some(from));
+        self.flood(msg.into(), Some(from));
         if let Some(id) = self.graph.id(&ru.node_id)
-            && let Some(k) = self.known.get(&id)
+            && let Some(k) = self.known.get(id)
             && (k.epoch, k.sequence) == (ru.update_epoch, ru.update_sequence)
         {
             self.store_update(id, &ru);
@@ -124,18 +162,26 @@ impl Node {
     fn store_update(&mut self, node: Id, ru: &RoutingUpdate) {
         // References are taken only once the update has its place: a
         // stored update owns one per name it lists.
-        let Some(k) = self.known.get_mut(&node) else {
+        let Some(k) = self.known.get_mut(node) else {
             return;
         };
-        let connections = ru.connections.iter();
-        let stored = StoredUpdate {
-            update_id: ru.update_id.as_str().into(),
-            epoch: ru.update_epoch,
-            sequence: ru.update_sequence,
-            suspected_duplicate: ru.suspected_duplicate,
-            connections: connections
+        let connections = match self.graph.entry_if(node, &ru.connections) {
+            Some(entry) => {
+                for &(to, _) in entry.iter() {
+                    self.graph.retain_id(to);
+                }
+                entry
+            }
+            None => ru
+                .connections
+                .iter()
                 .map(|(to, &c)| (self.graph.retain(to), c))
                 .collect(),
+        };
+        let stored = StoredUpdate {
+            update_id: ru.update_id.as_str().into(),
+            suspected_duplicate: ru.suspected_duplicate,
+            connections,
         };
         let old = k.update.replace(stored);
         release_update(&mut self.graph, old);
@@ -148,11 +194,7 @@ impl Node {
             "Received routing update {} from {} via {via}",
             ru.update_id, ru.node_id
         );
-        match self
-            .graph
-            .id(&ru.node_id)
-            .and_then(|id| self.known.get(&id))
-        {
+        match self.graph.id(&ru.node_id).and_then(|id| self.known.get(id)) {
             Some(k) if ru.update_epoch < k.epoch => return false,
             Some(k) if ru.update_epoch == k.epoch && ru.update_sequence <= k.sequence => {
                 return false;
@@ -195,7 +237,7 @@ impl Node {
         // what its own peers know when its link comes up (`share_with`),
         // and only nodes whose links changed flood.
         let (id, changed) = self.graph.set_node(&ru.node_id, &ru.connections);
-        if !self.known.contains_key(&id) {
+        if !self.known.contains(id) {
             self.add_name(id);
         }
         let seq = NodeSeq {
@@ -268,18 +310,13 @@ impl Node {
             update.update_id,
             conns.join(" ")
         );
-        self.flood(&codec::encode_routing(&update), None);
+        self.flood(codec::encode_routing(&update).into(), None);
     }
 
-    pub(super) fn flood(&mut self, msg: &[u8], except: Option<ConnId>) {
-        for &conn in self.peers.values() {
-            if Some(conn) != except {
-                self.outputs.push_back(Output::Send {
-                    conn,
-                    msg: msg.to_vec(),
-                });
-            }
-        }
+    pub(super) fn flood(&mut self, msg: Bytes, except: Option<ConnId>) {
+        let peers = self.peers.values().copied();
+        let conns = peers.filter(|&conn| Some(conn) != except).collect();
+        self.outputs.push_flood(msg, conns);
     }
 
     pub(super) fn schedule_flood(&mut self, now: Instant) {
@@ -294,6 +331,7 @@ impl Node {
     pub(super) fn recompute_routes(&mut self) {
         debug!("Re-calculating routing table");
         self.routes = self.graph.routes();
+        debug_assert!(self.ids_have_entries());
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
@@ -336,6 +374,18 @@ fn recompute_delay(nodes: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_keys_tell_update_ids_apart() {
+        let long = "a".repeat(15);
+        let ids = ["", "a", "a\0", "abcdefgh", "abcdefgi", &long[..14], &long];
+        let keys: std::collections::HashSet<SeenKey> =
+            ids.iter().map(|id| SeenKey::of(id)).collect();
+        assert_eq!(keys.len(), ids.len());
+        let (x, y) = ("x".repeat(40), format!("{}y", "x".repeat(39)));
+        assert_ne!(SeenKey::of(&x), SeenKey::of(&y));
+        assert_eq!(SeenKey::of(&x), SeenKey::of(&x.clone()));
+    }
 
     #[test]
     fn routes_wait_longer_in_larger_meshes() {
