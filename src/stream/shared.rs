@@ -141,7 +141,7 @@ impl SharedConns {
         timeout: Duration,
     ) -> Result<Stream, DialError> {
         let client = tls.map(|t| &**t.1);
-        let dial = || dial_offering(net, (node, service), timeout, client, true);
+        let dial = |left| dial_offering(net, (node, service), left, client, true);
         self.dial_key(key(node, service, tls), tls.map(|t| t.1), timeout, dial)
     }
 
@@ -166,8 +166,10 @@ impl SharedConns {
         for opener in openers {
             match opener.open(timeout) {
                 Ok(stream) => return Some(stream),
-                // Kept: its streams end and make room again.
-                Err(DialError::Full) => {}
+                // Kept: its streams end and make room again. A driver slower
+                // to answer than the time left (a waiter's last moments)
+                // says nothing about the connection either.
+                Err(DialError::Full | DialError::Timeout) => {}
                 Err(e) => {
                     debug!("Kept stream connection not used again: {e}");
                     self.lock().kept.retain(|k| k.opener != opener);
@@ -177,24 +179,28 @@ impl SharedConns {
         None
     }
 
-    /// [`SharedConns::dial`] for `key`, with `dial` making the connection.
+    /// [`SharedConns::dial`] for `key`, with `dial` making the connection
+    /// within the time it is given.
     pub(super) fn dial_key(
         &self,
         key: Key,
         tls: Option<&Arc<ClientTls>>,
         timeout: Duration,
-        dial: impl FnOnce() -> Result<Stream, DialError>,
+        dial: impl FnOnce(Duration) -> Result<Stream, DialError>,
     ) -> Result<Stream, DialError> {
         let deadline = Instant::now() + timeout;
         let landing = match self.turn(&key, tls) {
-            Turn::Lead(landing) => return self.lead(key, tls, landing, dial),
+            Turn::Lead(landing) => return self.lead(key, tls, landing, || dial(timeout)),
             Turn::Wait(landing) => landing,
         };
-        match landing.wait(deadline) {
+        let landed = landing.wait(deadline);
+        // What is left of this request's own timeout, all it may spend.
+        let left = deadline.saturating_duration_since(Instant::now());
+        match landed {
             None => return Err(DialError::Timeout),
             Some(Landed::Failed(why)) => return Err(DialError::Joined(why)),
+            _ if left.is_zero() => return Err(DialError::Timeout),
             Some(Landed::Kept) => {
-                let left = deadline.saturating_duration_since(Instant::now());
                 if let Some(s) = self.reuse_key(&key, tls, left) {
                     return Ok(s);
                 }
@@ -203,7 +209,7 @@ impl SharedConns {
         }
         // The flight's connection is already full, or gone, or carries
         // one stream.
-        let stream = dial()?;
+        let stream = dial(left)?;
         self.keep(key, tls, &stream);
         Ok(stream)
     }
@@ -271,16 +277,22 @@ impl SharedConns {
         }
     }
 
-    /// Blocks until `n` requests wait for the flight of `key`.
+    /// Blocks until `n` requests wait for the flight of `key`; panics
+    /// after a minute, so a regression fails its test instead of hanging.
     #[cfg(test)]
     pub(super) fn await_waiters(&self, key: &Key, n: usize) {
         let landing = (self.lock().flights.iter())
             .find(|f| f.key == *key)
             .map(|f| f.landing.clone())
             .expect("a flight under way");
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut st = landing.lock();
         while st.1 < n {
-            st = landing.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{} of {n} waiters after a minute", st.1);
+            st = (landing.cond.wait_timeout(st, left))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 

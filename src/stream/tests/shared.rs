@@ -26,6 +26,8 @@ enum Mode {
     Full,
     /// The connection is gone: the driver drops the request unanswered.
     Gone,
+    /// The driver is busy: it keeps the request and answers none.
+    Busy,
 }
 
 /// A stand-in for an endpoint thread and its one connection. Dropping it
@@ -36,6 +38,9 @@ struct FakeConn {
     opened: Arc<AtomicUsize>,
     _stop: Sender<()>,
 }
+
+/// Requests a busy fake driver holds unanswered.
+type Held = Vec<Sender<Result<Stream, DialError>>>;
 
 /// Makes the handles of a fake connection's streams.
 #[derive(Clone)]
@@ -74,6 +79,7 @@ impl FakeConn {
         let (streams, mode, opened) =
             (fake.streams.clone(), fake.mode.clone(), fake.opened.clone());
         thread::spawn(move || {
+            let mut held: Held = Vec::new();
             loop {
                 select! {
                     recv(rx) -> cmd => match cmd {
@@ -85,6 +91,7 @@ impl FakeConn {
                                 }
                                 Mode::Full => drop(reply.send(Err(DialError::Full))),
                                 Mode::Gone => {}
+                                Mode::Busy => held.push(reply),
                             }
                         }
                         Ok(_) => {}
@@ -117,7 +124,7 @@ fn control_key() -> (String, String, String) {
 
 /// Dials `conn` for the key, counting in `dials`.
 fn dial_to(shared: &SharedConns, conn: &FakeConn, dials: &AtomicUsize) -> Stream {
-    let dial = || {
+    let dial = |_| {
         dials.fetch_add(1, Ordering::SeqCst);
         Ok(conn.stream())
     };
@@ -140,7 +147,7 @@ fn race(
                     if let Some(s) = shared.reuse_key(&control_key(), None, TIMEOUT) {
                         return Ok(s);
                     }
-                    shared.dial_key(control_key(), None, TIMEOUT, || {
+                    shared.dial_key(control_key(), None, TIMEOUT, |_| {
                         if dials.fetch_add(1, Ordering::SeqCst) == 0 {
                             shared.await_waiters(&control_key(), RACERS - 1);
                         }
@@ -251,6 +258,24 @@ fn a_closed_connection_is_dropped_and_the_next_request_dials() {
     assert_eq!(dials.into_inner(), 2);
 }
 
+/// A waiter whose time ran out as its flight landed asks the kept
+/// connection with next to no time; a driver that does not answer that
+/// fast says nothing about the connection, which stays kept.
+#[test]
+fn a_driver_too_slow_for_the_time_left_keeps_its_connection() {
+    let shared = SharedConns::default();
+    let conn = FakeConn::start(true);
+    let dials = AtomicUsize::new(0);
+    dial_to(&shared, &conn, &dials);
+    conn.set(Mode::Busy);
+    let short = Duration::from_millis(1);
+    assert!(shared.reuse_key(&control_key(), None, short).is_none());
+    conn.set(Mode::Open);
+    let again = shared.reuse_key(&control_key(), None, TIMEOUT);
+    assert!(again.is_some_and(|s| conn.carries(&s)));
+    assert_eq!(dials.into_inner(), 1);
+}
+
 #[test]
 fn a_forgotten_connection_is_not_used_again() {
     let shared = SharedConns::default();
@@ -267,7 +292,7 @@ fn past_max_kept_the_oldest_connection_goes() {
     let conns: Vec<FakeConn> = (0..=MAX_KEPT).map(|_| FakeConn::start(true)).collect();
     let node_key = |i: usize| key(&format!("n{i}"), "control", None);
     for (i, c) in conns.iter().enumerate() {
-        let dialed = shared.dial_key(node_key(i), None, TIMEOUT, || Ok(c.stream()));
+        let dialed = shared.dial_key(node_key(i), None, TIMEOUT, |_| Ok(c.stream()));
         dialed.unwrap();
     }
     assert!(shared.reuse_key(&node_key(0), None, TIMEOUT).is_none());
