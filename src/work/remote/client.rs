@@ -186,6 +186,11 @@ impl ControlClient {
     /// session after refusing a submit there, so the stdin behind a
     /// refused request is never read as commands. To a Go node, each
     /// reply is awaited before the next write, as receptorctl does.
+    ///
+    /// An executor that fails while taking stdin (a full disk) replies
+    /// `ERROR: …` and stops the stream, failing our writes: the result
+    /// line is read all the same, and its answer wins over the write
+    /// error, so a unit that failed there is not submitted again.
     pub fn submit(
         &mut self,
         r: &RemoteExtra,
@@ -206,7 +211,7 @@ impl ControlClient {
                 Ok(id) => id,
                 Err(e) => return Submitted::no_id(e),
             };
-            let started = sent.and_then(|()| self.result());
+            let started = self.result(sent);
             return Submitted {
                 id: Some(id),
                 started,
@@ -216,7 +221,8 @@ impl ControlClient {
             Ok(id) => id,
             Err(e) => return Submitted::no_id(e),
         };
-        let started = self.send_rest(stdin).and_then(|()| self.result());
+        let sent = self.send_rest(stdin);
+        let started = self.result(sent);
         Submitted {
             id: Some(id),
             started,
@@ -253,11 +259,20 @@ impl ControlClient {
         Ok(())
     }
 
-    /// The result line of a submit, once the unit started (or not).
-    fn result(&mut self) -> Result<(), ClientError> {
-        self.stream.set_read_timeout(Some(ACTION_TIMEOUT));
-        let line = self.line()?;
-        refusal(&line).map_or(Ok(()), Err)
+    /// The result line of a submit, once the unit started (or not), after
+    /// stdin was `sent`. Had sending failed, the executor may have stopped
+    /// the stream with its answer already under way: it is awaited only
+    /// as long as a reply.
+    fn result(&mut self, sent: Result<(), ClientError>) -> Result<(), ClientError> {
+        let wait = match sent {
+            Ok(()) => ACTION_TIMEOUT,
+            Err(_) => REPLY_TIMEOUT,
+        };
+        self.stream.set_read_timeout(Some(wait));
+        let answer = self
+            .line()
+            .and_then(|line| refusal(&line).map_or(Ok(()), Err));
+        answer_over_write(sent, answer)
     }
 
     /// The unit's status there.
@@ -387,6 +402,18 @@ impl Submitted {
     }
 }
 
+/// What a submit's result says: the executor's answer when it gave one,
+/// else why stdin could not be sent, if it could not.
+fn answer_over_write(
+    sent: Result<(), ClientError>,
+    answer: Result<(), ClientError>,
+) -> Result<(), ClientError> {
+    match (sent, answer) {
+        (Err(e), Err(ClientError::Link(_))) => Err(e),
+        (_, answer) => answer,
+    }
+}
+
 /// The unit ID a submit's first reply carries, or that line as
 /// `Unexpected`.
 fn id_reply(line: String) -> Result<String, ClientError> {
@@ -421,6 +448,32 @@ mod tests {
         );
         assert_eq!(unit_id_in("ERROR: unknown work type nope"), None);
         assert_eq!(unit_id_in("with ID . x"), None);
+    }
+
+    #[test]
+    fn a_refusal_after_a_failed_stdin_write_is_what_the_submit_reports() {
+        let broken = || Err(ClientError::Link("peer stopped reading".into()));
+        let full = || {
+            Err(ClientError::Refused(WorkError::from_remote(
+                "no space left",
+            )))
+        };
+        assert!(matches!(
+            answer_over_write(broken(), full()),
+            Err(ClientError::Refused(_))
+        ));
+        // The executor started it although our half-close failed: it runs.
+        assert!(answer_over_write(broken(), Ok(())).is_ok());
+        // No answer at all: the write says why.
+        let silent = Err(ClientError::Link("read timed out".into()));
+        assert!(matches!(
+            answer_over_write(broken(), silent),
+            Err(ClientError::Link(e)) if e == "peer stopped reading"
+        ));
+        assert!(matches!(
+            answer_over_write(Ok(()), full()),
+            Err(ClientError::Refused(_))
+        ));
     }
 
     #[test]
