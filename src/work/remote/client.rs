@@ -207,6 +207,12 @@ impl ControlClient {
             let sent = self
                 .write_line(&request)
                 .and_then(|()| self.send_rest(stdin));
+            if let Err((e, gone)) = self.first_bytes() {
+                return Submitted {
+                    unheard: gone,
+                    ..Submitted::no_id(e)
+                };
+            }
             let id = match self.line().and_then(id_reply) {
                 Ok(id) => id,
                 Err(e) => return Submitted::no_id(e),
@@ -215,6 +221,7 @@ impl ControlClient {
             return Submitted {
                 id: Some(id),
                 started,
+                unheard: false,
             };
         }
         let id = match self.request(&request).and_then(id_reply) {
@@ -226,6 +233,7 @@ impl ControlClient {
         Submitted {
             id: Some(id),
             started,
+            unheard: false,
         }
     }
 
@@ -250,6 +258,19 @@ impl ControlClient {
         }
         self.sign(&mut req)?;
         Ok(serde_json::Value::Object(req).to_string())
+    }
+
+    /// Waits for the node's first bytes. When none come, the error and
+    /// whether the connection was found gone (see [`connection_gone`]).
+    fn first_bytes(&mut self) -> Result<(), (ClientError, bool)> {
+        match self.reader.fill_buf() {
+            Ok([]) => Err((ClientError::Link("connection closed".into()), true)),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let gone = connection_gone(&e);
+                Err((e.into(), gone))
+            }
+        }
     }
 
     /// Sends the unit's stdin and half-closes.
@@ -391,6 +412,11 @@ pub struct Submitted {
     pub id: Option<String>,
     /// Whether the unit started there.
     pub started: Result<(), ClientError>,
+    /// The connection was found gone before the node said a word: it
+    /// may have been dead before the submit went out, the one failure
+    /// after which sending it again cannot run the unit twice (as far
+    /// as we can tell from here).
+    pub unheard: bool,
 }
 
 impl Submitted {
@@ -398,8 +424,19 @@ impl Submitted {
         Submitted {
             id: None,
             started: Err(e),
+            unheard: false,
         }
     }
+}
+
+/// Whether a read error says the connection is gone: closed, or lost
+/// (a stateless reset, the mesh reporting it unreachable). Not a timeout,
+/// which may be a slow node that has the submit and runs it.
+fn connection_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// What a submit's result says: the executor's answer when it gave one,
@@ -474,6 +511,16 @@ mod tests {
             answer_over_write(Ok(()), full()),
             Err(ClientError::Refused(_))
         ));
+    }
+
+    #[test]
+    fn only_a_connection_found_gone_counts_as_unheard() {
+        let kind = |k| connection_gone(&io::Error::new(k, "x"));
+        assert!(kind(io::ErrorKind::ConnectionAborted));
+        assert!(kind(io::ErrorKind::UnexpectedEof));
+        assert!(!kind(io::ErrorKind::TimedOut));
+        assert!(!kind(io::ErrorKind::ConnectionReset));
+        assert!(!kind(io::ErrorKind::BrokenPipe));
     }
 
     #[test]
