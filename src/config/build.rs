@@ -82,6 +82,7 @@ pub(crate) fn build(
         add(&mut config, d)?;
     }
     check_verification(&config)?;
+    check_work_types(&config)?;
     Ok(config)
 }
 
@@ -164,6 +165,25 @@ fn check_verification(config: &Config) -> Result<(), String> {
             t.work_type
         )),
         _ => Ok(()),
+    }
+}
+
+/// The work type of units submitted to run on another node: the
+/// workceptor's own, never a configured one (docs/work.md §6).
+pub const REMOTE_WORK_TYPE: &str = "remote";
+
+/// A configured type may not take the remote units' name: its runner's
+/// status writes would meet the remote units' write-through status, and
+/// Go refuses it too (Go's text).
+fn check_work_types(config: &Config) -> Result<(), String> {
+    let mut names = config
+        .work_commands
+        .iter()
+        .map(|t| &t.work_type)
+        .chain(config.work_kubernetes.iter().map(|k| &k.work_type));
+    match names.any(|name| name == REMOTE_WORK_TYPE) {
+        true => Err(format!("work type {REMOTE_WORK_TYPE} already registered")),
+        false => Ok(()),
     }
 }
 

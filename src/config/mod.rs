@@ -21,6 +21,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use build::REMOTE_WORK_TYPE;
 pub use help::{bash_completion, help_text, v2_help_text, zsh_completion};
 pub use value::parse_go_duration as parse_duration;
 

@@ -336,6 +336,20 @@ fn config_file_errors() {
 }
 
 #[test]
+fn remote_is_no_configurable_work_type() {
+    let go_text = "work type remote already registered";
+    assert_eq!(
+        err("--node id=a --work-command worktype=remote command=cat"),
+        go_text
+    );
+    assert_eq!(
+        err("--node id=a --work-kubernetes worktype=remote authmethod=incluster"),
+        go_text
+    );
+    assert!(run("--node id=a --work-command worktype=remotely command=cat").is_ok());
+}
+
+#[test]
 fn error_messages() {
     assert_eq!(
         err("--tcp-listener prot=1"),

@@ -74,35 +74,37 @@ pub fn serve_with<S: Socket>(
                 signature: command::signature(&line),
                 unix,
             };
-            let reply = match command::parse(&line) {
+            let (reply, submitted) = match command::parse(&line) {
                 Ok(Command::Connect { node, service, tls }) => {
                     // The connection now belongs to the bridge.
                     return connect(ctx, conn, &node, &service, tls.as_deref());
                 }
                 Ok(Command::Work(WorkCommand::Submit(req))) => {
-                    let reply = submit(ctx, &mut conn, &req, &caller);
-                    // What follows a refused request from one of our
-                    // nodes is its stdin, not commands: the session ends
-                    // (after a submit that ran, the stream is at its end).
-                    if conn.get_ref().pipelines_submits() {
-                        let _ = write(&mut conn, &render(reply));
-                        break;
-                    }
-                    reply
+                    (submit(ctx, &mut conn, &req, &caller), true)
                 }
                 Ok(Command::Work(WorkCommand::Results { unit, start })) => {
                     // The stream ends with the connection.
                     return results(ctx, conn, &unit, start, &caller);
                 }
-                Ok(cmd) => run(ctx, cmd, &caller),
-                Err(e) => Err(e),
+                Ok(cmd) => (run(ctx, cmd, &caller), false),
+                Err(e) => (Err(e), false),
             };
-            if write(&mut conn, &render(reply)).is_err() {
+            let last = ends_session(conn.get_ref().pipelines_submits(), submitted, &reply);
+            if write(&mut conn, &render(reply)).is_err() || last {
                 break;
             }
         }
     }
     debug!("Client disconnected from control service {peer}");
+}
+
+/// Whether the session ends after `reply`. One of our nodes (`pipelined`)
+/// sends a submit's stdin right behind the request, unasked: after a
+/// submit (refused, or run with the stream at its end) and after any
+/// line answered `ERROR` (a submit that did not parse among them), what
+/// follows may be stdin, never to be read as commands.
+fn ends_session(pipelined: bool, submitted: bool, reply: &Result<String, String>) -> bool {
+    pipelined && (submitted || reply.is_err())
 }
 
 fn render(reply: Result<String, String>) -> String {
@@ -294,6 +296,19 @@ mod tests {
         let mut r = std::io::Cursor::new(b"a\r\nb\rc\n\npartial".to_vec());
         let lines: Vec<String> = std::iter::from_fn(|| next_line(&mut r)).collect();
         assert_eq!(lines, ["a", "bc", "", "partial"]);
+    }
+
+    #[test]
+    fn on_a_pipelining_stream_any_error_or_submit_ends_the_session() {
+        let ok = Ok("{}".to_string());
+        let error = Err("could not parse".to_string());
+        assert!(ends_session(true, false, &error));
+        assert!(ends_session(true, true, &ok));
+        assert!(ends_session(true, true, &error));
+        assert!(!ends_session(true, false, &ok));
+        // receptorctl and Go nodes keep their session after an error.
+        assert!(!ends_session(false, false, &error));
+        assert!(!ends_session(false, true, &ok));
     }
 
     #[test]

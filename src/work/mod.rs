@@ -33,7 +33,7 @@ use state::{CommandExtra, ExtraData, PENDING, Status, StatusView};
 use store::{StatusError, UnitDir};
 
 /// The internal work type of units that run on another node.
-pub const REMOTE_TYPE: &str = "remote";
+pub const REMOTE_TYPE: &str = crate::config::REMOTE_WORK_TYPE;
 /// Waits between checks while streaming results grow from the first to
 /// the last while nothing changes; changes we are told about (our own
 /// status writes, fetched remote output) wake the stream at once. The
@@ -58,7 +58,8 @@ pub struct Unit {
     /// The last status read or written, used when the file is unreadable.
     last: Mutex<Status>,
     /// Only this process writes the status (a remote unit: no runner
-    /// shares its directory), so `last` is the file's content and is
+    /// shares its directory; the work type tells, as no configured type
+    /// may be named `remote`), so `last` is the file's content and is
     /// read instead of it; the file is still written for every change.
     sole_writer: bool,
     /// Bumped on every change a stream might wait for.

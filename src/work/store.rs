@@ -122,9 +122,10 @@ impl UnitDir {
     }
 
     fn change(&self, mut status: Status, change: impl FnOnce(&mut Status)) -> io::Result<Status> {
-        let before = status.state;
+        let before = Lasting::of(&status);
         change(&mut status);
-        self.replace(&status, status.state != before || status.is_final())?;
+        let durable = Lasting::of(&status) != before || status.is_final();
+        self.replace(&status, durable)?;
         Ok(status)
     }
 
@@ -140,8 +141,8 @@ impl UnitDir {
     }
 
     /// Writes through a temporary file and a rename. `durable` changes
-    /// (new states) are synced to disk; progress-only ones (stdout size)
-    /// are cheap to lose.
+    /// (see [`Lasting`]) are synced to disk; progress-only ones (stdout
+    /// size) are cheap to lose.
     fn replace(&self, status: &Status, durable: bool) -> io::Result<()> {
         let tmp = self.path.join(".status.tmp");
         let mut f = OpenOptions::new()
@@ -166,6 +167,32 @@ impl UnitDir {
         match fs::remove_dir_all(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+}
+
+/// What of a status has to survive a power loss once written: the state,
+/// and a remote unit's marks. Losing the executor's unit ID or the fact
+/// it started would orphan the unit there; losing a cancel or release
+/// would leave it running or kept.
+#[derive(PartialEq)]
+struct Lasting {
+    state: i64,
+    remote: Option<(String, bool, bool, bool)>,
+}
+
+impl Lasting {
+    fn of(s: &Status) -> Lasting {
+        Lasting {
+            state: s.state,
+            remote: s.remote().map(|r| {
+                (
+                    r.remote_unit_id.clone(),
+                    r.remote_started,
+                    r.local_cancelled,
+                    r.local_released,
+                )
+            }),
         }
     }
 }
@@ -242,6 +269,38 @@ mod tests {
         assert_eq!(st.stdout_size, 7);
         assert_eq!(dir.read().unwrap(), st);
         fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_remote_units_marks_are_lasting_and_its_progress_is_not() {
+        let extra = crate::work::state::RemoteExtra {
+            remote_node: "n2".into(),
+            remote_work_type: "demo".into(),
+            remote_params: Default::default(),
+            remote_unit_id: String::new(),
+            remote_started: false,
+            local_cancelled: false,
+            local_released: false,
+            sign_work: false,
+            tls_client: String::new(),
+            expiration: crate::work::state::ZERO_TIME.into(),
+        };
+        let st = Status::new("remote", Some(ExtraData::Remote(extra)));
+        let changed = |change: fn(&mut Status)| {
+            let mut after = st.clone();
+            change(&mut after);
+            Lasting::of(&after) != Lasting::of(&st)
+        };
+        assert!(!changed(|s| s.stdout_size = 9));
+        assert!(!changed(|s| s.detail = "Running".into()));
+        assert!(changed(|s| s.state = 1));
+        assert!(changed(|s| {
+            let r = s.remote_mut().unwrap();
+            r.remote_unit_id = "j4bLSmVp".into();
+            r.remote_started = true;
+        }));
+        assert!(changed(|s| s.remote_mut().unwrap().local_cancelled = true));
+        assert!(changed(|s| s.remote_mut().unwrap().local_released = true));
     }
 
     #[test]

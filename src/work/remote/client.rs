@@ -186,6 +186,11 @@ impl ControlClient {
     /// session after refusing a submit there, so the stdin behind a
     /// refused request is never read as commands. To a Go node, each
     /// reply is awaited before the next write, as receptorctl does.
+    ///
+    /// An executor that fails while taking stdin (a full disk) replies
+    /// `ERROR: …` and stops the stream, failing our writes: the result
+    /// line is read all the same, and its answer wins over the write
+    /// error, so a unit that failed there is not submitted again.
     pub fn submit(
         &mut self,
         r: &RemoteExtra,
@@ -202,24 +207,33 @@ impl ControlClient {
             let sent = self
                 .write_line(&request)
                 .and_then(|()| self.send_rest(stdin));
+            if let Err((e, gone)) = self.first_bytes() {
+                return Submitted {
+                    unheard: gone,
+                    ..Submitted::no_id(e)
+                };
+            }
             let id = match self.line().and_then(id_reply) {
                 Ok(id) => id,
                 Err(e) => return Submitted::no_id(e),
             };
-            let started = sent.and_then(|()| self.result());
+            let started = self.result(sent);
             return Submitted {
                 id: Some(id),
                 started,
+                unheard: false,
             };
         }
         let id = match self.request(&request).and_then(id_reply) {
             Ok(id) => id,
             Err(e) => return Submitted::no_id(e),
         };
-        let started = self.send_rest(stdin).and_then(|()| self.result());
+        let sent = self.send_rest(stdin);
+        let started = self.result(sent);
         Submitted {
             id: Some(id),
             started,
+            unheard: false,
         }
     }
 
@@ -246,6 +260,19 @@ impl ControlClient {
         Ok(serde_json::Value::Object(req).to_string())
     }
 
+    /// Waits for the node's first bytes. When none come, the error and
+    /// whether the connection was found gone (see [`connection_gone`]).
+    fn first_bytes(&mut self) -> Result<(), (ClientError, bool)> {
+        match self.reader.fill_buf() {
+            Ok([]) => Err((ClientError::Link("connection closed".into()), true)),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let gone = connection_gone(&e);
+                Err((e.into(), gone))
+            }
+        }
+    }
+
     /// Sends the unit's stdin and half-closes.
     fn send_rest(&self, stdin: &mut dyn Read) -> Result<(), ClientError> {
         io::copy(stdin, &mut &self.stream)?;
@@ -253,11 +280,20 @@ impl ControlClient {
         Ok(())
     }
 
-    /// The result line of a submit, once the unit started (or not).
-    fn result(&mut self) -> Result<(), ClientError> {
-        self.stream.set_read_timeout(Some(ACTION_TIMEOUT));
-        let line = self.line()?;
-        refusal(&line).map_or(Ok(()), Err)
+    /// The result line of a submit, once the unit started (or not), after
+    /// stdin was `sent`. Had sending failed, the executor may have stopped
+    /// the stream with its answer already under way: it is awaited only
+    /// as long as a reply.
+    fn result(&mut self, sent: Result<(), ClientError>) -> Result<(), ClientError> {
+        let wait = match sent {
+            Ok(()) => ACTION_TIMEOUT,
+            Err(_) => REPLY_TIMEOUT,
+        };
+        self.stream.set_read_timeout(Some(wait));
+        let answer = self
+            .line()
+            .and_then(|line| refusal(&line).map_or(Ok(()), Err));
+        answer_over_write(sent, answer)
     }
 
     /// The unit's status there.
@@ -376,6 +412,11 @@ pub struct Submitted {
     pub id: Option<String>,
     /// Whether the unit started there.
     pub started: Result<(), ClientError>,
+    /// The connection was found gone before the node said a word: it
+    /// may have been dead before the submit went out, the one failure
+    /// after which sending it again cannot run the unit twice (as far
+    /// as we can tell from here).
+    pub unheard: bool,
 }
 
 impl Submitted {
@@ -383,7 +424,30 @@ impl Submitted {
         Submitted {
             id: None,
             started: Err(e),
+            unheard: false,
         }
+    }
+}
+
+/// Whether a read error says the connection is gone: closed, or lost
+/// (a stateless reset, the mesh reporting it unreachable). Not a timeout,
+/// which may be a slow node that has the submit and runs it.
+fn connection_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// What a submit's result says: the executor's answer when it gave one,
+/// else why stdin could not be sent, if it could not.
+fn answer_over_write(
+    sent: Result<(), ClientError>,
+    answer: Result<(), ClientError>,
+) -> Result<(), ClientError> {
+    match (sent, answer) {
+        (Err(e), Err(ClientError::Link(_))) => Err(e),
+        (_, answer) => answer,
     }
 }
 
@@ -421,6 +485,42 @@ mod tests {
         );
         assert_eq!(unit_id_in("ERROR: unknown work type nope"), None);
         assert_eq!(unit_id_in("with ID . x"), None);
+    }
+
+    #[test]
+    fn a_refusal_after_a_failed_stdin_write_is_what_the_submit_reports() {
+        let broken = || Err(ClientError::Link("peer stopped reading".into()));
+        let full = || {
+            Err(ClientError::Refused(WorkError::from_remote(
+                "no space left",
+            )))
+        };
+        assert!(matches!(
+            answer_over_write(broken(), full()),
+            Err(ClientError::Refused(_))
+        ));
+        // The executor started it although our half-close failed: it runs.
+        assert!(answer_over_write(broken(), Ok(())).is_ok());
+        // No answer at all: the write says why.
+        let silent = Err(ClientError::Link("read timed out".into()));
+        assert!(matches!(
+            answer_over_write(broken(), silent),
+            Err(ClientError::Link(e)) if e == "peer stopped reading"
+        ));
+        assert!(matches!(
+            answer_over_write(Ok(()), full()),
+            Err(ClientError::Refused(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_connection_found_gone_counts_as_unheard() {
+        let kind = |k| connection_gone(&io::Error::new(k, "x"));
+        assert!(kind(io::ErrorKind::ConnectionAborted));
+        assert!(kind(io::ErrorKind::UnexpectedEof));
+        assert!(!kind(io::ErrorKind::TimedOut));
+        assert!(!kind(io::ErrorKind::ConnectionReset));
+        assert!(!kind(io::ErrorKind::BrokenPipe));
     }
 
     #[test]

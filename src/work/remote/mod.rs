@@ -97,9 +97,11 @@ impl Dialer {
     }
 
     /// Submits `r`'s unit with the stdin in file `stdin` (see
-    /// [`ControlClient::submit`]). A kept connection that turns out dead
-    /// before the executor answered is dropped and the submit dialed
-    /// again, so it costs a dial and never a failed step.
+    /// [`ControlClient::submit`]). A kept connection found gone before
+    /// the executor said a word is dropped and the submit dialed again,
+    /// so it costs a dial and never a failed step. Any other failure is
+    /// not retried here: the submit went out whole before any reply, so
+    /// the executor may have the unit running already.
     fn submit(
         &self,
         r: &RemoteExtra,
@@ -108,7 +110,7 @@ impl Dialer {
     ) -> Result<Submitted, ClientError> {
         let (mut conn, Reused(reused)) = self.open(r)?;
         let done = conn.submit(r, secrets, &mut File::open(stdin)?);
-        if !reused || done.id.is_some() || !matches!(done.started, Err(ClientError::Link(_))) {
+        if !(reused && done.unheard) {
             return Ok(done);
         }
         if let Err(e) = &done.started {
