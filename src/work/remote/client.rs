@@ -401,6 +401,14 @@ impl super::pool::Park for ControlClient {
     }
 }
 
+/// Our executors end a session on a many-stream connection after any
+/// error (`control::session`); Go's keep serving it.
+impl super::pool::Session for ControlClient {
+    fn open_after_refusal(&self) -> bool {
+        self.stream.opener().is_none()
+    }
+}
+
 /// Whether a stream came from a kept connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reused(pub bool);

@@ -36,6 +36,15 @@ pub trait Park {
     fn park(&self, parked: bool);
 }
 
+/// What the pool asks of a session before keeping it.
+pub trait Session {
+    /// Whether the executor still serves the session after refusing a
+    /// command. Go's control service does; ours ends a session on a
+    /// many-stream connection after any error, since a pipelined submit's
+    /// stdin may follow the refused line.
+    fn open_after_refusal(&self) -> bool;
+}
+
 /// Idle items by key, each with when it was put back.
 pub struct Idle<K, T> {
     by_key: HashMap<K, Vec<(T, Instant)>>,
@@ -96,7 +105,7 @@ impl<K: Eq + Hash, T: Park> Idle<K, T> {
 /// never a failed step; a dialed one is not retried. Returns the reply and
 /// the connection to keep: one whose session answered as the protocol
 /// says, and so waits for the next command.
-pub fn run_kept<C, T>(
+pub fn run_kept<C: Session, T>(
     kept: Option<C>,
     dial: impl FnOnce() -> Result<C, ClientError>,
     call: impl Fn(&mut C) -> Result<T, ClientError>,
@@ -116,11 +125,15 @@ pub fn run_kept<C, T>(
     }
 }
 
-fn keep_if_answered<C, T>(
+fn keep_if_answered<C: Session, T>(
     reply: Result<T, ClientError>,
     conn: C,
 ) -> (Result<T, ClientError>, Option<C>) {
-    let answered = matches!(reply, Ok(_) | Err(ClientError::Refused(_)));
+    let answered = match reply {
+        Ok(_) => true,
+        Err(ClientError::Refused(_)) => conn.open_after_refusal(),
+        Err(_) => false,
+    };
     (reply, answered.then_some(conn))
 }
 
@@ -134,11 +147,22 @@ mod tests {
     struct Fake {
         name: &'static str,
         replies: Vec<Result<u32, ClientError>>,
+        open_after_refusal: bool,
     }
 
     fn fake(name: &'static str, mut replies: Vec<Result<u32, ClientError>>) -> Fake {
         replies.reverse();
-        Fake { name, replies }
+        Fake {
+            name,
+            replies,
+            open_after_refusal: true,
+        }
+    }
+
+    impl Session for Fake {
+        fn open_after_refusal(&self) -> bool {
+            self.open_after_refusal
+        }
     }
 
     fn link() -> ClientError {
@@ -183,6 +207,17 @@ mod tests {
         assert!(matches!(reply, Err(ClientError::Link(_))));
         assert!(keep.is_none());
         assert_eq!(calls.get(), 1, "nothing to call without a connection");
+    }
+
+    #[test]
+    fn a_refusal_drops_a_session_its_executor_ends_after_errors() {
+        let calls = Cell::new(0);
+        let refused = Err(ClientError::Refused(WorkError::UnknownUnit("x".into())));
+        let mut ours = fake("ours", vec![refused]);
+        ours.open_after_refusal = false;
+        let (reply, keep) = run_kept(Some(ours), || panic!(), call(&calls));
+        assert!(matches!(reply, Err(ClientError::Refused(_))));
+        assert!(keep.is_none());
     }
 
     #[test]
