@@ -6,8 +6,8 @@
 //! [`PER_KEY`] already. The pool has no timer of its own: a kept item is
 //! parked ([`Park`]), and the stream driver, which has one, closes a
 //! connection whose streams all wait here once they have waited its
-//! linger time (5 s, as [`KEEP`]); the next use of such an item fails on
-//! the link and is replaced by a dial.
+//! linger time (5 s, a second past [`KEEP`]); the next use of such an
+//! item fails on the link and is replaced by a dial.
 //!
 //! Every request is a whole control command on a session that stays open
 //! after it, so this works the same against a Go executor, whose control
@@ -23,8 +23,11 @@ use super::client::ClientError;
 
 /// How long an idle connection is kept: well inside the 30 s QUIC idle
 /// timeout both sides use, so a kept connection is one the executor has
-/// not closed for idling.
-pub const KEEP: Duration = Duration::from_secs(5);
+/// not closed for idling; and a second inside the 5 s linger after which
+/// the stream driver closes a connection whose streams all wait parked
+/// here, so a session taken just before it expires is not one whose
+/// connection is closing under it.
+pub const KEEP: Duration = Duration::from_secs(4);
 /// Idle connections kept per executor and TLS client: enough for units
 /// that poll at once, and a bound on the control sessions held open on
 /// the executor.
