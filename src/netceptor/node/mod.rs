@@ -222,6 +222,8 @@ pub struct Node {
     /// By ID: the latest update of each node we have had one from.
     known: IdMap<NodeSeq>,
     seen_updates: HashMap<updates::SeenKey, Instant>,
+    /// This node's key for hashing long update IDs into `seen_updates`.
+    seen_keys: std::hash::RandomState,
     /// Next hop of each node we reach.
     routes: IdMap<Id>,
     /// The node of each name hash data messages may carry.
@@ -267,6 +269,7 @@ impl Node {
             graph: graph::Graph::new(id),
             known: IdMap::default(),
             seen_updates: HashMap::new(),
+            seen_keys: std::hash::RandomState::new(),
             routes: IdMap::default(),
             names: HashMap::new(),
             own_hash: node_hash(id),

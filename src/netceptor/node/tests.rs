@@ -438,10 +438,10 @@ fn remembered_update_ids_stay_bounded() {
         node.handle_routing_update(ru.clone(), 0, now + Duration::from_micros(i));
     }
     assert!(node.seen_updates.len() <= SEEN_UPDATES_CAP);
-    assert!(
-        node.seen_updates
-            .contains_key(&updates::SeenKey::of(&format!("u{}", SEEN_UPDATES_CAP + 9)))
-    );
+    assert!(node.seen_updates.contains_key(&updates::SeenKey::of(
+        &format!("u{}", SEEN_UPDATES_CAP + 9),
+        &node.seen_keys
+    )));
 }
 
 mod firewall {

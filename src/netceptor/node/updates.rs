@@ -1,7 +1,7 @@
 //! Routing updates: accepting fresh ones, flooding them on, our own
 //! updates, and the routing table computed from what they say.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,12 +30,13 @@ const PEER_RESERVE: usize = 256;
 /// node remembers thousands): IDs of up to 15 bytes (Go's and ours have 8)
 /// are held exactly, inline, instead of in a `String` of their own; longer
 /// ones, which only odd peers send, by a 120-bit hash, so they can be
-/// taken for one another but never for a short one.
+/// taken for one another but never for a short one. The hash is keyed
+/// per node (`keys`), so a peer cannot work out colliding IDs offline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct SeenKey([u8; 16]);
 
 impl SeenKey {
-    pub fn of(id: &str) -> SeenKey {
+    pub fn of(id: &str, keys: &RandomState) -> SeenKey {
         let id = id.as_bytes();
         let mut key = [0; 16];
         match u8::try_from(id.len()) {
@@ -45,11 +46,7 @@ impl SeenKey {
             }
             _ => {
                 key[0] = u8::MAX;
-                let hash = |seed: u64| {
-                    let mut h = DefaultHasher::new();
-                    (seed, id).hash(&mut h);
-                    h.finish().to_le_bytes()
-                };
+                let hash = |seed: u64| keys.hash_one((seed, id)).to_le_bytes();
                 key[1..9].copy_from_slice(&hash(1));
                 key[9..].copy_from_slice(&hash(2)[..7]);
             }
@@ -107,7 +104,7 @@ impl Node {
         if ru.node_id == self.id {
             return self.handle_own_id_update(&ru);
         }
-        let seen = SeenKey::of(&ru.update_id);
+        let seen = SeenKey::of(&ru.update_id, &self.seen_keys);
         if self.seen_updates.contains_key(&seen) {
             return;
         }
@@ -379,12 +376,13 @@ mod tests {
     fn seen_keys_tell_update_ids_apart() {
         let long = "a".repeat(15);
         let ids = ["", "a", "a\0", "abcdefgh", "abcdefgi", &long[..14], &long];
+        let k = RandomState::new();
         let keys: std::collections::HashSet<SeenKey> =
-            ids.iter().map(|id| SeenKey::of(id)).collect();
+            ids.iter().map(|id| SeenKey::of(id, &k)).collect();
         assert_eq!(keys.len(), ids.len());
         let (x, y) = ("x".repeat(40), format!("{}y", "x".repeat(39)));
-        assert_ne!(SeenKey::of(&x), SeenKey::of(&y));
-        assert_eq!(SeenKey::of(&x), SeenKey::of(&x.clone()));
+        assert_ne!(SeenKey::of(&x, &k), SeenKey::of(&y, &k));
+        assert_eq!(SeenKey::of(&x, &k), SeenKey::of(&x.clone(), &k));
     }
 
     #[test]
