@@ -214,6 +214,23 @@ pub struct KubeExtra {
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 impl RemoteExtra {
+    /// A unit for `work_type` on `node` that nothing happened to yet.
+    #[cfg(test)]
+    pub fn unsent(node: &str, work_type: &str) -> RemoteExtra {
+        RemoteExtra {
+            remote_node: node.into(),
+            remote_work_type: work_type.into(),
+            remote_params: BTreeMap::new(),
+            remote_unit_id: String::new(),
+            remote_started: false,
+            local_cancelled: false,
+            local_released: false,
+            sign_work: false,
+            tls_client: String::new(),
+            expiration: ZERO_TIME.into(),
+        }
+    }
+
     fn without_secrets(&self) -> RemoteExtra {
         let mut r = self.clone();
         r.remote_params
@@ -340,16 +357,8 @@ mod tests {
         let st = Status::new(
             "remote",
             Some(ExtraData::Remote(RemoteExtra {
-                remote_node: "n2".into(),
-                remote_work_type: "demo".into(),
                 remote_params: params,
-                remote_unit_id: String::new(),
-                remote_started: false,
-                local_cancelled: false,
-                local_released: false,
-                sign_work: false,
-                tls_client: String::new(),
-                expiration: ZERO_TIME.into(),
+                ..RemoteExtra::unsent("n2", "demo")
             })),
         );
         let reply = reply(&st, true);

@@ -273,18 +273,7 @@ mod tests {
 
     #[test]
     fn a_remote_units_marks_are_lasting_and_its_progress_is_not() {
-        let extra = crate::work::state::RemoteExtra {
-            remote_node: "n2".into(),
-            remote_work_type: "demo".into(),
-            remote_params: Default::default(),
-            remote_unit_id: String::new(),
-            remote_started: false,
-            local_cancelled: false,
-            local_released: false,
-            sign_work: false,
-            tls_client: String::new(),
-            expiration: crate::work::state::ZERO_TIME.into(),
-        };
+        let extra = crate::work::state::RemoteExtra::unsent("n2", "demo");
         let st = Status::new("remote", Some(ExtraData::Remote(extra)));
         let changed = |change: fn(&mut Status)| {
             let mut after = st.clone();
