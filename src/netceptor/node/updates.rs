@@ -39,10 +39,10 @@ impl SeenKey {
     pub fn of(id: &str, keys: &RandomState) -> SeenKey {
         let id = id.as_bytes();
         let mut key = [0; 16];
-        match u8::try_from(id.len()) {
-            Ok(len) if id.len() < key.len() => {
-                key[0] = len;
-                key[1..=id.len()].copy_from_slice(id);
+        match id.len() {
+            len if len < key.len() => {
+                key[0] = len as u8;
+                key[1..=len].copy_from_slice(id);
             }
             _ => {
                 key[0] = u8::MAX;
@@ -383,6 +383,12 @@ mod tests {
         let (x, y) = ("x".repeat(40), format!("{}y", "x".repeat(39)));
         assert_ne!(SeenKey::of(&x, &k), SeenKey::of(&y, &k));
         assert_eq!(SeenKey::of(&x, &k), SeenKey::of(&x.clone(), &k));
+        // Long IDs hash with the node's own key: another node's differs.
+        assert_ne!(SeenKey::of(&x, &k), SeenKey::of(&x, &RandomState::new()));
+        assert_eq!(
+            SeenKey::of("ab", &k),
+            SeenKey::of("ab", &RandomState::new())
+        );
     }
 
     #[test]
