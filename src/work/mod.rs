@@ -698,6 +698,14 @@ mod tests {
         }
         assert_eq!(unit.status().stdout_size, 200);
         assert_eq!(unit.dir.read().unwrap().stdout_size, 200);
+        // The copy in memory is the status: a file changed behind the
+        // unit's back is neither read nor kept.
+        let mut behind = unit.status();
+        behind.stdout_size = 5;
+        unit.dir.write(&behind).unwrap();
+        assert_eq!(unit.status().stdout_size, 200);
+        unit.update(|s| s.stdout_size += 1);
+        assert_eq!(unit.dir.read().unwrap().stdout_size, 201);
         std::fs::remove_dir_all(root).unwrap();
     }
 }

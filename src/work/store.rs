@@ -263,10 +263,18 @@ mod tests {
     fn a_known_status_is_written_over_whatever_the_file_holds() {
         let root = scratch();
         let (_, dir) = UnitDir::create(&root).unwrap();
-        fs::write(dir.path().join("status"), b"{\"State\":1,\"Det").unwrap();
+        // A valid file that differs from what we know, then a corrupt one:
+        // neither is read.
+        let mut other = Status::new("remote", None);
+        other.stdout_size = 99;
+        other.state = 2;
+        dir.write(&other).unwrap();
         let known = Status::new("remote", None);
         let st = dir.update_known(&known, |s| s.stdout_size = 7).unwrap();
-        assert_eq!(st.stdout_size, 7);
+        assert_eq!((st.state, st.stdout_size), (known.state, 7));
+        assert_eq!(dir.read().unwrap(), st);
+        fs::write(dir.path().join("status"), b"{\"State\":1,\"Det").unwrap();
+        let st = dir.update_known(&st, |s| s.stdout_size = 8).unwrap();
         assert_eq!(dir.read().unwrap(), st);
         fs::remove_dir_all(root).unwrap();
     }
