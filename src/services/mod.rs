@@ -121,7 +121,7 @@ impl Socket for Stream {
     }
 
     fn pipelines_submits(&self) -> bool {
-        self.opener().is_some()
+        self.carries_many()
     }
 }
 

@@ -201,6 +201,12 @@ impl Stream {
         }
     }
 
+    /// Whether this stream's connection carries many streams: both ends
+    /// are ours.
+    pub fn carries_many(&self) -> bool {
+        self.inner.many
+    }
+
     /// What opens more streams on this one's connection, if it carries
     /// many.
     pub(crate) fn opener(&self) -> Option<Opener> {

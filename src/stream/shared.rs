@@ -240,7 +240,7 @@ impl SharedConns {
     ) -> Result<Stream, DialError> {
         let result = dial();
         let how = match &result {
-            Ok(s) if s.opener().is_some() => Landed::Kept,
+            Ok(s) if s.carries_many() => Landed::Kept,
             Ok(_) => Landed::OneStream,
             Err(e) => Landed::Failed(e.to_string()),
         };

@@ -117,9 +117,10 @@ impl ControlClient {
         let stream = shared
             .dial(net, to, tls, DIAL_TIMEOUT)
             .map_err(|e| ClientError::Link(e.to_string()))?;
-        let client = match stream.opener() {
-            Some(_) => Self::ungreeted(stream, node),
-            None => Self::greeted(stream, node)?,
+        let client = if stream.carries_many() {
+            Self::ungreeted(stream, node)
+        } else {
+            Self::greeted(stream, node)?
         };
         Ok((client, Reused(false)))
     }
@@ -405,7 +406,7 @@ impl super::pool::Park for ControlClient {
 /// error (`control::session`); Go's keep serving it.
 impl super::pool::Session for ControlClient {
     fn open_after_refusal(&self) -> bool {
-        self.stream.opener().is_none()
+        !self.stream.carries_many()
     }
 }
 
