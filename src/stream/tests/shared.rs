@@ -221,6 +221,42 @@ fn a_kept_connection_serves_its_own_key_only() {
     assert_eq!(dials.into_inner(), 1);
 }
 
+/// A reload makes new TLS clients under the same names: a connection
+/// dialed with the old client is not handed to the new one.
+#[test]
+fn a_kept_connection_serves_its_own_tls_client_only() {
+    let load = || {
+        let cfg = crate::config::TlsClientCfg {
+            name: "client1".into(),
+            cert: None,
+            key: None,
+            root_cas: None,
+            insecure_skip_verify: true,
+            pinned_server_cert: vec![],
+            skip_receptor_names_check: true,
+            min_tls13: false,
+        };
+        Arc::new(crate::tls::ClientTls::load(&cfg, "a").unwrap())
+    };
+    let (before, after) = (load(), load());
+    let shared = SharedConns::default();
+    let conn = FakeConn::start(true);
+    let tls_key = (
+        "b".to_string(),
+        "control".to_string(),
+        "client1".to_string(),
+    );
+    shared
+        .dial_key(tls_key.clone(), Some(&before), TIMEOUT, |_| {
+            Ok(conn.stream())
+        })
+        .unwrap();
+    assert!(shared.reuse_key(&tls_key, Some(&after), TIMEOUT).is_none());
+    assert!(shared.reuse_key(&tls_key, None, TIMEOUT).is_none());
+    let again = shared.reuse_key(&tls_key, Some(&before), TIMEOUT);
+    assert!(again.is_some_and(|s| conn.carries(&s)));
+}
+
 #[test]
 fn a_full_connection_is_kept_beside_the_one_dialed_for_more() {
     let shared = SharedConns::default();
