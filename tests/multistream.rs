@@ -43,18 +43,20 @@ fn connection_lines(node: &Node, what: &str) -> Vec<String> {
         .collect()
 }
 
-fn two_nodes(executor: Node, port: u16) -> (Node, Node) {
+/// A controller peered to `executor`'s listener on `port`, once it has
+/// a route there.
+fn controller_of(executor: &Node, port: u16) -> Node {
     let controller = Node::start("controller", &[peer(port, 1.0)]);
     let routed = wait_until(secs(30), || controller.route(&executor.id).is_some());
     assert!(routed, "no route: {}", controller.log_tail(20));
-    (controller, executor)
+    controller
 }
 
 #[test]
 fn remote_units_between_our_nodes_share_one_control_connection() {
     let port = free_port();
     let executor = Node::start("executor", &[listener(port, 1.0), ECHO.into()]);
-    let (controller, executor) = two_nodes(executor, port);
+    let controller = controller_of(&executor, port);
     run_units(&controller, "executor");
     let accepted = connection_lines(&executor, "from controller:");
     assert_eq!(accepted.len(), 1, "{accepted:#?}");
@@ -64,6 +66,7 @@ fn remote_units_between_our_nodes_share_one_control_connection() {
     );
     let dialed = connection_lines(&controller, "to executor:control");
     assert_eq!(dialed.len(), 1, "{dialed:#?}");
+    assert!(dialed[0].ends_with("carries many streams"), "{dialed:#?}");
 }
 
 #[test]
@@ -71,7 +74,7 @@ fn remote_units_on_a_go_executor_keep_one_connection_per_request() {
     let Some(go) = go_reference() else { return };
     let port = free_port();
     let executor = Node::start_go(&go, "goexec", &[listener(port, 1.0), ECHO.into()]);
-    let (controller, _executor) = two_nodes(executor, port);
+    let controller = controller_of(&executor, port);
     run_units(&controller, "goexec");
     let dialed = connection_lines(&controller, "to goexec:control");
     // Each unit at least submits and fetches its results.
@@ -113,7 +116,7 @@ fn refused_submit_runs_none_of_its_stdin(controller: &Node, executor: &Node) {
 fn a_refused_pipelined_submit_reports_the_refusal_and_runs_none_of_its_stdin() {
     let port = free_port();
     let executor = Node::start("executor", &[listener(port, 1.0), ECHO.into()]);
-    let (controller, executor) = two_nodes(executor, port);
+    let controller = controller_of(&executor, port);
     refused_submit_runs_none_of_its_stdin(&controller, &executor);
 }
 
@@ -125,6 +128,6 @@ fn a_submit_to_a_go_executor_is_not_pipelined() {
     let Some(go) = go_reference() else { return };
     let port = free_port();
     let executor = Node::start_go(&go, "goexec", &[listener(port, 1.0), ECHO.into()]);
-    let (controller, executor) = two_nodes(executor, port);
+    let controller = controller_of(&executor, port);
     refused_submit_runs_none_of_its_stdin(&controller, &executor);
 }
