@@ -4,6 +4,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use log::{debug, error};
 
+use super::interner::Id;
 use super::limits::Refusal;
 use super::{
     MAX_FORWARDING_HOPS, Node, Output, PROBLEM_BLOCKED, PROBLEM_EXPIRED, PROBLEM_SERVICE_UNKNOWN,
@@ -14,28 +15,39 @@ use crate::netceptor::codec::{self, DATA_HEADER_LEN, DataHeader, ServiceName, Un
 use crate::netceptor::firewall::{Action, Packet};
 
 impl Node {
+    /// Inbound frames stay in IDs: names are looked up only for a
+    /// firewall to ask, a local delivery and the unreachable paths.
     pub(super) fn handle_inbound_data(&mut self, h: DataHeader, frame: Vec<u8>) {
-        let (Some(from), Some(to)) = (self.names.get(&h.from_node), self.names.get(&h.to_node))
+        let (Some(&from), Some(&to)) = (self.names.get(&h.from_node), self.names.get(&h.to_node))
         else {
             let what = || "Error translating data to message struct: hash not found".to_string();
             return self.log_limited(Refusal::UnknownHash, log::Level::Error, what);
         };
-        let (from, to) = (
-            self.graph.name(*from).to_string(),
-            self.graph.name(*to).to_string(),
-        );
-        if !self.passes_firewall(h, &from, &to) {
-            return;
+        if !self.firewall.is_empty() {
+            let (from, to) = self.names_of(from, to);
+            if !self.passes_firewall(h, &from, &to) {
+                return;
+            }
         }
-        if to != self.id {
-            return self.forward(h, &from, &to, frame);
+        if to != self.graph.own() {
+            if h.hops_to_live == 0 {
+                let (from, to) = self.names_of(from, to);
+                return self.expire(h, &from, &to);
+            }
+            return self.forward(h, to, frame);
         }
         // Owning the frame's buffer, skip the header without copying.
         let mut payload = BytesMut::from(Bytes::from(frame));
         payload.advance(DATA_HEADER_LEN);
-        if let Err(e) = self.deliver_local(h, &from, payload) {
+        if let Err(e) = self.deliver_local(h, from, payload) {
             error!("Error handling message data: {e}");
         }
+    }
+
+    /// Both names, for the paths that report or ask about a message.
+    fn names_of(&self, from: Id, to: Id) -> (String, String) {
+        let name = |id| self.graph.name(id).to_string();
+        (name(from), name(to))
     }
 
     /// Sends a datagram from a local service (or relays one from a peer).
@@ -48,30 +60,47 @@ impl Node {
         hops: u8,
     ) -> Result<(), SendError> {
         let to_service = ServiceName::new(to_service).map_err(|_| SendError::ServiceNameTooLong)?;
-        let to_node = addr::resolve(to_node, &self.id).to_string();
+        let own = self.graph.own();
+        let to = if addr::is_local_alias(to_node) {
+            Some(own)
+        } else {
+            self.graph.id(to_node)
+        };
+        // Only names of nodes we can reach are kept: a local client must
+        // not grow the table with names it makes up.
+        let reached = to.filter(|&id| id == own || self.routes.contains(id));
         let h = DataHeader {
             hops_to_live: hops,
             from_node: self.own_hash,
-            // Only names of nodes we can reach are kept: a local client
-            // must not grow the table with names it makes up.
-            to_node: match self.graph.id(&to_node) {
-                Some(id) if to_node == self.id || self.routes.contains(id) => self.add_name(id),
-                _ => crate::netceptor::hash::node_hash(&to_node),
+            to_node: match reached {
+                Some(id) => self.add_name(id),
+                None => crate::netceptor::hash::node_hash(to_node),
             },
             from_service,
             to_service,
         };
-        let id = self.id.clone();
-        if !self.passes_firewall(h, &id, &to_node) {
-            return Ok(());
+        // Named only for the firewall and the unreachable paths.
+        let names = |node: &Node| {
+            let to_name = to.map_or(to_node, |id| node.graph.name(id));
+            (node.id.clone(), to_name.to_string())
+        };
+        if !self.firewall.is_empty() {
+            let (me, to_name) = names(self);
+            if !self.passes_firewall(h, &me, &to_name) {
+                return Ok(());
+            }
         }
-        if to_node == self.id {
-            return self.deliver_local(h, &id, BytesMut::from(payload));
+        if to == Some(own) {
+            return self.deliver_local(h, own, BytesMut::from(payload));
         }
-        if self.next_hop(&to_node).is_none() && hops > 0 {
-            return Err(SendError::NoRoute);
+        match reached {
+            _ if hops == 0 => {
+                let (me, to_name) = names(self);
+                self.expire(h, &me, &to_name);
+            }
+            Some(to) => self.forward(h, to, h.encode(payload)),
+            None => return Err(SendError::NoRoute),
         }
-        self.forward(h, &id, &to_node, h.encode(payload));
         Ok(())
     }
 
@@ -79,9 +108,6 @@ impl Node {
     /// it may go on. A rejected message is answered with an unreachable
     /// (unless it is one itself, so two firewalls cannot ping-pong).
     fn passes_firewall(&mut self, h: DataHeader, from: &str, to: &str) -> bool {
-        if self.firewall.is_empty() {
-            return true;
-        }
         let (from_service, to_service) = (h.from_service.to_text(), h.to_service.to_text());
         let packet = Packet {
             from_node: from,
@@ -109,21 +135,26 @@ impl Node {
         }
     }
 
-    fn forward(&mut self, h: DataHeader, from: &str, to: &str, mut frame: Vec<u8>) {
-        if h.hops_to_live == 0 {
-            if h.from_service.as_bytes() != RESERVED_UNREACH {
-                self.send_unreachable(from, to, h, PROBLEM_EXPIRED);
-            }
-            return;
+    /// A message out of hops: the sender hears why, unless it is an
+    /// unreachable itself.
+    fn expire(&mut self, h: DataHeader, from: &str, to: &str) {
+        if h.from_service.as_bytes() != RESERVED_UNREACH {
+            self.send_unreachable(from, to, h, PROBLEM_EXPIRED);
         }
-        let Some(conn) = self.next_hop(to).and_then(|hop| self.peers.get(hop)) else {
+    }
+
+    /// Relays a frame with hops left towards node `to`.
+    fn forward(&mut self, h: DataHeader, to: Id, mut frame: Vec<u8>) {
+        let hop = self.routes.get(to).map(|&hop| self.graph.name(hop));
+        let Some(&conn) = hop.and_then(|hop| self.peers.get(hop)) else {
+            let to = self.graph.name(to).to_string();
             let what = || format!("Error handling message data: no route to node {to}");
             return self.log_limited(Refusal::NoRoute, log::Level::Error, what);
         };
         codec::set_hops_to_live(&mut frame, h.hops_to_live - 1);
         // Taking over the frame's buffer: no copy.
         self.outputs.push_back(Output::Send {
-            conn: *conn,
+            conn,
             msg: frame.into(),
         });
     }
@@ -131,9 +162,10 @@ impl Node {
     fn deliver_local(
         &mut self,
         h: DataHeader,
-        from: &str,
+        from: Id,
         payload: BytesMut,
     ) -> Result<(), SendError> {
+        let from_name = || self.graph.name(from).to_string();
         match h.to_service.as_bytes() {
             // Never answer a reserved service: a forged ping from `ping`
             // would otherwise echo forever (or recurse without end when it
@@ -141,13 +173,14 @@ impl Node {
             RESERVED_PING
                 if ![RESERVED_PING, RESERVED_UNREACH].contains(&h.from_service.as_bytes()) =>
             {
-                let ping = ServiceName::new("ping").unwrap_or_default();
+                let (ping, from) = (ServiceName::new("ping").unwrap_or_default(), from_name());
                 let reply_to = h.from_service.to_text();
-                return self.send(ping, from, &reply_to, &[], MAX_FORWARDING_HOPS);
+                return self.send(ping, &from, &reply_to, &[], MAX_FORWARDING_HOPS);
             }
             RESERVED_PING => return Ok(()),
             RESERVED_UNREACH => {
-                self.handle_unreachable(h, from, &payload);
+                let from = from_name();
+                self.handle_unreachable(h, &from, &payload);
                 return Ok(());
             }
             _ => {}
@@ -155,17 +188,17 @@ impl Node {
         if self.services.contains_key(&h.to_service) {
             self.outputs.push_back(Output::Deliver {
                 service: h.to_service,
-                from_node: from.to_string(),
+                from_node: from_name(),
                 from_service: h.from_service,
                 payload,
             });
             return Ok(());
         }
-        if from == self.id {
+        if from == self.graph.own() {
             return Err(SendError::ServiceUnknown);
         }
-        let to = self.id.clone();
-        self.send_unreachable(from, &to, h, PROBLEM_SERVICE_UNKNOWN);
+        let (from, to) = (from_name(), self.id.clone());
+        self.send_unreachable(&from, &to, h, PROBLEM_SERVICE_UNKNOWN);
         Ok(())
     }
 

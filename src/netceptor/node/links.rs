@@ -178,8 +178,10 @@ impl Node {
             return;
         };
         c.last_received = now.mono;
+        // The peer's name is copied out only for the messages that need
+        // it beside `&mut self`, not for every data frame.
         let peer = match &c.state {
-            ConnState::Established { peer, .. } => Some(peer.clone()),
+            ConnState::Established { peer, .. } => Some(peer),
             ConnState::Pending { .. } => None,
         };
         let decoded = match codec::decode(&msg) {
@@ -206,9 +208,13 @@ impl Node {
             (None, _) => {}
             (Some(_), Message::Data(h)) => self.handle_inbound_data(h, msg),
             (Some(peer), Message::Routing(ru)) => {
+                let peer = peer.clone();
                 self.handle_peer_update(conn, &peer, ru, now.mono)
             }
-            (Some(peer), Message::ServiceAd(ad)) => self.handle_service_ad(ad, &peer, now.mono),
+            (Some(peer), Message::ServiceAd(ad)) => {
+                let peer = peer.clone();
+                self.handle_service_ad(ad, &peer, now.mono)
+            }
         }
     }
 

@@ -123,6 +123,13 @@ fn unknown_service_and_unknown_node() {
         sim.send("a", svc, "zz", "ping", b"", 30),
         Err(SendError::NoRoute)
     );
+    // Out of hops, an unknown node is not refused: the sender hears it
+    // expired, as from a known one.
+    assert_eq!(sim.send("a", svc, "zz", "ping", b"", 0), Ok(()));
+    assert!(matches!(
+        sim.delivered.pop(),
+        Some((0, Output::Unreachable { message, .. })) if message.problem == PROBLEM_EXPIRED
+    ));
     assert_eq!(
         sim.send("a", svc, "a", "nosvc", b"", 30),
         Err(SendError::ServiceUnknown)
