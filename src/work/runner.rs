@@ -1,11 +1,14 @@
 //! The command runner: a separate process (`receptor --command-runner`)
 //! that runs one unit's command and records its progress and outcome in
 //! the unit's `status` file. Living in its own session, it outlives a
-//! daemon restart, so the outcome is never lost (docs/work.md §4).
+//! daemon restart, so the outcome is never lost (docs/work.md §4). It is
+//! either exec'd by the daemon or forked by the runner fork server
+//! (`super::forkserver`); both run [`run`].
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +28,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the command to completion; returns the process exit code.
-pub fn run(cfg: &CommandRunnerCfg) -> i32 {
+/// `cwd`: where the command runs, when not in this process's directory.
+pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
     // Leave the daemon's session so that stopping or restarting the daemon
     // (or its terminal going away) leaves the unit running.
     // SAFETY: setsid has no memory effects; failure (already a session
@@ -57,7 +61,7 @@ pub fn run(cfg: &CommandRunnerCfg) -> i32 {
     if canceled(&dir) {
         return -1;
     }
-    let mut child = match spawn(cfg, &dir) {
+    let mut child = match spawn(cfg, &dir, cwd) {
         Ok(c) => c,
         Err(detail) => {
             set(FAILED, detail, 0);
@@ -94,7 +98,11 @@ pub fn run(cfg: &CommandRunnerCfg) -> i32 {
     }
 }
 
-fn spawn(cfg: &CommandRunnerCfg, dir: &UnitDir) -> Result<std::process::Child, String> {
+fn spawn(
+    cfg: &CommandRunnerCfg,
+    dir: &UnitDir,
+    cwd: Option<&Path>,
+) -> Result<std::process::Child, String> {
     let args = shlex::split(&cfg.params).map_err(|e| format!("Error parsing params: {e}"))?;
     let stdin =
         File::open(dir.stdin_path()).map_err(|e| format!("Error opening stdin file: {e}"))?;
@@ -108,8 +116,11 @@ fn spawn(cfg: &CommandRunnerCfg, dir: &UnitDir) -> Result<std::process::Child, S
     let stderr = stdout
         .try_clone()
         .map_err(|e| format!("Error opening stdout file: {e}"))?;
-    Command::new(&cfg.command)
-        .args(args)
+    let mut cmd = Command::new(&cfg.command);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.args(args)
         .process_group(0)
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
