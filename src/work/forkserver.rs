@@ -84,6 +84,8 @@ impl std::fmt::Display for ForkError {
 #[derive(Default)]
 pub struct Launcher {
     server: Mutex<Option<Arc<Server>>>,
+    /// The binary run as the server: the running one unless a test says.
+    program: Option<PathBuf>,
 }
 
 /// One running server, as the daemon sees it.
@@ -144,16 +146,20 @@ impl Launcher {
         if let Some(s) = slot.as_ref().filter(|s| !s.gone.load(Ordering::Relaxed)) {
             return Ok(s.clone());
         }
-        let server = spawn_server(log_level)?;
+        let program = match &self.program {
+            Some(p) => p.clone(),
+            None => super::command::own_executable()?,
+        };
+        let server = spawn_server(&program, log_level)?;
         *slot = Some(server.clone());
         Ok(server)
     }
 }
 
 /// Execs the server and starts the thread that reads its replies.
-fn spawn_server(log_level: &str) -> io::Result<Arc<Server>> {
+fn spawn_server(program: &Path, log_level: &str) -> io::Result<Arc<Server>> {
     let (ours, theirs) = UnixStream::pair()?;
-    let process = Command::new(super::command::own_executable()?)
+    let process = Command::new(program)
         .args(["--node", "id=worker", "--log-level", log_level, SERVER_FLAG])
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .spawn()?;
@@ -443,4 +449,49 @@ pub fn is_forked_runner(pid: u32, args: &[&[u8]], unit_dir: &Path) -> bool {
         return false;
     };
     (cwd.dev(), cwd.ino()) == (dir.dev(), dir.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::state::Status;
+    use crate::work::store::UnitDir;
+
+    #[test]
+    fn a_server_that_cannot_start_leaves_no_runner() {
+        let launcher = Launcher {
+            program: Some("/nonexistent/receptor".into()),
+            ..Launcher::default()
+        };
+        let dir = std::env::temp_dir().join(format!("forkserver-test-{}", std::process::id()));
+        let unit = Unit::new(
+            "u".into(),
+            UnitDir::open(dir.clone()),
+            Status::new("t", None),
+        );
+        let req = Request {
+            command: "true".into(),
+            params: String::new(),
+            unitdir: dir,
+        };
+        match launcher.start(&unit, &req, "error") {
+            Err(ForkError::NoRunner(e)) => {
+                assert!(
+                    e.starts_with("cannot start the runner fork server: "),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_server_refuses_to_fork_beside_another_thread() {
+        let (stop, parked) = crossbeam_channel::bounded::<()>(0);
+        let other = std::thread::spawn(move || parked.recv());
+        let refused = serve_requests().expect_err("served with two threads");
+        assert_eq!(refused.to_string(), "not single-threaded; refusing to fork");
+        drop(stop);
+        let _ = other.join();
+    }
 }
