@@ -1581,6 +1581,11 @@ fn cancel_and_release_reach_a_forked_runner() {
     let runner = runner_pid(&st);
     let command = detail_pid(&st);
     server_of(runner);
+    assert_eq!(
+        blocked_signals(command),
+        "0000000000000000",
+        "command's mask"
+    );
 
     let out = node.ctl(&["work", "cancel", &id]);
     assert!(out.status.success(), "{}", show(&out));
@@ -1594,4 +1599,97 @@ fn cancel_and_release_reach_a_forked_runner() {
     let out = node.ctl(&["work", "release", &id]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(!node.units_dir().join(&id).exists(), "unit dir left behind");
+}
+
+/// The signal mask of `pid` (SigBlk in /proc/PID/status), in hex.
+fn blocked_signals(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A unit directory with `stdin` and a fresh status, for a runner run
+/// by hand.
+fn hand_unit(dir: &Path, stdin: &str) -> PathBuf {
+    let unit = dir.join("unit");
+    std::fs::create_dir_all(&unit).expect("unit dir");
+    std::fs::write(unit.join("stdin"), stdin).expect("stdin");
+    let status = r#"{"State":0,"Detail":"","StdoutSize":0,"WorkType":"t","ExtraData":null}"#;
+    std::fs::write(unit.join("status"), status).expect("status");
+    unit
+}
+
+fn execd_runner(unit: &Path, command: &str, params: &str) -> std::process::Child {
+    Command::new(common::RECEPTOR)
+        .args([
+            "--node",
+            "id=worker",
+            "--log-level",
+            "error",
+            "--command-runner",
+        ])
+        .arg(format!("command={command}"))
+        .arg(format!("params={params}"))
+        .arg(format!("unitdir={}", unit.display()))
+        .spawn()
+        .expect("spawn runner")
+}
+
+fn hand_status(unit: &Path) -> Value {
+    let text = std::fs::read_to_string(unit.join("status")).expect("status");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+/// The exec'd runner (the fallback when no fork server can make one)
+/// runs in one thread; its signal handling is its own wait loop.
+#[test]
+fn execd_runner_runs_a_unit_and_stops_its_command_on_sigterm() {
+    let tmp = TempDir::new("runner");
+    let unit = hand_unit(&tmp.path.join("a"), "hello\n");
+    let code = execd_runner(&unit, "cat", "").wait().expect("wait");
+    assert_eq!(code.code(), Some(0));
+    let st = hand_status(&unit);
+    assert_eq!(
+        (state(&st), st["Detail"].as_str()),
+        (2, Some("exit status 0"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(unit.join("stdout")).unwrap(),
+        "hello\n"
+    );
+
+    let unit = hand_unit(&tmp.path.join("b"), "");
+    let mut runner = execd_runner(&unit, "sleep", "30");
+    assert!(
+        wait_until(secs(10), || state(&hand_status(&unit)) == 1),
+        "{}",
+        hand_status(&unit)
+    );
+    assert_eq!(
+        std::fs::read_dir(format!("/proc/{}/task", runner.id()))
+            .expect("runner tasks")
+            .count(),
+        1,
+        "the runner has helper threads"
+    );
+    let command = detail_pid(&hand_status(&unit));
+    assert_eq!(
+        blocked_signals(command),
+        "0000000000000000",
+        "command's mask"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(runner.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(runner.wait().expect("wait").code(), Some(255));
+    assert!(
+        wait_until(secs(5), || !alive(command)),
+        "sleep outlived its runner"
+    );
+    let st = hand_status(&unit);
+    assert_eq!((state(&st), st["Detail"].as_str()), (3, Some("Killed")));
+    assert_eq!(st["ExtraData"], Value::Null);
 }
