@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use log::{error, warn};
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::Unit;
 use super::runner;
@@ -39,14 +39,14 @@ const MAX_REQUEST: usize = 1 << 20;
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// Start one unit's runner.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq)]
 pub struct Request {
     pub command: String,
     pub params: String,
     pub unitdir: PathBuf,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq)]
 enum Reply {
     /// The runner for the oldest unanswered request has this PID.
     Started(u32),
@@ -54,6 +54,62 @@ enum Reply {
     ForkFailed(String),
     /// A runner ended, in `describe_exit`'s words.
     Exited { pid: u32, how: String },
+}
+
+// The lines are JSON objects built and read through `serde_json::Value`,
+// which the binary has anyway, rather than derived (de)serializers.
+
+impl Request {
+    fn encode(&self) -> String {
+        serde_json::json!({
+            "command": self.command,
+            "params": self.params,
+            "unitdir": self.unitdir.to_string_lossy(),
+        })
+        .to_string()
+    }
+
+    fn decode(line: &[u8]) -> Result<Request, String> {
+        let v: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("no {k:?} in {v}"))
+        };
+        Ok(Request {
+            command: field("command")?,
+            params: field("params")?,
+            unitdir: field("unitdir")?.into(),
+        })
+    }
+}
+
+impl Reply {
+    fn encode(&self) -> String {
+        match self {
+            Reply::Started(pid) => serde_json::json!({ "Started": pid }),
+            Reply::ForkFailed(e) => serde_json::json!({ "ForkFailed": e }),
+            Reply::Exited { pid, how } => serde_json::json!({ "Exited": pid, "how": how }),
+        }
+        .to_string()
+    }
+
+    fn decode(line: &str) -> Result<Reply, String> {
+        let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let pid = |k: &str| v[k].as_u64().and_then(|p| u32::try_from(p).ok());
+        if let Some(p) = pid("Started") {
+            Ok(Reply::Started(p))
+        } else if let Some(e) = v["ForkFailed"].as_str() {
+            Ok(Reply::ForkFailed(e.to_string()))
+        } else if let (Some(p), Some(how)) = (pid("Exited"), v["how"].as_str()) {
+            Ok(Reply::Exited {
+                pid: p,
+                how: how.to_string(),
+            })
+        } else {
+            Err("not a fork server reply".into())
+        }
+    }
 }
 
 /// Why a unit start through the server gave no runner PID.
@@ -118,8 +174,8 @@ impl Launcher {
         let server = self.server(log_level).map_err(|e| {
             ForkError::NoRunner(format!("cannot start the runner fork server: {e}"))
         })?;
-        let mut line = serde_json::to_vec(req).map_err(|e| ForkError::NoRunner(e.to_string()))?;
-        line.push(b'\n');
+        let mut line = req.encode();
+        line.push('\n');
         let (answer, answered) = crossbeam_channel::bounded(1);
         {
             let mut requests = lock(&server.requests);
@@ -129,7 +185,7 @@ impl Launcher {
             });
             // A failed write reached no live server (its end is closed), so
             // the entry just queued is never answered by a fork.
-            if let Err(e) = requests.write_all(&line) {
+            if let Err(e) = requests.write_all(line.as_bytes()) {
                 server.gone.store(true, Ordering::Relaxed);
                 return Err(ForkError::NoRunner(format!("runner fork server: {e}")));
             }
@@ -183,7 +239,7 @@ impl Server {
         let mut runners: HashMap<u32, Arc<Unit>> = HashMap::new();
         for line in BufReader::new(replies).lines() {
             let Ok(line) = line else { break };
-            let reply = match serde_json::from_str::<Reply>(&line) {
+            let reply = match Reply::decode(&line) {
                 Ok(r) => r,
                 Err(e) => {
                     error!("Runner fork server sent {line:?}: {e}");
@@ -285,7 +341,7 @@ fn serve_requests() -> io::Result<()> {
         buf.extend_from_slice(&chunk[..n]);
         while let Some(end) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=end).collect();
-            let req: Request = serde_json::from_slice(&line[..end])
+            let req = Request::decode(&line[..end])
                 .map_err(|e| io::Error::other(format!("bad request: {e}")))?;
             let reply = match fork_runner(&req, &old_mask, &children) {
                 Ok(pid) => Reply::Started(pid),
@@ -311,11 +367,9 @@ fn poll_in(fd: RawFd) -> libc::pollfd {
 
 /// Writes one reply; false once the daemon is gone.
 fn send(daemon: &mut UnixStream, reply: &Reply) -> bool {
-    let Ok(mut line) = serde_json::to_vec(reply) else {
-        return false;
-    };
-    line.push(b'\n');
-    daemon.write_all(&line).is_ok()
+    let mut line = reply.encode();
+    line.push('\n');
+    daemon.write_all(line.as_bytes()).is_ok()
 }
 
 /// Reports every runner that has ended; false once the daemon is gone.
@@ -456,6 +510,48 @@ mod tests {
     use super::*;
     use crate::work::state::Status;
     use crate::work::store::UnitDir;
+
+    #[test]
+    fn lines_round_trip_and_look_like_this() {
+        let req = Request {
+            command: "sh".into(),
+            params: "-c 'echo \"a\nb\"'".into(),
+            unitdir: "/var/lib/receptor/n1/AbCd1234".into(),
+        };
+        let line = req.encode();
+        assert_eq!(
+            line,
+            r#"{"command":"sh","params":"-c 'echo \"a\nb\"'","unitdir":"/var/lib/receptor/n1/AbCd1234"}"#
+        );
+        assert_eq!(Request::decode(line.as_bytes()), Ok(req));
+        let replies = [
+            (Reply::Started(42), r#"{"Started":42}"#),
+            (
+                Reply::ForkFailed("EAGAIN".into()),
+                r#"{"ForkFailed":"EAGAIN"}"#,
+            ),
+            (
+                Reply::Exited {
+                    pid: 42,
+                    how: "signal: killed".into(),
+                },
+                r#"{"Exited":42,"how":"signal: killed"}"#,
+            ),
+        ];
+        for (reply, text) in replies {
+            assert_eq!(reply.encode(), text);
+            assert_eq!(Reply::decode(text), Ok(reply));
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_refused() {
+        assert!(Request::decode(br#"{"command":"sh","params":""}"#).is_err());
+        assert!(Request::decode(b"not json").is_err());
+        assert!(Reply::decode(r#"{"Started":-1}"#).is_err());
+        assert!(Reply::decode(r#"{"Exited":7}"#).is_err());
+        assert!(Reply::decode("[]").is_err());
+    }
 
     #[test]
     fn a_server_that_cannot_start_leaves_no_runner() {
