@@ -9,9 +9,10 @@ socket one after another, timing three phases of each: connect until the
 greeting, the submit line until the "created" line, and stdin with its
 half-close until the result line (n0 submitting to n1 and n1 starting
 the unit). Prints the median of each phase, and the CPU time each node
-spent per unit (user + system, its own and its reaped children's: the
-command runners and their commands), measured over the timed units and
-the second after them, when the last units finish.
+spent per unit (user + system, its own and its children's: the command
+runners and their commands, and the runner fork server that forks them),
+measured over the timed units and the second after them, when the last
+units finish.
 """
 import argparse
 import json
@@ -47,13 +48,26 @@ def phases(sock_path):
     return t1 - t0, t2 - t1, t3 - t2
 
 
-def cpu_seconds(pid):
-    """(own, children's) user + system CPU seconds of process `pid`."""
+def stat_fields(pid):
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid):
+    """(own, children's) user + system CPU seconds of process `pid`. Its
+    children's: those it reaped, and those still running (a runner fork
+    server, which reaps the runners it forks) with theirs."""
     tick = os.sysconf("SC_CLK_TCK")
-    utime, stime, cutime, cstime = (int(x) / tick for x in fields[11:15])
-    return utime + stime, cutime + cstime
+    utime, stime, cutime, cstime = (int(x) / tick for x in stat_fields(pid)[11:15])
+    children = cutime + cstime
+    for entry in os.listdir("/proc"):
+        try:
+            fields = stat_fields(int(entry))
+        except (ValueError, OSError):
+            continue
+        if fields[1] == str(pid):
+            children += sum(int(x) for x in fields[11:15]) / tick
+    return utime + stime, children
 
 
 def main():

@@ -25,7 +25,10 @@ fn main() -> ExitCode {
     }
     logging::init(cfg.log_level.level_filter());
     if let Some(runner) = &cfg.command_runner {
-        return ExitCode::from(receptor::work::runner::run(runner) as u8);
+        return ExitCode::from(receptor::work::runner::run(runner, None) as u8);
+    }
+    if cfg.command_runner_server {
+        return ExitCode::from(receptor::work::forkserver::serve() as u8);
     }
     let reread = Box::new(move || match config::parse_args(&args)? {
         Invocation::Run(cfg) => Ok(*cfg),

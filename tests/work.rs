@@ -1433,3 +1433,263 @@ fn thousand_remote_units_all_succeed() {
         hwm(&executor)
     );
 }
+
+// ===========================================================================
+// The runner fork server (docs/work.md §4)
+// ===========================================================================
+
+const SERVER_FLAG: &str = "--command-runner-server";
+
+/// The parent PID of `pid`, from /proc/PID/stat.
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Live (not zombie) processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let entries = std::fs::read_dir("/proc").expect("read /proc");
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| parent_of(p) == pid && alive(p))
+        .collect()
+}
+
+fn is_fork_server(pid: u32) -> bool {
+    cmdline(pid).split_whitespace().any(|a| a == SERVER_FLAG)
+}
+
+/// The fork server of the runner with PID `runner`, checked to be one.
+fn server_of(runner: u32) -> u32 {
+    let server = parent_of(runner);
+    assert!(
+        is_fork_server(server),
+        "runner {runner}'s parent {server} is no fork server: {}",
+        cmdline(server)
+    );
+    server
+}
+
+/// A lone node (a listener, so it has something to run) with `types`.
+fn lone_node(types: &[String]) -> Node {
+    let mut items = vec![listener(free_port(), 1.0)];
+    items.extend_from_slice(types);
+    Node::start("lone", &items)
+}
+
+fn runner_pid(status: &Value) -> u32 {
+    status["ExtraData"]["Pid"].as_u64().expect("runner Pid") as u32
+}
+
+#[test]
+fn forked_runner_survives_daemon_sigkill_and_the_restarted_daemon_finds_it() {
+    const N: u32 = 15;
+    let mut node = lone_node(&[lines_type(N)]);
+    let daemon = node.daemon_pid().expect("running");
+    assert_eq!(children_of(daemon), Vec::<u32>::new(), "an idle node forks");
+
+    let id = submit_raw(&node.socket, "lone", "lines", &[], b"")
+        .expect("submit")
+        .id;
+    let st = wait_status(&node, &id, secs(10), "running", |v| state(v) == 1);
+    let runner = runner_pid(&st);
+    let server = server_of(runner);
+    assert_eq!(parent_of(server), daemon);
+    assert_eq!(
+        cmdline(runner),
+        cmdline(server),
+        "runner {runner} was exec'd"
+    );
+    let unit_dir = node.units_dir().join(&id);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{runner}/cwd")).expect("runner cwd"),
+        unit_dir.canonicalize().expect("unit dir")
+    );
+
+    node.kill();
+    assert!(
+        wait_until(secs(5), || !alive(server)),
+        "the fork server outlived its daemon"
+    );
+    assert!(alive(runner), "runner {runner} died with the daemon");
+
+    node.restart();
+    let st = wait_state(&node, &id, 2, secs(30));
+    assert_eq!(st["Detail"], "exit status 0", "{st}");
+    assert_eq!(
+        std::fs::read_to_string(unit_dir.join("stdout")).expect("stdout"),
+        lines_output(N)
+    );
+    // Recognized as this unit's runner, not taken for a reused PID.
+    assert!(
+        node.log()
+            .contains(&format!("Resuming watch of command runner PID {runner}")),
+        "{}",
+        node.log_tail(20)
+    );
+}
+
+#[test]
+fn fork_server_death_loses_no_unit_and_the_next_start_gets_a_new_server() {
+    const N: u32 = 10;
+    let node = lone_node(&[lines_type(N), work_type("where", "pwd", "", false)]);
+    let daemon = node.daemon_pid().expect("running");
+    let first = submit_raw(&node.socket, "lone", "lines", &[], b"")
+        .expect("submit")
+        .id;
+    let st = wait_status(&node, &first, secs(10), "running", |v| state(v) == 1);
+    let runner = runner_pid(&st);
+    let server = server_of(runner);
+
+    kill9(server as i32);
+    assert!(wait_until(secs(5), || !alive(server)), "server survived");
+    assert!(alive(runner), "runner {runner} died with the fork server");
+    let st = wait_state(&node, &first, 2, secs(30));
+    assert_eq!(st["Detail"], "exit status 0", "{st}");
+    assert_eq!(results_text(&node, &first, secs(10)), lines_output(N));
+
+    // A new server; the command still runs in the daemon's directory.
+    let next = submit_raw(&node.socket, "lone", "where", &[], b"")
+        .expect("submit")
+        .id;
+    let st = wait_state(&node, &next, 2, secs(10));
+    assert_eq!(st["Detail"], "exit status 0", "{st}");
+    let cwd = std::fs::read_link(format!("/proc/{daemon}/cwd")).expect("daemon cwd");
+    assert_eq!(
+        results_text(&node, &next, secs(10)),
+        format!("{}\n", cwd.display())
+    );
+    let servers: Vec<u32> = children_of(daemon)
+        .into_iter()
+        .filter(|&p| is_fork_server(p))
+        .collect();
+    assert_eq!(servers.len(), 1, "fork servers {servers:?}");
+    assert_ne!(servers[0], server);
+}
+
+#[test]
+fn cancel_and_release_reach_a_forked_runner() {
+    let node = lone_node(&[work_type("nap", "sleep", "30", false)]);
+    let id = submit_raw(&node.socket, "lone", "nap", &[], b"")
+        .expect("submit")
+        .id;
+    let st = wait_status(&node, &id, secs(10), "running", |v| state(v) == 1);
+    let runner = runner_pid(&st);
+    let command = detail_pid(&st);
+    server_of(runner);
+    assert_eq!(
+        blocked_signals(command),
+        "0000000000000000",
+        "command's mask"
+    );
+
+    let out = node.ctl(&["work", "cancel", &id]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        wait_until(secs(5), || !alive(runner) && !alive(command)),
+        "runner {runner} or command {command} outlived the cancel"
+    );
+    let st = status_of(&node, &id);
+    assert_eq!((state(&st), st["Detail"].as_str()), (4, Some("Canceled")));
+
+    let out = node.ctl(&["work", "release", &id]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!node.units_dir().join(&id).exists(), "unit dir left behind");
+}
+
+/// The signal mask of `pid` (SigBlk in /proc/PID/status), in hex.
+fn blocked_signals(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A unit directory with `stdin` and a fresh status, for a runner run
+/// by hand.
+fn hand_unit(dir: &Path, stdin: &str) -> PathBuf {
+    let unit = dir.join("unit");
+    std::fs::create_dir_all(&unit).expect("unit dir");
+    std::fs::write(unit.join("stdin"), stdin).expect("stdin");
+    let status = r#"{"State":0,"Detail":"","StdoutSize":0,"WorkType":"t","ExtraData":null}"#;
+    std::fs::write(unit.join("status"), status).expect("status");
+    unit
+}
+
+fn execd_runner(unit: &Path, command: &str, params: &str) -> std::process::Child {
+    Command::new(common::RECEPTOR)
+        .args([
+            "--node",
+            "id=worker",
+            "--log-level",
+            "error",
+            "--command-runner",
+        ])
+        .arg(format!("command={command}"))
+        .arg(format!("params={params}"))
+        .arg(format!("unitdir={}", unit.display()))
+        .spawn()
+        .expect("spawn runner")
+}
+
+fn hand_status(unit: &Path) -> Value {
+    let text = std::fs::read_to_string(unit.join("status")).expect("status");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+/// The exec'd runner (the fallback when no fork server can make one)
+/// runs in one thread; its signal handling is its own wait loop.
+#[test]
+fn execd_runner_runs_a_unit_and_stops_its_command_on_sigterm() {
+    let tmp = TempDir::new("runner");
+    let unit = hand_unit(&tmp.path.join("a"), "hello\n");
+    let code = execd_runner(&unit, "cat", "").wait().expect("wait");
+    assert_eq!(code.code(), Some(0));
+    let st = hand_status(&unit);
+    assert_eq!(
+        (state(&st), st["Detail"].as_str()),
+        (2, Some("exit status 0"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(unit.join("stdout")).unwrap(),
+        "hello\n"
+    );
+
+    let unit = hand_unit(&tmp.path.join("b"), "");
+    let mut runner = execd_runner(&unit, "sleep", "30");
+    assert!(
+        wait_until(secs(10), || state(&hand_status(&unit)) == 1),
+        "{}",
+        hand_status(&unit)
+    );
+    assert_eq!(
+        std::fs::read_dir(format!("/proc/{}/task", runner.id()))
+            .expect("runner tasks")
+            .count(),
+        1,
+        "the runner has helper threads"
+    );
+    let command = detail_pid(&hand_status(&unit));
+    assert_eq!(
+        blocked_signals(command),
+        "0000000000000000",
+        "command's mask"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(runner.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(runner.wait().expect("wait").code(), Some(255));
+    assert!(
+        wait_until(secs(5), || !alive(command)),
+        "sleep outlived its runner"
+    );
+    let st = hand_status(&unit);
+    assert_eq!((state(&st), st["Detail"].as_str()), (3, Some("Killed")));
+    assert_eq!(st["ExtraData"], Value::Null);
+}

@@ -71,6 +71,7 @@ pub(crate) fn build(
         work_verification: None,
         work_kubernetes: Vec::new(),
         command_runner: None,
+        command_runner_server: false,
         cert_tool: None,
         tls_servers: Vec::new(),
         tls_clients: Vec::new(),
@@ -148,6 +149,7 @@ fn add(config: &mut Config, d: &Directive) -> Result<(), String> {
                 unit_dir: PathBuf::from(d.str("unitdir")),
             })
         }
+        "command-runner-server" => config.command_runner_server = true,
         "cert-init" | "cert-makereq" | "cert-signreq" => config.cert_tool = Some(cert_tool(d)),
         "tls-server" => config.tls_servers.push(tls_server(d)),
         "tls-client" => config.tls_clients.push(tls_client(d)),

@@ -80,6 +80,9 @@ pub struct Config {
     pub work_kubernetes: Vec<WorkKubernetesCfg>,
     /// Set when this process is a unit's command runner, not a node.
     pub command_runner: Option<CommandRunnerCfg>,
+    /// Set when this process is the daemon's runner fork server
+    /// (`work::forkserver`), not a node.
+    pub command_runner_server: bool,
     /// Set when this process runs a certificate tool, not a node.
     pub cert_tool: Option<CertToolCfg>,
     /// Named TLS settings that listeners and services refer to.

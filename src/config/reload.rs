@@ -58,6 +58,7 @@ pub fn check(old: &Config, new: &Config) -> Result<(), NotReloadable> {
         work_verification,
         work_kubernetes,
         command_runner: _,
+        command_runner_server: _,
         cert_tool: _,
         tls_servers,
         tls_clients,

@@ -712,6 +712,15 @@ pub(crate) static DIRECTIVES: &[DirectiveSpec] = &[
             Workers,
         )
     },
+    DirectiveSpec {
+        hidden: true,
+        ..plain(
+            "command-runner-server",
+            "Fork server that starts command runners for its daemon",
+            &[],
+            Workers,
+        )
+    },
     plain(
         "work-kubernetes",
         "Run a worker using Kubernetes",
@@ -923,6 +932,7 @@ mod tests {
             "cert-makereq",
             "cert-signreq",
             "command-runner",
+            "command-runner-server",
             "version",
         ];
         for n in names {

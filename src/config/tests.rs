@@ -930,3 +930,13 @@ fn v2_arbitrary_input_never_panics() {
         let _ = run_v2(d);
     }
 }
+
+#[test]
+fn runner_directives_are_hidden_process_roles() {
+    let server = run("--node id=worker --log-level error --command-runner-server").unwrap();
+    assert!(server.command_runner_server);
+    assert_eq!(server.command_runner, None);
+    let runner = run("--node id=worker --command-runner command=cat params= unitdir=/u").unwrap();
+    assert!(!runner.command_runner_server);
+    assert_eq!(runner.command_runner.map(|r| r.unit_dir), Some("/u".into()));
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use log::{debug, error, warn};
 
+use super::forkserver::{ForkError, Launcher, Request};
 use super::state::{CANCELED, CommandExtra, ExtraData, FAILED, PENDING};
 use super::{Unit, WorkError};
 use crate::config::WorkCommandCfg;
@@ -32,30 +33,34 @@ pub fn effective_params(cfg: &WorkCommandCfg, runtime: &str) -> Result<String, W
     })
 }
 
-/// Starts the runner for a unit whose stdin is complete.
-pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<(), WorkError> {
+/// Starts the runner for a unit whose stdin is complete: forked by the
+/// runner fork server, or exec'd when no server can make one.
+pub fn start(
+    unit: &Arc<Unit>,
+    cfg: &WorkCommandCfg,
+    log_level: &str,
+    forks: &Launcher,
+) -> Result<(), WorkError> {
     let params = unit
         .status()
         .command()
         .map(|c| c.params.clone())
         .unwrap_or_default();
-    let mut cmd = Command::new(own_executable().map_err(WorkError::Launch)?);
-    cmd.args([
-        "--node",
-        "id=worker",
-        "--log-level",
-        log_level,
-        "--command-runner",
-    ])
-    .arg(format!("command={}", cfg.command))
-    .arg(format!("params={params}"))
-    .arg(format!("unitdir={}", unit.dir.path().display()))
-    .stdin(Stdio::null());
-    // The runner makes its own session first thing; doing it here would
-    // need a pre_exec hook, which forces fork() (copying the daemon's page
-    // tables) instead of posix_spawn.
-    let mut child = cmd.spawn().map_err(WorkError::Launch)?;
-    let pid = child.id();
+    let req = Request {
+        command: cfg.command.clone(),
+        params: params.clone(),
+        unitdir: unit.dir.path().to_path_buf(),
+    };
+    let pid = match forks.start(unit, &req, log_level) {
+        Ok(pid) => pid,
+        Err(ForkError::NoRunner(why)) => {
+            warn!("[{}] {why}; starting the command runner by exec", unit.id);
+            exec_runner(unit, &req, log_level)?
+        }
+        Err(e @ ForkError::Unanswered(_)) => {
+            return Err(WorkError::Launch(std::io::Error::other(e.to_string())));
+        }
+    };
     unit.update(|s| {
         // A fast runner may already have moved on, or even finished.
         if s.is_final() {
@@ -69,6 +74,28 @@ pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<
             params: params.clone(),
         }));
     });
+    Ok(())
+}
+
+/// Execs a runner (`--command-runner`) and a thread that waits for it.
+fn exec_runner(unit: &Arc<Unit>, req: &Request, log_level: &str) -> Result<u32, WorkError> {
+    let mut cmd = Command::new(own_executable().map_err(WorkError::Launch)?);
+    cmd.args([
+        "--node",
+        "id=worker",
+        "--log-level",
+        log_level,
+        "--command-runner",
+    ])
+    .arg(format!("command={}", req.command))
+    .arg(format!("params={}", req.params))
+    .arg(format!("unitdir={}", req.unitdir.display()))
+    .stdin(Stdio::null());
+    // The runner makes its own session first thing; doing it here would
+    // need a pre_exec hook, which forces fork() (copying the daemon's page
+    // tables) instead of posix_spawn.
+    let mut child = cmd.spawn().map_err(WorkError::Launch)?;
+    let pid = child.id();
     let watched = unit.clone();
     std::thread::Builder::new()
         .name(format!("unit-{}", unit.id))
@@ -77,12 +104,12 @@ pub fn start(unit: &Arc<Unit>, cfg: &WorkCommandCfg, log_level: &str) -> Result<
             runner_gone(&watched, pid, exit.map(super::runner::describe_exit));
         })
         .map_err(WorkError::Launch)?;
-    Ok(())
+    Ok(pid)
 }
 
 /// The running binary. `/proc/self/exe` still runs it after a package
 /// upgrade has replaced or deleted the file, where its path would not.
-fn own_executable() -> std::io::Result<std::path::PathBuf> {
+pub(super) fn own_executable() -> std::io::Result<std::path::PathBuf> {
     let proc_exe = Path::new("/proc/self/exe");
     if proc_exe.exists() {
         return Ok(proc_exe.to_path_buf());
@@ -93,7 +120,7 @@ fn own_executable() -> std::io::Result<std::path::PathBuf> {
 
 /// After the runner exits, its final status must be on disk; if not, it
 /// died without writing it.
-fn runner_gone(unit: &Unit, pid: u32, exit: std::io::Result<String>) {
+pub(super) fn runner_gone(unit: &Unit, pid: u32, exit: std::io::Result<String>) {
     let st = unit.status();
     if !st.is_final() {
         let how = exit.unwrap_or_else(|e| e.to_string());
@@ -131,6 +158,12 @@ pub fn restart(unit: &Arc<Unit>) {
         return;
     }
     debug!("[{}] Resuming watch of command runner PID {pid}", unit.id);
+    watch_orphan(unit.clone(), pid);
+}
+
+/// Watches a runner this process cannot wait for (it did not start it,
+/// or the fork server that did has died) until it is gone.
+pub(super) fn watch_orphan(unit: Arc<Unit>, pid: u32) {
     let watched = unit.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("unit-{}", unit.id))
@@ -173,7 +206,8 @@ fn lost(unit: &Unit, pid: u32) {
 }
 
 /// Whether `pid` is still this unit's runner: alive (not a zombie) and
-/// running `--command-runner` for this unit directory, so a reused PID is
+/// either running `--command-runner` for this unit directory or forked by
+/// the fork server and working in this unit directory, so a reused PID is
 /// not mistaken for it.
 pub fn runner_alive(pid: u32, unit_dir: &Path) -> bool {
     if pid == 0 {
@@ -194,7 +228,8 @@ pub fn runner_alive(pid: u32, unit_dir: &Path) -> bool {
     };
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     let want = format!("unitdir={}", unit_dir.display());
-    args.contains(&&b"--command-runner"[..]) && args.contains(&want.as_bytes())
+    let execd = args.contains(&&b"--command-runner"[..]) && args.contains(&want.as_bytes());
+    execd || super::forkserver::is_forked_runner(pid, &args, unit_dir)
 }
 
 /// Interrupts the runner (which stops the command) and records Canceled.

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod error;
+pub mod forkserver;
 pub mod kubernetes;
 pub mod remote;
 pub mod runner;
@@ -193,6 +194,8 @@ pub struct Workceptor {
     keys: Arc<signing::Keys>,
     /// Control connections to executors kept between remote requests.
     idle_conns: Arc<remote::IdleConns>,
+    /// Forks work-command units' runners; started by the first one.
+    runners: forkserver::Launcher,
 }
 
 impl Workceptor {
@@ -210,6 +213,7 @@ impl Workceptor {
             tls,
             keys: Arc::new(keys),
             idle_conns: Arc::default(),
+            runners: forkserver::Launcher::default(),
             node_id: net.node_id().to_string(),
             node_dir: datadir.join(net.node_id()),
             net: net.clone(),
@@ -486,7 +490,8 @@ impl Workceptor {
             })
         } else {
             match self.types.get(&st.work_type) {
-                Some(cfg) => command::start(unit, cfg, &self.log_level).map(|()| Completion::Done),
+                Some(cfg) => command::start(unit, cfg, &self.log_level, &self.runners)
+                    .map(|()| Completion::Done),
                 None => Err(WorkError::UnknownType(st.work_type.clone())),
             }
         };

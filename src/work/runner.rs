@@ -1,18 +1,22 @@
 //! The command runner: a separate process (`receptor --command-runner`)
 //! that runs one unit's command and records its progress and outcome in
 //! the unit's `status` file. Living in its own session, it outlives a
-//! daemon restart, so the outcome is never lost (docs/work.md §4).
+//! daemon restart, so the outcome is never lost (docs/work.md §4). It is
+//! either exec'd by the daemon or forked by the runner fork server
+//! (`super::forkserver`); both run [`run`].
 
 use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use log::error;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
 use super::shlex;
 use super::state::{CANCELED, FAILED, PENDING, RUNNING, SUCCEEDED, Status};
@@ -25,7 +29,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the command to completion; returns the process exit code.
-pub fn run(cfg: &CommandRunnerCfg) -> i32 {
+/// `cwd`: where the command runs, when not in this process's directory.
+pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
     // Leave the daemon's session so that stopping or restarting the daemon
     // (or its terminal going away) leaves the unit running.
     // SAFETY: setsid has no memory effects; failure (already a session
@@ -52,12 +57,15 @@ pub fn run(cfg: &CommandRunnerCfg) -> i32 {
     };
     // Catch SIGINT/SIGTERM before the command exists, so a cancel that
     // comes early cannot kill us and leave the command unsupervised.
-    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]);
+    let wakeups = Wakeups::register();
+    if let Err(e) = &wakeups {
+        error!("Cannot catch signals: {e}");
+    }
     set(PENDING, "Not started yet".into(), 0);
     if canceled(&dir) {
         return -1;
     }
-    let mut child = match spawn(cfg, &dir) {
+    let mut child = match spawn(cfg, &dir, cwd) {
         Ok(c) => c,
         Err(detail) => {
             set(FAILED, detail, 0);
@@ -66,35 +74,37 @@ pub fn run(cfg: &CommandRunnerCfg) -> i32 {
     };
     let pid = child.id();
     set(RUNNING, format!("Running: PID {pid}"), stdout_size(&dir));
-    let interrupted = watch_signals(signals.ok(), pid);
+    let mut interrupted = false;
     // A cancel that saw no runner PID yet only wrote Canceled.
     if canceled(&dir) {
-        interrupted.store(true, Ordering::Relaxed);
+        interrupted = true;
         signal(pid, libc::SIGKILL);
     }
-    let (done, finished) = crossbeam_channel::bounded::<()>(0);
-    let progress = report_progress(dir.clone(), base.clone(), pid, finished);
-    let status = child.wait();
-    drop(done);
-    let _ = progress.map(|t| t.join());
+    let status = supervise(
+        &mut child,
+        wakeups.as_ref().ok(),
+        &dir,
+        &base,
+        &mut interrupted,
+    );
     if let Ok(f) = File::open(dir.stdout_path()) {
         let _ = f.sync_all();
     }
     let size = stdout_size(&dir);
     match status {
-        _ if interrupted.load(Ordering::Relaxed) => set(FAILED, "Killed".into(), size),
+        _ if interrupted => set(FAILED, "Killed".into(), size),
         Ok(s) if s.success() => set(SUCCEEDED, describe_exit(s), size),
         Ok(s) => set(FAILED, describe_exit(s), size),
         Err(e) => set(FAILED, format!("Error waiting for command: {e}"), size),
     }
-    if interrupted.load(Ordering::Relaxed) {
-        -1
-    } else {
-        0
-    }
+    if interrupted { -1 } else { 0 }
 }
 
-fn spawn(cfg: &CommandRunnerCfg, dir: &UnitDir) -> Result<std::process::Child, String> {
+fn spawn(
+    cfg: &CommandRunnerCfg,
+    dir: &UnitDir,
+    cwd: Option<&Path>,
+) -> Result<std::process::Child, String> {
     let args = shlex::split(&cfg.params).map_err(|e| format!("Error parsing params: {e}"))?;
     let stdin =
         File::open(dir.stdin_path()).map_err(|e| format!("Error opening stdin file: {e}"))?;
@@ -108,8 +118,11 @@ fn spawn(cfg: &CommandRunnerCfg, dir: &UnitDir) -> Result<std::process::Child, S
     let stderr = stdout
         .try_clone()
         .map_err(|e| format!("Error opening stdout file: {e}"))?;
-    Command::new(&cfg.command)
-        .args(args)
+    let mut cmd = Command::new(&cfg.command);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.args(args)
         .process_group(0)
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
@@ -155,24 +168,99 @@ fn stdout_size(dir: &UnitDir) -> i64 {
     std::fs::metadata(dir.stdout_path()).map_or(0, |m| m.len() as i64)
 }
 
-/// On SIGINT or SIGTERM: interrupt the command, then kill it if it lingers.
-fn watch_signals(signals: Option<signal_hook::iterator::Signals>, pid: u32) -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let Some(mut signals) = signals else {
-        return flag;
-    };
-    let seen = flag.clone();
-    let _ = std::thread::Builder::new()
-        .name("runner-signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                seen.store(true, Ordering::Relaxed);
-                signal(pid, libc::SIGINT);
-                std::thread::sleep(KILL_GRACE);
-                signal(pid, libc::SIGKILL);
-            }
+/// SIGINT/SIGTERM and SIGCHLD as bytes on two sockets, written by signal
+/// handlers: the runner waits for them with poll, in its one thread.
+/// (Blocking them for sigtimedwait instead would leave them blocked in the
+/// command: exec resets handlers, not the signal mask.)
+struct Wakeups {
+    stop: UnixStream,
+    exited: UnixStream,
+}
+
+impl Wakeups {
+    fn register() -> std::io::Result<Wakeups> {
+        let (stop, stop_writer) = UnixStream::pair()?;
+        let (exited, exited_writer) = UnixStream::pair()?;
+        stop.set_nonblocking(true)?;
+        exited.set_nonblocking(true)?;
+        for sig in [SIGINT, SIGTERM] {
+            signal_hook::low_level::pipe::register(sig, stop_writer.try_clone()?)?;
+        }
+        signal_hook::low_level::pipe::register(SIGCHLD, exited_writer)?;
+        Ok(Wakeups { stop, exited })
+    }
+
+    /// Waits for a signal or until `timeout`; true if SIGINT or SIGTERM
+    /// came.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut fds = [&self.stop, &self.exited].map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
         });
-    flag
+        // Rounded up, so a wait shorter than 1 ms does not spin.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: fds is a valid array of two pollfd; EINTR only wakes us.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), 2, ms);
+        }
+        let stopped = drain(&self.stop);
+        drain(&self.exited);
+        stopped
+    }
+}
+
+/// Reads what is waiting on a non-blocking socket; true if anything was.
+fn drain(mut s: &UnixStream) -> bool {
+    let mut buf = [0u8; 64];
+    let mut any = false;
+    while matches!(s.read(&mut buf), Ok(n) if n > 0) {
+        any = true;
+    }
+    any
+}
+
+/// Waits for the command in this one thread: wakes on its SIGCHLD, on
+/// SIGINT/SIGTERM (interrupt the command, then kill it if it lingers past
+/// `KILL_GRACE`) and every `PROGRESS_INTERVAL` (copy the stdout size into
+/// the status).
+fn supervise(
+    child: &mut Child,
+    wakeups: Option<&Wakeups>,
+    dir: &UnitDir,
+    base: &Status,
+    interrupted: &mut bool,
+) -> std::io::Result<ExitStatus> {
+    let pid = child.id();
+    let mut reported = -1;
+    let mut progress_at = Instant::now() + PROGRESS_INTERVAL;
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        let now = Instant::now();
+        if now >= progress_at {
+            report_progress(dir, base, pid, &mut reported);
+            progress_at = now + PROGRESS_INTERVAL;
+        }
+        if kill_at.is_some_and(|t| now >= t) {
+            signal(pid, libc::SIGKILL);
+            kill_at = None;
+        }
+        let wake = kill_at.map_or(progress_at, |t| t.min(progress_at));
+        let timeout = wake.saturating_duration_since(now);
+        // Without handlers, only the progress deadline wakes us.
+        let stop = wakeups.is_some_and(|w| w.wait(timeout));
+        if wakeups.is_none() {
+            std::thread::sleep(timeout);
+        }
+        if stop && !*interrupted {
+            *interrupted = true;
+            signal(pid, libc::SIGINT);
+            kill_at = Some(Instant::now() + KILL_GRACE);
+        }
+    }
 }
 
 /// Signals the command's whole process group, so a shell's children stop
@@ -184,30 +272,17 @@ fn signal(pid: u32, sig: i32) {
     }
 }
 
-/// Copies the stdout size into the status until `finished` disconnects.
-fn report_progress(
-    dir: UnitDir,
-    base: Status,
-    pid: u32,
-    finished: crossbeam_channel::Receiver<()>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("runner-progress".into())
-        .spawn(move || {
-            let mut last = -1;
-            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                finished.recv_timeout(PROGRESS_INTERVAL)
-            {
-                let size = stdout_size(&dir);
-                if size != last {
-                    last = size;
-                    let _ = dir.update(&base, |s| {
-                        if s.state == RUNNING {
-                            s.detail = format!("Running: PID {pid}");
-                            s.stdout_size = size;
-                        }
-                    });
-                }
-            }
-        })
+/// Copies the stdout size into the status if it changed.
+fn report_progress(dir: &UnitDir, base: &Status, pid: u32, reported: &mut i64) {
+    let size = stdout_size(dir);
+    if size == *reported {
+        return;
+    }
+    *reported = size;
+    let _ = dir.update(base, |s| {
+        if s.state == RUNNING {
+            s.detail = format!("Running: PID {pid}");
+            s.stdout_size = size;
+        }
+    });
 }

@@ -1,0 +1,593 @@
+//! The runner fork server: one helper process per daemon that forks each
+//! work-command unit's runner, so a unit costs a fork of a small
+//! single-threaded process instead of an exec of the whole binary (its
+//! loading, relocation and page faults) and a daemon thread waiting for
+//! it (docs/work.md §4).
+//!
+//! The daemon starts it on the first unit start, as its own binary with
+//! the hidden `--command-runner-server` directive, talking over a
+//! socketpair on the server's stdin: one JSON [`Request`] line per unit
+//! from the daemon, [`Reply`] lines back. A runner is answered with
+//! `Started` before its `Exited` can be sent, as the server reaps only
+//! between requests. The server exits when the daemon's end closes; its
+//! runners live on in their own sessions.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use log::{error, warn};
+use serde_json::Value;
+
+use super::Unit;
+use super::runner;
+use crate::config::CommandRunnerCfg;
+
+/// The argument that makes a receptor process the fork server.
+pub const SERVER_FLAG: &str = "--command-runner-server";
+/// Longest request line the server buffers; a unit's params fit easily.
+const MAX_REQUEST: usize = 1 << 20;
+/// How long a unit start waits for the server to answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// Start one unit's runner.
+#[derive(Debug, PartialEq)]
+pub struct Request {
+    pub command: String,
+    pub params: String,
+    pub unitdir: PathBuf,
+}
+
+#[derive(Debug, PartialEq)]
+enum Reply {
+    /// The runner for the oldest unanswered request has this PID.
+    Started(u32),
+    /// fork failed for the oldest unanswered request; no runner exists.
+    ForkFailed(String),
+    /// A runner ended, in `describe_exit`'s words.
+    Exited { pid: u32, how: String },
+}
+
+// The lines are JSON objects built and read through `serde_json::Value`,
+// which the binary has anyway, rather than derived (de)serializers.
+
+impl Request {
+    fn encode(&self) -> String {
+        serde_json::json!({
+            "command": self.command,
+            "params": self.params,
+            "unitdir": self.unitdir.to_string_lossy(),
+        })
+        .to_string()
+    }
+
+    fn decode(line: &[u8]) -> Result<Request, String> {
+        let v: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("no {k:?} in {v}"))
+        };
+        Ok(Request {
+            command: field("command")?,
+            params: field("params")?,
+            unitdir: field("unitdir")?.into(),
+        })
+    }
+}
+
+impl Reply {
+    fn encode(&self) -> String {
+        match self {
+            Reply::Started(pid) => serde_json::json!({ "Started": pid }),
+            Reply::ForkFailed(e) => serde_json::json!({ "ForkFailed": e }),
+            Reply::Exited { pid, how } => serde_json::json!({ "Exited": pid, "how": how }),
+        }
+        .to_string()
+    }
+
+    fn decode(line: &str) -> Result<Reply, String> {
+        let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let pid = |k: &str| v[k].as_u64().and_then(|p| u32::try_from(p).ok());
+        if let Some(p) = pid("Started") {
+            Ok(Reply::Started(p))
+        } else if let Some(e) = v["ForkFailed"].as_str() {
+            Ok(Reply::ForkFailed(e.to_string()))
+        } else if let (Some(p), Some(how)) = (pid("Exited"), v["how"].as_str()) {
+            Ok(Reply::Exited {
+                pid: p,
+                how: how.to_string(),
+            })
+        } else {
+            Err("not a fork server reply".into())
+        }
+    }
+}
+
+/// Why a unit start through the server gave no runner PID.
+#[derive(Debug)]
+pub enum ForkError {
+    /// Certainly no runner exists for the unit (the server could not be
+    /// started or reached, or fork failed): one may be started otherwise.
+    NoRunner(String),
+    /// The server took the request but died or went quiet before
+    /// answering: a runner may exist, so none may be started otherwise.
+    Unanswered(String),
+}
+
+impl std::fmt::Display for ForkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForkError::NoRunner(e) | ForkError::Unanswered(e) => f.write_str(e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Daemon side
+// ---------------------------------------------------------------------------
+
+/// The daemon's handle: starts the server on first use, and again after
+/// it died.
+#[derive(Default)]
+pub struct Launcher {
+    server: Mutex<Option<Arc<Server>>>,
+    /// The binary run as the server: the running one unless a test says.
+    program: Option<PathBuf>,
+}
+
+/// One running server, as the daemon sees it.
+struct Server {
+    /// Requests are written under this lock, in the order of `pending`.
+    requests: Mutex<UnixStream>,
+    pending: Mutex<VecDeque<Pending>>,
+    gone: AtomicBool,
+}
+
+/// A request waiting for its `Started` or `ForkFailed`.
+struct Pending {
+    unit: Arc<Unit>,
+    answer: crossbeam_channel::Sender<Result<u32, ForkError>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Launcher {
+    /// Has the server fork `unit`'s runner; returns the runner's PID. The
+    /// runner's exit is then reported to `command::runner_gone`.
+    pub fn start(
+        &self,
+        unit: &Arc<Unit>,
+        req: &Request,
+        log_level: &str,
+    ) -> Result<u32, ForkError> {
+        let server = self.server(log_level).map_err(|e| {
+            ForkError::NoRunner(format!("cannot start the runner fork server: {e}"))
+        })?;
+        let mut line = req.encode();
+        line.push('\n');
+        let (answer, answered) = crossbeam_channel::bounded(1);
+        {
+            let mut requests = lock(&server.requests);
+            lock(&server.pending).push_back(Pending {
+                unit: unit.clone(),
+                answer,
+            });
+            // A failed write reached no live server (its end is closed), so
+            // the entry just queued is never answered by a fork.
+            if let Err(e) = requests.write_all(line.as_bytes()) {
+                server.gone.store(true, Ordering::Relaxed);
+                return Err(ForkError::NoRunner(format!("runner fork server: {e}")));
+            }
+        }
+        answered.recv_timeout(ANSWER_WAIT).unwrap_or_else(|_| {
+            Err(ForkError::Unanswered(
+                "the runner fork server did not answer".into(),
+            ))
+        })
+    }
+
+    fn server(&self, log_level: &str) -> io::Result<Arc<Server>> {
+        let mut slot = lock(&self.server);
+        if let Some(s) = slot.as_ref().filter(|s| !s.gone.load(Ordering::Relaxed)) {
+            return Ok(s.clone());
+        }
+        let program = match &self.program {
+            Some(p) => p.clone(),
+            None => super::command::own_executable()?,
+        };
+        let server = spawn_server(&program, log_level)?;
+        *slot = Some(server.clone());
+        Ok(server)
+    }
+}
+
+/// Execs the server and starts the thread that reads its replies.
+fn spawn_server(program: &Path, log_level: &str) -> io::Result<Arc<Server>> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let process = Command::new(program)
+        .args(["--node", "id=worker", "--log-level", log_level, SERVER_FLAG])
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .spawn()?;
+    let server = Arc::new(Server {
+        requests: Mutex::new(ours.try_clone()?),
+        pending: Mutex::default(),
+        gone: AtomicBool::new(false),
+    });
+    let reader = server.clone();
+    std::thread::Builder::new()
+        .name("runner-forks".into())
+        .spawn(move || reader.read_replies(ours, process))?;
+    Ok(server)
+}
+
+impl Server {
+    /// Routes answers to the units waiting for them and exits to
+    /// `runner_gone`, until the server's end closes. Its runners still
+    /// alive then are watched the way a restarted daemon watches them.
+    fn read_replies(&self, replies: UnixStream, mut process: Child) {
+        let mut runners: HashMap<u32, Arc<Unit>> = HashMap::new();
+        for line in BufReader::new(replies).lines() {
+            let Ok(line) = line else { break };
+            let reply = match Reply::decode(&line) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!("Runner fork server sent {line:?}: {e}");
+                    break;
+                }
+            };
+            match reply {
+                Reply::Started(pid) => {
+                    if let Some(p) = self.next_pending() {
+                        runners.insert(pid, p.unit.clone());
+                        let _ = p.answer.send(Ok(pid));
+                    }
+                }
+                Reply::ForkFailed(e) => {
+                    if let Some(p) = self.next_pending() {
+                        let why = format!("runner fork server: fork: {e}");
+                        let _ = p.answer.send(Err(ForkError::NoRunner(why)));
+                    }
+                }
+                Reply::Exited { pid, how } => {
+                    if let Some(unit) = runners.remove(&pid) {
+                        super::command::runner_gone(&unit, pid, Ok(how));
+                    }
+                }
+            }
+        }
+        self.gone.store(true, Ordering::Relaxed);
+        // Dead before the queue is emptied: no answer can come after it.
+        let _ = process.kill();
+        let _ = process.wait();
+        warn!("Runner fork server (PID {}) has exited", process.id());
+        for p in lock(&self.pending).drain(..) {
+            let why = "the runner fork server exited before answering".into();
+            let _ = p.answer.send(Err(ForkError::Unanswered(why)));
+        }
+        for (pid, unit) in runners {
+            super::command::watch_orphan(unit, pid);
+        }
+    }
+
+    fn next_pending(&self) -> Option<Pending> {
+        lock(&self.pending).pop_front()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Server side
+// ---------------------------------------------------------------------------
+
+/// Runs the fork server on stdin until the daemon closes it; returns the
+/// process exit code.
+pub fn serve() -> i32 {
+    match serve_requests() {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("Runner fork server: {e}");
+            1
+        }
+    }
+}
+
+fn serve_requests() -> io::Result<()> {
+    // fork() copies only the calling thread: with another thread alive, a
+    // lock it held (the allocator's, the logger's) would stay locked in
+    // every runner.
+    if std::fs::read_dir("/proc/self/task")?.count() != 1 {
+        return Err(io::Error::other("not single-threaded; refusing to fork"));
+    }
+    let (children, old_mask) = SigChld::open()?;
+    // SAFETY: the daemon handed the socket over as stdin; only this owns it.
+    let mut daemon = unsafe { UnixStream::from_raw_fd(0) };
+    let mut buf = Vec::new();
+    loop {
+        let mut fds = [poll_in(0), poll_in(children.fd.as_raw_fd())];
+        // SAFETY: fds is a valid array of two pollfd.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[1].revents != 0 {
+            children.drain();
+            if !reap(&mut daemon) {
+                return Ok(());
+            }
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = match daemon.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let req = Request::decode(&line[..end])
+                .map_err(|e| io::Error::other(format!("bad request: {e}")))?;
+            let reply = match fork_runner(&req, &old_mask, &children) {
+                Ok(pid) => Reply::Started(pid),
+                Err(e) => Reply::ForkFailed(e.to_string()),
+            };
+            if !send(&mut daemon, &reply) {
+                return Ok(());
+            }
+        }
+        if buf.len() > MAX_REQUEST {
+            return Err(io::Error::other("request line too long"));
+        }
+    }
+}
+
+fn poll_in(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Writes one reply; false once the daemon is gone.
+fn send(daemon: &mut UnixStream, reply: &Reply) -> bool {
+    let mut line = reply.encode();
+    line.push('\n');
+    daemon.write_all(line.as_bytes()).is_ok()
+}
+
+/// Reports every runner that has ended; false once the daemon is gone.
+fn reap(daemon: &mut UnixStream) -> bool {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return true;
+        }
+        let how = runner::describe_exit(ExitStatus::from_raw(status));
+        if !send(
+            daemon,
+            &Reply::Exited {
+                pid: pid as u32,
+                how,
+            },
+        ) {
+            return false;
+        }
+    }
+}
+
+/// SIGCHLD as a readable descriptor, so one poll waits for requests and
+/// for runners ending alike.
+struct SigChld {
+    fd: OwnedFd,
+}
+
+impl SigChld {
+    /// Blocks SIGCHLD (as signalfd needs); returns the mask to restore.
+    fn open() -> io::Result<(SigChld, libc::sigset_t)> {
+        // SAFETY: the sigset calls only write the sets given; signalfd
+        // returns a new descriptor or -1.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut mask);
+            libc::sigaddset(&mut mask, libc::SIGCHLD);
+            if libc::sigprocmask(libc::SIG_BLOCK, &mask, &mut old) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = libc::signalfd(-1, &mask, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok((
+                SigChld {
+                    fd: OwnedFd::from_raw_fd(fd),
+                },
+                old,
+            ))
+        }
+    }
+
+    /// Consumes the pending notifications; waitpid finds who ended.
+    fn drain(&self) {
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>() * 8];
+        // SAFETY: reads into `info` within its length; the descriptor is
+        // non-blocking, so this stops at EAGAIN.
+        while unsafe { libc::read(self.fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {
+        }
+    }
+}
+
+/// Forks a runner for `req`. The child becomes the runner and exits; it
+/// never returns from here.
+fn fork_runner(req: &Request, old_mask: &libc::sigset_t, children: &SigChld) -> io::Result<u32> {
+    // SAFETY: this process is single-threaded (checked at start), so the
+    // child is a consistent copy and may allocate, log and spawn.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => become_runner(req, old_mask, children),
+        pid => Ok(pid as u32),
+    }
+}
+
+fn become_runner(req: &Request, old_mask: &libc::sigset_t, children: &SigChld) -> ! {
+    // SAFETY: restores the signal mask the server started with and closes
+    // a descriptor only the server reads; no Rust owner of it runs again.
+    unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
+        libc::close(children.fd.as_raw_fd());
+    }
+    // The daemon's socket must not live on in a runner: the daemon would
+    // not see the server's end close when the server dies. The exec'd
+    // runner's stdin is /dev/null too.
+    match File::open("/dev/null") {
+        // SAFETY: dup2 onto 0 replaces the socket; `null` closes itself.
+        Ok(null) => unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+        },
+        // SAFETY: as above.
+        Err(_) => unsafe {
+            libc::close(0);
+        },
+    }
+    let cwd = std::env::current_dir().ok();
+    let unit_dir = std::path::absolute(&req.unitdir).unwrap_or_else(|_| req.unitdir.clone());
+    // Its command line is the server's, so a restarted daemon knows this
+    // runner by its working directory (`command::runner_alive`); the
+    // command still runs where the daemon runs.
+    let entered = cwd.is_some() && std::env::set_current_dir(&unit_dir).is_ok();
+    if !entered {
+        warn!(
+            "Runner for {} stays outside its unit directory; a restarted receptor will not \
+             recognize it",
+            unit_dir.display()
+        );
+    }
+    let cfg = CommandRunnerCfg {
+        command: req.command.clone(),
+        params: req.params.clone(),
+        unit_dir,
+    };
+    let code = runner::run(&cfg, cwd.as_deref().filter(|_| entered));
+    std::process::exit(code)
+}
+
+/// Whether `pid` is a runner the fork server made for `unit_dir`.
+pub fn is_forked_runner(pid: u32, args: &[&[u8]], unit_dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !args.contains(&SERVER_FLAG.as_bytes()) {
+        return false;
+    }
+    let (Ok(cwd), Ok(dir)) = (
+        std::fs::metadata(format!("/proc/{pid}/cwd")),
+        std::fs::metadata(unit_dir),
+    ) else {
+        return false;
+    };
+    (cwd.dev(), cwd.ino()) == (dir.dev(), dir.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::state::Status;
+    use crate::work::store::UnitDir;
+
+    #[test]
+    fn lines_round_trip_and_look_like_this() {
+        let req = Request {
+            command: "sh".into(),
+            params: "-c 'echo \"a\nb\"'".into(),
+            unitdir: "/var/lib/receptor/n1/AbCd1234".into(),
+        };
+        let line = req.encode();
+        assert_eq!(
+            line,
+            r#"{"command":"sh","params":"-c 'echo \"a\nb\"'","unitdir":"/var/lib/receptor/n1/AbCd1234"}"#
+        );
+        assert_eq!(Request::decode(line.as_bytes()), Ok(req));
+        let replies = [
+            (Reply::Started(42), r#"{"Started":42}"#),
+            (
+                Reply::ForkFailed("EAGAIN".into()),
+                r#"{"ForkFailed":"EAGAIN"}"#,
+            ),
+            (
+                Reply::Exited {
+                    pid: 42,
+                    how: "signal: killed".into(),
+                },
+                r#"{"Exited":42,"how":"signal: killed"}"#,
+            ),
+        ];
+        for (reply, text) in replies {
+            assert_eq!(reply.encode(), text);
+            assert_eq!(Reply::decode(text), Ok(reply));
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_refused() {
+        assert!(Request::decode(br#"{"command":"sh","params":""}"#).is_err());
+        assert!(Request::decode(b"not json").is_err());
+        assert!(Reply::decode(r#"{"Started":-1}"#).is_err());
+        assert!(Reply::decode(r#"{"Exited":7}"#).is_err());
+        assert!(Reply::decode("[]").is_err());
+    }
+
+    #[test]
+    fn a_server_that_cannot_start_leaves_no_runner() {
+        let launcher = Launcher {
+            program: Some("/nonexistent/receptor".into()),
+            ..Launcher::default()
+        };
+        let dir = std::env::temp_dir().join(format!("forkserver-test-{}", std::process::id()));
+        let unit = Unit::new(
+            "u".into(),
+            UnitDir::open(dir.clone()),
+            Status::new("t", None),
+        );
+        let req = Request {
+            command: "true".into(),
+            params: String::new(),
+            unitdir: dir,
+        };
+        match launcher.start(&unit, &req, "error") {
+            Err(ForkError::NoRunner(e)) => {
+                assert!(
+                    e.starts_with("cannot start the runner fork server: "),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_server_refuses_to_fork_beside_another_thread() {
+        let (stop, parked) = crossbeam_channel::bounded::<()>(0);
+        let other = std::thread::spawn(move || parked.recv());
+        let refused = serve_requests().expect_err("served with two threads");
+        assert_eq!(refused.to_string(), "not single-threaded; refusing to fork");
+        drop(stop);
+        let _ = other.join();
+    }
+}
