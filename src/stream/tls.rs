@@ -10,6 +10,8 @@ use quinn_proto::{ClientConfig, IdleTimeout, ServerConfig, TransportConfig, VarI
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 pub const INSECURE_COMMON_NAME: &str = "netceptor-insecure-common-name";
@@ -53,13 +55,14 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The listener certificate: made once per process (ECDSA P-256 is cheap,
-/// unlike the RSA-2048 key Go generates on every start). Its validity
-/// starts a day back, so clock skew between nodes does not matter, and
-/// runs for years, so a long-lived daemon never outlives it (dialers do
-/// not check dates in this mode anyway).
-fn insecure_identity() -> Result<&'static (CertificateDer<'static>, Vec<u8>), String> {
-    static IDENTITY: OnceLock<Result<(CertificateDer<'static>, Vec<u8>), String>> = OnceLock::new();
+/// The listener certificate and its signing key: made once per process,
+/// at the first handshake (ECDSA P-256 is cheap, unlike the RSA-2048 key
+/// Go generates on every start). Its validity starts a day back, so clock
+/// skew between nodes does not matter, and runs for years, so a
+/// long-lived daemon never outlives it (dialers do not check dates in
+/// this mode anyway).
+fn insecure_identity() -> Result<&'static Arc<CertifiedKey>, String> {
+    static IDENTITY: OnceLock<Result<Arc<CertifiedKey>, String>> = OnceLock::new();
     IDENTITY
         .get_or_init(|| {
             let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
@@ -73,7 +76,15 @@ fn insecure_identity() -> Result<&'static (CertificateDer<'static>, Vec<u8>), St
             params.not_before = (now - Duration::from_secs(24 * 3600)).into();
             params.not_after = (now + Duration::from_secs(10 * 365 * 24 * 3600)).into();
             let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-            Ok((cert.der().clone(), key.serialize_der()))
+            let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            let signer = provider()
+                .key_provider
+                .load_private_key(der)
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(CertifiedKey::new(
+                vec![cert.der().clone()],
+                signer,
+            )))
         })
         .as_ref()
         .map_err(|e| format!("cannot make the stream certificate: {e}"))
@@ -101,14 +112,34 @@ pub fn server_config(idle: Duration) -> Result<Arc<ServerConfig>, String> {
 }
 
 fn insecure_server_tls() -> Result<rustls::ServerConfig, String> {
-    let (cert, key) = insecure_identity()?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone()));
-    rustls::ServerConfig::builder_with_provider(provider())
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .map_err(|e| e.to_string())
+        .with_cert_resolver(Arc::new(LazyIdentity)))
+}
+
+/// Shows the listener certificate, made at the first handshake rather
+/// than at start-up: an idle node that is never dialed then never touches
+/// the key generation, its code or ring's 148 KiB P-256 table, which
+/// otherwise stay mapped for the life of the process (BENCHMARKS.md,
+/// "Idle memory").
+#[derive(Debug)]
+struct LazyIdentity;
+
+impl ResolvesServerCert for LazyIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        match insecure_identity() {
+            Ok(key) => Some(key.clone()),
+            Err(e) => {
+                // Every handshake then fails, each dialer with its own
+                // error; the cause is said once, here.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| log::error!("{e}"));
+                None
+            }
+        }
+    }
 }
 
 /// A listener whose service has a `tls-server` section: its rustls
@@ -287,7 +318,7 @@ mod tests {
 
     #[test]
     fn certificate_carries_the_insecure_name() {
-        let (cert, _) = insecure_identity().unwrap();
+        let cert = &insecure_identity().unwrap().cert[0];
         assert!(has_common_name(cert, INSECURE_COMMON_NAME));
         assert!(!has_common_name(cert, "other"));
         assert!(!has_common_name(
