@@ -12,39 +12,83 @@
 //! long as its unit) holds up nobody.
 
 use std::io;
-use std::sync::OnceLock;
-use std::time::Duration;
-
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 /// How long a thread without a job waits for one before it exits.
 const IDLE: Duration = Duration::from_secs(5);
 
 type Job = Box<dyn FnOnce() + Send>;
 
-fn handoff() -> &'static (Sender<Job>, Receiver<Job>) {
-    static HANDOFF: OnceLock<(Sender<Job>, Receiver<Job>)> = OnceLock::new();
-    HANDOFF.get_or_init(|| bounded(0))
+/// A waiting thread and the job handed to it. Waiting is parking, not a
+/// channel receive: crossbeam's receive spins and yields the CPU a few
+/// times before it sleeps, once per job here.
+struct Idle {
+    thread: Thread,
+    job: Mutex<Option<Job>>,
+}
+
+fn idle() -> MutexGuard<'static, Vec<Arc<Idle>>> {
+    static IDLE_THREADS: Mutex<Vec<Arc<Idle>>> = Mutex::new(Vec::new());
+    IDLE_THREADS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs `job` on a waiting thread, or on a new one if none waits. Threads
 /// are named "worker" since each serves many kinds of job in its life.
 pub fn spawn(job: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    let (tx, rx) = handoff();
-    let job = match tx.try_send(Box::new(job)) {
-        Ok(()) => return Ok(()),
-        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
-    };
-    let rx = rx.clone();
+    let mut waiting = idle();
+    if let Some(w) = waiting.pop() {
+        // Handed over before the list is unlocked: a thread whose wait
+        // just ran out looks for a job under that lock before it exits.
+        *lock(&w.job) = Some(Box::new(job));
+        drop(waiting);
+        w.thread.unpark();
+        return Ok(());
+    }
+    drop(waiting);
     std::thread::Builder::new()
         .name("worker".into())
-        .spawn(move || {
-            job();
-            while let Ok(next) = rx.recv_timeout(IDLE) {
-                next();
-            }
-        })
+        .spawn(move || work(Box::new(job)))
         .map(drop)
+}
+
+fn work(first: Job) {
+    first();
+    while let Some(next) = wait_for_job() {
+        next();
+    }
+}
+
+/// Offers this thread for the next job; `None` once it waited [`IDLE`]
+/// for none.
+fn wait_for_job() -> Option<Job> {
+    let me = Arc::new(Idle {
+        thread: std::thread::current(),
+        job: Mutex::new(None),
+    });
+    idle().push(me.clone());
+    let deadline = Instant::now() + IDLE;
+    loop {
+        if let Some(job) = lock(&me.job).take() {
+            return Some(job);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let mut list = idle();
+            // A job handed over just now (see `spawn`).
+            if let Some(job) = lock(&me.job).take() {
+                return Some(job);
+            }
+            list.retain(|w| !Arc::ptr_eq(w, &me));
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+fn lock(job: &Mutex<Option<Job>>) -> MutexGuard<'_, Option<Job>> {
+    job.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
