@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 /// How long a thread without a job waits for one before it exits.
 const IDLE: Duration = Duration::from_secs(5);
+/// Threads waiting at most; one more that finishes its job exits. A
+/// burst (2,000 control clients evicting each other) would otherwise
+/// leave as many threads waiting as it had at once, for [`IDLE`].
+const MAX_IDLE: usize = 2;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -61,13 +65,19 @@ fn work(first: Job) {
 }
 
 /// Offers this thread for the next job; `None` once it waited [`IDLE`]
-/// for none.
+/// for none, or at once if [`MAX_IDLE`] threads wait already.
 fn wait_for_job() -> Option<Job> {
     let me = Arc::new(Idle {
         thread: std::thread::current(),
         job: Mutex::new(None),
     });
-    idle().push(me.clone());
+    {
+        let mut list = idle();
+        if list.len() >= MAX_IDLE {
+            return None;
+        }
+        list.push(me.clone());
+    }
     let deadline = Instant::now() + IDLE;
     loop {
         if let Some(job) = lock(&me.job).take() {
