@@ -1,6 +1,7 @@
-//! Threads kept for reuse by the short jobs that every control
-//! connection, mesh control stream and remote unit starts (a session, a
-//! unit's monitor, its results fetch).
+//! Threads kept for reuse by the jobs that every accepted connection
+//! (control socket, link, proxy), mesh control stream and remote unit
+//! starts (a session, a link's reader, a unit's monitor, its results
+//! fetch).
 //!
 //! A new thread costs more CPU on this path than the job itself often
 //! does (clone, stack mapping and its first page faults, exit and unmap:
