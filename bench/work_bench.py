@@ -6,6 +6,7 @@ unit.
 Usage: bench/work_bench.py RECEPTOR [RECEPTOR ...] [--units N] [--parallel P]
                            [--stdout-mib M] [--hops 0,3] [--tls]
                            [--measure roundtrip,succeeded] [--rounds R]
+                           [--print-pids]
 
 Units are submitted over the control socket the way receptorctl does it
 (JSON submit, payload, half-close), by P client threads at once. Two
@@ -283,6 +284,9 @@ def measure(binary, hops, args, workdir, pki):
     line = Line(binary, hops, workdir, args.stdout_mib, pki)
     node = f"n{hops}" if hops else "localhost"
     figs = {}
+    if args.print_pids:
+        # For a profiler to attach to (perf record -p, strace -p).
+        print("pids " + " ".join(f"n{i}={p.pid}" for i, p in enumerate(line.procs)), flush=True)
     try:
         for name in args.measure:
             figs[name] = MEASURES[name][0](line, node, args.units, args.parallel)
@@ -319,6 +323,8 @@ def main():
                     help="comma-separated: roundtrip, succeeded")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
     ap.add_argument("--tls", action="store_true", help="mutual TLS links and TLS control")
+    ap.add_argument("--print-pids", action="store_true",
+                    help="print each fresh line's node PIDs before measuring it")
     args = ap.parse_args()
     binaries = [os.path.abspath(b) for b in args.receptor]
     hop_counts = [int(h) for h in args.hops.split(",")]

@@ -1,5 +1,6 @@
 //! The accept loop of every listening socket (backends, control service,
-//! proxies): each connection is served on a thread of its own, and accept
+//! proxies): each connection is served on a thread of its own (one kept
+//! from an earlier job when one waits, see `crate::workers`), and accept
 //! errors are logged and paced so a lasting one (no descriptors left)
 //! cannot spin.
 //!
@@ -116,9 +117,7 @@ where
                     continue;
                 };
                 let serve = serve.clone();
-                let started = std::thread::Builder::new()
-                    .name("conn".into())
-                    .spawn(move || serve(conn, permit));
+                let started = crate::workers::spawn(move || serve(conn, permit));
                 if let Err(e) = started {
                     error!("Cannot start connection thread: {e}");
                 }

@@ -17,3 +17,4 @@ pub mod services;
 pub mod stream;
 pub mod tls;
 pub mod work;
+pub mod workers;

@@ -249,8 +249,8 @@ fn spawn_tcp_tls(
 }
 
 fn client<F: FnOnce(&Context) + Send + 'static>(ctx: Arc<Context>, f: F) {
-    if let Err(e) = spawn("control-client", move || f(&ctx)) {
-        error!("{e}");
+    if let Err(e) = crate::workers::spawn(move || f(&ctx)) {
+        error!("cannot start control-client thread: {e}");
     }
 }
 

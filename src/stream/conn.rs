@@ -392,8 +392,7 @@ impl Conn {
         st.write_closed = true;
         st.send.clear();
         st.send_len = 0;
-        drop(st);
-        slot.pipe.notify();
+        slot.pipe.unlock_and_notify(st);
         if slot.released {
             self.end_stream(id, owner, now);
         }
@@ -577,9 +576,8 @@ fn pump_stream(conn: &mut Connection, slot: &mut Slot) -> bool {
     } else {
         changed |= fill_recv(conn, id, &mut st);
     }
-    drop(st);
     if changed {
-        pipe.notify();
+        pipe.unlock_and_notify(st);
     }
     ended
 }

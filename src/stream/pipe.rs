@@ -48,6 +48,9 @@ pub(crate) struct PipeState {
     pub reader_must_wake: bool,
     /// A `Wake` is already queued for the driver.
     pub wake_queued: bool,
+    /// Handles blocked in [`Pipe::wait`]: a change wakes them only if
+    /// there are any, since a condvar's notify is a syscall either way.
+    waiting: usize,
 }
 
 #[derive(Default)]
@@ -63,41 +66,44 @@ impl Pipe {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn notify(&self) {
-        self.cond.notify_all();
+    /// Unlocks the state after a change and wakes the handles waiting
+    /// for one. Whether any wait is decided under the lock, which a
+    /// handle holds from its last look at the state until it waits.
+    pub fn unlock_and_notify(&self, st: MutexGuard<'_, PipeState>) {
+        let waiting = st.waiting > 0;
+        drop(st);
+        if waiting {
+            self.cond.notify_all();
+        }
     }
 
     /// Waits for a change; false once `deadline` has passed.
     fn wait<'a>(
         &self,
-        guard: MutexGuard<'a, PipeState>,
+        mut guard: MutexGuard<'a, PipeState>,
         deadline: Option<Instant>,
     ) -> (MutexGuard<'a, PipeState>, bool) {
-        match deadline {
-            None => (
-                self.cond.wait(guard).unwrap_or_else(|p| p.into_inner()),
-                true,
-            ),
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return (guard, false);
-                }
-                let (g, _) = self
-                    .cond
-                    .wait_timeout(guard, left)
-                    .unwrap_or_else(|p| p.into_inner());
-                (g, true)
-            }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return (guard, false);
         }
+        guard.waiting += 1;
+        let mut guard = match left {
+            None => self.cond.wait(guard).unwrap_or_else(|p| p.into_inner()),
+            Some(left) => {
+                let waited = self.cond.wait_timeout(guard, left);
+                waited.unwrap_or_else(|p| p.into_inner()).0
+            }
+        };
+        guard.waiting -= 1;
+        (guard, true)
     }
 
     /// Marks the connection failed and wakes any blocked handle.
     pub fn fail(&self, kind: ErrorKind, message: String) {
         let mut st = self.lock();
         st.error.get_or_insert((kind, message));
-        drop(st);
-        self.notify();
+        self.unlock_and_notify(st);
     }
 }
 

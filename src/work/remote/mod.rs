@@ -294,18 +294,16 @@ fn spawn_monitor(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
         return;
     }
     let (w, watched) = (w.clone(), unit.clone());
-    let started = std::thread::Builder::new()
-        .name(format!("remote-{}", unit.id))
-        .spawn(move || {
-            loop {
-                monitor::run(&w, &watched);
-                watched.monitored.store(false, Ordering::SeqCst);
-                // A cancel or release may have come in as the loop ended.
-                if !more_to_deliver(&watched) || watched.monitored.swap(true, Ordering::SeqCst) {
-                    return;
-                }
+    let started = crate::workers::spawn(move || {
+        loop {
+            monitor::run(&w, &watched);
+            watched.monitored.store(false, Ordering::SeqCst);
+            // A cancel or release may have come in as the loop ended.
+            if !more_to_deliver(&watched) || watched.monitored.swap(true, Ordering::SeqCst) {
+                return;
             }
-        });
+        }
+    });
     if let Err(e) = started {
         unit.monitored.store(false, Ordering::SeqCst);
         error!("Cannot start remote unit monitor: {e}");

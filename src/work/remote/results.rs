@@ -27,19 +27,17 @@ const EMPTY_PAUSE: Duration = Duration::from_millis(250);
 /// unit's watchers when it ends.
 pub fn spawn_fetcher(dialer: &Dialer, unit: &Arc<Unit>, r: &RemoteExtra, busy: Arc<AtomicBool>) {
     let (unit, r, dialer) = (unit.clone(), r.clone(), dialer.clone());
-    let started = std::thread::Builder::new()
-        .name(format!("results-{}", unit.id))
-        .spawn(move || {
-            let before = local_size(&unit);
-            if let Err(e) = fetch(&dialer, &unit, &r) {
-                debug!("[{}] Results stream ended: {e}", unit.id);
-            }
-            if local_size(&unit) == before {
-                std::thread::sleep(EMPTY_PAUSE);
-            }
-            busy.store(false, Ordering::SeqCst);
-            unit.notify();
-        });
+    let started = crate::workers::spawn(move || {
+        let before = local_size(&unit);
+        if let Err(e) = fetch(&dialer, &unit, &r) {
+            debug!("[{}] Results stream ended: {e}", unit.id);
+        }
+        if local_size(&unit) == before {
+            std::thread::sleep(EMPTY_PAUSE);
+        }
+        busy.store(false, Ordering::SeqCst);
+        unit.notify();
+    });
     if let Err(e) = started {
         error!("Cannot start results fetcher: {e}");
     }
