@@ -117,7 +117,7 @@ where
                     continue;
                 };
                 let serve = serve.clone();
-                let started = crate::workers::spawn(move || serve(conn, permit));
+                let started = crate::workers::spawn("conn".into(), move || serve(conn, permit));
                 if let Err(e) = started {
                     error!("Cannot start connection thread: {e}");
                 }

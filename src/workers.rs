@@ -24,7 +24,18 @@ const IDLE: Duration = Duration::from_secs(5);
 /// leave as many threads waiting as it had at once, for [`IDLE`].
 const MAX_IDLE: usize = 2;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A job and the name its thread goes by while it runs, as `ps -L`,
+/// `top` and perf show it.
+struct Job {
+    name: String,
+    run: Box<dyn FnOnce() + Send>,
+}
+
+impl Job {
+    fn run(self) {
+        (self.run)()
+    }
+}
 
 /// A waiting thread and the job handed to it. Waiting is parking, not a
 /// channel receive: crossbeam's receive spins and yields the CPU a few
@@ -34,67 +45,99 @@ struct Idle {
     job: Mutex<Option<Job>>,
 }
 
-fn idle() -> MutexGuard<'static, Vec<Arc<Idle>>> {
-    static IDLE_THREADS: Mutex<Vec<Arc<Idle>>> = Mutex::new(Vec::new());
-    IDLE_THREADS.lock().unwrap_or_else(|p| p.into_inner())
+/// The threads waiting for a job. The daemon has one set
+/// ([`spawn`]); a test makes its own, apart from every other test's jobs.
+struct Workers {
+    idle: Mutex<Vec<Arc<Idle>>>,
 }
 
-/// Runs `job` on a waiting thread, or on a new one if none waits. Threads
-/// are named "worker" since each serves many kinds of job in its life.
-pub fn spawn(job: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    let mut waiting = idle();
-    if let Some(w) = waiting.pop() {
-        // Handed over before the list is unlocked: a thread whose wait
-        // just ran out looks for a job under that lock before it exits.
-        *lock(&w.job) = Some(Box::new(job));
+static WORKERS: Workers = Workers::new();
+
+/// Runs `job` on a waiting thread, or on a new one if none waits; the
+/// thread is called `name` while it runs the job.
+pub fn spawn(name: String, job: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    WORKERS.spawn(name, Box::new(job))
+}
+
+impl Workers {
+    const fn new() -> Self {
+        Workers {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<Arc<Idle>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spawn(&'static self, name: String, run: Box<dyn FnOnce() + Send>) -> io::Result<()> {
+        let job = Job { name, run };
+        let mut waiting = self.idle();
+        if let Some(w) = waiting.pop() {
+            // Handed over before the list is unlocked: a thread whose wait
+            // just ran out looks for a job under that lock before it exits.
+            *lock(&w.job) = Some(job);
+            drop(waiting);
+            w.thread.unpark();
+            return Ok(());
+        }
         drop(waiting);
-        w.thread.unpark();
-        return Ok(());
+        std::thread::Builder::new()
+            .name(job.name.clone())
+            .spawn(move || self.work(job))
+            .map(drop)
     }
-    drop(waiting);
-    std::thread::Builder::new()
-        .name("worker".into())
-        .spawn(move || work(Box::new(job)))
-        .map(drop)
-}
 
-fn work(first: Job) {
-    first();
-    while let Some(next) = wait_for_job() {
-        next();
+    fn work(&self, first: Job) {
+        first.run();
+        while let Some(next) = self.wait_for_job() {
+            rename_thread(&next.name);
+            next.run();
+        }
     }
-}
 
-/// Offers this thread for the next job; `None` once it waited [`IDLE`]
-/// for none, or at once if [`MAX_IDLE`] threads wait already.
-fn wait_for_job() -> Option<Job> {
-    let me = Arc::new(Idle {
-        thread: std::thread::current(),
-        job: Mutex::new(None),
-    });
-    {
-        let mut list = idle();
-        if list.len() >= MAX_IDLE {
-            return None;
+    /// Offers this thread for the next job; `None` once it waited
+    /// [`IDLE`] for none, or at once if [`MAX_IDLE`] threads wait already.
+    fn wait_for_job(&self) -> Option<Job> {
+        let me = Arc::new(Idle {
+            thread: std::thread::current(),
+            job: Mutex::new(None),
+        });
+        {
+            let mut list = self.idle();
+            if list.len() >= MAX_IDLE {
+                return None;
+            }
+            list.push(me.clone());
         }
-        list.push(me.clone());
-    }
-    let deadline = Instant::now() + IDLE;
-    loop {
-        if let Some(job) = lock(&me.job).take() {
-            return Some(job);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let mut list = idle();
-            // A job handed over just now (see `spawn`).
+        let deadline = Instant::now() + IDLE;
+        loop {
             if let Some(job) = lock(&me.job).take() {
                 return Some(job);
             }
-            list.retain(|w| !Arc::ptr_eq(w, &me));
-            return None;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let mut list = self.idle();
+                // A job handed over just now (see `spawn`).
+                if let Some(job) = lock(&me.job).take() {
+                    return Some(job);
+                }
+                list.retain(|w| !Arc::ptr_eq(w, &me));
+                return None;
+            }
+            std::thread::park_timeout(left);
         }
-        std::thread::park_timeout(left);
+    }
+}
+
+/// The kernel's name of the calling thread (15 bytes are kept).
+fn rename_thread(name: &str) {
+    if let Ok(name) = std::ffi::CString::new(name) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `name`
+        // is for the length of the call.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        }
     }
 }
 
@@ -108,38 +151,72 @@ mod tests {
     use std::sync::mpsc;
     use std::thread::ThreadId;
 
+    /// A pool of its own for one test.
+    fn pool() -> &'static Workers {
+        Box::leak(Box::new(Workers::new()))
+    }
+
+    fn waiting(pool: &Workers) -> usize {
+        pool.idle().len()
+    }
+
     /// A thread whose job ended takes the next job instead of a new
-    /// thread being started for it.
+    /// thread being started for it, and goes by the new job's name.
     #[test]
-    fn a_finished_worker_takes_the_next_job() {
-        let (tx, rx) = mpsc::channel::<ThreadId>();
+    fn a_finished_worker_takes_the_next_job_and_its_name() {
+        let pool = pool();
+        let (tx, rx) = mpsc::channel::<(ThreadId, String)>();
+        let me = || {
+            let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+            (std::thread::current().id(), comm.trim_end().to_string())
+        };
         let first = tx.clone();
-        spawn(move || first.send(std::thread::current().id()).unwrap()).unwrap();
-        let id = rx.recv().unwrap();
-        // Wait until some worker waits for a job (other tests share them).
-        let mut again = None;
-        for _ in 0..1000 {
-            let tx = tx.clone();
-            spawn(move || tx.send(std::thread::current().id()).unwrap()).unwrap();
-            let next = rx.recv().unwrap();
-            if next == id {
-                again = Some(next);
-                break;
-            }
+        let job = Box::new(move || first.send(me()).unwrap());
+        pool.spawn("first-job".into(), job).unwrap();
+        let (id, name) = rx.recv().unwrap();
+        assert_eq!(name, "first-job");
+        while waiting(pool) == 0 {
             std::thread::yield_now();
         }
-        assert_eq!(again, Some(id));
+        pool.spawn("next-job".into(), Box::new(move || tx.send(me()).unwrap()))
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), (id, "next-job".to_string()));
     }
 
     /// Jobs never wait for each other: a job that blocks does not keep a
     /// second one from running.
     #[test]
     fn a_blocked_job_does_not_hold_up_the_next() {
+        let pool = pool();
         let (release, blocked) = mpsc::channel::<()>();
         let (done_tx, done) = mpsc::channel::<()>();
-        spawn(move || blocked.recv().unwrap()).unwrap();
-        spawn(move || done_tx.send(()).unwrap()).unwrap();
+        pool.spawn("t".into(), Box::new(move || blocked.recv().unwrap()))
+            .unwrap();
+        pool.spawn("t".into(), Box::new(move || done_tx.send(()).unwrap()))
+            .unwrap();
         done.recv().unwrap();
         release.send(()).unwrap();
+    }
+
+    /// After a burst, [`MAX_IDLE`] threads wait and the rest exit.
+    #[test]
+    fn only_a_few_threads_wait_after_a_burst() {
+        let pool = pool();
+        let burst = MAX_IDLE + 3;
+        let all = Arc::new(std::sync::Barrier::new(burst + 1));
+        for _ in 0..burst {
+            let all = all.clone();
+            pool.spawn("t".into(), Box::new(move || _ = all.wait()))
+                .unwrap();
+        }
+        // All of them run at once, so each is a thread of its own.
+        all.wait();
+        for _ in 0..100_000 {
+            if waiting(pool) == MAX_IDLE {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        assert_eq!(waiting(pool), MAX_IDLE);
     }
 }

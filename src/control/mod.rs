@@ -249,7 +249,7 @@ fn spawn_tcp_tls(
 }
 
 fn client<F: FnOnce(&Context) + Send + 'static>(ctx: Arc<Context>, f: F) {
-    if let Err(e) = crate::workers::spawn(move || f(&ctx)) {
+    if let Err(e) = crate::workers::spawn("control-client".into(), move || f(&ctx)) {
         error!("cannot start control-client thread: {e}");
     }
 }

@@ -294,7 +294,7 @@ fn spawn_monitor(w: &Arc<Workceptor>, unit: &Arc<Unit>) {
         return;
     }
     let (w, watched) = (w.clone(), unit.clone());
-    let started = crate::workers::spawn(move || {
+    let started = crate::workers::spawn(format!("remote-{}", unit.id), move || {
         loop {
             monitor::run(&w, &watched);
             watched.monitored.store(false, Ordering::SeqCst);

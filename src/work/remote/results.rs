@@ -27,7 +27,7 @@ const EMPTY_PAUSE: Duration = Duration::from_millis(250);
 /// unit's watchers when it ends.
 pub fn spawn_fetcher(dialer: &Dialer, unit: &Arc<Unit>, r: &RemoteExtra, busy: Arc<AtomicBool>) {
     let (unit, r, dialer) = (unit.clone(), r.clone(), dialer.clone());
-    let started = crate::workers::spawn(move || {
+    let started = crate::workers::spawn(format!("results-{}", unit.id), move || {
         let before = local_size(&unit);
         if let Err(e) = fetch(&dialer, &unit, &r) {
             debug!("[{}] Results stream ended: {e}", unit.id);
