@@ -2,7 +2,7 @@
 //! goes on as it came, and the node IDs stay hashes and interned IDs. The
 //! nodes run in the in-memory simulator (`--features sim`); a counting
 //! allocator weighs what one more relay on the path adds per frame.
-#![cfg(feature = "sim")]
+//! (Cargo.toml builds it only with `sim`; tests/run.sh runs it so.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

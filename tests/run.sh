@@ -19,8 +19,11 @@ RECEPTORCTL="$(tests/receptorctl.sh)"
 export RECEPTORCTL
 "$RECEPTORCTL" --help >/dev/null
 
-# With no arguments every target runs; `--test mesh` runs that one alone.
-if [ $# -eq 0 ]; then
-    set -- --all-targets
+# With no arguments every target runs, then the one that needs the
+# simulator (Cargo.toml's required-features); `--test mesh` runs that one
+# alone.
+if [ $# -gt 0 ]; then
+    exec cargo test "$@"
 fi
-exec cargo test "$@"
+cargo test --all-targets
+cargo test --features sim --test relay_allocs
