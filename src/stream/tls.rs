@@ -2,8 +2,10 @@
 //! the listener shows a self-signed certificate with a fixed common name,
 //! and the dialer accepts any certificate chain that carries that name.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use log::error;
 
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{ClientConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
@@ -13,6 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::ratelog::{self, RateLog};
 
 pub const INSECURE_COMMON_NAME: &str = "netceptor-insecure-common-name";
 /// The protocol Go nodes speak: one stream per connection.
@@ -57,37 +61,42 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The listener certificate and its signing key: made once per process,
 /// at the first handshake (ECDSA P-256 is cheap, unlike the RSA-2048 key
-/// Go generates on every start). Its validity starts a day back, so clock
-/// skew between nodes does not matter, and runs for years, so a
-/// long-lived daemon never outlives it (dialers do not check dates in
-/// this mode anyway).
-fn insecure_identity() -> Result<&'static Arc<CertifiedKey>, String> {
-    static IDENTITY: OnceLock<Result<Arc<CertifiedKey>, String>> = OnceLock::new();
-    IDENTITY
-        .get_or_init(|| {
-            let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-            let mut params = rcgen::CertificateParams::default();
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, INSECURE_COMMON_NAME);
-            params.serial_number = Some(rcgen::SerialNumber::from(vec![1]));
-            let now = std::time::SystemTime::now();
-            params.not_before = (now - Duration::from_secs(24 * 3600)).into();
-            params.not_after = (now + Duration::from_secs(10 * 365 * 24 * 3600)).into();
-            let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-            let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-            let signer = provider()
-                .key_provider
-                .load_private_key(der)
-                .map_err(|e| e.to_string())?;
-            Ok(Arc::new(CertifiedKey::new(
-                vec![cert.der().clone()],
-                signer,
-            )))
-        })
-        .as_ref()
-        .map_err(|e| format!("cannot make the stream certificate: {e}"))
+/// Go generates on every start). A failure is not kept: the next
+/// handshake tries again, as a restart would have before. Its validity
+/// starts a day back, so clock skew between nodes does not matter, and
+/// runs for years, so a long-lived daemon never outlives it (dialers do
+/// not check dates in this mode anyway).
+fn insecure_identity() -> Result<Arc<CertifiedKey>, String> {
+    static IDENTITY: OnceLock<Arc<CertifiedKey>> = OnceLock::new();
+    if let Some(key) = IDENTITY.get() {
+        return Ok(key.clone());
+    }
+    let key = make_identity().map_err(|e| format!("cannot make the stream certificate: {e}"))?;
+    // Two first handshakes at once may both make one; the first kept wins.
+    Ok(IDENTITY.get_or_init(|| key).clone())
+}
+
+fn make_identity() -> Result<Arc<CertifiedKey>, String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, INSECURE_COMMON_NAME);
+    params.serial_number = Some(rcgen::SerialNumber::from(vec![1]));
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - Duration::from_secs(24 * 3600)).into();
+    params.not_after = (now + Duration::from_secs(10 * 365 * 24 * 3600)).into();
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signer = provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
 }
 
 fn transport(idle: Duration, keep_alive: bool) -> Arc<TransportConfig> {
@@ -130,12 +139,16 @@ struct LazyIdentity;
 impl ResolvesServerCert for LazyIdentity {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         match insecure_identity() {
-            Ok(key) => Some(key.clone()),
+            Ok(key) => Some(key),
             Err(e) => {
-                // Every handshake then fails, each dialer with its own
-                // error; the cause is said once, here.
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| log::error!("{e}"));
+                // The handshake fails and its dialer retries, so this
+                // could come on every dial.
+                static SAID: Mutex<Option<RateLog>> = Mutex::new(None);
+                let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+                let log = said.get_or_insert_with(RateLog::default);
+                if let Some(held) = log.allow(Instant::now()) {
+                    error!("{e}{}", ratelog::suffix(held));
+                }
                 None
             }
         }
@@ -316,9 +329,17 @@ mod tests {
         }
     }
 
+    /// The certificate is made once: every handshake shows the same one.
+    #[test]
+    fn the_listener_identity_is_made_once() {
+        let (first, again) = (insecure_identity().unwrap(), insecure_identity().unwrap());
+        assert!(Arc::ptr_eq(&first, &again));
+    }
+
     #[test]
     fn certificate_carries_the_insecure_name() {
-        let cert = &insecure_identity().unwrap().cert[0];
+        let key = insecure_identity().unwrap();
+        let cert = &key.cert[0];
         assert!(has_common_name(cert, INSECURE_COMMON_NAME));
         assert!(!has_common_name(cert, "other"));
         assert!(!has_common_name(
