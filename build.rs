@@ -8,7 +8,10 @@
 //!   whole at every start and which stays mapped, to 4 KiB.
 //!
 //! A stale or missing order list, a toolchain without Rust's lld, or a
-//! libc whose loader cannot apply packed relocations links as before.
+//! libc whose loader cannot apply packed relocations links as before. A
+//! glibc build with packed relocations needs glibc 2.36 or later where it
+//! runs (the static musl binary applies its own); `RECEPTOR_PACK_RELOCS=0`
+//! builds one for older systems.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -30,7 +33,9 @@ fn main() {
     let packed: Vec<String> = ["-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"]
         .map(String::from)
         .into();
-    if probe_runs(&target, &[args.as_slice(), &packed].concat()) {
+    println!("cargo:rerun-if-env-changed=RECEPTOR_PACK_RELOCS");
+    let pack = !env::var("RECEPTOR_PACK_RELOCS").is_ok_and(|v| v == "0");
+    if pack && probe_runs(&target, &[args.as_slice(), &packed].concat()) {
         args.extend(packed);
     }
     for arg in args {
@@ -85,6 +90,10 @@ fn probe_runs(target: &str, args: &[String]) -> bool {
     let mut build = Command::new(rustc);
     build.args(["--edition", "2021", "--target", target, "-o"]);
     build.arg(&bin).arg(&src);
+    // The builder's flags (crt-static, a relocation model) shape the link
+    // as they will the daemon's.
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    build.args(flags.split('\x1f').filter(|f| !f.is_empty()));
     for arg in args {
         build.arg(format!("-Clink-arg={arg}"));
     }
