@@ -1693,3 +1693,45 @@ fn execd_runner_runs_a_unit_and_stops_its_command_on_sigterm() {
     assert_eq!((state(&st), st["Detail"].as_str()), (3, Some("Killed")));
     assert_eq!(st["ExtraData"], Value::Null);
 }
+
+/// A runner whose unit the daemon already gave up (a start it failed when
+/// the fork server's answer was lost) must not run the command, nor
+/// write over the daemon's verdict.
+#[test]
+fn a_runner_leaves_a_unit_that_is_already_final_alone() {
+    let tmp = TempDir::new("runner-final");
+    let unit = hand_unit(&tmp.path.join("a"), "");
+    let failed = r#"{"State":3,"Detail":"Error starting worker: gone","StdoutSize":0,"WorkType":"t","ExtraData":null}"#;
+    std::fs::write(unit.join("status"), failed).expect("status");
+    let marker = tmp.path.join("ran");
+    let code = execd_runner(&unit, "touch", &marker.display().to_string())
+        .wait()
+        .expect("wait");
+    assert_ne!(code.code(), Some(0));
+    assert!(!marker.exists(), "the command ran");
+    let st = hand_status(&unit);
+    assert_eq!(
+        (state(&st), st["Detail"].as_str()),
+        (3, Some("Error starting worker: gone"))
+    );
+}
+
+/// The runner names itself in the status before its command exists, so
+/// a daemon that lost the fork server's answer can still find it.
+#[test]
+fn a_runner_records_its_own_pid() {
+    let tmp = TempDir::new("runner-pid");
+    let unit = hand_unit(&tmp.path.join("a"), "");
+    let mut runner = execd_runner(&unit, "sleep", "30");
+    assert!(
+        wait_until(secs(10), || state(&hand_status(&unit)) == 1),
+        "{}",
+        hand_status(&unit)
+    );
+    assert_eq!(runner_pid(&hand_status(&unit)), runner.id());
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(runner.id() as i32, libc::SIGTERM);
+    }
+    let _ = runner.wait();
+}

@@ -57,9 +57,7 @@ pub fn start(
             warn!("[{}] {why}; starting the command runner by exec", unit.id);
             exec_runner(unit, &req, log_level)?
         }
-        Err(e @ ForkError::Unanswered(_)) => {
-            return Err(WorkError::Launch(std::io::Error::other(e.to_string())));
-        }
+        Err(e @ ForkError::Unanswered(_)) => return adopt_or_fail(unit, &e),
     };
     unit.update(|s| {
         // A fast runner may already have moved on, or even finished.
@@ -75,6 +73,37 @@ pub fn start(
         }));
     });
     Ok(())
+}
+
+/// After a start the fork server never answered, a runner may exist that
+/// the daemon has no PID for; it records its own in its first status
+/// write (`runner::claim`). Under the status lock, either that write came
+/// first and the runner is watched, or this one fails the unit first and
+/// the runner, seeing a final state, never runs the command.
+fn adopt_or_fail(unit: &Arc<Unit>, e: &ForkError) -> Result<(), WorkError> {
+    let err = WorkError::Launch(std::io::Error::other(e.to_string()));
+    let mut failed = false;
+    let st = unit.update(|s| {
+        let pid = recorded_pid(s);
+        if !s.is_final() && !runner_alive(pid, unit.dir.path()) {
+            s.set(FAILED, format!("Error starting worker: {err}"));
+            failed = true;
+        }
+    });
+    if failed {
+        return Err(err);
+    }
+    let pid = recorded_pid(&st);
+    warn!(
+        "[{}] {e}; watching the runner it recorded, PID {pid}",
+        unit.id
+    );
+    watch_orphan(unit.clone(), pid);
+    Ok(())
+}
+
+fn recorded_pid(s: &super::state::Status) -> u32 {
+    s.command().map_or(0, |c| u32::try_from(c.pid).unwrap_or(0))
 }
 
 /// Execs a runner (`--command-runner`) and a thread that waits for it.
@@ -237,9 +266,7 @@ pub fn cancel(unit: &Unit) {
     // Canceled goes on disk first: the runner's own last write then keeps
     // it, so no one watching sees a passing "Killed" failure instead.
     let st = unit.update(|s| s.set(CANCELED, "Canceled"));
-    let pid = st
-        .command()
-        .map_or(0, |c| u32::try_from(c.pid).unwrap_or(0));
+    let pid = recorded_pid(&st);
     if runner_alive(pid, unit.dir.path()) {
         // SAFETY: kill(2) has no memory effects.
         unsafe {

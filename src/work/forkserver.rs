@@ -137,11 +137,22 @@ impl std::fmt::Display for ForkError {
 
 /// The daemon's handle: starts the server on first use, and again after
 /// it died.
-#[derive(Default)]
 pub struct Launcher {
     server: Mutex<Option<Arc<Server>>>,
     /// The binary run as the server: the running one unless a test says.
     program: Option<PathBuf>,
+    /// [`ANSWER_WAIT`] unless a test says.
+    answer_wait: Duration,
+}
+
+impl Default for Launcher {
+    fn default() -> Launcher {
+        Launcher {
+            server: Mutex::default(),
+            program: None,
+            answer_wait: ANSWER_WAIT,
+        }
+    }
 }
 
 /// One running server, as the daemon sees it.
@@ -150,6 +161,8 @@ struct Server {
     requests: Mutex<UnixStream>,
     pending: Mutex<VecDeque<Pending>>,
     gone: AtomicBool,
+    /// Reaped only by the reader thread, after which `kill` is a no-op.
+    process: Mutex<Child>,
 }
 
 /// A request waiting for its `Started` or `ForkFailed`.
@@ -190,9 +203,12 @@ impl Launcher {
                 return Err(ForkError::NoRunner(format!("runner fork server: {e}")));
             }
         }
-        answered.recv_timeout(ANSWER_WAIT).unwrap_or_else(|_| {
+        answered.recv_timeout(self.answer_wait).unwrap_or_else(|_| {
+            // Alive but stuck: every later start would wait as long. Its
+            // end closing makes the reader answer the whole queue.
+            server.abandon();
             Err(ForkError::Unanswered(
-                "the runner fork server did not answer".into(),
+                "the runner fork server did not answer; stopped it".into(),
             ))
         })
     }
@@ -223,11 +239,12 @@ fn spawn_server(program: &Path, log_level: &str) -> io::Result<Arc<Server>> {
         requests: Mutex::new(ours.try_clone()?),
         pending: Mutex::default(),
         gone: AtomicBool::new(false),
+        process: Mutex::new(process),
     });
     let reader = server.clone();
     std::thread::Builder::new()
         .name("runner-forks".into())
-        .spawn(move || reader.read_replies(ours, process))?;
+        .spawn(move || reader.read_replies(ours))?;
     Ok(server)
 }
 
@@ -235,7 +252,7 @@ impl Server {
     /// Routes answers to the units waiting for them and exits to
     /// `runner_gone`, until the server's end closes. Its runners still
     /// alive then are watched the way a restarted daemon watches them.
-    fn read_replies(&self, replies: UnixStream, mut process: Child) {
+    fn read_replies(&self, replies: UnixStream) {
         let mut runners: HashMap<u32, Arc<Unit>> = HashMap::new();
         for line in BufReader::new(replies).lines() {
             let Ok(line) = line else { break };
@@ -266,11 +283,12 @@ impl Server {
                 }
             }
         }
-        self.gone.store(true, Ordering::Relaxed);
+        self.abandon();
         // Dead before the queue is emptied: no answer can come after it.
-        let _ = process.kill();
+        let mut process = lock(&self.process);
         let _ = process.wait();
         warn!("Runner fork server (PID {}) has exited", process.id());
+        drop(process);
         for p in lock(&self.pending).drain(..) {
             let why = "the runner fork server exited before answering".into();
             let _ = p.answer.send(Err(ForkError::Unanswered(why)));
@@ -278,6 +296,12 @@ impl Server {
         for (pid, unit) in runners {
             super::command::watch_orphan(unit, pid);
         }
+    }
+
+    /// No more requests go to this server; it is killed (unless reaped).
+    fn abandon(&self) {
+        self.gone.store(true, Ordering::Relaxed);
+        let _ = lock(&self.process).kill();
     }
 
     fn next_pending(&self) -> Option<Pending> {
@@ -553,13 +577,11 @@ mod tests {
         assert!(Reply::decode("[]").is_err());
     }
 
-    #[test]
-    fn a_server_that_cannot_start_leaves_no_runner() {
-        let launcher = Launcher {
-            program: Some("/nonexistent/receptor".into()),
-            ..Launcher::default()
-        };
-        let dir = std::env::temp_dir().join(format!("forkserver-test-{}", std::process::id()));
+    /// A unit in a fresh directory and a request to run `true` for it.
+    fn unit_and_request(name: &str) -> (Arc<Unit>, Request) {
+        let dir = std::env::temp_dir().join(format!("forkserver-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("unit dir");
         let unit = Unit::new(
             "u".into(),
             UnitDir::open(dir.clone()),
@@ -570,6 +592,64 @@ mod tests {
             params: String::new(),
             unitdir: dir,
         };
+        (unit, req)
+    }
+
+    /// A stand-in for the server: a shell script running `body` with the
+    /// daemon's socket on stdin.
+    fn fake_server(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("fake-server");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        path
+    }
+
+    fn alive(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    #[test]
+    fn a_stuck_server_is_stopped_and_replaced() {
+        let (unit, req) = unit_and_request("stuck");
+        let launcher = Launcher {
+            program: Some(fake_server(&req.unitdir, "exec sleep 60")),
+            answer_wait: Duration::from_millis(100),
+            ..Launcher::default()
+        };
+        let started = launcher.start(&unit, &req, "error");
+        assert!(
+            matches!(started, Err(ForkError::Unanswered(_))),
+            "{started:?}"
+        );
+        let stuck = lock(&launcher.server).clone().expect("a server");
+        let pid = lock(&stuck.process).id();
+        assert!(stuck.gone.load(Ordering::Relaxed));
+        assert!(wait_for(|| !alive(pid)), "stuck server {pid} still runs");
+        let _ = launcher.start(&unit, &req, "error");
+        let next = lock(&launcher.server).clone().expect("a server");
+        assert_ne!(lock(&next.process).id(), pid, "no new server");
+        let _ = std::fs::remove_dir_all(&req.unitdir);
+    }
+
+    #[test]
+    fn a_server_that_cannot_start_leaves_no_runner() {
+        let launcher = Launcher {
+            program: Some("/nonexistent/receptor".into()),
+            ..Launcher::default()
+        };
+        let (unit, req) = unit_and_request("nonexistent");
         match launcher.start(&unit, &req, "error") {
             Err(ForkError::NoRunner(e)) => {
                 assert!(

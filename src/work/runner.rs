@@ -19,7 +19,9 @@ use log::error;
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
 use super::shlex;
-use super::state::{CANCELED, FAILED, PENDING, RUNNING, SUCCEEDED, Status};
+use super::state::{
+    CANCELED, CommandExtra, ExtraData, FAILED, PENDING, RUNNING, SUCCEEDED, Status,
+};
 use super::store::UnitDir;
 use crate::config::CommandRunnerCfg;
 
@@ -42,8 +44,10 @@ pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
     let base = dir.read().unwrap_or_else(|_| Status::new("", None));
     let set = |state: i64, detail: String, size: i64| {
         let r = dir.update(&base, |s| {
-            // A cancel recorded by the daemon stands.
-            if s.state != CANCELED {
+            // This runner writes a final state only as its last write, so
+            // one found here is the daemon's (a cancel, a start it gave
+            // up on): it stands.
+            if !s.is_final() {
                 s.set(state, detail);
             }
             s.stdout_size = size.max(s.stdout_size);
@@ -61,8 +65,7 @@ pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
     if let Err(e) = &wakeups {
         error!("Cannot catch signals: {e}");
     }
-    set(PENDING, "Not started yet".into(), 0);
-    if canceled(&dir) {
+    if !claim(&dir, &base, &cfg.params) {
         return -1;
     }
     let mut child = match spawn(cfg, &dir, cwd) {
@@ -98,6 +101,31 @@ pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
         Err(e) => set(FAILED, format!("Error waiting for command: {e}"), size),
     }
     if interrupted { -1 } else { 0 }
+}
+
+/// The runner's first write: Pending, with its own PID, so a daemon that
+/// never learned the PID (the fork server's answer was lost) finds it on
+/// disk. False if the unit is already final: the daemon gave it up (a
+/// cancel, a start it failed) before this runner could say it exists,
+/// so the command must not run. Both sides write under the status lock,
+/// so one of them is first.
+fn claim(dir: &UnitDir, base: &Status, params: &str) -> bool {
+    let claimed = dir.update(base, |s| {
+        if !s.is_final() {
+            s.set(PENDING, "Not started yet");
+            s.extra = Some(ExtraData::Command(CommandExtra {
+                pid: i64::from(std::process::id()),
+                params: params.to_string(),
+            }));
+        }
+    });
+    match claimed {
+        Ok(s) => !s.is_final(),
+        Err(e) => {
+            error!("Error updating status file {}: {e}", dir.path().display());
+            true
+        }
+    }
 }
 
 fn spawn(
