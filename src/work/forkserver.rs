@@ -7,14 +7,15 @@
 //! The daemon starts it on the first unit start, as its own binary with
 //! the hidden `--command-runner-server` directive, talking over a
 //! socketpair on the server's stdin: one JSON [`Request`] line per unit
-//! from the daemon, [`Reply`] lines back. A runner is answered with
+//! from the daemon, [`Reply`] lines back, the first of them `Ready` once
+//! the server has passed its checks. A runner is answered with
 //! `Started` before its `Exited` can be sent, as the server reaps only
 //! between requests. The server exits when the daemon's end closes; its
 //! runners live on in their own sessions.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -33,8 +34,8 @@ use crate::config::CommandRunnerCfg;
 
 /// The argument that makes a receptor process the fork server.
 pub const SERVER_FLAG: &str = "--command-runner-server";
-/// Longest request line the server buffers; a unit's params fit easily.
-const MAX_REQUEST: usize = 1 << 20;
+/// Longest line either side buffers; a unit's params fit easily.
+const MAX_LINE: usize = 1 << 20;
 /// How long a unit start waits for the server to answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
@@ -48,6 +49,8 @@ pub struct Request {
 
 #[derive(Debug, PartialEq)]
 enum Reply {
+    /// The server (this PID) passed its checks and takes requests.
+    Ready(u32),
     /// The runner for the oldest unanswered request has this PID.
     Started(u32),
     /// fork failed for the oldest unanswered request; no runner exists.
@@ -87,6 +90,7 @@ impl Request {
 impl Reply {
     fn encode(&self) -> String {
         match self {
+            Reply::Ready(pid) => serde_json::json!({ "Ready": pid }),
             Reply::Started(pid) => serde_json::json!({ "Started": pid }),
             Reply::ForkFailed(e) => serde_json::json!({ "ForkFailed": e }),
             Reply::Exited { pid, how } => serde_json::json!({ "Exited": pid, "how": how }),
@@ -94,10 +98,12 @@ impl Reply {
         .to_string()
     }
 
-    fn decode(line: &str) -> Result<Reply, String> {
-        let v: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    fn decode(line: &[u8]) -> Result<Reply, String> {
+        let v: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
         let pid = |k: &str| v[k].as_u64().and_then(|p| u32::try_from(p).ok());
-        if let Some(p) = pid("Started") {
+        if let Some(p) = pid("Ready") {
+            Ok(Reply::Ready(p))
+        } else if let Some(p) = pid("Started") {
             Ok(Reply::Started(p))
         } else if let Some(e) = v["ForkFailed"].as_str() {
             Ok(Reply::ForkFailed(e.to_string()))
@@ -127,6 +133,48 @@ impl std::fmt::Display for ForkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ForkError::NoRunner(e) | ForkError::Unanswered(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes: bytes
+/// go in with `handle_bytes`, whole lines (without their newline) come
+/// out of `poll_line`.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    fn handle_bytes(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn poll_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match self.buf.iter().position(|&b| b == b'\n') {
+            Some(end) if end <= MAX_LINE => {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                Ok(Some(line))
+            }
+            None if self.buf.len() <= MAX_LINE => Ok(None),
+            _ => Err(io::Error::other("line too long")),
+        }
+    }
+}
+
+/// Reads from `from` until `lines` holds a whole line; None at its end.
+fn read_line(mut from: impl Read, lines: &mut Lines) -> io::Result<Option<Vec<u8>>> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(line) = lines.poll_line()? {
+            return Ok(Some(line));
+        }
+        match from.read(&mut chunk) {
+            Ok(0) => return Ok(None),
+            Ok(n) => lines.handle_bytes(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -203,14 +251,9 @@ impl Launcher {
                 return Err(ForkError::NoRunner(format!("runner fork server: {e}")));
             }
         }
-        answered.recv_timeout(self.answer_wait).unwrap_or_else(|_| {
-            // Alive but stuck: every later start would wait as long. Its
-            // end closing makes the reader answer the whole queue.
-            server.abandon();
-            Err(ForkError::Unanswered(
-                "the runner fork server did not answer; stopped it".into(),
-            ))
-        })
+        answered
+            .recv_timeout(self.answer_wait)
+            .unwrap_or_else(|_| Err(stuck(&server)))
     }
 
     fn server(&self, log_level: &str) -> io::Result<Arc<Server>> {
@@ -222,21 +265,38 @@ impl Launcher {
             Some(p) => p.clone(),
             None => super::command::own_executable()?,
         };
-        let server = spawn_server(&program, log_level)?;
+        let server = spawn_server(&program, log_level, self.answer_wait)?;
         *slot = Some(server.clone());
         Ok(server)
     }
 }
 
-/// Execs the server and starts the thread that reads its replies.
-fn spawn_server(program: &Path, log_level: &str) -> io::Result<Arc<Server>> {
+/// Stops a server that is alive but stuck: every later start would wait
+/// as long. Its end closing makes the reader answer the whole queue.
+fn stuck(server: &Server) -> ForkError {
+    server.abandon();
+    ForkError::Unanswered("the runner fork server did not answer; stopped it".into())
+}
+
+/// Execs the server, waits for its `Ready` and starts the thread that
+/// reads its replies.
+fn spawn_server(program: &Path, log_level: &str, wait: Duration) -> io::Result<Arc<Server>> {
     let (ours, theirs) = UnixStream::pair()?;
-    let process = Command::new(program)
+    let mut process = Command::new(program)
         .args(["--node", "id=worker", "--log-level", log_level, SERVER_FLAG])
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .spawn()?;
+    let lines = match await_ready(&ours, process.id(), wait) {
+        Ok(lines) => lines,
+        Err(e) => {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(e);
+        }
+    };
+    let requests = ours.try_clone()?;
     let server = Arc::new(Server {
-        requests: Mutex::new(ours.try_clone()?),
+        requests: Mutex::new(requests),
         pending: Mutex::default(),
         gone: AtomicBool::new(false),
         process: Mutex::new(process),
@@ -244,43 +304,47 @@ fn spawn_server(program: &Path, log_level: &str) -> io::Result<Arc<Server>> {
     let reader = server.clone();
     std::thread::Builder::new()
         .name("runner-forks".into())
-        .spawn(move || reader.read_replies(ours))?;
+        .spawn(move || reader.read_replies(ours, lines))?;
     Ok(server)
+}
+
+/// Waits up to `wait` for the server's `Ready`: one that refuses to run
+/// (another thread, no /proc, a binary without the directive, a bad
+/// configuration) exits without it, and then no runner can exist.
+/// Returns the reader's buffer, which may hold more than that line.
+fn await_ready(mut from: &UnixStream, pid: u32, wait: Duration) -> io::Result<Lines> {
+    let mut lines = Lines::default();
+    from.set_read_timeout(Some(wait))?;
+    let line = read_line(&mut from, &mut lines)
+        .map_err(|e| io::Error::other(format!("no ready line from the fork server: {e}")))?;
+    from.set_read_timeout(None)?;
+    match line.as_deref().map(Reply::decode) {
+        Some(Ok(Reply::Ready(p))) if p == pid => Ok(lines),
+        Some(_) => Err(io::Error::other("the fork server did not say it was ready")),
+        None => Err(io::Error::other("the fork server exited at once")),
+    }
 }
 
 impl Server {
     /// Routes answers to the units waiting for them and exits to
     /// `runner_gone`, until the server's end closes. Its runners still
     /// alive then are watched the way a restarted daemon watches them.
-    fn read_replies(&self, replies: UnixStream) {
+    fn read_replies(&self, mut replies: UnixStream, mut lines: Lines) {
         let mut runners: HashMap<u32, Arc<Unit>> = HashMap::new();
-        for line in BufReader::new(replies).lines() {
-            let Ok(line) = line else { break };
-            let reply = match Reply::decode(&line) {
-                Ok(r) => r,
+        loop {
+            let line = match read_line(&mut replies, &mut lines) {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
                 Err(e) => {
-                    error!("Runner fork server sent {line:?}: {e}");
+                    error!("Runner fork server: {e}");
                     break;
                 }
             };
-            match reply {
-                Reply::Started(pid) => {
-                    if let Some(p) = self.next_pending() {
-                        runners.insert(pid, p.unit.clone());
-                        let _ = p.answer.send(Ok(pid));
-                    }
-                }
-                Reply::ForkFailed(e) => {
-                    if let Some(p) = self.next_pending() {
-                        let why = format!("runner fork server: fork: {e}");
-                        let _ = p.answer.send(Err(ForkError::NoRunner(why)));
-                    }
-                }
-                Reply::Exited { pid, how } => {
-                    if let Some(unit) = runners.remove(&pid) {
-                        super::command::runner_gone(&unit, pid, Ok(how));
-                    }
-                }
+            let handled = Reply::decode(&line).and_then(|r| self.handle_reply(r, &mut runners));
+            if let Err(e) = handled {
+                let line = String::from_utf8_lossy(&line);
+                error!("Runner fork server sent {line:?}: {e}; replacing it");
+                break;
             }
         }
         self.abandon();
@@ -296,6 +360,36 @@ impl Server {
         for (pid, unit) in runners {
             super::command::watch_orphan(unit, pid);
         }
+    }
+
+    /// Routes one reply. A second `Ready` means the server is confused:
+    /// no answer can be trusted after it.
+    fn handle_reply(
+        &self,
+        reply: Reply,
+        runners: &mut HashMap<u32, Arc<Unit>>,
+    ) -> Result<(), String> {
+        match reply {
+            Reply::Ready(_) => return Err("ready twice".into()),
+            Reply::Started(pid) => {
+                if let Some(p) = self.next_pending() {
+                    runners.insert(pid, p.unit.clone());
+                    let _ = p.answer.send(Ok(pid));
+                }
+            }
+            Reply::ForkFailed(e) => {
+                if let Some(p) = self.next_pending() {
+                    let why = format!("runner fork server: fork: {e}");
+                    let _ = p.answer.send(Err(ForkError::NoRunner(why)));
+                }
+            }
+            Reply::Exited { pid, how } => {
+                if let Some(unit) = runners.remove(&pid) {
+                    super::command::runner_gone(&unit, pid, Ok(how));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// No more requests go to this server; it is killed (unless reaped).
@@ -335,7 +429,11 @@ fn serve_requests() -> io::Result<()> {
     let (children, old_mask) = SigChld::open()?;
     // SAFETY: the daemon handed the socket over as stdin; only this owns it.
     let mut daemon = unsafe { UnixStream::from_raw_fd(0) };
-    let mut buf = Vec::new();
+    if !send(&mut daemon, &Reply::Ready(std::process::id())) {
+        return Ok(());
+    }
+    let mut lines = Lines::default();
+    let mut chunk = [0u8; 4096];
     loop {
         let mut fds = [poll_in(0), poll_in(children.fd.as_raw_fd())];
         // SAFETY: fds is a valid array of two pollfd.
@@ -355,30 +453,34 @@ fn serve_requests() -> io::Result<()> {
         if fds[0].revents == 0 {
             continue;
         }
-        let mut chunk = [0u8; 4096];
-        let n = match daemon.read(&mut chunk) {
+        match daemon.read(&mut chunk) {
             Ok(0) => return Ok(()),
-            Ok(n) => n,
+            Ok(n) => lines.handle_bytes(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            let req = Request::decode(&line[..end])
-                .map_err(|e| io::Error::other(format!("bad request: {e}")))?;
-            let reply = match fork_runner(&req, &old_mask, &children) {
-                Ok(pid) => Reply::Started(pid),
-                Err(e) => Reply::ForkFailed(e.to_string()),
-            };
-            if !send(&mut daemon, &reply) {
+        }
+        while let Some(line) = lines.poll_line()? {
+            if !serve_one(&line, &mut daemon, &old_mask, &children)? {
                 return Ok(());
             }
         }
-        if buf.len() > MAX_REQUEST {
-            return Err(io::Error::other("request line too long"));
-        }
     }
+}
+
+/// Forks a runner for one request line and answers it; false once the
+/// daemon is gone.
+fn serve_one(
+    line: &[u8],
+    daemon: &mut UnixStream,
+    old_mask: &libc::sigset_t,
+    children: &SigChld,
+) -> io::Result<bool> {
+    let req = Request::decode(line).map_err(|e| io::Error::other(format!("bad request: {e}")))?;
+    let reply = match fork_runner(&req, old_mask, children) {
+        Ok(pid) => Reply::Started(pid),
+        Err(e) => Reply::ForkFailed(e.to_string()),
+    };
+    Ok(send(daemon, &reply))
 }
 
 fn poll_in(fd: RawFd) -> libc::pollfd {
@@ -549,6 +651,7 @@ mod tests {
         );
         assert_eq!(Request::decode(line.as_bytes()), Ok(req));
         let replies = [
+            (Reply::Ready(7), r#"{"Ready":7}"#),
             (Reply::Started(42), r#"{"Started":42}"#),
             (
                 Reply::ForkFailed("EAGAIN".into()),
@@ -564,7 +667,7 @@ mod tests {
         ];
         for (reply, text) in replies {
             assert_eq!(reply.encode(), text);
-            assert_eq!(Reply::decode(text), Ok(reply));
+            assert_eq!(Reply::decode(text.as_bytes()), Ok(reply));
         }
     }
 
@@ -572,9 +675,9 @@ mod tests {
     fn bad_lines_are_refused() {
         assert!(Request::decode(br#"{"command":"sh","params":""}"#).is_err());
         assert!(Request::decode(b"not json").is_err());
-        assert!(Reply::decode(r#"{"Started":-1}"#).is_err());
-        assert!(Reply::decode(r#"{"Exited":7}"#).is_err());
-        assert!(Reply::decode("[]").is_err());
+        assert!(Reply::decode(br#"{"Started":-1}"#).is_err());
+        assert!(Reply::decode(br#"{"Exited":7}"#).is_err());
+        assert!(Reply::decode(b"[]").is_err());
     }
 
     /// A unit in a fresh directory and a request to run `true` for it.
@@ -620,11 +723,75 @@ mod tests {
         true
     }
 
+    /// The fake server's `Ready` line, with its PID.
+    const READY: &str = r#"printf '{"Ready":%d}\n' $$ >&0"#;
+
+    #[test]
+    fn lines_come_whole_from_every_split_of_the_input() {
+        let input = b"{\"a\":1}\n\n{\"bb\":22}\nrest";
+        let want: [&[u8]; 3] = [br#"{"a":1}"#, b"", br#"{"bb":22}"#];
+        for cut in 0..=input.len() {
+            let mut lines = Lines::default();
+            let mut got = Vec::new();
+            for (i, part) in [&input[..cut], &input[cut..]].into_iter().enumerate() {
+                lines.handle_bytes(part);
+                while let Some(line) = lines.poll_line().expect("short lines") {
+                    got.push(line);
+                }
+                if i == 0 {
+                    let complete = part.iter().filter(|&&b| b == b'\n').count();
+                    assert_eq!(got.len(), complete, "after {cut} bytes");
+                }
+            }
+            assert_eq!(got, want, "cut at {cut}");
+            assert_eq!(lines.buf, b"rest");
+        }
+    }
+
+    #[test]
+    fn a_line_past_the_cap_is_refused_with_or_without_its_end() {
+        let mut lines = Lines::default();
+        lines.handle_bytes(&vec![b'x'; MAX_LINE]);
+        assert!(matches!(lines.poll_line(), Ok(None)));
+        lines.handle_bytes(b"\n");
+        assert_eq!(
+            lines.poll_line().expect("at the cap").map(|l| l.len()),
+            Some(MAX_LINE)
+        );
+        lines.handle_bytes(&vec![b'x'; MAX_LINE + 1]);
+        assert!(lines.poll_line().is_err());
+        let mut ended = Lines::default();
+        ended.handle_bytes(&vec![b'x'; MAX_LINE + 1]);
+        ended.handle_bytes(b"\n");
+        assert!(ended.poll_line().is_err());
+    }
+
+    /// A server that refuses to run exits before its `Ready`: no runner
+    /// can exist, so the unit may be started by exec.
+    #[test]
+    fn a_server_that_exits_at_once_leaves_no_runner() {
+        let (unit, req) = unit_and_request("exits");
+        let launcher = Launcher {
+            program: Some("/bin/true".into()),
+            ..Launcher::default()
+        };
+        let started = launcher.start(&unit, &req, "error");
+        match &started {
+            Err(ForkError::NoRunner(e)) => assert!(e.contains("exited at once"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(lock(&launcher.server).is_none());
+        let _ = std::fs::remove_dir_all(&req.unitdir);
+    }
+
     #[test]
     fn a_stuck_server_is_stopped_and_replaced() {
         let (unit, req) = unit_and_request("stuck");
         let launcher = Launcher {
-            program: Some(fake_server(&req.unitdir, "exec sleep 60")),
+            program: Some(fake_server(
+                &req.unitdir,
+                &format!("{READY}\nexec sleep 60"),
+            )),
             answer_wait: Duration::from_millis(100),
             ..Launcher::default()
         };
