@@ -362,8 +362,9 @@ impl Server {
         }
     }
 
-    /// Routes one reply. A second `Ready` means the server is confused:
-    /// no answer can be trusted after it.
+    /// Routes one reply. An answer to no request, or a second `Ready`,
+    /// means the two sides disagree on the queue: no answer can be
+    /// trusted after it.
     fn handle_reply(
         &self,
         reply: Reply,
@@ -372,16 +373,14 @@ impl Server {
         match reply {
             Reply::Ready(_) => return Err("ready twice".into()),
             Reply::Started(pid) => {
-                if let Some(p) = self.next_pending() {
-                    runners.insert(pid, p.unit.clone());
-                    let _ = p.answer.send(Ok(pid));
-                }
+                let p = self.next_pending().ok_or("an answer to no request")?;
+                runners.insert(pid, p.unit.clone());
+                let _ = p.answer.send(Ok(pid));
             }
             Reply::ForkFailed(e) => {
-                if let Some(p) = self.next_pending() {
-                    let why = format!("runner fork server: fork: {e}");
-                    let _ = p.answer.send(Err(ForkError::NoRunner(why)));
-                }
+                let p = self.next_pending().ok_or("an answer to no request")?;
+                let why = format!("runner fork server: fork: {e}");
+                let _ = p.answer.send(Err(ForkError::NoRunner(why)));
             }
             Reply::Exited { pid, how } => {
                 if let Some(unit) = runners.remove(&pid) {
@@ -781,6 +780,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(lock(&launcher.server).is_none());
+        let _ = std::fs::remove_dir_all(&req.unitdir);
+    }
+
+    #[test]
+    fn an_answer_to_no_request_replaces_the_server() {
+        let (_, req) = unit_and_request("unasked");
+        let body = format!("{READY}\necho '{{\"Started\":5}}' >&0\nexec sleep 60");
+        let launcher = Launcher {
+            program: Some(fake_server(&req.unitdir, &body)),
+            ..Launcher::default()
+        };
+        let server = launcher.server("error").expect("server");
+        let pid = lock(&server.process).id();
+        assert!(wait_for(|| server.gone.load(Ordering::Relaxed)), "kept");
+        assert!(wait_for(|| !alive(pid)), "server {pid} still runs");
         let _ = std::fs::remove_dir_all(&req.unitdir);
     }
 
