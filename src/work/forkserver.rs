@@ -244,11 +244,25 @@ impl Launcher {
                 unit: unit.clone(),
                 answer,
             });
-            // A failed write reached no live server (its end is closed), so
-            // the entry just queued is never answered by a fork.
-            if let Err(e) = requests.write_all(line.as_bytes()) {
-                server.gone.store(true, Ordering::Relaxed);
-                return Err(ForkError::NoRunner(format!("runner fork server: {e}")));
+            match requests.write_all(line.as_bytes()) {
+                Ok(()) => {}
+                // Timed out: a stuck server, which may have read part of
+                // the line; as for a late answer.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(stuck(&server));
+                }
+                // A failed write reached no live server (its end is
+                // closed), so the entry just queued is never answered by
+                // a fork.
+                Err(e) => {
+                    server.gone.store(true, Ordering::Relaxed);
+                    return Err(ForkError::NoRunner(format!("runner fork server: {e}")));
+                }
             }
         }
         answered
@@ -295,6 +309,9 @@ fn spawn_server(program: &Path, log_level: &str, wait: Duration) -> io::Result<A
         }
     };
     let requests = ours.try_clone()?;
+    // A server stuck on its end must not hold a start (and the lock on
+    // `requests`) longer than an answer may take.
+    requests.set_write_timeout(Some(wait))?;
     let server = Arc::new(Server {
         requests: Mutex::new(requests),
         pending: Mutex::default(),
@@ -796,6 +813,37 @@ mod tests {
         assert!(wait_for(|| server.gone.load(Ordering::Relaxed)), "kept");
         assert!(wait_for(|| !alive(pid)), "server {pid} still runs");
         let _ = std::fs::remove_dir_all(&req.unitdir);
+    }
+
+    /// A server that reads nothing fills the socket: the start gives up
+    /// after the answer wait instead of blocking with the requests lock.
+    #[test]
+    fn a_server_that_reads_nothing_does_not_block_a_start() {
+        let (unit, mut req) = unit_and_request("unread");
+        req.params = "x".repeat(MAX_LINE / 2);
+        let launcher = Arc::new(Launcher {
+            program: Some(fake_server(
+                &req.unitdir,
+                &format!("{READY}\nexec sleep 60"),
+            )),
+            answer_wait: Duration::from_millis(100),
+            ..Launcher::default()
+        });
+        let (done, finished) = crossbeam_channel::bounded(1);
+        let starter = launcher.clone();
+        let unitdir = req.unitdir.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(starter.start(&unit, &req, "error"));
+        });
+        let started = finished.recv_timeout(Duration::from_secs(10));
+        assert!(
+            matches!(started, Ok(Err(ForkError::Unanswered(_)))),
+            "{started:?}"
+        );
+        let stuck = lock(&launcher.server).clone().expect("a server");
+        let pid = lock(&stuck.process).id();
+        assert!(wait_for(|| !alive(pid)), "stuck server {pid} still runs");
+        let _ = std::fs::remove_dir_all(&unitdir);
     }
 
     #[test]
