@@ -492,11 +492,24 @@ fn serve_one(
     children: &SigChld,
 ) -> io::Result<bool> {
     let req = Request::decode(line).map_err(|e| io::Error::other(format!("bad request: {e}")))?;
+    // The daemon may have died with requests still queued here: a runner
+    // forked for one would run a unit no daemon is starting.
+    if hung_up(daemon) {
+        return Ok(false);
+    }
     let reply = match fork_runner(&req, old_mask, children) {
         Ok(pid) => Reply::Started(pid),
         Err(e) => Reply::ForkFailed(e.to_string()),
     };
     Ok(send(daemon, &reply))
+}
+
+/// Whether the daemon's end of the socket has closed.
+fn hung_up(daemon: &UnixStream) -> bool {
+    let mut fd = poll_in(daemon.as_raw_fd());
+    // SAFETY: one valid pollfd; a zero timeout does not block.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & libc::POLLHUP != 0
 }
 
 fn poll_in(fd: RawFd) -> libc::pollfd {
