@@ -293,25 +293,28 @@ fn stuck(server: &Server) -> ForkError {
 }
 
 /// Execs the server, waits for its `Ready` and starts the thread that
-/// reads its replies.
+/// reads its replies. An error leaves no server process behind.
 fn spawn_server(program: &Path, log_level: &str, wait: Duration) -> io::Result<Arc<Server>> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut process = Command::new(program)
         .args(["--node", "id=worker", "--log-level", log_level, SERVER_FLAG])
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .spawn()?;
-    let lines = match await_ready(&ours, process.id(), wait) {
-        Ok(lines) => lines,
+    let setup = await_ready(&ours, process.id(), wait).and_then(|lines| {
+        let requests = ours.try_clone()?;
+        // A server stuck on its end must not hold a start (and the lock
+        // on `requests`) longer than an answer may take.
+        requests.set_write_timeout(Some(wait))?;
+        Ok((lines, requests))
+    });
+    let (lines, requests) = match setup {
+        Ok(s) => s,
         Err(e) => {
             let _ = process.kill();
             let _ = process.wait();
             return Err(e);
         }
     };
-    let requests = ours.try_clone()?;
-    // A server stuck on its end must not hold a start (and the lock on
-    // `requests`) longer than an answer may take.
-    requests.set_write_timeout(Some(wait))?;
     let server = Arc::new(Server {
         requests: Mutex::new(requests),
         pending: Mutex::default(),
@@ -319,9 +322,14 @@ fn spawn_server(program: &Path, log_level: &str, wait: Duration) -> io::Result<A
         process: Mutex::new(process),
     });
     let reader = server.clone();
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("runner-forks".into())
-        .spawn(move || reader.read_replies(ours, lines))?;
+        .spawn(move || reader.read_replies(ours, lines));
+    if let Err(e) = spawned {
+        server.abandon();
+        let _ = lock(&server.process).wait();
+        return Err(e);
+    }
     Ok(server)
 }
 
