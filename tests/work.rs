@@ -1735,3 +1735,69 @@ fn a_runner_records_its_own_pid() {
     }
     let _ = runner.wait();
 }
+
+fn read_reply(replies: &mut impl BufRead) -> Value {
+    let mut line = String::new();
+    replies.read_line(&mut line).expect("reply");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+/// A forked runner that cannot enter its unit directory (the server's own
+/// directory is gone, so there is no way back to it for the command)
+/// execs itself as `--command-runner`, the runner a daemon knows by its
+/// command line, so a cancel or a restarted daemon can still reach it.
+#[test]
+fn a_forked_runner_outside_its_unit_directory_becomes_the_execd_kind() {
+    let tmp = TempDir::new("fork-cwd");
+    let unit = hand_unit(&tmp.path.join("a"), "");
+    let gone = tmp.path.join("gone");
+    std::fs::create_dir(&gone).expect("dir");
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut server = Command::new(common::RECEPTOR)
+        .args(["--node", "id=worker", "--log-level", "error", SERVER_FLAG])
+        .current_dir(&gone)
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
+        .spawn()
+        .expect("spawn server");
+    let mut replies = BufReader::new(ours.try_clone().expect("clone"));
+    assert_eq!(read_reply(&mut replies)["Ready"], server.id());
+    std::fs::remove_dir(&gone).expect("remove the server's directory");
+    let request = serde_json::json!({
+        "command": "sleep",
+        "params": "30",
+        "unitdir": unit.display().to_string(),
+    });
+    (&ours)
+        .write_all(format!("{request}\n").as_bytes())
+        .expect("request");
+    let started = read_reply(&mut replies);
+    let runner = started["Started"].as_u64().expect("Started") as u32;
+    let want = format!("unitdir={}", unit.display());
+    let execd = |c: String| c.split(' ').any(|a| a == "--command-runner") && c.contains(&want);
+    assert!(
+        wait_until(secs(10), || execd(cmdline(runner))),
+        "runner {runner}: {}",
+        cmdline(runner)
+    );
+    assert!(
+        wait_until(secs(10), || state(&hand_status(&unit)) == 1),
+        "{}",
+        hand_status(&unit)
+    );
+    kill_pid(runner, libc::SIGTERM);
+    let exited = read_reply(&mut replies);
+    assert_eq!(exited["Exited"], runner, "{exited}");
+    let st = hand_status(&unit);
+    assert_eq!((state(&st), st["Detail"].as_str()), (3, Some("Killed")));
+    drop((ours, replies));
+    assert!(server.wait().expect("wait").success());
+}
+
+fn kill_pid(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory effects.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}

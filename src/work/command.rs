@@ -109,17 +109,9 @@ fn recorded_pid(s: &super::state::Status) -> u32 {
 /// Execs a runner (`--command-runner`) and a thread that waits for it.
 fn exec_runner(unit: &Arc<Unit>, req: &Request, log_level: &str) -> Result<u32, WorkError> {
     let mut cmd = Command::new(own_executable().map_err(WorkError::Launch)?);
-    cmd.args([
-        "--node",
-        "id=worker",
-        "--log-level",
-        log_level,
-        "--command-runner",
-    ])
-    .arg(format!("command={}", req.command))
-    .arg(format!("params={}", req.params))
-    .arg(format!("unitdir={}", req.unitdir.display()))
-    .stdin(Stdio::null());
+    cmd.args(["--node", "id=worker", "--log-level", log_level])
+        .args(runner_args(req))
+        .stdin(Stdio::null());
     // The runner makes its own session first thing; doing it here would
     // need a pre_exec hook, which forces fork() (copying the daemon's page
     // tables) instead of posix_spawn.
@@ -134,6 +126,17 @@ fn exec_runner(unit: &Arc<Unit>, req: &Request, log_level: &str) -> Result<u32, 
         })
         .map_err(WorkError::Launch)?;
     Ok(pid)
+}
+
+/// The arguments that make a receptor process the runner for `req`;
+/// `runner_alive` knows it by them.
+pub(super) fn runner_args(req: &Request) -> [String; 4] {
+    [
+        "--command-runner".into(),
+        format!("command={}", req.command),
+        format!("params={}", req.params),
+        format!("unitdir={}", req.unitdir.display()),
+    ]
 }
 
 /// The running binary. `/proc/self/exe` still runs it after a package

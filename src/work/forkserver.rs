@@ -638,9 +638,13 @@ fn become_runner(req: &Request, old_mask: &libc::sigset_t, children: &SigChld) -
     // command still runs where the daemon runs.
     let entered = cwd.is_some() && std::env::set_current_dir(&unit_dir).is_ok();
     if !entered {
+        // Unknowable by its directory, it becomes the exec'd kind of
+        // runner, known by its command line (the command then runs in
+        // this directory, as in the daemon's).
+        let e = exec_runner(req);
         warn!(
-            "Runner for {} stays outside its unit directory; a restarted receptor will not \
-             recognize it",
+            "Runner for {} cannot enter its unit directory nor exec ({e}); a restarted \
+             receptor will not recognize it",
             unit_dir.display()
         );
     }
@@ -651,6 +655,23 @@ fn become_runner(req: &Request, old_mask: &libc::sigset_t, children: &SigChld) -
     };
     let code = runner::run(&cfg, cwd.as_deref().filter(|_| entered));
     std::process::exit(code)
+}
+
+/// Replaces this process with `--command-runner` for `req`, on the
+/// server's own arguments; returns only if exec fails.
+fn exec_runner(req: &Request) -> io::Error {
+    use std::os::unix::process::CommandExt;
+    let program = match super::command::own_executable() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let ours = std::env::args_os()
+        .skip(1)
+        .filter(|a| a.as_encoded_bytes() != SERVER_FLAG.as_bytes());
+    Command::new(program)
+        .args(ours)
+        .args(super::command::runner_args(req))
+        .exec()
 }
 
 /// Whether `pid` is a runner the fork server made for `unit_dir`.
