@@ -1581,11 +1581,10 @@ fn cancel_and_release_reach_a_forked_runner() {
     let runner = runner_pid(&st);
     let command = detail_pid(&st);
     server_of(runner);
-    assert_eq!(
-        blocked_signals(command),
-        "0000000000000000",
-        "command's mask"
-    );
+    // The server blocks SIGCHLD for its signalfd; a runner must not keep
+    // that mask.
+    assert_signals_reach(runner);
+    assert_signals_reach(command);
 
     let out = node.ctl(&["work", "cancel", &id]);
     assert!(out.status.success(), "{}", show(&out));
@@ -1601,11 +1600,22 @@ fn cancel_and_release_reach_a_forked_runner() {
     assert!(!node.units_dir().join(&id).exists(), "unit dir left behind");
 }
 
-/// The signal mask of `pid` (SigBlk in /proc/PID/status), in hex.
-fn blocked_signals(pid: u32) -> String {
+/// `pid` blocks no signal and ignores none of those a runner waits for
+/// (an ignored signal stays ignored across exec, into the command).
+fn assert_signals_reach(pid: u32) {
+    assert_eq!(signal_set(pid, "SigBlk"), "0000000000000000", "PID {pid}");
+    let ignored = u64::from_str_radix(&signal_set(pid, "SigIgn"), 16).expect("SigIgn");
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
+        assert_eq!(ignored & 1 << (sig - 1), 0, "PID {pid} ignores {sig}");
+    }
+}
+
+/// A signal set of `pid` from /proc/PID/status (`SigBlk`: its mask,
+/// `SigIgn`: what it ignores), in hex.
+fn signal_set(pid: u32, field: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .map(|v| v.trim().to_string())
         .unwrap_or_default()
 }
@@ -1675,11 +1685,8 @@ fn execd_runner_runs_a_unit_and_stops_its_command_on_sigterm() {
         "the runner has helper threads"
     );
     let command = detail_pid(&hand_status(&unit));
-    assert_eq!(
-        blocked_signals(command),
-        "0000000000000000",
-        "command's mask"
-    );
+    assert_signals_reach(runner.id());
+    assert_signals_reach(command);
     // SAFETY: kill(2) on our own child.
     unsafe {
         libc::kill(runner.id() as i32, libc::SIGTERM);

@@ -197,9 +197,10 @@ fn stdout_size(dir: &UnitDir) -> i64 {
 }
 
 /// SIGINT/SIGTERM and SIGCHLD as bytes on two sockets, written by signal
-/// handlers: the runner waits for them with poll, in its one thread.
-/// (Blocking them for sigtimedwait instead would leave them blocked in the
-/// command: exec resets handlers, not the signal mask.)
+/// handlers: the runner waits for them with poll, in its one thread, and
+/// blocks no signal (the tests check its SigBlk). Handlers, unlike
+/// ignored signals, do not survive into the command's exec; its mask
+/// `Command::spawn` clears anyway.
 struct Wakeups {
     stop: UnixStream,
     exited: UnixStream,
