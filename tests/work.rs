@@ -1485,17 +1485,33 @@ fn runner_pid(status: &Value) -> u32 {
     status["ExtraData"]["Pid"].as_u64().expect("runner Pid") as u32
 }
 
+/// Waits until the unit runs and its runner's PID is recorded.
+fn wait_running(node: &Node, id: &str) -> Value {
+    wait_status(node, id, secs(10), "running with a runner PID", |v| {
+        state(v) == 1 && v["ExtraData"]["Pid"].as_u64().is_some()
+    })
+}
+
+/// `gate`: prints `before`, waits until `file` exists, prints `after`;
+/// it runs as long as a test needs, however slow the machine.
+fn gate_type(file: &Path) -> String {
+    let file = file.display();
+    let script = format!("echo before; while [ ! -e {file} ]; do sleep 0.05; done; echo after");
+    work_type("gate", "sh", &format!("-c '{script}'"), false)
+}
+
 #[test]
 fn forked_runner_survives_daemon_sigkill_and_the_restarted_daemon_finds_it() {
-    const N: u32 = 15;
-    let mut node = lone_node(&[lines_type(N)]);
+    let tmp = TempDir::new("gate");
+    let gate = tmp.path.join("open");
+    let mut node = lone_node(&[gate_type(&gate)]);
     let daemon = node.daemon_pid().expect("running");
     assert_eq!(children_of(daemon), Vec::<u32>::new(), "an idle node forks");
 
-    let id = submit_raw(&node.socket, "lone", "lines", &[], b"")
+    let id = submit_raw(&node.socket, "lone", "gate", &[], b"")
         .expect("submit")
         .id;
-    let st = wait_status(&node, &id, secs(10), "running", |v| state(v) == 1);
+    let st = wait_running(&node, &id);
     let runner = runner_pid(&st);
     let server = server_of(runner);
     assert_eq!(parent_of(server), daemon);
@@ -1518,39 +1534,42 @@ fn forked_runner_survives_daemon_sigkill_and_the_restarted_daemon_finds_it() {
     assert!(alive(runner), "runner {runner} died with the daemon");
 
     node.restart();
+    // Recognized as this unit's runner, not taken for a reused PID.
+    let resumed = format!("Resuming watch of command runner PID {runner}");
+    assert!(
+        wait_until(secs(10), || node.log().contains(&resumed)),
+        "{}",
+        node.log_tail(20)
+    );
+    std::fs::write(&gate, "").expect("open the gate");
     let st = wait_state(&node, &id, 2, secs(30));
     assert_eq!(st["Detail"], "exit status 0", "{st}");
     assert_eq!(
         std::fs::read_to_string(unit_dir.join("stdout")).expect("stdout"),
-        lines_output(N)
-    );
-    // Recognized as this unit's runner, not taken for a reused PID.
-    assert!(
-        node.log()
-            .contains(&format!("Resuming watch of command runner PID {runner}")),
-        "{}",
-        node.log_tail(20)
+        "before\nafter\n"
     );
 }
 
 #[test]
 fn fork_server_death_loses_no_unit_and_the_next_start_gets_a_new_server() {
-    const N: u32 = 10;
-    let node = lone_node(&[lines_type(N), work_type("where", "pwd", "", false)]);
+    let tmp = TempDir::new("gate");
+    let gate = tmp.path.join("open");
+    let node = lone_node(&[gate_type(&gate), work_type("where", "pwd", "", false)]);
     let daemon = node.daemon_pid().expect("running");
-    let first = submit_raw(&node.socket, "lone", "lines", &[], b"")
+    let first = submit_raw(&node.socket, "lone", "gate", &[], b"")
         .expect("submit")
         .id;
-    let st = wait_status(&node, &first, secs(10), "running", |v| state(v) == 1);
+    let st = wait_running(&node, &first);
     let runner = runner_pid(&st);
     let server = server_of(runner);
 
     kill9(server as i32);
     assert!(wait_until(secs(5), || !alive(server)), "server survived");
     assert!(alive(runner), "runner {runner} died with the fork server");
+    std::fs::write(&gate, "").expect("open the gate");
     let st = wait_state(&node, &first, 2, secs(30));
     assert_eq!(st["Detail"], "exit status 0", "{st}");
-    assert_eq!(results_text(&node, &first, secs(10)), lines_output(N));
+    assert_eq!(results_text(&node, &first, secs(10)), "before\nafter\n");
 
     // A new server; the command still runs in the daemon's directory.
     let next = submit_raw(&node.socket, "lone", "where", &[], b"")
@@ -1577,7 +1596,7 @@ fn cancel_and_release_reach_a_forked_runner() {
     let id = submit_raw(&node.socket, "lone", "nap", &[], b"")
         .expect("submit")
         .id;
-    let st = wait_status(&node, &id, secs(10), "running", |v| state(v) == 1);
+    let st = wait_running(&node, &id);
     let runner = runner_pid(&st);
     let command = detail_pid(&st);
     server_of(runner);
