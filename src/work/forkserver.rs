@@ -888,6 +888,68 @@ mod tests {
         let _ = std::fs::remove_dir_all(&unitdir);
     }
 
+    /// A start whose answer was lost: the unit fails, unless its runner
+    /// recorded itself, which is then watched like an orphan.
+    #[test]
+    fn an_unanswered_start_fails_the_unit_unless_its_runner_said_it_exists() {
+        use crate::config::WorkCommandCfg;
+        use crate::work::state::{CommandExtra, ExtraData, FAILED};
+        let cfg = WorkCommandCfg {
+            work_type: "t".into(),
+            command: "true".into(),
+            params: String::new(),
+            allow_runtime_params: false,
+            verify_signature: false,
+        };
+        let (unit, req) = unit_and_request("lost-answer");
+        let launcher = Launcher {
+            program: Some(fake_server(
+                &req.unitdir,
+                &format!("{READY}\nexec sleep 60"),
+            )),
+            answer_wait: Duration::from_millis(100),
+            ..Launcher::default()
+        };
+        let started = super::super::command::start(&unit, &cfg, "error", &launcher);
+        assert!(started.is_err());
+        let st = unit.status();
+        assert_eq!(st.state, FAILED);
+        assert!(st.detail.contains("did not answer"), "{}", st.detail);
+        let first_dir = req.unitdir.clone();
+
+        let (unit, req) = unit_and_request("recorded");
+        // Known as a runner by its command line, as an exec'd one is.
+        let mut runner = Command::new("sh")
+            .args(["-c", "read x", "--command-runner"])
+            .arg(format!("unitdir={}", req.unitdir.display()))
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("fake runner");
+        unit.update(|s| {
+            s.extra = Some(ExtraData::Command(CommandExtra {
+                pid: i64::from(runner.id()),
+                params: String::new(),
+            }))
+        });
+        let launcher = Launcher {
+            program: launcher.program.clone(),
+            answer_wait: Duration::from_millis(100),
+            ..Launcher::default()
+        };
+        super::super::command::start(&unit, &cfg, "error", &launcher).expect("adopted");
+        assert!(!unit.status().is_final(), "{:?}", unit.status());
+        drop(runner.stdin.take());
+        let _ = runner.wait();
+        assert!(
+            wait_for(|| unit.status().state == FAILED),
+            "{:?}",
+            unit.status()
+        );
+        assert!(unit.status().detail.contains("is gone"));
+        let _ = std::fs::remove_dir_all(&req.unitdir);
+        let _ = std::fs::remove_dir_all(&first_dir);
+    }
+
     #[test]
     fn a_stuck_server_is_stopped_and_replaced() {
         let (unit, req) = unit_and_request("stuck");
