@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ use log::{error, warn};
 use serde_json::Value;
 
 use super::Unit;
-use super::runner;
+use super::runner::{self, poll_in};
 use crate::config::CommandRunnerCfg;
 
 /// The argument that makes a receptor process the fork server.
@@ -520,14 +520,6 @@ fn hung_up(daemon: &UnixStream) -> bool {
     n > 0 && fd.revents & libc::POLLHUP != 0
 }
 
-fn poll_in(fd: RawFd) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
 /// Writes one reply; false once the daemon is gone.
 fn send(daemon: &mut UnixStream, reply: &Reply) -> bool {
     let mut line = reply.encode();
@@ -560,7 +552,7 @@ fn reap(daemon: &mut UnixStream) -> bool {
 /// SIGCHLD as a readable descriptor, so one poll waits for requests and
 /// for runners ending alike.
 struct SigChld {
-    fd: OwnedFd,
+    fd: File,
 }
 
 impl SigChld {
@@ -582,7 +574,7 @@ impl SigChld {
             }
             Ok((
                 SigChld {
-                    fd: OwnedFd::from_raw_fd(fd),
+                    fd: File::from(OwnedFd::from_raw_fd(fd)),
                 },
                 old,
             ))
@@ -591,11 +583,7 @@ impl SigChld {
 
     /// Consumes the pending notifications; waitpid finds who ended.
     fn drain(&self) {
-        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>() * 8];
-        // SAFETY: reads into `info` within its length; the descriptor is
-        // non-blocking, so this stops at EAGAIN.
-        while unsafe { libc::read(self.fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {
-        }
+        runner::drain(&self.fd);
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -222,11 +222,7 @@ impl Wakeups {
     /// Waits for a signal or until `timeout`; true if SIGINT or SIGTERM
     /// came.
     fn wait(&self, timeout: Duration) -> bool {
-        let mut fds = [&self.stop, &self.exited].map(|s| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
+        let mut fds = [&self.stop, &self.exited].map(|s| poll_in(s.as_raw_fd()));
         // Rounded up, so a wait shorter than 1 ms does not spin.
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         // SAFETY: fds is a valid array of two pollfd; EINTR only wakes us.
@@ -239,9 +235,20 @@ impl Wakeups {
     }
 }
 
-/// Reads what is waiting on a non-blocking socket; true if anything was.
-fn drain(mut s: &UnixStream) -> bool {
-    let mut buf = [0u8; 64];
+/// A pollfd waiting for `fd` to be readable.
+pub(super) fn poll_in(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Reads what is waiting on a non-blocking descriptor; true if anything
+/// was. The buffer holds whole signalfd records (128 bytes each), as a
+/// signalfd refuses shorter reads.
+pub(super) fn drain(mut s: impl Read) -> bool {
+    let mut buf = [0u8; 512];
     let mut any = false;
     while matches!(s.read(&mut buf), Ok(n) if n > 0) {
         any = true;
