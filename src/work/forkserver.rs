@@ -459,22 +459,14 @@ fn serve_requests() -> io::Result<()> {
     let mut lines = Lines::default();
     let mut chunk = [0u8; 4096];
     loop {
-        let mut fds = [poll_in(0), poll_in(children.fd.as_raw_fd())];
-        // SAFETY: fds is a valid array of two pollfd.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if fds[1].revents != 0 {
+        let (requests, ended) = wait_for_work(&children)?;
+        if ended {
             children.drain();
             if !reap(&mut daemon) {
                 return Ok(());
             }
         }
-        if fds[0].revents == 0 {
+        if !requests {
             continue;
         }
         match daemon.read(&mut chunk) {
@@ -489,6 +481,20 @@ fn serve_requests() -> io::Result<()> {
             }
         }
     }
+}
+
+/// Waits until the daemon's socket (stdin) has something or a runner
+/// ended; returns which of the two (neither, if a signal cut the wait).
+fn wait_for_work(children: &SigChld) -> io::Result<(bool, bool)> {
+    let mut fds = [poll_in(0), poll_in(children.fd.as_raw_fd())];
+    // SAFETY: fds is a valid array of two pollfd.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
 /// Forks a runner for one request line and answers it; false once the
