@@ -1485,17 +1485,33 @@ fn runner_pid(status: &Value) -> u32 {
     status["ExtraData"]["Pid"].as_u64().expect("runner Pid") as u32
 }
 
+/// Waits until the unit runs and its runner's PID is recorded.
+fn wait_running(node: &Node, id: &str) -> Value {
+    wait_status(node, id, secs(10), "running with a runner PID", |v| {
+        state(v) == 1 && v["ExtraData"]["Pid"].as_u64().is_some()
+    })
+}
+
+/// `gate`: prints `before`, waits until `file` exists, prints `after`;
+/// it runs as long as a test needs, however slow the machine.
+fn gate_type(file: &Path) -> String {
+    let file = file.display();
+    let script = format!("echo before; while [ ! -e {file} ]; do sleep 0.05; done; echo after");
+    work_type("gate", "sh", &format!("-c '{script}'"), false)
+}
+
 #[test]
 fn forked_runner_survives_daemon_sigkill_and_the_restarted_daemon_finds_it() {
-    const N: u32 = 15;
-    let mut node = lone_node(&[lines_type(N)]);
+    let tmp = TempDir::new("gate");
+    let gate = tmp.path.join("open");
+    let mut node = lone_node(&[gate_type(&gate)]);
     let daemon = node.daemon_pid().expect("running");
     assert_eq!(children_of(daemon), Vec::<u32>::new(), "an idle node forks");
 
-    let id = submit_raw(&node.socket, "lone", "lines", &[], b"")
+    let id = submit_raw(&node.socket, "lone", "gate", &[], b"")
         .expect("submit")
         .id;
-    let st = wait_status(&node, &id, secs(10), "running", |v| state(v) == 1);
+    let st = wait_running(&node, &id);
     let runner = runner_pid(&st);
     let server = server_of(runner);
     assert_eq!(parent_of(server), daemon);
@@ -1518,39 +1534,42 @@ fn forked_runner_survives_daemon_sigkill_and_the_restarted_daemon_finds_it() {
     assert!(alive(runner), "runner {runner} died with the daemon");
 
     node.restart();
+    // Recognized as this unit's runner, not taken for a reused PID.
+    let resumed = format!("Resuming watch of command runner PID {runner}");
+    assert!(
+        wait_until(secs(10), || node.log().contains(&resumed)),
+        "{}",
+        node.log_tail(20)
+    );
+    std::fs::write(&gate, "").expect("open the gate");
     let st = wait_state(&node, &id, 2, secs(30));
     assert_eq!(st["Detail"], "exit status 0", "{st}");
     assert_eq!(
         std::fs::read_to_string(unit_dir.join("stdout")).expect("stdout"),
-        lines_output(N)
-    );
-    // Recognized as this unit's runner, not taken for a reused PID.
-    assert!(
-        node.log()
-            .contains(&format!("Resuming watch of command runner PID {runner}")),
-        "{}",
-        node.log_tail(20)
+        "before\nafter\n"
     );
 }
 
 #[test]
 fn fork_server_death_loses_no_unit_and_the_next_start_gets_a_new_server() {
-    const N: u32 = 10;
-    let node = lone_node(&[lines_type(N), work_type("where", "pwd", "", false)]);
+    let tmp = TempDir::new("gate");
+    let gate = tmp.path.join("open");
+    let node = lone_node(&[gate_type(&gate), work_type("where", "pwd", "", false)]);
     let daemon = node.daemon_pid().expect("running");
-    let first = submit_raw(&node.socket, "lone", "lines", &[], b"")
+    let first = submit_raw(&node.socket, "lone", "gate", &[], b"")
         .expect("submit")
         .id;
-    let st = wait_status(&node, &first, secs(10), "running", |v| state(v) == 1);
+    let st = wait_running(&node, &first);
     let runner = runner_pid(&st);
     let server = server_of(runner);
 
     kill9(server as i32);
     assert!(wait_until(secs(5), || !alive(server)), "server survived");
     assert!(alive(runner), "runner {runner} died with the fork server");
+    std::fs::write(&gate, "").expect("open the gate");
     let st = wait_state(&node, &first, 2, secs(30));
     assert_eq!(st["Detail"], "exit status 0", "{st}");
-    assert_eq!(results_text(&node, &first, secs(10)), lines_output(N));
+    assert_eq!(results_text(&node, &first, secs(10)), "before\nafter\n");
 
     // A new server; the command still runs in the daemon's directory.
     let next = submit_raw(&node.socket, "lone", "where", &[], b"")
@@ -1577,15 +1596,14 @@ fn cancel_and_release_reach_a_forked_runner() {
     let id = submit_raw(&node.socket, "lone", "nap", &[], b"")
         .expect("submit")
         .id;
-    let st = wait_status(&node, &id, secs(10), "running", |v| state(v) == 1);
+    let st = wait_running(&node, &id);
     let runner = runner_pid(&st);
     let command = detail_pid(&st);
     server_of(runner);
-    assert_eq!(
-        blocked_signals(command),
-        "0000000000000000",
-        "command's mask"
-    );
+    // The server blocks SIGCHLD for its signalfd; a runner must not keep
+    // that mask.
+    assert_signals_reach(runner);
+    assert_signals_reach(command);
 
     let out = node.ctl(&["work", "cancel", &id]);
     assert!(out.status.success(), "{}", show(&out));
@@ -1601,11 +1619,22 @@ fn cancel_and_release_reach_a_forked_runner() {
     assert!(!node.units_dir().join(&id).exists(), "unit dir left behind");
 }
 
-/// The signal mask of `pid` (SigBlk in /proc/PID/status), in hex.
-fn blocked_signals(pid: u32) -> String {
+/// `pid` blocks no signal and ignores none of those a runner waits for
+/// (an ignored signal stays ignored across exec, into the command).
+fn assert_signals_reach(pid: u32) {
+    assert_eq!(signal_set(pid, "SigBlk"), "0000000000000000", "PID {pid}");
+    let ignored = u64::from_str_radix(&signal_set(pid, "SigIgn"), 16).expect("SigIgn");
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
+        assert_eq!(ignored & 1 << (sig - 1), 0, "PID {pid} ignores {sig}");
+    }
+}
+
+/// A signal set of `pid` from /proc/PID/status (`SigBlk`: its mask,
+/// `SigIgn`: what it ignores), in hex.
+fn signal_set(pid: u32, field: &str) -> String {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .map(|v| v.trim().to_string())
         .unwrap_or_default()
 }
@@ -1675,11 +1704,8 @@ fn execd_runner_runs_a_unit_and_stops_its_command_on_sigterm() {
         "the runner has helper threads"
     );
     let command = detail_pid(&hand_status(&unit));
-    assert_eq!(
-        blocked_signals(command),
-        "0000000000000000",
-        "command's mask"
-    );
+    assert_signals_reach(runner.id());
+    assert_signals_reach(command);
     // SAFETY: kill(2) on our own child.
     unsafe {
         libc::kill(runner.id() as i32, libc::SIGTERM);
@@ -1692,4 +1718,112 @@ fn execd_runner_runs_a_unit_and_stops_its_command_on_sigterm() {
     let st = hand_status(&unit);
     assert_eq!((state(&st), st["Detail"].as_str()), (3, Some("Killed")));
     assert_eq!(st["ExtraData"], Value::Null);
+}
+
+/// A runner whose unit the daemon already gave up (a start it failed when
+/// the fork server's answer was lost) must not run the command, nor
+/// write over the daemon's verdict.
+#[test]
+fn a_runner_leaves_a_unit_that_is_already_final_alone() {
+    let tmp = TempDir::new("runner-final");
+    let unit = hand_unit(&tmp.path.join("a"), "");
+    let failed = r#"{"State":3,"Detail":"Error starting worker: gone","StdoutSize":0,"WorkType":"t","ExtraData":null}"#;
+    std::fs::write(unit.join("status"), failed).expect("status");
+    let marker = tmp.path.join("ran");
+    let code = execd_runner(&unit, "touch", &marker.display().to_string())
+        .wait()
+        .expect("wait");
+    assert_ne!(code.code(), Some(0));
+    assert!(!marker.exists(), "the command ran");
+    let st = hand_status(&unit);
+    assert_eq!(
+        (state(&st), st["Detail"].as_str()),
+        (3, Some("Error starting worker: gone"))
+    );
+}
+
+/// The runner names itself in the status before its command exists, so
+/// a daemon that lost the fork server's answer can still find it.
+#[test]
+fn a_runner_records_its_own_pid() {
+    let tmp = TempDir::new("runner-pid");
+    let unit = hand_unit(&tmp.path.join("a"), "");
+    let mut runner = execd_runner(&unit, "sleep", "30");
+    assert!(
+        wait_until(secs(10), || state(&hand_status(&unit)) == 1),
+        "{}",
+        hand_status(&unit)
+    );
+    assert_eq!(runner_pid(&hand_status(&unit)), runner.id());
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(runner.id() as i32, libc::SIGTERM);
+    }
+    let _ = runner.wait();
+}
+
+fn read_reply(replies: &mut impl BufRead) -> Value {
+    let mut line = String::new();
+    replies.read_line(&mut line).expect("reply");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+/// A forked runner that cannot enter its unit directory (the server's own
+/// directory is gone, so there is no way back to it for the command)
+/// execs itself as `--command-runner`, the runner a daemon knows by its
+/// command line, so a cancel or a restarted daemon can still reach it.
+#[test]
+fn a_forked_runner_outside_its_unit_directory_becomes_the_execd_kind() {
+    let tmp = TempDir::new("fork-cwd");
+    let unit = hand_unit(&tmp.path.join("a"), "");
+    let gone = tmp.path.join("gone");
+    std::fs::create_dir(&gone).expect("dir");
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut server = Command::new(common::RECEPTOR)
+        .args(["--node", "id=worker", "--log-level", "error", SERVER_FLAG])
+        .current_dir(&gone)
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
+        .spawn()
+        .expect("spawn server");
+    let mut replies = BufReader::new(ours.try_clone().expect("clone"));
+    assert_eq!(read_reply(&mut replies)["Ready"], server.id());
+    std::fs::remove_dir(&gone).expect("remove the server's directory");
+    let request = serde_json::json!({
+        "command": "sleep",
+        "params": "30",
+        "unitdir": unit.display().to_string(),
+    });
+    (&ours)
+        .write_all(format!("{request}\n").as_bytes())
+        .expect("request");
+    let started = read_reply(&mut replies);
+    let runner = started["Started"].as_u64().expect("Started") as u32;
+    let want = format!("unitdir={}", unit.display());
+    let execd = |c: String| c.split(' ').any(|a| a == "--command-runner") && c.contains(&want);
+    assert!(
+        wait_until(secs(10), || execd(cmdline(runner))),
+        "runner {runner}: {}",
+        cmdline(runner)
+    );
+    assert!(
+        wait_until(secs(10), || state(&hand_status(&unit)) == 1),
+        "{}",
+        hand_status(&unit)
+    );
+    kill_pid(runner, libc::SIGTERM);
+    let exited = read_reply(&mut replies);
+    assert_eq!(exited["Exited"], runner, "{exited}");
+    let st = hand_status(&unit);
+    assert_eq!((state(&st), st["Detail"].as_str()), (3, Some("Killed")));
+    drop((ours, replies));
+    assert!(server.wait().expect("wait").success());
+}
+
+fn kill_pid(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory effects.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
 }

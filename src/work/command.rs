@@ -57,9 +57,7 @@ pub fn start(
             warn!("[{}] {why}; starting the command runner by exec", unit.id);
             exec_runner(unit, &req, log_level)?
         }
-        Err(e @ ForkError::Unanswered(_)) => {
-            return Err(WorkError::Launch(std::io::Error::other(e.to_string())));
-        }
+        Err(e @ ForkError::Unanswered(_)) => return adopt_or_fail(unit, &e),
     };
     unit.update(|s| {
         // A fast runner may already have moved on, or even finished.
@@ -77,20 +75,43 @@ pub fn start(
     Ok(())
 }
 
+/// After a start the fork server never answered, a runner may exist that
+/// the daemon has no PID for; it records its own in its first status
+/// write (`runner::claim`). Under the status lock, either that write came
+/// first and the runner is watched, or this one fails the unit first and
+/// the runner, seeing a final state, never runs the command.
+fn adopt_or_fail(unit: &Arc<Unit>, e: &ForkError) -> Result<(), WorkError> {
+    let err = WorkError::Launch(std::io::Error::other(e.to_string()));
+    let mut failed = false;
+    let st = unit.update(|s| {
+        let pid = recorded_pid(s);
+        if !s.is_final() && !runner_alive(pid, unit.dir.path()) {
+            s.set(FAILED, format!("Error starting worker: {err}"));
+            failed = true;
+        }
+    });
+    if failed {
+        return Err(err);
+    }
+    let pid = recorded_pid(&st);
+    warn!(
+        "[{}] {e}; watching the runner it recorded, PID {pid}",
+        unit.id
+    );
+    watch_orphan(unit.clone(), pid);
+    Ok(())
+}
+
+fn recorded_pid(s: &super::state::Status) -> u32 {
+    s.command().map_or(0, |c| u32::try_from(c.pid).unwrap_or(0))
+}
+
 /// Execs a runner (`--command-runner`) and a thread that waits for it.
 fn exec_runner(unit: &Arc<Unit>, req: &Request, log_level: &str) -> Result<u32, WorkError> {
     let mut cmd = Command::new(own_executable().map_err(WorkError::Launch)?);
-    cmd.args([
-        "--node",
-        "id=worker",
-        "--log-level",
-        log_level,
-        "--command-runner",
-    ])
-    .arg(format!("command={}", req.command))
-    .arg(format!("params={}", req.params))
-    .arg(format!("unitdir={}", req.unitdir.display()))
-    .stdin(Stdio::null());
+    cmd.args(["--node", "id=worker", "--log-level", log_level])
+        .args(runner_args(req))
+        .stdin(Stdio::null());
     // The runner makes its own session first thing; doing it here would
     // need a pre_exec hook, which forces fork() (copying the daemon's page
     // tables) instead of posix_spawn.
@@ -105,6 +126,17 @@ fn exec_runner(unit: &Arc<Unit>, req: &Request, log_level: &str) -> Result<u32, 
         })
         .map_err(WorkError::Launch)?;
     Ok(pid)
+}
+
+/// The arguments that make a receptor process the runner for `req`;
+/// `runner_alive` knows it by them.
+pub(super) fn runner_args(req: &Request) -> [String; 4] {
+    [
+        "--command-runner".into(),
+        format!("command={}", req.command),
+        format!("params={}", req.params),
+        format!("unitdir={}", req.unitdir.display()),
+    ]
 }
 
 /// The running binary. `/proc/self/exe` still runs it after a package
@@ -237,9 +269,7 @@ pub fn cancel(unit: &Unit) {
     // Canceled goes on disk first: the runner's own last write then keeps
     // it, so no one watching sees a passing "Killed" failure instead.
     let st = unit.update(|s| s.set(CANCELED, "Canceled"));
-    let pid = st
-        .command()
-        .map_or(0, |c| u32::try_from(c.pid).unwrap_or(0));
+    let pid = recorded_pid(&st);
     if runner_alive(pid, unit.dir.path()) {
         // SAFETY: kill(2) has no memory effects.
         unsafe {

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -19,7 +19,9 @@ use log::error;
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
 use super::shlex;
-use super::state::{CANCELED, FAILED, PENDING, RUNNING, SUCCEEDED, Status};
+use super::state::{
+    CANCELED, CommandExtra, ExtraData, FAILED, PENDING, RUNNING, SUCCEEDED, Status,
+};
 use super::store::UnitDir;
 use crate::config::CommandRunnerCfg;
 
@@ -42,8 +44,10 @@ pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
     let base = dir.read().unwrap_or_else(|_| Status::new("", None));
     let set = |state: i64, detail: String, size: i64| {
         let r = dir.update(&base, |s| {
-            // A cancel recorded by the daemon stands.
-            if s.state != CANCELED {
+            // This runner writes a final state only as its last write, so
+            // one found here is the daemon's (a cancel, a start it gave
+            // up on): it stands.
+            if !s.is_final() {
                 s.set(state, detail);
             }
             s.stdout_size = size.max(s.stdout_size);
@@ -61,8 +65,7 @@ pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
     if let Err(e) = &wakeups {
         error!("Cannot catch signals: {e}");
     }
-    set(PENDING, "Not started yet".into(), 0);
-    if canceled(&dir) {
+    if !claim(&dir, &base, &cfg.params) {
         return -1;
     }
     let mut child = match spawn(cfg, &dir, cwd) {
@@ -98,6 +101,31 @@ pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
         Err(e) => set(FAILED, format!("Error waiting for command: {e}"), size),
     }
     if interrupted { -1 } else { 0 }
+}
+
+/// The runner's first write: Pending, with its own PID, so a daemon that
+/// never learned the PID (the fork server's answer was lost) finds it on
+/// disk. False if the unit is already final: the daemon gave it up (a
+/// cancel, a start it failed) before this runner could say it exists,
+/// so the command must not run. Both sides write under the status lock,
+/// so one of them is first.
+fn claim(dir: &UnitDir, base: &Status, params: &str) -> bool {
+    let claimed = dir.update(base, |s| {
+        if !s.is_final() {
+            s.set(PENDING, "Not started yet");
+            s.extra = Some(ExtraData::Command(CommandExtra {
+                pid: i64::from(std::process::id()),
+                params: params.to_string(),
+            }));
+        }
+    });
+    match claimed {
+        Ok(s) => !s.is_final(),
+        Err(e) => {
+            error!("Error updating status file {}: {e}", dir.path().display());
+            true
+        }
+    }
 }
 
 fn spawn(
@@ -169,9 +197,10 @@ fn stdout_size(dir: &UnitDir) -> i64 {
 }
 
 /// SIGINT/SIGTERM and SIGCHLD as bytes on two sockets, written by signal
-/// handlers: the runner waits for them with poll, in its one thread.
-/// (Blocking them for sigtimedwait instead would leave them blocked in the
-/// command: exec resets handlers, not the signal mask.)
+/// handlers: the runner waits for them with poll, in its one thread, and
+/// blocks no signal (the tests check its SigBlk). Handlers, unlike
+/// ignored signals, do not survive into the command's exec; its mask
+/// `Command::spawn` clears anyway.
 struct Wakeups {
     stop: UnixStream,
     exited: UnixStream,
@@ -193,11 +222,7 @@ impl Wakeups {
     /// Waits for a signal or until `timeout`; true if SIGINT or SIGTERM
     /// came.
     fn wait(&self, timeout: Duration) -> bool {
-        let mut fds = [&self.stop, &self.exited].map(|s| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
+        let mut fds = [&self.stop, &self.exited].map(|s| poll_in(s.as_raw_fd()));
         // Rounded up, so a wait shorter than 1 ms does not spin.
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         // SAFETY: fds is a valid array of two pollfd; EINTR only wakes us.
@@ -210,9 +235,20 @@ impl Wakeups {
     }
 }
 
-/// Reads what is waiting on a non-blocking socket; true if anything was.
-fn drain(mut s: &UnixStream) -> bool {
-    let mut buf = [0u8; 64];
+/// A pollfd waiting for `fd` to be readable.
+pub(super) fn poll_in(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Reads what is waiting on a non-blocking descriptor; true if anything
+/// was. The buffer holds whole signalfd records (128 bytes each), as a
+/// signalfd refuses shorter reads.
+pub(super) fn drain(mut s: impl Read) -> bool {
+    let mut buf = [0u8; 512];
     let mut any = false;
     while matches!(s.read(&mut buf), Ok(n) if n > 0) {
         any = true;
