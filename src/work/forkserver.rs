@@ -191,6 +191,10 @@ pub struct Launcher {
     program: Option<PathBuf>,
     /// [`ANSWER_WAIT`] unless a test says.
     answer_wait: Duration,
+    /// How long a new server may take to say Ready: [`ANSWER_WAIT`]
+    /// always, so a test that shortens the answer wait does not also
+    /// race the start of its (shell) server on a loaded machine.
+    ready_wait: Duration,
 }
 
 impl Default for Launcher {
@@ -199,6 +203,7 @@ impl Default for Launcher {
             server: Mutex::default(),
             program: None,
             answer_wait: ANSWER_WAIT,
+            ready_wait: ANSWER_WAIT,
         }
     }
 }
@@ -279,7 +284,7 @@ impl Launcher {
             Some(p) => p.clone(),
             None => super::command::own_executable()?,
         };
-        let server = spawn_server(&program, log_level, self.answer_wait)?;
+        let server = spawn_server(&program, log_level, self.ready_wait, self.answer_wait)?;
         *slot = Some(server.clone());
         Ok(server)
     }
@@ -294,13 +299,18 @@ fn stuck(server: &Server) -> ForkError {
 
 /// Execs the server, waits for its `Ready` and starts the thread that
 /// reads its replies. An error leaves no server process behind.
-fn spawn_server(program: &Path, log_level: &str, wait: Duration) -> io::Result<Arc<Server>> {
+fn spawn_server(
+    program: &Path,
+    log_level: &str,
+    ready_wait: Duration,
+    wait: Duration,
+) -> io::Result<Arc<Server>> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut process = Command::new(program)
         .args(["--node", "id=worker", "--log-level", log_level, SERVER_FLAG])
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .spawn()?;
-    let setup = await_ready(&ours, process.id(), wait).and_then(|lines| {
+    let setup = await_ready(&ours, process.id(), ready_wait).and_then(|lines| {
         let requests = ours.try_clone()?;
         // A server stuck on its end must not hold a start (and the lock
         // on `requests`) longer than an answer may take.
