@@ -107,7 +107,7 @@ pub fn run(cfg: &CommandRunnerCfg, cwd: Option<&Path>) -> i32 {
 /// never learned the PID (the fork server's answer was lost) finds it on
 /// disk. False if the unit is already final: the daemon gave it up (a
 /// cancel, a start it failed) before this runner could say it exists,
-/// so the command must not run. Both sides write under the status lock,
+/// or the status cannot be written, so the command must not run. Both sides write under the status lock,
 /// so one of them is first.
 fn claim(dir: &UnitDir, base: &Status, params: &str) -> bool {
     let claimed = dir.update(base, |s| {
@@ -121,9 +121,11 @@ fn claim(dir: &UnitDir, base: &Status, params: &str) -> bool {
     });
     match claimed {
         Ok(s) => !s.is_final(),
+        // Unrecorded, the runner could be neither found nor cancelled,
+        // and it could not report an outcome either: better not to run.
         Err(e) => {
             error!("Error updating status file {}: {e}", dir.path().display());
-            true
+            false
         }
     }
 }
