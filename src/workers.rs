@@ -130,7 +130,9 @@ impl Workers {
     }
 }
 
-/// The kernel's name of the calling thread (15 bytes are kept).
+/// The kernel's name of the calling thread (15 bytes are kept), as `ps`,
+/// `top` and perf show it. std's own name for the thread (in a panic's
+/// message) stays the first job's.
 fn rename_thread(name: &str) {
     if let Ok(name) = std::ffi::CString::new(name) {
         // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `name`
@@ -201,22 +203,35 @@ mod tests {
     /// After a burst, [`MAX_IDLE`] threads wait and the rest exit.
     #[test]
     fn only_a_few_threads_wait_after_a_burst() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Counts the burst's threads as they exit (a thread-local's
+        // destructor runs then); only this test's jobs touch it.
+        static EXITED: AtomicUsize = AtomicUsize::new(0);
+        struct OnExit;
+        impl Drop for OnExit {
+            fn drop(&mut self) {
+                EXITED.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        thread_local!(static ON_EXIT: OnExit = const { OnExit });
         let pool = pool();
         let burst = MAX_IDLE + 3;
         let all = Arc::new(std::sync::Barrier::new(burst + 1));
         for _ in 0..burst {
             let all = all.clone();
-            pool.spawn("t".into(), Box::new(move || _ = all.wait()))
-                .unwrap();
+            let job = move || {
+                ON_EXIT.with(|_| ());
+                all.wait();
+            };
+            pool.spawn("t".into(), Box::new(job)).unwrap();
         }
         // All of them run at once, so each is a thread of its own.
         all.wait();
-        for _ in 0..100_000 {
-            if waiting(pool) == MAX_IDLE {
-                break;
-            }
-            std::thread::yield_now();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while waiting(pool) + EXITED.load(Ordering::SeqCst) < burst && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(waiting(pool), MAX_IDLE);
+        assert_eq!(EXITED.load(Ordering::SeqCst), burst - MAX_IDLE);
     }
 }
