@@ -1787,6 +1787,8 @@ fn a_forked_runner_outside_its_unit_directory_becomes_the_execd_kind() {
         )))
         .spawn()
         .expect("spawn server");
+    // A server that stops answering fails the test rather than hangs it.
+    ours.set_read_timeout(Some(secs(30))).expect("timeout");
     let mut replies = BufReader::new(ours.try_clone().expect("clone"));
     assert_eq!(read_reply(&mut replies)["Ready"], server.id());
     std::fs::remove_dir(&gone).expect("remove the server's directory");
@@ -1818,6 +1820,11 @@ fn a_forked_runner_outside_its_unit_directory_becomes_the_execd_kind() {
     let st = hand_status(&unit);
     assert_eq!((state(&st), st["Detail"].as_str()), (3, Some("Killed")));
     drop((ours, replies));
+    let ended = wait_until(secs(10), || server.try_wait().expect("wait").is_some());
+    if !ended {
+        let _ = server.kill();
+    }
+    assert!(ended, "the server outlived its daemon's end");
     assert!(server.wait().expect("wait").success());
 }
 
