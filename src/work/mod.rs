@@ -10,6 +10,7 @@ pub mod remote;
 pub mod runner;
 pub mod secrets;
 pub mod shlex;
+mod shrink;
 pub mod signing;
 pub mod state;
 pub mod store;
@@ -196,6 +197,8 @@ pub struct Workceptor {
     idle_conns: Arc<remote::IdleConns>,
     /// Forks work-command units' runners; started by the first one.
     runners: forkserver::Launcher,
+    /// When releases have emptied a burst, memory goes back.
+    shrink: Mutex<shrink::Shrink>,
 }
 
 impl Workceptor {
@@ -214,6 +217,7 @@ impl Workceptor {
             keys: Arc::new(keys),
             idle_conns: Arc::default(),
             runners: forkserver::Launcher::default(),
+            shrink: Mutex::default(),
             node_id: net.node_id().to_string(),
             node_dir: datadir.join(net.node_id()),
             net: net.clone(),
@@ -584,7 +588,19 @@ impl Workceptor {
             std::thread::sleep(Duration::from_secs(1));
             result = unit.dir.remove();
         }
-        self.units().remove(&unit.id);
+        let live = {
+            let mut units = self.units();
+            units.remove(&unit.id);
+            units.len()
+        };
+        if self
+            .shrink
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(live)
+        {
+            shrink::trim();
+        }
         unit.notify();
         match result {
             Err(e) if !force => Err(WorkError::RemoveDir(e)),
