@@ -762,6 +762,16 @@ mod tests {
 
     /// A stand-in for the server: a shell script running `body` with the
     /// daemon's socket on stdin.
+    /// A launcher whose server says Ready and then never answers, with
+    /// a short answer wait.
+    fn silent_launcher(dir: &Path) -> Launcher {
+        Launcher {
+            program: Some(fake_server(dir, &format!("{READY}\nexec sleep 60"))),
+            answer_wait: Duration::from_millis(100),
+            ..Launcher::default()
+        }
+    }
+
     fn fake_server(dir: &Path, body: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join("fake-server");
@@ -867,14 +877,7 @@ mod tests {
     fn a_server_that_reads_nothing_does_not_block_a_start() {
         let (unit, mut req) = unit_and_request("unread");
         req.params = "x".repeat(MAX_LINE / 2);
-        let launcher = Arc::new(Launcher {
-            program: Some(fake_server(
-                &req.unitdir,
-                &format!("{READY}\nexec sleep 60"),
-            )),
-            answer_wait: Duration::from_millis(100),
-            ..Launcher::default()
-        });
+        let launcher = Arc::new(silent_launcher(&req.unitdir));
         let (done, finished) = crossbeam_channel::bounded(1);
         let starter = launcher.clone();
         let unitdir = req.unitdir.clone();
@@ -906,14 +909,7 @@ mod tests {
             verify_signature: false,
         };
         let (unit, req) = unit_and_request("lost-answer");
-        let launcher = Launcher {
-            program: Some(fake_server(
-                &req.unitdir,
-                &format!("{READY}\nexec sleep 60"),
-            )),
-            answer_wait: Duration::from_millis(100),
-            ..Launcher::default()
-        };
+        let launcher = silent_launcher(&req.unitdir);
         let started = super::super::command::start(&unit, &cfg, "error", &launcher);
         assert!(started.is_err());
         let st = unit.status();
@@ -957,14 +953,7 @@ mod tests {
     #[test]
     fn a_stuck_server_is_stopped_and_replaced() {
         let (unit, req) = unit_and_request("stuck");
-        let launcher = Launcher {
-            program: Some(fake_server(
-                &req.unitdir,
-                &format!("{READY}\nexec sleep 60"),
-            )),
-            answer_wait: Duration::from_millis(100),
-            ..Launcher::default()
-        };
+        let launcher = silent_launcher(&req.unitdir);
         let started = launcher.start(&unit, &req, "error");
         assert!(
             matches!(started, Err(ForkError::Unanswered(_))),
