@@ -185,7 +185,7 @@ pub fn restart(unit: &Arc<Unit>) {
         return;
     }
     let pid = u32::try_from(pid).unwrap_or(0);
-    if !runner_alive(pid, unit.dir.path()) {
+    if !runner_alive_soon(pid, unit.dir.path(), ORPHAN_POLL) {
         lost(unit, pid);
         return;
     }
@@ -200,7 +200,7 @@ pub(super) fn watch_orphan(unit: Arc<Unit>, pid: u32) {
     let spawned = std::thread::Builder::new()
         .name(format!("unit-{}", unit.id))
         .spawn(move || {
-            while runner_alive(pid, watched.dir.path()) {
+            while runner_alive_soon(pid, watched.dir.path(), ORPHAN_POLL) {
                 watched.notify();
                 std::thread::sleep(ORPHAN_POLL);
             }
@@ -242,26 +242,55 @@ fn lost(unit: &Unit, pid: u32) {
 /// the fork server and working in this unit directory, so a reused PID is
 /// not mistaken for it.
 pub fn runner_alive(pid: u32, unit_dir: &Path) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|rest| rest.split_whitespace().next());
-    if matches!(state, Some("Z" | "X") | None) {
-        return false;
-    }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+    let Some(cmdline) = live_cmdline(pid) else {
         return false;
     };
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     let want = format!("unitdir={}", unit_dir.display());
     let execd = args.contains(&&b"--command-runner"[..]) && args.contains(&want.as_bytes());
     execd || super::forkserver::is_forked_runner(pid, &args, unit_dir)
+}
+
+/// [`runner_alive`], allowing a runner just forked one `grace` to become
+/// recognizable: until it has entered its unit directory (or exec'd) it is
+/// a copy of the fork server, matching neither test. Only a process that
+/// is such a copy is waited for, so units whose runners are gone (after a
+/// reboot, say) are judged at once.
+fn runner_alive_soon(pid: u32, unit_dir: &Path, grace: Duration) -> bool {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        if runner_alive(pid, unit_dir) {
+            return true;
+        }
+        if !copy_of_server(pid) || std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether `pid` is a live process with the fork server's command line.
+fn copy_of_server(pid: u32) -> bool {
+    live_cmdline(pid).is_some_and(|c| {
+        c.split(|&b| b == 0)
+            .any(|a| a == super::forkserver::SERVER_FLAG.as_bytes())
+    })
+}
+
+/// The command line of `pid`, if it is a live process (not a zombie).
+fn live_cmdline(pid: u32) -> Option<Vec<u8>> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
+    if matches!(state, Some("Z" | "X") | None) {
+        return None;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline")).ok()
 }
 
 /// Interrupts the runner (which stops the command) and records Canceled.
@@ -313,6 +342,47 @@ mod tests {
         );
         assert_eq!(params("a", true, "b c"), Ok("a b c".into()));
         assert_eq!(params("", true, "b"), Ok("b".into()));
+    }
+
+    /// A stand-in for a runner just forked: a process with the fork
+    /// server's flag in its command line that enters `dir` only when
+    /// `go` appears (sh keeps its own command line across `cd`).
+    fn forked_copy(dir: &Path, go: &Path) -> std::process::Child {
+        let script = format!(
+            "while [ ! -e '{}' ]; do sleep 0.01; done; cd '{}' && sleep 30",
+            go.display(),
+            dir.display()
+        );
+        Command::new("sh")
+            .args(["-c", &script, super::super::forkserver::SERVER_FLAG])
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_runner_not_yet_in_its_directory_gets_a_grace() {
+        let tmp = std::env::temp_dir().join(format!(
+            "receptor-grace-{}",
+            crate::random::alphanumeric(10)
+        ));
+        let dir = tmp.join("unit");
+        std::fs::create_dir_all(&dir).unwrap();
+        let go = tmp.join("go");
+        let mut child = forked_copy(&dir, &go);
+        let pid = child.id();
+        // Not yet recognizable, and still not after a grace in which it
+        // stays where it is: a copy that never settles is not the runner.
+        assert!(!runner_alive(pid, &dir));
+        assert!(copy_of_server(pid));
+        assert!(!runner_alive_soon(pid, &dir, Duration::from_millis(50)));
+        std::fs::write(&go, b"").unwrap();
+        assert!(runner_alive_soon(pid, &dir, Duration::from_secs(10)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Gone, so no grace is waited for.
+        assert!(!copy_of_server(pid));
+        assert!(!runner_alive_soon(pid, &dir, Duration::from_secs(10)));
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 
     #[test]
