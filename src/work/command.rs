@@ -254,26 +254,30 @@ pub fn runner_alive(pid: u32, unit_dir: &Path) -> bool {
 /// [`runner_alive`], allowing a runner just forked one `grace` to become
 /// recognizable: until it has entered its unit directory (or exec'd) it is
 /// a copy of the fork server, matching neither test. Only a process that
-/// is such a copy is waited for, so units whose runners are gone (after a
-/// reboot, say) are judged at once.
+/// may still become one is waited for, so units whose runners are gone
+/// (after a reboot, say) are judged at once.
 fn runner_alive_soon(pid: u32, unit_dir: &Path, grace: Duration) -> bool {
     let deadline = std::time::Instant::now() + grace;
     loop {
         if runner_alive(pid, unit_dir) {
             return true;
         }
-        if !copy_of_server(pid) || std::time::Instant::now() >= deadline {
+        if !may_become_runner(pid) || std::time::Instant::now() >= deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// Whether `pid` is a live process with the fork server's command line.
-fn copy_of_server(pid: u32) -> bool {
+/// Whether `pid` is a live process that may yet become a recognizable
+/// runner: one with the fork server's command line, or one whose command
+/// line is empty because it is in the middle of an exec (a forked runner
+/// that cannot enter its directory execs `--command-runner`).
+fn may_become_runner(pid: u32) -> bool {
     live_cmdline(pid).is_some_and(|c| {
-        c.split(|&b| b == 0)
-            .any(|a| a == super::forkserver::SERVER_FLAG.as_bytes())
+        c.is_empty()
+            || c.split(|&b| b == 0)
+                .any(|a| a == super::forkserver::SERVER_FLAG.as_bytes())
     })
 }
 
@@ -370,17 +374,27 @@ mod tests {
         let go = tmp.join("go");
         let mut child = forked_copy(&dir, &go);
         let pid = child.id();
+        // A failed assertion must not leave the copy looping (it would
+        // hold the test harness's output open).
+        struct Reap(u32);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            }
+        }
+        let reap = Reap(pid);
         // Not yet recognizable, and still not after a grace in which it
         // stays where it is: a copy that never settles is not the runner.
         assert!(!runner_alive(pid, &dir));
-        assert!(copy_of_server(pid));
+        assert!(may_become_runner(pid));
         assert!(!runner_alive_soon(pid, &dir, Duration::from_millis(50)));
         std::fs::write(&go, b"").unwrap();
         assert!(runner_alive_soon(pid, &dir, Duration::from_secs(10)));
-        child.kill().unwrap();
+        drop(reap);
         child.wait().unwrap();
         // Gone, so no grace is waited for.
-        assert!(!copy_of_server(pid));
+        assert!(!may_become_runner(pid));
         assert!(!runner_alive_soon(pid, &dir, Duration::from_secs(10)));
         let _ = std::fs::remove_dir_all(&tmp);
     }
