@@ -19,6 +19,7 @@ use super::node::{
 };
 use crate::random::IdGen;
 use crate::ratelog::{self, RateLog};
+use crate::reply::Replier;
 
 /// What a local service receives.
 #[derive(Debug)]
@@ -69,7 +70,7 @@ pub(crate) enum Command {
     },
     WorkType(WorkCommand),
     Status(Sender<StatusSnapshot>),
-    HasRoute(String, Sender<bool>),
+    HasRoute(String, Replier<bool>),
     RetireBackend(BackendId),
     Shutdown,
 }
@@ -200,9 +201,9 @@ impl Netceptor {
 
     /// Whether `node` is this node or currently reachable.
     pub fn has_route(&self, node: &str) -> bool {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = crate::reply::pair();
         self.command(Command::HasRoute(node.to_string(), tx));
-        rx.recv().unwrap_or(false)
+        rx.wait(None).unwrap_or(false)
     }
 
     pub fn shutdown(&self) {

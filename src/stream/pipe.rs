@@ -7,10 +7,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::Sender;
 use quinn_proto::{ConnectionHandle, StreamId};
 
 use super::error::DialError;
+use crate::reply::{NoAnswer, Replier, Waiter};
 
 /// Bytes buffered each way before the writer blocks or the driver stops
 /// reading (which lets QUIC flow control push back on the peer).
@@ -25,7 +26,7 @@ pub(crate) enum DriverCmd {
     /// close the connection unless it carries many streams.
     Release(ConnectionHandle, StreamId),
     /// Open one more stream on this many-stream connection.
-    Open(ConnectionHandle, Sender<Result<Stream, DialError>>),
+    Open(ConnectionHandle, Replier<Result<Stream, DialError>>),
     /// This stream waits idle for its next use (true), or is in use
     /// again (false).
     Park(ConnectionHandle, StreamId, bool),
@@ -147,18 +148,19 @@ impl Opener {
     /// A new stream; [`DialError::Full`] while the connection carries
     /// all it may, [`DialError::Closed`] once it is gone.
     pub fn open(&self, timeout: Duration) -> Result<Stream, DialError> {
-        match self.ask()?.recv_timeout(timeout) {
+        match self.ask()?.wait(Some(timeout)) {
             Ok(answer) => answer,
-            Err(RecvTimeoutError::Timeout) => Err(DialError::Timeout),
+            Err(NoAnswer::Timeout) => Err(DialError::Timeout),
             // The driver forgot the connection, or itself ended.
-            Err(RecvTimeoutError::Disconnected) => Err(DialError::Closed),
+            Err(NoAnswer::Abandoned) => Err(DialError::Closed),
         }
     }
 
-    /// Asks the driver for a new stream; the answer comes on the channel
-    /// returned, which closes unanswered if the connection is gone.
-    pub fn ask(&self) -> Result<Receiver<Result<Stream, DialError>>, DialError> {
-        let (tx, rx) = bounded(1);
+    /// Asks the driver for a new stream; the answer comes to the waiter
+    /// returned (which only this thread may wait on), abandoned if the
+    /// connection is gone.
+    pub fn ask(&self) -> Result<Waiter<Result<Stream, DialError>>, DialError> {
+        let (tx, rx) = crate::reply::pair();
         let open = DriverCmd::Open(self.conn, tx);
         self.driver.send(open).map_err(|_| DialError::Closed)?;
         Ok(rx)
