@@ -49,6 +49,10 @@ pub(crate) struct PipeState {
     pub reader_must_wake: bool,
     /// A `Wake` is already queued for the driver.
     pub wake_queued: bool,
+    /// A stream opened on a shared connection: its hello waits in the
+    /// connection for the handle's first write (or read), which sends it
+    /// with that write instead of in a packet of its own.
+    pub hello_unsent: bool,
     /// Handles blocked in [`Pipe::wait`]: a change wakes them only if
     /// there are any, since a condvar's notify is a syscall either way.
     waiting: usize,
@@ -279,6 +283,7 @@ impl Stream {
     }
 
     fn wake(&self, st: &mut PipeState) {
+        st.hello_unsent = false;
         if !st.wake_queued {
             st.wake_queued = true;
             let _ = self.inner.driver.send(DriverCmd::Wake(self.inner.conn));
@@ -291,6 +296,11 @@ impl Stream {
         }
         let deadline = Self::deadline(&self.inner.read_timeout);
         let mut st = self.inner.pipe.lock();
+        // A reader waits for the peer, which knows of the stream only
+        // once its hello went out.
+        if st.hello_unsent {
+            self.wake(&mut st);
+        }
         loop {
             if let Some(front) = st.recv.front_mut() {
                 let n = front.len().min(buf.len());

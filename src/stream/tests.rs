@@ -320,6 +320,53 @@ fn open_another(c: &mut Connected) -> (Stream, Stream) {
     (client, accepted.try_recv().unwrap())
 }
 
+/// A stream opened on a shared connection, once the driver answered;
+/// nothing is sent for it yet.
+fn open_quietly(c: &mut Connected) -> Stream {
+    let opened = c.client.opener().expect("many streams").ask().unwrap();
+    c.sim.run_for(4 * LATENCY);
+    let stream = opened.try_take().expect("answered").expect("answer");
+    stream.expect("opened")
+}
+
+#[test]
+fn a_shared_connections_new_stream_sends_its_hello_with_its_first_write() {
+    let mut c = connect(Faults::default(), 1);
+    // Past the delayed acknowledgements of the dial.
+    c.sim.run_for(Duration::from_millis(100));
+    let before = c.sim.sent();
+    let stream = open_quietly(&mut c);
+    assert_eq!(c.sim.sent(), before, "the open alone sends nothing");
+    (&stream).write_all(b"request").unwrap();
+    let accepted = &c._accepted;
+    c.sim
+        .run_until("the listener accepts it", |_| !accepted.is_empty());
+    assert_eq!(
+        c.sim.sent(),
+        before + 1,
+        "hello and request in one datagram"
+    );
+    let mut got = [0u8; 7];
+    (&accepted.try_recv().unwrap())
+        .read_exact(&mut got)
+        .unwrap();
+    assert_eq!(&got, b"request");
+}
+
+#[test]
+fn a_shared_connections_new_stream_sends_its_hello_when_read_first() {
+    let mut c = connect(Faults::default(), 1);
+    let stream = open_quietly(&mut c);
+    // The reader waits for the peer to speak first, as a client waiting
+    // for a greeting does: the peer must learn of the stream all the same.
+    stream.set_read_timeout(Some(Duration::ZERO));
+    let timed_out = (&stream).read(&mut [0u8; 1]).unwrap_err();
+    assert_eq!(timed_out.kind(), std::io::ErrorKind::TimedOut);
+    // At once, not at the connection's next timer.
+    c.sim.run_for(2 * LATENCY);
+    assert!(!c._accepted.is_empty());
+}
+
 /// Sends `ask` from `client` and answers it from `server`.
 fn round_trip(sim: &mut Sim<Side, Side>, client: &Stream, server: &Stream, ask: &[u8]) {
     (&*client).write_all(ask).unwrap();
