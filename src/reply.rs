@@ -2,7 +2,9 @@
 //! it: the router's answer to `has_route`, a stream driver's new stream,
 //! the fork server's `Started`.
 //!
-//! The caller parks and the answering thread unparks it. A crossbeam
+//! The caller spins a few microseconds (an answer from a thread running
+//! on the other core comes about that fast), then parks, and the
+//! answering thread unparks it. A crossbeam
 //! receive instead spins and then yields the CPU a few times before it
 //! sleeps; a yielding thread stays runnable, so the threads its request
 //! wakes (the router, a driver, the link threads of both nodes) run ahead
@@ -11,6 +13,7 @@
 //! (BENCHMARKS.md, "Work units").
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -29,8 +32,15 @@ pub struct Waiter<T> {
 
 struct Slot<T> {
     state: Mutex<State<T>>,
+    /// Set once the state left `Waiting`, for the waiter to spin on
+    /// without taking the lock.
+    settled: AtomicBool,
     waiter: Thread,
 }
+
+/// Doubling rounds of spinning before the waiter parks, as the router's
+/// own wait does (`netceptor::router`).
+const SPIN_ROUNDS: u32 = 7;
 
 enum State<T> {
     Waiting,
@@ -54,6 +64,7 @@ pub enum NoAnswer {
 pub fn pair<T>() -> (Replier<T>, Waiter<T>) {
     let slot = Arc::new(Slot {
         state: Mutex::new(State::Waiting),
+        settled: AtomicBool::new(false),
         waiter: std::thread::current(),
     });
     let waiter = Waiter {
@@ -78,9 +89,23 @@ impl<T> Slot<T> {
             };
         }
         *st = end;
+        self.settled.store(true, Ordering::Release);
         drop(st);
         self.waiter.unpark();
         Ok(())
+    }
+
+    /// Spins briefly until the wait is settled. Never yields: a yielding
+    /// thread lets the threads its request woke run first.
+    fn spin(&self) {
+        for round in 0..SPIN_ROUNDS {
+            if self.settled.load(Ordering::Acquire) {
+                return;
+            }
+            for _ in 0..1 << round {
+                std::hint::spin_loop();
+            }
+        }
     }
 }
 
@@ -122,6 +147,7 @@ impl<T> Waiter<T> {
     /// takes).
     pub fn wait(self, timeout: Option<Duration>) -> Result<T, NoAnswer> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        self.slot.spin();
         loop {
             let mut st = self.slot.lock();
             match std::mem::replace(&mut *st, State::Done) {
