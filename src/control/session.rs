@@ -60,8 +60,7 @@ pub fn serve_with<S: Socket>(
     debug!("Client connected to control service {peer}");
     let mut conn = BufReader::new(stream);
     let greeting = format!("Receptor Control, node {}\n", ctx.net.node_id());
-    let mut held = Held::default();
-    if held.send_or_hold(&mut conn, greeting).is_ok() {
+    if write(&mut conn, &greeting).is_ok() {
         loop {
             idle(true);
             let Some(line) = next_line(&mut conn) else {
@@ -77,19 +76,13 @@ pub fn serve_with<S: Socket>(
             };
             let (reply, submitted) = match command::parse(&line) {
                 Ok(Command::Connect { node, service, tls }) => {
-                    if held.send(&mut conn, String::new()).is_err() {
-                        break;
-                    }
                     // The connection now belongs to the bridge.
                     return connect(ctx, conn, &node, &service, tls.as_deref());
                 }
                 Ok(Command::Work(WorkCommand::Submit(req))) => {
-                    (submit(ctx, &mut conn, &mut held, &req, &caller), true)
+                    (submit(ctx, &mut conn, &req, &caller), true)
                 }
                 Ok(Command::Work(WorkCommand::Results { unit, start })) => {
-                    if held.send(&mut conn, String::new()).is_err() {
-                        break;
-                    }
                     // The stream ends with the connection.
                     return results(ctx, conn, &unit, start, &caller);
                 }
@@ -97,43 +90,12 @@ pub fn serve_with<S: Socket>(
                 Err(e) => (Err(e), false),
             };
             let last = ends_session(conn.get_ref().pipelines_submits(), submitted, &reply);
-            if held.send(&mut conn, render(reply)).is_err() || last {
+            if write(&mut conn, &render(reply)).is_err() || last {
                 break;
             }
         }
     }
     debug!("Client disconnected from control service {peer}");
-}
-
-/// Lines written but not sent yet. A client that sent ahead (its request
-/// came with the stream, or a submit's stdin with the request: one of our
-/// nodes) is not waiting for them, so they go with the next line that
-/// must be sent, in one packet on a mesh stream instead of one each.
-#[derive(Default)]
-struct Held(String);
-
-impl Held {
-    /// Holds `text` if the client has sent more already, else sends it.
-    fn send_or_hold<S: Socket>(
-        &mut self,
-        conn: &mut BufReader<S>,
-        text: String,
-    ) -> std::io::Result<()> {
-        if !conn.buffer().is_empty() || conn.get_ref().has_input() {
-            self.0.push_str(&text);
-            return Ok(());
-        }
-        self.send(conn, text)
-    }
-
-    /// Sends what was held, then `text`.
-    fn send<S: Socket>(&mut self, conn: &mut BufReader<S>, text: String) -> std::io::Result<()> {
-        let all = std::mem::take(&mut self.0) + &text;
-        if all.is_empty() {
-            return Ok(());
-        }
-        write(conn, &all)
-    }
 }
 
 /// Whether the session ends after `reply`. One of our nodes (`pipelined`)
@@ -207,7 +169,6 @@ fn work(ctx: &Context, cmd: WorkCommand, caller: &Caller) -> Result<String, Stri
 fn submit<S: Socket>(
     ctx: &Context,
     conn: &mut BufReader<S>,
-    held: &mut Held,
     req: &crate::work::SubmitRequest,
     caller: &Caller,
 ) -> Result<String, String> {
@@ -220,7 +181,7 @@ fn submit<S: Socket>(
         "Work unit created with ID {}. Send stdin data and EOF.\n",
         unit.id
     );
-    held.send_or_hold(conn, line).map_err(|e| e.to_string())?;
+    write(conn, &line).map_err(|e| e.to_string())?;
     if let Err(e) = std::io::copy(conn, &mut stdin).and_then(|_| stdin.sync_all()) {
         ctx.work.input_failed(&unit, &e);
         return Err(e.to_string());
@@ -348,32 +309,6 @@ mod tests {
         // receptorctl and Go nodes keep their session after an error.
         assert!(!ends_session(false, false, &error));
         assert!(!ends_session(false, true, &ok));
-    }
-
-    #[test]
-    fn lines_are_held_while_the_client_has_sent_ahead_then_sent_in_order() {
-        use std::os::unix::net::UnixStream;
-        let (mut client, server) = UnixStream::pair().unwrap();
-        let mut conn = BufReader::new(server);
-        let mut held = Held::default();
-        // Nothing from the client yet: it may be waiting, so this goes now.
-        held.send_or_hold(&mut conn, "greeting\n".into()).unwrap();
-        client.write_all(b"request\nstdin").unwrap();
-        assert_eq!(next_line(&mut conn).as_deref(), Some("request"));
-        // The client sent stdin behind the request: it is not waiting.
-        held.send_or_hold(&mut conn, "id\n".into()).unwrap();
-        let mut sent = [0u8; 64];
-        let n = client.read(&mut sent).unwrap();
-        assert_eq!(&sent[..n], b"greeting\n");
-        client.set_nonblocking(true).unwrap();
-        let nothing = client.read(&mut sent).unwrap_err();
-        assert_eq!(nothing.kind(), ErrorKind::WouldBlock, "the ID line is held");
-        client.set_nonblocking(false).unwrap();
-        held.send(&mut conn, "result\n".into()).unwrap();
-        drop(conn);
-        let mut rest = String::new();
-        client.read_to_string(&mut rest).unwrap();
-        assert_eq!(rest, "id\nresult\n");
     }
 
     #[test]

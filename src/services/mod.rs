@@ -48,11 +48,6 @@ pub trait Socket: Read + Write + Send + Sized + 'static {
     fn pipelines_submits(&self) -> bool {
         false
     }
-    /// Input from the peer waits to be read (kernel sockets: not asked,
-    /// false).
-    fn has_input(&self) -> bool {
-        false
-    }
 }
 
 /// Whether the socket reports a hang-up or an error, without blocking.
@@ -127,10 +122,6 @@ impl Socket for Stream {
 
     fn pipelines_submits(&self) -> bool {
         self.carries_many()
-    }
-
-    fn has_input(&self) -> bool {
-        Stream::has_input(self)
     }
 }
 

@@ -258,13 +258,6 @@ impl Stream {
         st.write_closed || st.error.is_some()
     }
 
-    /// Whether a read would return at once: bytes or the peer's FIN
-    /// have arrived.
-    pub fn has_input(&self) -> bool {
-        let st = self.inner.pipe.lock();
-        !st.recv.is_empty() || st.recv_fin
-    }
-
     /// Whether the stream waits idle in a pool for its next use: a
     /// dialed connection whose streams all wait closes
     /// [`LINGER`](super::conn::LINGER) after the last one began to, as
