@@ -8,7 +8,9 @@ datadirs under $TMPDIR) and submits N `echo` units to n1 on n0's control
 socket one after another, timing three phases of each: connect until the
 greeting, the submit line until the "created" line, and stdin with its
 half-close until the result line (n0 submitting to n1 and n1 starting
-the unit). Prints the median of each phase, and the CPU time each node
+the unit). Prints the median and the 10th percentile of each phase, the
+voluntary context switches per unit of each node's threads (those alive
+at the end: a thread's waits for another's message), and the CPU time each node
 spent per unit (user + system, its own and its children's: the command
 runners and their commands, and the runner fork server that forks them),
 measured over the timed units and the second after them, when the last
@@ -70,6 +72,20 @@ def cpu_seconds(pid):
     return utime + stime, children
 
 
+def switches(pid):
+    """Voluntary context switches of process `pid`'s live threads."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("receptor")
@@ -78,16 +94,20 @@ def main():
     line = work_bench.Line(args.receptor, 1, tempfile.gettempdir(), 0)
     try:
         before = [cpu_seconds(p.pid) for p in line.procs]
+        waits = [switches(p.pid) for p in line.procs]
         runs = [phases(line.sockets[0]) for _ in range(args.units)]
         time.sleep(1)
         after = [cpu_seconds(p.pid) for p in line.procs]
+        waits = [switches(p.pid) - w for p, w in zip(line.procs, waits)]
     finally:
         line.close()
     for name, values in zip(("greeting", "created line", "stdin to result"), zip(*runs)):
-        print(f"{name}: median {statistics.median(values) * 1000:.2f} ms")
+        p10 = sorted(values)[len(values) // 10]
+        print(f"{name}: median {statistics.median(values) * 1000:.2f} ms, p10 {p10 * 1000:.2f} ms")
     for i, (b, a) in enumerate(zip(before, after)):
         own, children = ((y - x) / args.units * 1000 for x, y in zip(b, a))
-        print(f"n{i} CPU per unit: {own:.2f} ms, its children {children:.2f} ms")
+        print(f"n{i} CPU per unit: {own:.2f} ms, its children {children:.2f} ms; "
+              f"{waits[i] / args.units:.1f} voluntary switches")
 
 
 if __name__ == "__main__":

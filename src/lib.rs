@@ -13,6 +13,7 @@ pub mod logging;
 pub mod netceptor;
 pub mod random;
 pub mod ratelog;
+pub mod reply;
 pub mod services;
 pub mod stream;
 pub mod tls;

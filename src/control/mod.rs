@@ -248,12 +248,6 @@ fn spawn_tcp_tls(
     .map_err(|e| format!("cannot start control-tcp thread: {e}"))
 }
 
-fn client<F: FnOnce(&Context) + Send + 'static>(ctx: Arc<Context>, f: F) {
-    if let Err(e) = crate::workers::spawn("control-client".into(), move || f(&ctx)) {
-        error!("cannot start control-client thread: {e}");
-    }
-}
-
 fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<(), String> {
     std::thread::Builder::new()
         .name(name.into())
@@ -276,12 +270,27 @@ fn serve_mesh(
     let advert = Some(Advertise { conn_type, tags });
     let listener = Listener::bind_tls(net, service, advert, tls)
         .map_err(|e| format!("control-service: {e}"))?;
-    spawn("control-mesh", move || {
-        while let Ok(stream) = listener.accept() {
-            let peer = format!("{}:{}", stream.peer_node(), stream.peer_service());
-            client(ctx.clone(), move |ctx| {
-                session::serve(ctx, stream, &peer, false)
-            });
+    let listener = Arc::new(listener);
+    spawn("control-mesh", move || accept_mesh(listener, ctx))
+}
+
+/// Accepts the streams of the mesh control service, each served on the
+/// thread that accepted it once another thread took over accepting: a
+/// stream's first request often came with it (a submit's, stdin and
+/// all), and the session starts without a hand-off to another thread.
+fn accept_mesh(listener: Arc<Listener>, ctx: Arc<Context>) {
+    while let Ok(stream) = listener.accept() {
+        let peer = format!("{}:{}", stream.peer_node(), stream.peer_service());
+        let (next, next_ctx) = (listener.clone(), ctx.clone());
+        let handed =
+            crate::workers::spawn("control-mesh".into(), move || accept_mesh(next, next_ctx));
+        if let Err(e) = &handed {
+            error!("cannot start control-mesh thread: {e}");
         }
-    })
+        session::serve(&ctx, stream, &peer, false);
+        // Without a thread to take over, this one goes on accepting.
+        if handed.is_ok() {
+            return;
+        }
+    }
 }

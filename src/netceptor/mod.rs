@@ -12,4 +12,4 @@ pub mod ping;
 pub mod router;
 pub mod routing;
 
-pub use router::{Delivery, Netceptor, PacketConn};
+pub use router::{Delivery, Netceptor, PacketConn, RouteAnswer};

@@ -19,6 +19,7 @@ use super::node::{
 };
 use crate::random::IdGen;
 use crate::ratelog::{self, RateLog};
+use crate::reply::Replier;
 
 /// What a local service receives.
 #[derive(Debug)]
@@ -69,7 +70,7 @@ pub(crate) enum Command {
     },
     WorkType(WorkCommand),
     Status(Sender<StatusSnapshot>),
-    HasRoute(String, Sender<bool>),
+    HasRoute(String, Replier<bool>),
     RetireBackend(BackendId),
     Shutdown,
 }
@@ -200,9 +201,15 @@ impl Netceptor {
 
     /// Whether `node` is this node or currently reachable.
     pub fn has_route(&self, node: &str) -> bool {
-        let (tx, rx) = bounded(1);
+        self.ask_route(node).reachable()
+    }
+
+    /// Asks whether `node` is reachable and returns at once, so that the
+    /// caller can do something else while the router answers.
+    pub fn ask_route(&self, node: &str) -> RouteAnswer {
+        let (tx, rx) = crate::reply::pair();
         self.command(Command::HasRoute(node.to_string(), tx));
-        rx.recv().unwrap_or(false)
+        RouteAnswer(rx)
     }
 
     pub fn shutdown(&self) {
@@ -219,6 +226,17 @@ impl Netceptor {
         let _ = self.tx.send(Box::new(cmd));
         // An atomic swap while the router runs; a futex wake when parked.
         self.router.unpark();
+    }
+}
+
+/// The router's answer to [`Netceptor::ask_route`], for the thread that
+/// asked.
+pub struct RouteAnswer(crate::reply::Waiter<bool>);
+
+impl RouteAnswer {
+    /// Whether the node was reachable; waits for the router if need be.
+    pub fn reachable(self) -> bool {
+        self.0.wait(None).unwrap_or(false)
     }
 }
 

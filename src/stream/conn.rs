@@ -450,10 +450,14 @@ impl Conn {
         }
         // The first stream's open cannot fail so: the peer's limit is
         // reached only by the streams beside it.
-        self.open_stream(ch, owner).map_err(|e| match e {
+        let stream = self.open_stream(ch, owner).map_err(|e| match e {
             DialError::NoStreams => DialError::Full,
             e => e,
-        })
+        })?;
+        if let Some(slot) = self.slots.last() {
+            slot.pipe.lock().hello_unsent = true;
+        }
+        Ok(stream)
     }
 
     /// Listener side: the first byte of each new stream must be the hello;

@@ -233,11 +233,13 @@ impl Endpoint {
                 }
             }
             // A connection that is gone drops `reply`, which says as much.
+            // The connection is not driven now: the new stream's hello
+            // goes out with its first write (`PipeState::hello_unsent`),
+            // a packet and the peer's immediate acknowledgement fewer.
             DriverCmd::Open(ch, reply) => {
                 if let Some(c) = self.conns.get_mut(&ch) {
                     // Refused, the new stream's drop releases it.
                     let _ = reply.send(c.open_more(ch, &self.owner));
-                    self.touched.push(ch);
                 }
             }
         }

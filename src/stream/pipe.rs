@@ -7,10 +7,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::Sender;
 use quinn_proto::{ConnectionHandle, StreamId};
 
 use super::error::DialError;
+use crate::reply::{NoAnswer, Replier, Waiter};
 
 /// Bytes buffered each way before the writer blocks or the driver stops
 /// reading (which lets QUIC flow control push back on the peer).
@@ -25,7 +26,7 @@ pub(crate) enum DriverCmd {
     /// close the connection unless it carries many streams.
     Release(ConnectionHandle, StreamId),
     /// Open one more stream on this many-stream connection.
-    Open(ConnectionHandle, Sender<Result<Stream, DialError>>),
+    Open(ConnectionHandle, Replier<Result<Stream, DialError>>),
     /// This stream waits idle for its next use (true), or is in use
     /// again (false).
     Park(ConnectionHandle, StreamId, bool),
@@ -48,6 +49,10 @@ pub(crate) struct PipeState {
     pub reader_must_wake: bool,
     /// A `Wake` is already queued for the driver.
     pub wake_queued: bool,
+    /// A stream opened on a shared connection: its hello waits in the
+    /// connection for the handle's first write (or read), which sends it
+    /// with that write instead of in a packet of its own.
+    pub hello_unsent: bool,
     /// Handles blocked in [`Pipe::wait`]: a change wakes them only if
     /// there are any, since a condvar's notify is a syscall either way.
     waiting: usize,
@@ -147,18 +152,19 @@ impl Opener {
     /// A new stream; [`DialError::Full`] while the connection carries
     /// all it may, [`DialError::Closed`] once it is gone.
     pub fn open(&self, timeout: Duration) -> Result<Stream, DialError> {
-        match self.ask()?.recv_timeout(timeout) {
+        match self.ask()?.wait(Some(timeout)) {
             Ok(answer) => answer,
-            Err(RecvTimeoutError::Timeout) => Err(DialError::Timeout),
+            Err(NoAnswer::Timeout) => Err(DialError::Timeout),
             // The driver forgot the connection, or itself ended.
-            Err(RecvTimeoutError::Disconnected) => Err(DialError::Closed),
+            Err(NoAnswer::Abandoned) => Err(DialError::Closed),
         }
     }
 
-    /// Asks the driver for a new stream; the answer comes on the channel
-    /// returned, which closes unanswered if the connection is gone.
-    pub fn ask(&self) -> Result<Receiver<Result<Stream, DialError>>, DialError> {
-        let (tx, rx) = bounded(1);
+    /// Asks the driver for a new stream; the answer comes to the waiter
+    /// returned (which only this thread may wait on), abandoned if the
+    /// connection is gone.
+    pub fn ask(&self) -> Result<Waiter<Result<Stream, DialError>>, DialError> {
+        let (tx, rx) = crate::reply::pair();
         let open = DriverCmd::Open(self.conn, tx);
         self.driver.send(open).map_err(|_| DialError::Closed)?;
         Ok(rx)
@@ -277,6 +283,7 @@ impl Stream {
     }
 
     fn wake(&self, st: &mut PipeState) {
+        st.hello_unsent = false;
         if !st.wake_queued {
             st.wake_queued = true;
             let _ = self.inner.driver.send(DriverCmd::Wake(self.inner.conn));
@@ -289,6 +296,11 @@ impl Stream {
         }
         let deadline = Self::deadline(&self.inner.read_timeout);
         let mut st = self.inner.pipe.lock();
+        // A reader waits for the peer, which knows of the stream only
+        // once its hello went out.
+        if st.hello_unsent {
+            self.wake(&mut st);
+        }
         loop {
             if let Some(front) = st.recv.front_mut() {
                 let n = front.len().min(buf.len());

@@ -122,11 +122,12 @@ impl SharedConns {
         timeout: Duration,
     ) -> Option<Stream> {
         // Without a route a dial fails at once; a kept connection would
-        // instead wait out the peer's silence.
-        if !net.has_route(node) {
-            return None;
-        }
-        self.reuse_key(&key(node, service, tls), tls.map(|t| t.1), timeout)
+        // instead wait out the peer's silence. The router answers while
+        // the driver opens the stream (which sends nothing before its
+        // first use).
+        let route = net.ask_route(node);
+        let stream = self.reuse_key(&key(node, service, tls), tls.map(|t| t.1), timeout);
+        route.reachable().then_some(stream).flatten()
     }
 
     /// Dials as [`dial_tls`](super::dial_tls) does, offering many streams,

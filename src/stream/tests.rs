@@ -308,12 +308,63 @@ fn an_unknown_service_fails_the_dial_at_once() {
 /// Opens one more stream on `c`'s connection, as a second dial would.
 fn open_another(c: &mut Connected) -> (Stream, Stream) {
     let opened = c.client.opener().expect("many streams").ask().unwrap();
-    c.sim.run_until("the stream opens", |_| !opened.is_empty());
-    let client = opened.try_recv().unwrap().expect("opened");
+    let mut client = None;
+    c.sim.run_until("the stream opens", |_| {
+        client = opened.try_take();
+        client.is_some()
+    });
+    let client = client.unwrap().unwrap().expect("opened");
     let accepted = &c._accepted;
     c.sim
         .run_until("the listener accepts it", |_| !accepted.is_empty());
     (client, accepted.try_recv().unwrap())
+}
+
+/// A stream opened on a shared connection, once the driver answered;
+/// nothing is sent for it yet.
+fn open_quietly(c: &mut Connected) -> Stream {
+    let opened = c.client.opener().expect("many streams").ask().unwrap();
+    c.sim.run_for(4 * LATENCY);
+    let stream = opened.try_take().expect("answered").expect("answer");
+    stream.expect("opened")
+}
+
+#[test]
+fn a_shared_connections_new_stream_sends_its_hello_with_its_first_write() {
+    let mut c = connect(Faults::default(), 1);
+    // Past the delayed acknowledgements of the dial.
+    c.sim.run_for(Duration::from_millis(100));
+    let before = c.sim.sent();
+    let stream = open_quietly(&mut c);
+    assert_eq!(c.sim.sent(), before, "the open alone sends nothing");
+    (&stream).write_all(b"request").unwrap();
+    let accepted = &c._accepted;
+    c.sim
+        .run_until("the listener accepts it", |_| !accepted.is_empty());
+    assert_eq!(
+        c.sim.sent(),
+        before + 1,
+        "hello and request in one datagram"
+    );
+    let mut got = [0u8; 7];
+    (&accepted.try_recv().unwrap())
+        .read_exact(&mut got)
+        .unwrap();
+    assert_eq!(&got, b"request");
+}
+
+#[test]
+fn a_shared_connections_new_stream_sends_its_hello_when_read_first() {
+    let mut c = connect(Faults::default(), 1);
+    let stream = open_quietly(&mut c);
+    // The reader waits for the peer to speak first, as a client waiting
+    // for a greeting does: the peer must learn of the stream all the same.
+    stream.set_read_timeout(Some(Duration::ZERO));
+    let timed_out = (&stream).read(&mut [0u8; 1]).unwrap_err();
+    assert_eq!(timed_out.kind(), std::io::ErrorKind::TimedOut);
+    // At once, not at the connection's next timer.
+    c.sim.run_for(2 * LATENCY);
+    assert!(!c._accepted.is_empty());
 }
 
 /// Sends `ask` from `client` and answers it from `server`.
@@ -458,15 +509,13 @@ fn stalled_readers_on_a_shared_connection_leave_room_for_a_request() {
 /// What the driver answers a request for one more stream on `opener`'s
 /// connection: `None` if it dropped the request (the connection is gone).
 fn ask_for_more(sim: &mut Sim<Side, Side>, opener: &pipe::Opener) -> Option<DialError> {
-    use crossbeam_channel::TryRecvError;
     let answer = opener.ask().unwrap();
     let mut got = None;
     sim.run_until("the request is answered", |_| {
-        got = match answer.try_recv() {
-            Ok(r) => Some(Some(r.expect_err("no stream"))),
-            Err(TryRecvError::Disconnected) => Some(None),
-            Err(TryRecvError::Empty) => None,
-        };
+        got = answer.try_take().map(|r| match r {
+            Ok(r) => Some(r.expect_err("no stream")),
+            Err(_) => None,
+        });
         got.is_some()
     });
     got.flatten()
@@ -503,8 +552,12 @@ fn a_stopped_listener_serves_its_streams_refuses_new_ones_then_closes() {
     sim.b.core.stop_accepting(now);
     round_trip(&mut sim, &client, &server, b"served");
     let opened = client.opener().expect("many streams").ask().unwrap();
-    sim.run_until("the stream opens", |_| !opened.is_empty());
-    let refused = opened.try_recv().unwrap().expect("opened here");
+    let mut refused = None;
+    sim.run_until("the stream opens", |_| {
+        refused = opened.try_take();
+        refused.is_some()
+    });
+    let refused = refused.unwrap().unwrap().expect("opened here");
     (&refused).write_all(b"anyone?").unwrap();
     sim.run_until("the listener refuses it", |_| refused.peer_gone());
     drop((refused, server));

@@ -221,7 +221,7 @@ struct Server {
 /// A request waiting for its `Started` or `ForkFailed`.
 struct Pending {
     unit: Arc<Unit>,
-    answer: crossbeam_channel::Sender<Result<u32, ForkError>>,
+    answer: crate::reply::Replier<Result<u32, ForkError>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -242,7 +242,7 @@ impl Launcher {
         })?;
         let mut line = req.encode();
         line.push('\n');
-        let (answer, answered) = crossbeam_channel::bounded(1);
+        let (answer, answered) = crate::reply::pair();
         {
             let mut requests = lock(&server.requests);
             lock(&server.pending).push_back(Pending {
@@ -271,7 +271,7 @@ impl Launcher {
             }
         }
         answered
-            .recv_timeout(self.answer_wait)
+            .wait(Some(self.answer_wait))
             .unwrap_or_else(|_| Err(stuck(&server)))
     }
 

@@ -40,7 +40,7 @@ struct FakeConn {
 }
 
 /// Requests a busy fake driver holds unanswered.
-type Held = Vec<Sender<Result<Stream, DialError>>>;
+type Held = Vec<crate::reply::Replier<Result<Stream, DialError>>>;
 
 /// Makes the handles of a fake connection's streams.
 #[derive(Clone)]

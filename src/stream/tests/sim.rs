@@ -254,6 +254,11 @@ impl<A: Peer, B: Peer> Sim<A, B> {
         self.now
     }
 
+    /// Datagrams put on the links so far, both ways.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Virtual time since the start.
     pub fn elapsed(&self) -> Duration {
         self.now - self.start
