@@ -1,13 +1,14 @@
 //! How routing grows with the mesh: the sans-IO nodes wired together in
 //! memory (src/netceptor/node/sim.rs), no sockets, no threads.
 //!
-//!     cargo bench --features sim --bench mesh_sim -- [SIZE ...]
+//!     cargo bench --features sim --bench mesh_sim -- [SIZE ...] [random|hub]
 //!
 //! For each size (default 100, 1000, 5000) and each shape (random graph of
-//! degree 3-6; AWX-like hub and spoke), every link opens at once; the run
-//! measures until every node routes to every other: routing messages and
-//! bytes sent, CPU time, and the live heap (all node state) per node, once
-//! converged and at its peak while converging (messages queued). Then
+//! degree 3-6; AWX-like hub and spoke; `random` or `hub` runs only that
+//! one), every link opens at once; the run measures until every node
+//! routes to every other: routing messages and bytes sent, CPU time, and
+//! the live heap (all node state) per node, once converged and at its
+//! peak while converging (messages queued). Then
 //! the busiest node dies and the same is measured until the rest route
 //! around it; then it restarts (a new epoch) and its links come back, and
 //! the same is measured until every node routes to every other again.
@@ -125,10 +126,22 @@ fn row(shape: &str, n: usize, links: &[(usize, usize)]) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
+    let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
-        .map(|a| a.parse().expect("sizes are node counts"))
+        .collect();
+    let shape = |name: &str| args.iter().any(|a| a == name);
+    let (random, hub) = match (shape("random"), shape("hub")) {
+        (false, false) => (true, true),
+        only => only,
+    };
+    let sizes: Vec<usize> = args
+        .iter()
+        .filter(|a| !["random", "hub"].contains(&a.as_str()))
+        .map(|a| {
+            a.parse()
+                .expect("sizes are node counts, shapes random or hub")
+        })
         .collect();
     let sizes = if sizes.is_empty() {
         vec![100, 1000, 5000]
@@ -140,7 +153,11 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &n in &sizes {
-        row("random 3-6", n, &topology::random(n, n as u64));
-        row("hub and spoke", n, &topology::hub_and_spoke(n));
+        if random {
+            row("random 3-6", n, &topology::random(n, n as u64));
+        }
+        if hub {
+            row("hub and spoke", n, &topology::hub_and_spoke(n));
+        }
     }
 }

@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 
@@ -285,6 +288,60 @@ pub fn encode_service_ad(ad: &ServiceAdvertisement) -> Vec<u8> {
     encode_json(MSG_SERVICE_AD, ad)
 }
 
+/// A routing update as it arrived, to be flooded on with another node as
+/// forwarder: the rest of the message is kept as the sender's buffer,
+/// which every node the sender flooded it to shares, and the new
+/// forwarder's ID is spliced in only when the message is sent. In a mass
+/// start a node holds nearly every update of a round before it sends them,
+/// and each encoded anew with its own ID was a copy of its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forwardable {
+    msg: Bytes,
+    /// Where the sender's ID (a JSON string) sits in `msg`.
+    forwarder: Range<u32>,
+}
+
+impl Forwardable {
+    /// `msg`, decoded as `ru`, if it is byte for byte what
+    /// [`encode_routing`] makes of `ru`: then splicing in another forwarder
+    /// gives what encoding with that forwarder would. (Go's updates are; a
+    /// sender that spaces or orders its JSON otherwise is not, and its
+    /// updates must be encoded anew.)
+    pub fn new(msg: Bytes, ru: &RoutingUpdate) -> Option<Forwardable> {
+        if encode_routing(ru) != msg {
+            return None;
+        }
+        // Field order is fixed: the forwarder's ID comes last but for the
+        // suspected duplicate, a number.
+        let tail = format!(",\"SuspectedDuplicate\":{}}}", ru.suspected_duplicate);
+        let end = msg.len().checked_sub(tail.len())?;
+        let start = end.checked_sub(json_string(&ru.forwarding_node).len())?;
+        let forwarder = u32::try_from(start).ok()?..u32::try_from(end).ok()?;
+        Some(Forwardable { msg, forwarder })
+    }
+
+    /// The message's length with `forwarder` (a JSON string) in it.
+    pub fn len_with(&self, forwarder: &[u8]) -> usize {
+        self.msg.len() - self.forwarder.len() + forwarder.len()
+    }
+
+    /// The message as `forwarder` (a JSON string) sends it on.
+    pub fn with_forwarder(&self, forwarder: &[u8]) -> Bytes {
+        let (start, end) = (self.forwarder.start as usize, self.forwarder.end as usize);
+        let mut out = Vec::with_capacity(self.len_with(forwarder));
+        out.extend_from_slice(&self.msg[..start]);
+        out.extend_from_slice(forwarder);
+        out.extend_from_slice(&self.msg[end..]);
+        out.into()
+    }
+}
+
+/// `s` as a JSON string, as it appears in our messages.
+pub fn json_string(s: &str) -> Vec<u8> {
+    // Serialising a string into a Vec cannot fail.
+    serde_json::to_vec(s).expect("JSON of a string")
+}
+
 /// Costs are float64 in Go and print without a fractional part when they
 /// have none (`1`, not `1.0`).
 pub mod cost_map {
@@ -413,6 +470,52 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 8);
+    }
+
+    #[test]
+    fn a_forwarded_update_is_what_encoding_with_the_new_forwarder_makes() {
+        let v = vectors();
+        let mut seen = 0;
+        for (name, vec) in v["vectors"].as_object().unwrap() {
+            if !name.starts_with("routing_update") {
+                continue;
+            }
+            let msg = hex(vec["message_hex"].as_str().unwrap());
+            let Message::Routing(mut ru) = decode(&msg).unwrap() else {
+                panic!("{name} did not decode as routing update");
+            };
+            let kept = Forwardable::new(msg.into(), &ru).expect("Go's updates are ours");
+            for forwarder in ["x", "a-much-longer-node-name", "q\"uote"] {
+                let id = json_string(forwarder);
+                ru.forwarding_node = forwarder.to_string();
+                let encoded = encode_routing(&ru);
+                assert_eq!(kept.with_forwarder(&id), encoded, "{name} via {forwarder}");
+                assert_eq!(kept.len_with(&id), encoded.len());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 8);
+    }
+
+    #[test]
+    fn an_update_encoded_otherwise_is_not_spliced() {
+        let ru = RoutingUpdate {
+            node_id: "a".into(),
+            update_id: "u1".into(),
+            update_epoch: 1,
+            update_sequence: 2,
+            connections: BTreeMap::from([("b".to_string(), 1.0)]),
+            forwarding_node: "b".into(),
+            suspected_duplicate: 0,
+        };
+        let ours = encode_routing(&ru);
+        assert!(Forwardable::new(ours.clone().into(), &ru).is_some());
+        let spaced = String::from_utf8(ours).unwrap().replace(',', ", ");
+        let Message::Routing(decoded) = decode(spaced.as_bytes()).unwrap() else {
+            panic!("spaced JSON is still an update");
+        };
+        assert_eq!(decoded, ru);
+        assert_eq!(Forwardable::new(spaced.into(), &ru), None);
     }
 
     #[test]

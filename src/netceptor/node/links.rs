@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use log::{debug, info, warn};
 
 use super::limits::Refusal;
@@ -172,7 +173,13 @@ impl Node {
     }
 
     /// One whole message arrived on a connection.
-    pub fn handle_message(&mut self, conn: ConnId, msg: Vec<u8>, now: Now) {
+    /// `msg` is one message from the link `conn`: a frame the shell read
+    /// (a `Vec`), or a buffer shared with the other nodes it was sent to
+    /// (`Bytes`, in the simulator).
+    pub fn handle_message<M>(&mut self, conn: ConnId, msg: M, now: Now)
+    where
+        M: AsRef<[u8]> + Into<Vec<u8>> + Into<Bytes>,
+    {
         self.clock = now.mono;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -184,7 +191,7 @@ impl Node {
             ConnState::Established { peer, .. } => Some(peer),
             ConnState::Pending { .. } => None,
         };
-        let decoded = match codec::decode(&msg) {
+        let decoded = match codec::decode(msg.as_ref()) {
             Ok(m) => m,
             Err(codec::DecodeError::UnknownType(t)) if peer.is_some() => {
                 let what = || format!("Unknown message type {t}");
@@ -206,10 +213,10 @@ impl Node {
                 );
             }
             (None, _) => {}
-            (Some(_), Message::Data(h)) => self.handle_inbound_data(h, msg),
+            (Some(_), Message::Data(h)) => self.handle_inbound_data(h, msg.into()),
             (Some(peer), Message::Routing(ru)) => {
                 let peer = peer.clone();
-                self.handle_peer_update(conn, &peer, ru, now.mono)
+                self.handle_peer_update(conn, &peer, ru, msg.into(), now.mono)
             }
             (Some(peer), Message::ServiceAd(ad)) => {
                 let peer = peer.clone();
@@ -329,7 +336,15 @@ impl Node {
         self.shares.keys().copied()
     }
 
-    fn handle_peer_update(&mut self, conn: ConnId, peer: &str, ru: RoutingUpdate, now: Instant) {
+    /// `ru` is `raw` decoded.
+    fn handle_peer_update(
+        &mut self,
+        conn: ConnId,
+        peer: &str,
+        ru: RoutingUpdate,
+        raw: Bytes,
+        now: Instant,
+    ) {
         if ru.forwarding_node != peer {
             let reason = format!(
                 "remote node ID changed unexpectedly from {peer} to {}",
@@ -360,7 +375,7 @@ impl Node {
                 }
             }
         }
-        self.handle_routing_update(ru, conn, now);
+        self.handle_routing_update(ru, raw, conn, now);
     }
 
     pub(super) fn peer_of(&self, conn: ConnId) -> Option<String> {

@@ -212,6 +212,8 @@ struct StoredAd {
 
 pub struct Node {
     id: String,
+    /// `id` as a JSON string, spliced into the updates we flood on.
+    id_json: Box<[u8]>,
     epoch: u64,
     sequence: u64,
     max_idle: Duration,
@@ -260,6 +262,7 @@ impl Node {
         timers.set(Timer::SeenSweep, now + SEEN_UPDATE_EXPIRY / 2);
         let mut node = Node {
             id: id.to_string(),
+            id_json: super::codec::json_string(id).into(),
             epoch,
             sequence: 0,
             max_idle,
@@ -305,7 +308,7 @@ impl Node {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        let out = self.outputs.pop_front();
+        let out = self.outputs.pop_front(&self.id_json);
         if out.is_none() && self.outputs.capacity() > OUTPUTS_KEPT {
             self.outputs.shrink_to(OUTPUTS_KEPT);
         }

@@ -164,7 +164,9 @@ impl Sim {
             Output::Send { conn, msg } => {
                 self.count(&msg);
                 if let Some(&(peer, pc)) = self.links.get(&(i, conn)) {
-                    self.nodes[peer].handle_message(pc, msg.to_vec(), self.now);
+                    // Handed on as sent, not copied: the peers of a flood
+                    // share its buffer (each daemon reads its own).
+                    self.nodes[peer].handle_message(pc, msg, self.now);
                 }
             }
             Output::Close { conn, error } => {

@@ -442,7 +442,8 @@ fn remembered_update_ids_stay_bounded() {
     for i in 0..(SEEN_UPDATES_CAP as u64 + 10) {
         ru.update_id = format!("u{i}");
         ru.update_sequence = i + 1;
-        node.handle_routing_update(ru.clone(), 0, now + Duration::from_micros(i));
+        let raw = codec::encode_routing(&ru).into();
+        node.handle_routing_update(ru.clone(), raw, 0, now + Duration::from_micros(i));
     }
     assert!(node.seen_updates.len() <= SEEN_UPDATES_CAP);
     assert!(node.seen_updates.contains_key(&updates::SeenKey::of(
@@ -702,6 +703,38 @@ mod hostile {
         sim.run_for(Duration::from_secs(2));
         assert_eq!(sim.route("a", "late").as_deref(), Some("late"));
         assert_eq!(sim.route("late", "b").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn an_update_goes_on_as_we_encode_it_however_its_sender_spaced_it() {
+        let mut sim = Sim::new(&["a", "m", "b"]);
+        sim.connect("a", "b", 1.0);
+        sim.connect("a", "m", 1.0);
+        sim.run_for(Duration::from_secs(1));
+        let (from_m, to_b) = (sim.nodes[0].peers["m"], sim.nodes[0].peers["b"]);
+        for (i, spaced) in [false, true].into_iter().enumerate() {
+            let mut ru = sim.nodes[1].make_update(0);
+            ru.node_id = format!("far{i}");
+            ru.update_id = format!("far{i}");
+            ru.forwarding_node = "m".into();
+            let mut msg = codec::encode_routing(&ru);
+            if spaced {
+                msg = String::from_utf8(msg).unwrap().replace(',', ", ").into();
+            }
+            sim.nodes[0].handle_message(from_m, msg, sim.now);
+            ru.forwarding_node = "a".into();
+            let want = bytes::Bytes::from(codec::encode_routing(&ru));
+            let sent = std::iter::from_fn(|| sim.nodes[0].poll_output())
+                .find(|out| matches!(out, Output::Send { msg, .. } if msg[0] == codec::MSG_ROUTE));
+            assert_eq!(
+                sent,
+                Some(Output::Send {
+                    conn: to_b,
+                    msg: want
+                }),
+                "spaced: {spaced}"
+            );
+        }
     }
 
     #[test]

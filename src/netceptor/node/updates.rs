@@ -69,9 +69,11 @@ fn bad_name(ru: &RoutingUpdate) -> Option<(&'static str, &str, NameError)> {
 }
 
 impl Node {
+    /// `ru` is `raw` decoded, as it came from the peer on `from`.
     pub(super) fn handle_routing_update(
         &mut self,
         mut ru: RoutingUpdate,
+        raw: Bytes,
         from: ConnId,
         now: Instant,
     ) {
@@ -137,22 +139,45 @@ impl Node {
         } else if !self.accept_fresh_update(&ru, from, now) {
             return;
         }
-        ru.forwarding_node = self.id.clone();
-        let msg = codec::encode_routing(&ru);
-        if msg.len() > MAX_MESSAGE_LEN {
-            // Only possible when our ID is longer than the forwarder's.
-            let (id, len) = (&ru.update_id, msg.len());
-            return self.overflow.warn(Refusal::TooLarge, now, || {
-                format!("Not forwarding routing update {id}: {len} bytes is too large")
-            });
+        if !self.flood_on(&mut ru, raw, from, now) {
+            return;
         }
-        self.flood(msg.into(), Some(from));
         if let Some(id) = self.graph.id(&ru.node_id)
             && let Some(k) = self.known.get(id)
             && (k.epoch, k.sequence) == (ru.update_epoch, ru.update_sequence)
         {
             self.store_update(id, &ru);
         }
+    }
+
+    /// Floods `ru` (`raw` as it came from `from`) on to our other peers,
+    /// with us as forwarder; false if it would be too large.
+    fn flood_on(&mut self, ru: &mut RoutingUpdate, raw: Bytes, from: ConnId, now: Instant) -> bool {
+        let conns = self.flood_conns(Some(from));
+        match codec::Forwardable::new(raw, ru) {
+            Some(update) => match update.len_with(&self.id_json) {
+                len if len > MAX_MESSAGE_LEN => return self.too_large(&ru.update_id, len, now),
+                _ => self.outputs.push_forward(update, conns),
+            },
+            None => {
+                ru.forwarding_node = self.id.clone();
+                let msg = codec::encode_routing(ru);
+                if msg.len() > MAX_MESSAGE_LEN {
+                    return self.too_large(&ru.update_id, msg.len(), now);
+                }
+                self.outputs.push_flood(msg.into(), conns);
+            }
+        }
+        true
+    }
+
+    /// Says that update `id` is not forwarded: false.
+    fn too_large(&mut self, id: &str, len: usize, now: Instant) -> bool {
+        // Only possible when our ID is longer than the forwarder's.
+        self.overflow.warn(Refusal::TooLarge, now, || {
+            format!("Not forwarding routing update {id}: {len} bytes is too large")
+        });
+        false
     }
 
     /// Keeps `ru`, as we flooded it on, as `node`'s latest update.
@@ -311,9 +336,14 @@ impl Node {
     }
 
     pub(super) fn flood(&mut self, msg: Bytes, except: Option<ConnId>) {
-        let peers = self.peers.values().copied();
-        let conns = peers.filter(|&conn| Some(conn) != except).collect();
+        let conns = self.flood_conns(except);
         self.outputs.push_flood(msg, conns);
+    }
+
+    /// The links of our peers but `except`.
+    fn flood_conns(&self, except: Option<ConnId>) -> Box<[ConnId]> {
+        let peers = self.peers.values().copied();
+        peers.filter(|&conn| Some(conn) != except).collect()
     }
 
     pub(super) fn schedule_flood(&mut self, now: Instant) {
