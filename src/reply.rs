@@ -130,6 +130,7 @@ impl<T> Drop for Replier<T> {
 
 impl<T> Waiter<T> {
     /// The answer if it came, without waiting: `None` while none did.
+    #[cfg(test)]
     pub fn try_take(&self) -> Option<Result<T, NoAnswer>> {
         let mut st = self.slot.lock();
         match std::mem::replace(&mut *st, State::Done) {
@@ -152,8 +153,9 @@ impl<T> Waiter<T> {
             let mut st = self.slot.lock();
             match std::mem::replace(&mut *st, State::Done) {
                 State::Answered(v) => return Ok(v),
-                State::Abandoned => return Err(NoAnswer::Abandoned),
-                State::Waiting | State::Done => {}
+                // Done: `try_take` already took what there was.
+                State::Abandoned | State::Done => return Err(NoAnswer::Abandoned),
+                State::Waiting => {}
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {

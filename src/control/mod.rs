@@ -284,13 +284,16 @@ fn accept_mesh(listener: Arc<Listener>, ctx: Arc<Context>) {
         let (next, next_ctx) = (listener.clone(), ctx.clone());
         let handed =
             crate::workers::spawn("control-mesh".into(), move || accept_mesh(next, next_ctx));
-        if let Err(e) = &handed {
+        if let Err(e) = handed {
+            // Without a thread to take over, this one goes on accepting.
             error!("cannot start control-mesh thread: {e}");
+            session::serve(&ctx, stream, &peer, false);
+            continue;
         }
+        // Done accepting: a listener closed meanwhile need not wait for
+        // this session to end.
+        drop(listener);
         session::serve(&ctx, stream, &peer, false);
-        // Without a thread to take over, this one goes on accepting.
-        if handed.is_ok() {
-            return;
-        }
+        return;
     }
 }

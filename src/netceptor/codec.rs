@@ -313,9 +313,15 @@ impl Forwardable {
         }
         // Field order is fixed: the forwarder's ID comes last but for the
         // suspected duplicate, a number.
+        // Both are checked, so a field added after them one day makes
+        // every update encoded anew rather than spliced at a wrong place.
         let tail = format!(",\"SuspectedDuplicate\":{}}}", ru.suspected_duplicate);
+        let id = json_string(&ru.forwarding_node);
         let end = msg.len().checked_sub(tail.len())?;
-        let start = end.checked_sub(json_string(&ru.forwarding_node).len())?;
+        let start = end.checked_sub(id.len())?;
+        if !msg.ends_with(tail.as_bytes()) || msg[start..end] != id[..] {
+            return None;
+        }
         let forwarder = u32::try_from(start).ok()?..u32::try_from(end).ok()?;
         Some(Forwardable { msg, forwarder })
     }

@@ -238,8 +238,14 @@ impl Endpoint {
             // a packet and the peer's immediate acknowledgement fewer.
             DriverCmd::Open(ch, reply) => {
                 if let Some(c) = self.conns.get_mut(&ch) {
-                    // Refused, the new stream's drop releases it.
-                    let _ = reply.send(c.open_more(ch, &self.owner));
+                    // Refused, the new stream's drop releases it. A failed
+                    // open may have queued a reset of its stream: that must
+                    // go out now.
+                    let opened = c.open_more(ch, &self.owner);
+                    if opened.is_err() {
+                        self.touched.push(ch);
+                    }
+                    let _ = reply.send(opened);
                 }
             }
         }

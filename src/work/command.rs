@@ -18,6 +18,9 @@ pub const STARTING: &str = "Starting Worker";
 
 /// How often a runner this process did not start is checked for life.
 const ORPHAN_POLL: Duration = Duration::from_millis(250);
+/// How long a process that may still become a unit's runner (see
+/// `runner_alive_soon`) is given to become recognizable.
+const RUNNER_GRACE: Duration = Duration::from_millis(250);
 /// How long cancel waits for the runner to stop the command.
 const CANCEL_WAIT: Duration = Duration::from_secs(12);
 
@@ -185,7 +188,7 @@ pub fn restart(unit: &Arc<Unit>) {
         return;
     }
     let pid = u32::try_from(pid).unwrap_or(0);
-    if !runner_alive_soon(pid, unit.dir.path(), ORPHAN_POLL) {
+    if !runner_alive_soon(pid, unit.dir.path(), RUNNER_GRACE) {
         lost(unit, pid);
         return;
     }
@@ -200,7 +203,7 @@ pub(super) fn watch_orphan(unit: Arc<Unit>, pid: u32) {
     let spawned = std::thread::Builder::new()
         .name(format!("unit-{}", unit.id))
         .spawn(move || {
-            while runner_alive_soon(pid, watched.dir.path(), ORPHAN_POLL) {
+            while runner_alive_soon(pid, watched.dir.path(), RUNNER_GRACE) {
                 watched.notify();
                 std::thread::sleep(ORPHAN_POLL);
             }
@@ -272,10 +275,12 @@ fn runner_alive_soon(pid: u32, unit_dir: &Path, grace: Duration) -> bool {
 /// Whether `pid` is a live process that may yet become a recognizable
 /// runner: one with the fork server's command line, or one whose command
 /// line is empty because it is in the middle of an exec (a forked runner
-/// that cannot enter its directory execs `--command-runner`).
+/// that cannot enter its directory execs `--command-runner`). A kernel
+/// thread's command line is empty too, but it has no executable.
 fn may_become_runner(pid: u32) -> bool {
     live_cmdline(pid).is_some_and(|c| {
-        c.is_empty()
+        let execing = c.is_empty() && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok();
+        execing
             || c.split(|&b| b == 0)
                 .any(|a| a == super::forkserver::SERVER_FLAG.as_bytes())
     })
@@ -350,14 +355,19 @@ mod tests {
 
     /// A stand-in for a runner just forked: a process with the fork
     /// server's flag in its command line that enters `dir` only when
-    /// `go` appears (sh keeps its own command line across `cd`).
+    /// `go` appears (sh keeps its own command line across `cd`). Its
+    /// output goes nowhere, so a `sleep` it leaves behind holds nothing
+    /// of the test harness open.
     fn forked_copy(dir: &Path, go: &Path) -> std::process::Child {
         let script = format!(
-            "while [ ! -e '{}' ]; do sleep 0.01; done; cd '{}' && sleep 30",
+            "while [ ! -e '{}' ]; do sleep 0.01; done; cd '{}' && while :; do sleep 0.05; done",
             go.display(),
             dir.display()
         );
         Command::new("sh")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .args(["-c", &script, super::super::forkserver::SERVER_FLAG])
             .spawn()
             .unwrap()
@@ -403,5 +413,8 @@ mod tests {
     fn our_own_process_is_not_a_runner() {
         assert!(!runner_alive(std::process::id(), Path::new("/nowhere")));
         assert!(!runner_alive(0, Path::new("/nowhere")));
+        // PID 2 is kthreadd outside a PID namespace: an empty command
+        // line, but no exec under way.
+        assert!(!may_become_runner(2));
     }
 }
