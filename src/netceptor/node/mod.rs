@@ -21,6 +21,7 @@ mod interner;
 mod limits;
 mod links;
 mod outputs;
+mod seen;
 mod services;
 mod share;
 #[cfg(any(test, feature = "sim"))]
@@ -52,6 +53,9 @@ pub const PROBLEM_BLOCKED: &str = "blocked by firewall";
 const ROUTE_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
 const SERVICE_AD_INTERVAL: Duration = Duration::from_secs(60);
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the seen routing update IDs lose their older generation
+/// (`seen.rs`): each is remembered this long at least, unless the mesh
+/// makes new ones faster than the table holds.
 const SEEN_UPDATE_EXPIRY: Duration = Duration::from_secs(3600);
 const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Services every node has; no local service may take these names.
@@ -223,9 +227,7 @@ pub struct Node {
     graph: graph::Graph,
     /// By ID: the latest update of each node we have had one from.
     known: IdMap<NodeSeq>,
-    seen_updates: HashMap<updates::SeenKey, Instant>,
-    /// This node's key for hashing long update IDs into `seen_updates`.
-    seen_keys: std::hash::RandomState,
+    seen_updates: seen::SeenUpdates,
     /// Next hop of each node we reach.
     routes: IdMap<Id>,
     /// The node of each name hash data messages may carry.
@@ -259,7 +261,7 @@ impl Node {
         timers.set(Timer::Ads, now + SERVICE_AD_INTERVAL);
         timers.set(Timer::PeriodicUpdate, now + ROUTE_UPDATE_INTERVAL);
         timers.set(Timer::IdleCheck, now + IDLE_CHECK_INTERVAL);
-        timers.set(Timer::SeenSweep, now + SEEN_UPDATE_EXPIRY / 2);
+        timers.set(Timer::SeenSweep, now + SEEN_UPDATE_EXPIRY);
         let mut node = Node {
             id: id.to_string(),
             id_json: super::codec::json_string(id).into(),
@@ -271,8 +273,7 @@ impl Node {
             peers: BTreeMap::new(),
             graph: graph::Graph::new(id),
             known: IdMap::default(),
-            seen_updates: HashMap::new(),
-            seen_keys: std::hash::RandomState::new(),
+            seen_updates: seen::SeenUpdates::default(),
             routes: IdMap::default(),
             names: HashMap::new(),
             own_hash: node_hash(id),
@@ -357,10 +358,8 @@ impl Node {
             }
             Timer::Share => self.share_step(t),
             Timer::SeenSweep => {
-                self.timers
-                    .set(Timer::SeenSweep, t + SEEN_UPDATE_EXPIRY / 2);
-                self.seen_updates
-                    .retain(|_, seen| t.duration_since(*seen) < SEEN_UPDATE_EXPIRY);
+                self.timers.set(Timer::SeenSweep, t + SEEN_UPDATE_EXPIRY);
+                self.seen_updates.sweep();
             }
         }
     }

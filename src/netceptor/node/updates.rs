@@ -1,7 +1,6 @@
 //! Routing updates: accepting fresh ones, flooding them on, our own
 //! updates, and the routing table computed from what they say.
 
-use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,42 +17,11 @@ use super::{
 use crate::netceptor::codec::{self, MAX_MESSAGE_LEN, RoutingUpdate};
 use crate::netceptor::names::{self, NameError};
 
-/// Routing update IDs remembered at most (duplicate suppression).
-pub(super) const SEEN_UPDATES_CAP: usize = 65_536;
 /// Above this many nodes, a recomputed routing table is logged as one
 /// summary line instead of a line per node and route.
 pub(super) const TABLE_LOG_NODES: usize = 64;
 /// Connections a direct peer may list even when `maxconnections` is reached.
 const PEER_RESERVE: usize = 256;
-
-/// A routing update's ID as a fixed-size key of the seen-update table (a
-/// node remembers thousands): IDs of up to 15 bytes (Go's and ours have 8)
-/// are held exactly, inline, instead of in a `String` of their own; longer
-/// ones, which only odd peers send, by a 120-bit hash, so they can be
-/// taken for one another but never for a short one. The hash is keyed
-/// per node (`keys`), so a peer cannot work out colliding IDs offline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) struct SeenKey([u8; 16]);
-
-impl SeenKey {
-    pub fn of(id: &str, keys: &RandomState) -> SeenKey {
-        let id = id.as_bytes();
-        let mut key = [0; 16];
-        match id.len() {
-            len if len < key.len() => {
-                key[0] = len as u8;
-                key[1..=len].copy_from_slice(id);
-            }
-            _ => {
-                key[0] = u8::MAX;
-                let hash = |seed: u64| keys.hash_one((seed, id)).to_le_bytes();
-                key[1..9].copy_from_slice(&hash(1));
-                key[9..].copy_from_slice(&hash(2)[..7]);
-            }
-        }
-        SeenKey(key)
-    }
-}
 
 /// The first name in an update that breaks the rules of `names`.
 fn bad_name(ru: &RoutingUpdate) -> Option<(&'static str, &str, NameError)> {
@@ -106,19 +74,9 @@ impl Node {
         if ru.node_id == self.id {
             return self.handle_own_id_update(&ru);
         }
-        let seen = SeenKey::of(&ru.update_id, &self.seen_keys);
-        if self.seen_updates.contains_key(&seen) {
+        if !self.seen_updates.first_sight(&ru.update_id) {
             return;
         }
-        if self.seen_updates.len() >= SEEN_UPDATES_CAP {
-            // Peers choose update IDs; forget the oldest half rather than
-            // grow without bound before the hourly sweep.
-            let mut times: Vec<Instant> = self.seen_updates.values().copied().collect();
-            times.sort_unstable();
-            let cutoff = times[times.len() / 2];
-            self.seen_updates.retain(|_, t| *t > cutoff);
-        }
-        self.seen_updates.insert(seen, now);
         if ru.suspected_duplicate != 0 {
             warn!(
                 "Node {} with epoch {} sent update {} suspecting a duplicate node with epoch {}",
@@ -401,25 +359,6 @@ fn recompute_delay(nodes: usize) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seen_keys_tell_update_ids_apart() {
-        let long = "a".repeat(15);
-        let ids = ["", "a", "a\0", "abcdefgh", "abcdefgi", &long[..14], &long];
-        let k = RandomState::new();
-        let keys: std::collections::HashSet<SeenKey> =
-            ids.iter().map(|id| SeenKey::of(id, &k)).collect();
-        assert_eq!(keys.len(), ids.len());
-        let (x, y) = ("x".repeat(40), format!("{}y", "x".repeat(39)));
-        assert_ne!(SeenKey::of(&x, &k), SeenKey::of(&y, &k));
-        assert_eq!(SeenKey::of(&x, &k), SeenKey::of(&x.clone(), &k));
-        // Long IDs hash with the node's own key: another node's differs.
-        assert_ne!(SeenKey::of(&x, &k), SeenKey::of(&x, &RandomState::new()));
-        assert_eq!(
-            SeenKey::of("ab", &k),
-            SeenKey::of("ab", &RandomState::new())
-        );
-    }
 
     #[test]
     fn routes_wait_longer_in_larger_meshes() {
