@@ -11,6 +11,7 @@ pub mod gotime;
 pub mod hostport;
 pub mod logging;
 pub mod netceptor;
+pub mod procstat;
 pub mod random;
 pub mod ratelog;
 pub mod reply;

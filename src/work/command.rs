@@ -288,15 +288,7 @@ fn may_become_runner(pid: u32) -> bool {
 
 /// The command line of `pid`, if it is a live process (not a zombie).
 fn live_cmdline(pid: u32) -> Option<Vec<u8>> {
-    if pid == 0 {
-        return None;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|rest| rest.split_whitespace().next());
-    if matches!(state, Some("Z" | "X") | None) {
+    if pid == 0 || crate::procstat::ProcStat::read(pid)?.is_dead() {
         return None;
     }
     std::fs::read(format!("/proc/{pid}/cmdline")).ok()
