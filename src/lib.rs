@@ -14,6 +14,7 @@ pub mod netceptor;
 pub mod procstat;
 pub mod random;
 pub mod ratelog;
+pub mod reaper;
 pub mod reply;
 pub mod services;
 pub mod stream;

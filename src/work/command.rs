@@ -118,7 +118,7 @@ fn exec_runner(unit: &Arc<Unit>, req: &Request, log_level: &str) -> Result<u32, 
     // The runner makes its own session first thing; doing it here would
     // need a pre_exec hook, which forces fork() (copying the daemon's page
     // tables) instead of posix_spawn.
-    let mut child = cmd.spawn().map_err(WorkError::Launch)?;
+    let mut child = crate::reaper::spawn(&mut cmd).map_err(WorkError::Launch)?;
     let pid = child.id();
     let watched = unit.clone();
     std::thread::Builder::new()
