@@ -1834,3 +1834,168 @@ fn kill_pid(pid: u32, sig: i32) {
         libc::kill(pid as i32, sig);
     }
 }
+
+// ===========================================================================
+// The daemon as PID 1 (docs/work.md §4): orphans are reaped
+// ===========================================================================
+
+/// A wrapper that runs its arguments as PID 1 of new user, PID and mount
+/// namespaces, with a /proc of its own as in a container; the wrapped
+/// process is killed with `unshare`.
+const AS_INIT: &str = "unshare --user --pid --fork --map-root-user --mount-proc --kill-child";
+
+/// Zombies whose parent is `pid`.
+fn zombies_of(pid: u32) -> Vec<u32> {
+    let entries = std::fs::read_dir("/proc").expect("read /proc");
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| parent_of(p) == pid && !alive(p) && Path::new(&format!("/proc/{p}")).exists())
+        .collect()
+}
+
+/// The PID of `pid` in its own (innermost) PID namespace.
+fn inner_pid(pid: u32) -> u32 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|ids| ids.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no NSpid for {pid}"))
+}
+
+/// A node run by [`AS_INIT`]: `init` is the daemon, PID 1 inside.
+struct InitNode {
+    node: Node,
+    init: u32,
+}
+
+impl Drop for InitNode {
+    /// Kills the daemon, and with it all in its namespace, and waits for
+    /// `unshare` to reap it before the node is killed and reaped: killed
+    /// first, `unshare` would leave it a zombie of this machine's init.
+    fn drop(&mut self) {
+        kill9(self.init as i32);
+        let gone = || !Path::new(&format!("/proc/{}", self.init)).exists();
+        if !wait_until(secs(10), gone) {
+            eprintln!("namespace init {} not reaped by unshare", self.init);
+        }
+        self.node.kill();
+    }
+}
+
+#[test]
+fn a_daemon_that_is_pid_1_reaps_orphans_and_keeps_its_own_children() {
+    let probe = Command::new("sh")
+        .args(["-c", &format!("{AS_INIT} true")])
+        .output()
+        .expect("sh");
+    if !probe.status.success() {
+        println!("skipped: no user and PID namespaces here: {}", show(&probe));
+        return;
+    }
+    let tmp = TempDir::new("init");
+    let wrapper = tmp.path.join("as-init");
+    let script = format!("#!/bin/sh\nexec {AS_INIT} {} \"$@\"\n", common::RECEPTOR);
+    std::fs::write(&wrapper, script).expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // `left` leaves a process behind that waits for its gate: an orphan.
+    let (gate, left_gate) = (tmp.path.join("open"), tmp.path.join("left"));
+    let leaves = format!(
+        "-c '(while [ ! -e {} ]; do sleep 0.05; done) & exit 0'",
+        left_gate.display()
+    );
+    let items = [
+        listener(free_port(), 1.0),
+        gate_type(&gate),
+        work_type("left", "sh", &leaves, false),
+        work_type("where", "pwd", "", false),
+    ];
+    let node = Node::start_via(&wrapper, "init", &items);
+    let unshare = node.daemon_pid().expect("running");
+    let [daemon] = children_of(unshare)[..] else {
+        panic!("unshare {unshare} has no one child");
+    };
+    let init = InitNode { node, init: daemon };
+    let node = &init.node;
+    assert_eq!(inner_pid(daemon), 1);
+    assert!(
+        node.log()
+            .contains("Running as PID 1: reaping orphaned processes")
+    );
+
+    // A command's background process outlives it, adopted by the daemon.
+    let id = submit_raw(&node.socket, "init", "left", &[], b"")
+        .expect("submit")
+        .id;
+    let st = wait_state(node, &id, 2, secs(30));
+    assert_eq!(st["Detail"], "exit status 0", "{st}");
+    let is_orphan = |p: &u32| !is_fork_server(*p);
+    let orphans: Vec<u32> = children_of(daemon).into_iter().filter(is_orphan).collect();
+    assert_eq!(orphans.len(), 1, "children {:?}", children_of(daemon));
+    std::fs::write(&left_gate, "").expect("open the orphan's gate");
+    assert!(
+        wait_until(secs(10), || !Path::new(&format!("/proc/{}", orphans[0]))
+            .exists()),
+        "orphan {} not reaped: zombies {:?}\n{}",
+        orphans[0],
+        zombies_of(daemon),
+        node.log_tail(20)
+    );
+
+    // The fork server dies: the daemon, its owner, reaps it; its runner
+    // is orphaned to the daemon and still finishes its unit.
+    let first = submit_raw(&node.socket, "init", "gate", &[], b"")
+        .expect("submit")
+        .id;
+    let runner_inner = runner_pid(&wait_running(node, &first));
+    let server = children_of(daemon)
+        .into_iter()
+        .find(|&p| is_fork_server(p))
+        .expect("a fork server");
+    let [runner] = children_of(server)[..] else {
+        panic!("fork server {server} has no one runner");
+    };
+    assert_eq!(inner_pid(runner), runner_inner);
+    let server_inner = inner_pid(server);
+    kill9(server as i32);
+    assert!(
+        wait_until(secs(10), || parent_of(runner) == daemon),
+        "runner {runner} not adopted by the daemon"
+    );
+    std::fs::write(&gate, "").expect("open the gate");
+    let st = wait_state(node, &first, 2, secs(30));
+    assert_eq!(st["Detail"], "exit status 0", "{st}");
+    assert_eq!(results_text(node, &first, secs(10)), "before\nafter\n");
+    let reaped = format!("Reaped orphaned process {runner_inner} (");
+    assert!(
+        wait_until(secs(10), || node.log().contains(&reaped)),
+        "{}",
+        node.log_tail(20)
+    );
+    let exited = format!("Runner fork server (PID {server_inner}) has exited");
+    let log = node.log();
+    assert!(log.contains(&exited), "{}", node.log_tail(20));
+    assert!(
+        !log.contains(&format!("Reaped orphaned process {server_inner} (")),
+        "the reaper took the fork server's exit\n{}",
+        node.log_tail(20)
+    );
+
+    // The daemon's next child, a new fork server, runs units as before.
+    let next = submit_raw(&node.socket, "init", "where", &[], b"")
+        .expect("submit")
+        .id;
+    let st = wait_state(node, &next, 2, secs(30));
+    assert_eq!(st["Detail"], "exit status 0", "{st}");
+    let servers: Vec<u32> = children_of(daemon)
+        .into_iter()
+        .filter(|&p| is_fork_server(p))
+        .collect();
+    assert_eq!(servers.len(), 1, "fork servers {servers:?}");
+    assert_ne!(servers[0], server);
+    assert!(
+        wait_until(secs(10), || zombies_of(daemon).is_empty()),
+        "zombies {:?} under the daemon\n{}",
+        zombies_of(daemon),
+        node.log_tail(20)
+    );
+}

@@ -16,8 +16,8 @@
 //! files are synced on every state change, command units run in sessions
 //! of their own and outlive the daemon (the next start follows them), and
 //! the remaining threads (accept loops, dialers, control clients, remote
-//! unit monitors, unit watchers) hold nothing that a stop must finish, so
-//! they end with the process.
+//! unit monitors, unit watchers, the orphan reaper) hold nothing that a
+//! stop must finish, so they end with the process.
 
 mod backends;
 
@@ -99,6 +99,10 @@ pub fn start(cfg: Config, reread: Reread) -> Result<Daemon, StartError> {
         return Err(StartError::NothingToDo);
     }
     let signals = watch_signals()?;
+    // A daemon that cannot reap still runs, as the Go one always does.
+    if let Err(e) = crate::reaper::start() {
+        warn!("Orphaned processes will not be reaped: {e}");
+    }
     let tls = Sections::load(&cfg.tls_servers, &cfg.tls_clients, &cfg.node.id)
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let tls = Arc::new(tls);

@@ -118,7 +118,7 @@ fn exec_runner(unit: &Arc<Unit>, req: &Request, log_level: &str) -> Result<u32, 
     // The runner makes its own session first thing; doing it here would
     // need a pre_exec hook, which forces fork() (copying the daemon's page
     // tables) instead of posix_spawn.
-    let mut child = cmd.spawn().map_err(WorkError::Launch)?;
+    let mut child = crate::reaper::spawn(&mut cmd).map_err(WorkError::Launch)?;
     let pid = child.id();
     let watched = unit.clone();
     std::thread::Builder::new()
@@ -288,15 +288,7 @@ fn may_become_runner(pid: u32) -> bool {
 
 /// The command line of `pid`, if it is a live process (not a zombie).
 fn live_cmdline(pid: u32) -> Option<Vec<u8>> {
-    if pid == 0 {
-        return None;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|rest| rest.split_whitespace().next());
-    if matches!(state, Some("Z" | "X") | None) {
+    if pid == 0 || crate::procstat::ProcStat::read(pid)?.is_dead() {
         return None;
     }
     std::fs::read(format!("/proc/{pid}/cmdline")).ok()

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,6 +31,7 @@ use serde_json::Value;
 use super::Unit;
 use super::runner::{self, poll_in};
 use crate::config::CommandRunnerCfg;
+use crate::reaper::{self, OwnedChild};
 
 /// The argument that makes a receptor process the fork server.
 pub const SERVER_FLAG: &str = "--command-runner-server";
@@ -215,7 +216,7 @@ struct Server {
     pending: Mutex<VecDeque<Pending>>,
     gone: AtomicBool,
     /// Reaped only by the reader thread, after which `kill` is a no-op.
-    process: Mutex<Child>,
+    process: Mutex<OwnedChild>,
 }
 
 /// A request waiting for its `Started` or `ForkFailed`.
@@ -306,10 +307,11 @@ fn spawn_server(
     wait: Duration,
 ) -> io::Result<Arc<Server>> {
     let (ours, theirs) = UnixStream::pair()?;
-    let mut process = Command::new(program)
-        .args(["--node", "id=worker", "--log-level", log_level, SERVER_FLAG])
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .spawn()?;
+    let mut process = reaper::spawn(
+        Command::new(program)
+            .args(["--node", "id=worker", "--log-level", log_level, SERVER_FLAG])
+            .stdin(Stdio::from(OwnedFd::from(theirs))),
+    )?;
     let setup = await_ready(&ours, process.id(), ready_wait).and_then(|lines| {
         let requests = ours.try_clone()?;
         // A server stuck on its end must not hold a start (and the lock

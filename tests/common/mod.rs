@@ -256,6 +256,14 @@ impl Node {
         node
     }
 
+    /// Like [`Node::start`], running `program`, which execs the daemon
+    /// with the arguments it is given (a wrapper such as `unshare`).
+    pub fn start_via(program: &Path, id: &str, items: &[String]) -> Node {
+        let mut node = Node::spawn_full(program, id, "", "", items);
+        node.wait_ready();
+        node
+    }
+
     /// Like [`Node::start`], with extra environment variables.
     pub fn start_env(id: &str, items: &[String], env: &[(&str, &str)]) -> Node {
         let mut node = Node::spawn(id, items);
