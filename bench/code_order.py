@@ -123,6 +123,10 @@ def run_phases(line):
     n1 = line.socks[1]
     for cmd in ['{"command":"status"}', "ping n0", "traceroute n2", "work list"]:
         control(n1, cmd, timeout=60)
+    # Past the pooled threads' idle wait (src/workers.rs, 5 s), so the
+    # code that ends a thread, which every idle node runs after its first
+    # control command, is listed with the commands and not with the units.
+    time.sleep(7)
     line.dump()
     # A local unit, and a remote one that n0 runs on n1 over the mesh.
     # Both fail: the daemon starts a unit's runner as /proc/self/exe,

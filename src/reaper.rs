@@ -20,10 +20,10 @@
 //!
 //! Why no owner loses an exit status to the reaper:
 //! * [`spawn`] holds the lock of the owned set while it starts the child
-//!   and registers its PID, and a reaper pass holds the same lock from
-//!   its scan of `/proc` to its last `waitpid`. So a pass never sees a
-//!   child that is started but not yet registered: it sees children
-//!   started and registered, or none.
+//!   and registers its PID, and a reaper pass checks ownership and calls
+//!   `waitpid` under the same lock. So a pass never takes a child that is
+//!   started but not yet registered: by the time it holds the lock, the
+//!   child is registered.
 //! * An owner unregisters only once it has reaped its child (or dropped
 //!   it, no longer waiting), so an owned zombie is never taken.
 //! * A pass reaps only PIDs it saw as zombies whose parent is this
@@ -183,11 +183,33 @@ pub fn start() -> io::Result<bool> {
     poke.set_nonblocking(true)?;
     signal_hook::low_level::pipe::register(libc::SIGCHLD, signalled)?;
     let _ = WAKE.set(poke);
+    // SIGCHLD goes to the reaper thread alone: a handler run on another
+    // thread would cut short whatever system call it was in, and calls on
+    // sockets with a timeout are never restarted. Every thread started
+    // from here on inherits the block; the daemon starts the reaper
+    // before any other thread, and children start with an empty mask
+    // (std clears it).
+    sigchld_mask(libc::SIG_BLOCK);
     std::thread::Builder::new()
         .name("reaper".into())
-        .spawn(move || run(wakeups, me))?;
+        .spawn(move || {
+            sigchld_mask(libc::SIG_UNBLOCK);
+            run(wakeups, me)
+        })?;
     info!("{why}: reaping orphaned processes");
     Ok(true)
+}
+
+/// Blocks or unblocks SIGCHLD for the calling thread.
+fn sigchld_mask(how: libc::c_int) {
+    // SAFETY: the set is initialised by sigemptyset before use, and
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGCHLD);
+        libc::pthread_sigmask(how, set.as_ptr(), std::ptr::null_mut());
+    }
 }
 
 /// A pass now (orphans may be waiting from before the daemon), then one
@@ -208,8 +230,12 @@ fn run(mut wakeups: UnixStream, me: u32) {
     }
 }
 
+/// Scans `/proc` without the lock (it may be long on a host), then reaps
+/// under it each zombie seen that is still nobody's. That is as safe as a
+/// scan under the lock: a zombie no owner waits for is reaped by nobody
+/// but this thread, so its PID stays its own until then, and a child
+/// started and registered since the scan is owned by now.
 fn pass(me: u32) {
-    let owned = lock();
     let procs = match procstat::all() {
         Ok(p) => p,
         Err(e) => {
@@ -217,16 +243,20 @@ fn pass(me: u32) {
             return;
         }
     };
-    for pid in unowned_zombies(&procs, me, &owned) {
-        let mut status = 0;
-        // SAFETY: waitpid writes only to `status`; WNOHANG never blocks.
-        let got = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-        if got == pid as i32 {
-            debug!(
-                "Reaped orphaned process {pid} ({})",
-                ExitStatus::from_raw(status)
-            );
+    let mut reaped = Vec::new();
+    {
+        let owned = lock();
+        for pid in unowned_zombies(&procs, me, &owned) {
+            let mut status = 0;
+            // SAFETY: waitpid writes only to `status`; WNOHANG never blocks.
+            let got = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+            if got == pid as i32 {
+                reaped.push((pid, ExitStatus::from_raw(status)));
+            }
         }
+    }
+    for (pid, how) in reaped {
+        debug!("Reaped orphaned process {pid} ({how})");
     }
 }
 

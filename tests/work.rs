@@ -1971,9 +1971,14 @@ fn a_daemon_that_is_pid_1_reaps_orphans_and_keeps_its_own_children() {
         "{}",
         node.log_tail(20)
     );
+    // The server's own thread logs its exit when it gets to it.
     let exited = format!("Runner fork server (PID {server_inner}) has exited");
+    assert!(
+        wait_until(secs(10), || node.log().contains(&exited)),
+        "{}",
+        node.log_tail(20)
+    );
     let log = node.log();
-    assert!(log.contains(&exited), "{}", node.log_tail(20));
     assert!(
         !log.contains(&format!("Reaped orphaned process {server_inner} (")),
         "the reaper took the fork server's exit\n{}",

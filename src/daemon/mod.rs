@@ -98,11 +98,13 @@ pub fn start(cfg: Config, reread: Reread) -> Result<Daemon, StartError> {
     if specs.is_empty() && !cfg.local_only {
         return Err(StartError::NothingToDo);
     }
-    let signals = watch_signals()?;
-    // A daemon that cannot reap still runs, as the Go one always does.
+    // First, before any other thread: the reaper keeps SIGCHLD to itself
+    // (see `reaper.rs`), and threads started earlier would not. A daemon
+    // that cannot reap still runs, as the Go one always does.
     if let Err(e) = crate::reaper::start() {
         warn!("Orphaned processes will not be reaped: {e}");
     }
+    let signals = watch_signals()?;
     let tls = Sections::load(&cfg.tls_servers, &cfg.tls_clients, &cfg.node.id)
         .map_err(|e| StartError::Failed(e.to_string()))?;
     let tls = Arc::new(tls);

@@ -223,9 +223,14 @@ fn open_client_session(
     })
 }
 
+/// A read that ran out of time or was cut short by a signal (a socket
+/// with a read timeout is never restarted after a handler: SIGHUP's, or
+/// SIGCHLD's in a daemon that reaps orphans), to be tried again.
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
     )
 }
