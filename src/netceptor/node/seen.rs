@@ -4,9 +4,10 @@
 //! Two generations of IDs: new IDs go into the current one, and when it
 //! holds half of [`SEEN_UPDATES_CAP`] (or at the sweep, every
 //! [`super::SEEN_UPDATE_EXPIRY`]) the previous generation is forgotten and
-//! the current one takes its place. An ID is therefore remembered for at
-//! least one sweep interval, or for the next `SEEN_UPDATES_CAP / 2` new
-//! IDs, whichever ends first, at a constant cost per ID. (Before, a full
+//! the current one takes its place (a sweep does nothing if the cap did
+//! so since the last one). An ID is therefore remembered for at least one
+//! sweep interval, or for the next `SEEN_UPDATES_CAP / 2 - 1` new IDs,
+//! whichever ends first, at a constant cost per ID. (Before, a full
 //! table was sorted by time to forget its older half: in a 5,000-node
 //! mesh every node crossed the cap while reconverging and sorted 65,536
 //! entries each time.)
@@ -23,6 +24,9 @@ pub(super) struct SeenUpdates {
     previous: HashSet<SeenKey>,
     /// This node's key for hashing long update IDs.
     keys: RandomState,
+    /// Whether the cap rotated the generations since the last sweep:
+    /// then `previous` is younger than a sweep interval, and kept.
+    rotated: bool,
 }
 
 impl SeenUpdates {
@@ -34,13 +38,17 @@ impl SeenUpdates {
         }
         if self.current.len() >= SEEN_UPDATES_CAP / 2 {
             self.rotate();
+            self.rotated = true;
         }
         true
     }
 
-    /// Forgets the IDs seen before the previous sweep.
+    /// Forgets the IDs seen before the previous sweep, unless the cap has
+    /// already made room since then.
     pub fn sweep(&mut self) {
-        self.rotate();
+        if !std::mem::take(&mut self.rotated) {
+            self.rotate();
+        }
     }
 
     fn rotate(&mut self) {
@@ -114,6 +122,19 @@ mod tests {
         assert!(!seen.contains("old"));
         assert!(seen.contains("newer"));
         assert!(seen.first_sight("old"));
+    }
+
+    #[test]
+    fn a_sweep_right_after_the_cap_made_room_keeps_the_ids_before_it() {
+        let mut seen = SeenUpdates::default();
+        for i in 0..SEEN_UPDATES_CAP / 2 {
+            seen.first_sight(&format!("u{i}"));
+        }
+        let last = format!("u{}", SEEN_UPDATES_CAP / 2 - 1);
+        seen.sweep();
+        assert!(seen.contains(&last), "forgotten moments after it came");
+        seen.sweep();
+        assert!(!seen.contains(&last));
     }
 
     #[test]
