@@ -9,7 +9,9 @@
 //! those no owner waits for. The children the daemon starts (the fork
 //! server, exec'd runners) are waited for by the threads that started
 //! them, whose exit status tells a unit its runner died; they are started
-//! through [`spawn`], which registers them as owned.
+//! through [`spawn`], which registers them as owned. `clippy.toml`
+//! forbids `Command::spawn`, `output` and `status` everywhere else, so a
+//! new way of starting a child cannot forget it.
 //!
 //! When: only if the kernel hands this process orphans at all, as PID 1
 //! or as a child subreaper (`PR_SET_CHILD_SUBREAPER`, which a wrapper may
@@ -104,6 +106,7 @@ pub struct OwnedChild {
 /// documentation for why registering under the lock is enough).
 pub fn spawn(cmd: &mut Command) -> io::Result<OwnedChild> {
     let mut owned = lock();
+    #[allow(clippy::disallowed_methods)] // the one spawn that registers
     let child = cmd.spawn()?;
     owned.add(child.id());
     Ok(OwnedChild {

@@ -1,6 +1,10 @@
 //! work-kubernetes end to end: the real receptor and receptorctl against a
 //! fake API server (tests/kube_fake) whose pods are local processes.
 
+// Tests start processes of their own; the reaper rule (clippy.toml) is
+// the daemon's.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 #[path = "kube_fake/mod.rs"]
 mod fake;

@@ -3,6 +3,10 @@
 //! Go `tcp-listener` with client certificates required on both sides.
 //! Skipped (with a printed line) when target/reference/receptor-go is absent.
 
+// Tests start processes of their own; the reaper rule (clippy.toml) is
+// the daemon's.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::io::Read;

@@ -350,6 +350,7 @@ mod tests {
     /// `go` appears (sh keeps its own command line across `cd`). Its
     /// output goes nowhere, so a `sleep` it leaves behind holds nothing
     /// of the test harness open.
+    #[allow(clippy::disallowed_methods)] // a test's stand-in process
     fn forked_copy(dir: &Path, go: &Path) -> std::process::Child {
         let script = format!(
             "while [ ! -e '{}' ]; do sleep 0.01; done; cd '{}' && while :; do sleep 0.05; done",

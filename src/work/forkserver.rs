@@ -900,6 +900,7 @@ mod tests {
     /// A start whose answer was lost: the unit fails, unless its runner
     /// recorded itself, which is then watched like an orphan.
     #[test]
+    #[allow(clippy::disallowed_methods)] // a fake runner the test starts itself
     fn an_unanswered_start_fails_the_unit_unless_its_runner_said_it_exists() {
         use crate::config::WorkCommandCfg;
         use crate::work::state::{CommandExtra, ExtraData, FAILED};

@@ -130,6 +130,8 @@ fn claim(dir: &UnitDir, base: &Status, params: &str) -> bool {
     }
 }
 
+// The runner process, not the daemon: no reaper here.
+#[allow(clippy::disallowed_methods)]
 fn spawn(
     cfg: &CommandRunnerCfg,
     dir: &UnitDir,

@@ -9,6 +9,10 @@
 //! streams mid-line); `attach` over WebSocket (v5 and v4 channel
 //! protocols). Auth: bearer tokens or a client certificate from the CA,
 //! else 401; listed tokens get 403.
+
+// Tests start processes of their own; the reaper rule (clippy.toml) is
+// the daemon's.
+#![allow(clippy::disallowed_methods)]
 #![allow(dead_code)]
 // tungstenite's handshake callback returns its (large) response type.
 #![allow(clippy::result_large_err)]
