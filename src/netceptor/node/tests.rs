@@ -433,23 +433,36 @@ fn a_cancel_does_not_circle_a_loop_forever() {
 }
 
 #[test]
-fn remembered_update_ids_stay_bounded() {
+fn a_forgotten_update_id_sent_again_changes_nothing() {
     let now = start().mono;
     let mut node = node("a", 1, start());
     let mut ru = node.make_update(0);
     ru.node_id = "far".into();
     ru.forwarding_node = "far".into();
+    let send = |node: &mut Node, ru: &codec::RoutingUpdate, i: u64| {
+        let raw = codec::encode_routing(ru).into();
+        node.handle_routing_update(ru.clone(), raw, 0, now + Duration::from_micros(i));
+    };
+    let first = ru.clone();
     for i in 0..(SEEN_UPDATES_CAP as u64 + 10) {
         ru.update_id = format!("u{i}");
         ru.update_sequence = i + 1;
-        let raw = codec::encode_routing(&ru).into();
-        node.handle_routing_update(ru.clone(), raw, 0, now + Duration::from_micros(i));
+        send(&mut node, &ru, i);
     }
-    assert!(node.seen_updates.len() <= SEEN_UPDATES_CAP);
-    assert!(
-        node.seen_updates
-            .contains(&format!("u{}", SEEN_UPDATES_CAP + 9))
-    );
+    let latest = |node: &Node| {
+        let far = node.graph.id("far").expect("far is known");
+        node.known.get(far).expect("far's update").sequence
+    };
+    let newest = latest(&node);
+    assert_eq!(newest, SEEN_UPDATES_CAP as u64 + 10);
+    // The first update's ID is forgotten by now; its sequence is old, so
+    // it is refused as stale all the same.
+    let mut again = first;
+    again.update_id = "u0".into();
+    again.update_sequence = 1;
+    assert!(!node.seen_updates.contains("u0"));
+    send(&mut node, &again, SEEN_UPDATES_CAP as u64 + 10);
+    assert_eq!(latest(&node), newest);
 }
 
 mod firewall {
