@@ -1454,13 +1454,27 @@ fn parent_of(pid: u32) -> u32 {
         .unwrap_or(0)
 }
 
-/// Live (not zombie) processes whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
+/// Processes whose parent is `pid`, zombies among them.
+fn all_children_of(pid: u32) -> impl Iterator<Item = u32> {
     let entries = std::fs::read_dir("/proc").expect("read /proc");
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| parent_of(p) == pid && alive(p))
-        .collect()
+        .filter(move |&p| parent_of(p) == pid)
+}
+
+/// Live (not zombie) processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    all_children_of(pid).filter(|&p| alive(p)).collect()
+}
+
+/// `daemon` has one fork server, and not `old`.
+fn assert_one_new_fork_server(daemon: u32, old: u32) {
+    let servers: Vec<u32> = children_of(daemon)
+        .into_iter()
+        .filter(|&p| is_fork_server(p))
+        .collect();
+    assert_eq!(servers.len(), 1, "fork servers {servers:?}");
+    assert_ne!(servers[0], old);
 }
 
 fn is_fork_server(pid: u32) -> bool {
@@ -1586,12 +1600,7 @@ fn fork_server_death_loses_no_unit_and_the_next_start_gets_a_new_server() {
         results_text(&node, &next, secs(10)),
         format!("{}\n", cwd.display())
     );
-    let servers: Vec<u32> = children_of(daemon)
-        .into_iter()
-        .filter(|&p| is_fork_server(p))
-        .collect();
-    assert_eq!(servers.len(), 1, "fork servers {servers:?}");
-    assert_ne!(servers[0], server);
+    assert_one_new_fork_server(daemon, server);
 }
 
 #[test]
@@ -1850,10 +1859,8 @@ const AS_INIT: &str = "unshare --user --pid --fork --map-root-user --mount-proc 
 
 /// Zombies whose parent is `pid`.
 fn zombies_of(pid: u32) -> Vec<u32> {
-    let entries = std::fs::read_dir("/proc").expect("read /proc");
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| parent_of(p) == pid && !alive(p) && Path::new(&format!("/proc/{p}")).exists())
+    all_children_of(pid)
+        .filter(|&p| !alive(p) && Path::new(&format!("/proc/{p}")).exists())
         .collect()
 }
 
@@ -1995,12 +2002,7 @@ fn a_daemon_that_is_pid_1_reaps_orphans_and_keeps_its_own_children() {
         .id;
     let st = wait_state(node, &next, 2, secs(30));
     assert_eq!(st["Detail"], "exit status 0", "{st}");
-    let servers: Vec<u32> = children_of(daemon)
-        .into_iter()
-        .filter(|&p| is_fork_server(p))
-        .collect();
-    assert_eq!(servers.len(), 1, "fork servers {servers:?}");
-    assert_ne!(servers[0], server);
+    assert_one_new_fork_server(daemon, server);
     assert!(
         wait_until(secs(10), || zombies_of(daemon).is_empty()),
         "zombies {:?} under the daemon\n{}",
