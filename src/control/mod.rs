@@ -28,6 +28,7 @@ use crate::work::Workceptor;
 use clients::{Permit, Refused, Slots};
 use reload::Reloader;
 use session::Context;
+use session::Greeting::{Due, Sent};
 
 /// The parts of a running control service that must be undone when the
 /// daemon stops: dropping it removes the Unix socket file and releases its
@@ -152,8 +153,9 @@ fn bind_unix(path: &Path, permissions: u32) -> Result<(File, UnixListener), Stri
 const ACCEPT_ERROR: &str = "Error accepting control connection";
 
 fn spawn_unix(listener: UnixListener, ctx: Arc<Context>, slots: Arc<Slots>) -> Result<(), String> {
-    let serve = move |s, p: Permit| session::serve_with(&ctx, s, "@", true, Some(&p));
-    let gate = move |s: &mut std::os::unix::net::UnixStream| admit(&slots, s);
+    let greeter = ctx.clone();
+    let serve = move |s, p: Permit| session::serve_with(&ctx, s, "@", true, Some(&p), Sent);
+    let gate = move |s: &mut std::os::unix::net::UnixStream| admit_and_greet(&slots, &greeter, s);
     accept::spawn_gated(
         "control-unix".into(),
         listener,
@@ -166,11 +168,12 @@ fn spawn_unix(listener: UnixListener, ctx: Arc<Context>, slots: Arc<Slots>) -> R
 }
 
 fn spawn_tcp(listener: TcpListener, ctx: Arc<Context>, slots: Arc<Slots>) -> Result<(), String> {
+    let greeter = ctx.clone();
     let serve = move |s: std::net::TcpStream, p: Permit| {
         let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-        session::serve_with(&ctx, s, &peer, false, Some(&p));
+        session::serve_with(&ctx, s, &peer, false, Some(&p), Sent);
     };
-    let gate = move |s: &mut std::net::TcpStream| admit(&slots, s);
+    let gate = move |s: &mut std::net::TcpStream| admit_and_greet(&slots, &greeter, s);
     accept::spawn_gated(
         "control-tcp".into(),
         listener,
@@ -196,6 +199,17 @@ fn admit<S: crate::services::Socket + SetWriteTimeout>(
             None
         }
     }
+}
+
+/// [`admit`], then the greeting, written on the accept thread: a new
+/// socket's send buffer is empty, so the write cannot wait on the client.
+fn admit_and_greet<S: crate::services::Socket + SetWriteTimeout>(
+    slots: &Arc<Slots>,
+    ctx: &Context,
+    s: &mut S,
+) -> Option<Permit> {
+    let permit = admit(slots, s)?;
+    session::greet(ctx, s).ok().map(|()| permit)
 }
 
 /// The write timeout of the kernel sockets clients use.
@@ -230,7 +244,7 @@ fn spawn_tcp_tls(
             .map_err(|e| e.to_string())
             .and_then(|c| TlsStream::establish(c.into(), s).map_err(|e| e.to_string()));
         match stream {
-            Ok(stream) => session::serve_with(&ctx, stream, &peer, false, Some(&p)),
+            Ok(stream) => session::serve_with(&ctx, stream, &peer, false, Some(&p), Due),
             Err(e) => error!("Control service TLS handshake with {peer} failed: {e}"),
         }
     };

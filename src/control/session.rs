@@ -14,7 +14,7 @@ use crate::netceptor::node::MAX_FORWARDING_HOPS;
 use crate::netceptor::ping;
 use crate::services::{OnRemoteEof, Socket, bridge};
 use crate::stream::{self, DIAL_TIMEOUT};
-use crate::work::Workceptor;
+use crate::work::{Started, Workceptor};
 
 /// Longest command line accepted; a longer one ends the session.
 const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -37,10 +37,26 @@ struct Caller {
     unix: bool,
 }
 
+/// Whether a session's greeting is still to be written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// The accept thread wrote it ([`greet`]): the client reads it while
+    /// the session's thread wakes, instead of after.
+    Sent,
+    Due,
+}
+
+/// Writes the greeting a session starts with.
+pub fn greet<W: Write>(ctx: &Context, out: &mut W) -> std::io::Result<()> {
+    let greeting = format!("Receptor Control, node {}\n", ctx.net.node_id());
+    out.write_all(greeting.as_bytes())?;
+    out.flush()
+}
+
 /// Serves a client until it hangs up. `peer` names it in logs; `unix`
 /// says it came through the Unix socket.
 pub fn serve<S: Socket>(ctx: &Context, stream: S, peer: &str, unix: bool) {
-    serve_with(ctx, stream, peer, unix, None);
+    serve_with(ctx, stream, peer, unix, None, Greeting::Due);
 }
 
 /// [`serve`] for a client holding a slot, marked idle while it waits for
@@ -51,6 +67,7 @@ pub fn serve_with<S: Socket>(
     peer: &str,
     unix: bool,
     slot: Option<&Permit>,
+    greeting: Greeting,
 ) {
     let idle = |idle: bool| {
         if let Some(p) = slot {
@@ -59,8 +76,7 @@ pub fn serve_with<S: Socket>(
     };
     debug!("Client connected to control service {peer}");
     let mut conn = BufReader::new(stream);
-    let greeting = format!("Receptor Control, node {}\n", ctx.net.node_id());
-    if write(&mut conn, &greeting).is_ok() {
+    if greeting == Greeting::Sent || greet(ctx, conn.get_mut()).is_ok() {
         loop {
             idle(true);
             let Some(line) = next_line(&mut conn) else {
@@ -74,13 +90,21 @@ pub fn serve_with<S: Socket>(
                 signature: command::signature(&line),
                 unix,
             };
+            // A started unit's follow-up (its monitor), held until the
+            // client has the reply.
+            let mut started = None;
             let (reply, submitted) = match command::parse(&line) {
                 Ok(Command::Connect { node, service, tls }) => {
                     // The connection now belongs to the bridge.
                     return connect(ctx, conn, &node, &service, tls.as_deref());
                 }
                 Ok(Command::Work(WorkCommand::Submit(req))) => {
-                    (submit(ctx, &mut conn, &req, &caller), true)
+                    let reply = submit(ctx, &mut conn, &req, &caller).map(|(unit, s)| {
+                        let text = reply::submitted(s.completion, &unit);
+                        started = Some(s);
+                        text
+                    });
+                    (reply, true)
                 }
                 Ok(Command::Work(WorkCommand::Results { unit, start })) => {
                     // The stream ends with the connection.
@@ -90,7 +114,9 @@ pub fn serve_with<S: Socket>(
                 Err(e) => (Err(e), false),
             };
             let last = ends_session(conn.get_ref().pipelines_submits(), submitted, &reply);
-            if write(&mut conn, &render(reply)).is_err() || last {
+            let written = write(&mut conn, &render(reply));
+            drop(started);
+            if written.is_err() || last {
                 break;
             }
         }
@@ -165,13 +191,13 @@ fn work(ctx: &Context, cmd: WorkCommand, caller: &Caller) -> Result<String, Stri
 }
 
 /// `work submit`: the ID line, then stdin until the client half-closes,
-/// then the unit starts and the result line follows.
+/// then the unit starts; its ID and how it started make the result line.
 fn submit<S: Socket>(
     ctx: &Context,
     conn: &mut BufReader<S>,
     req: &crate::work::SubmitRequest,
     caller: &Caller,
-) -> Result<String, String> {
+) -> Result<(String, Started), String> {
     ctx.work
         .check_submit_signature(req, &caller.signature, caller.unix)
         .map_err(|e| e.to_string())?;
@@ -188,7 +214,7 @@ fn submit<S: Socket>(
     }
     drop(stdin);
     let started = ctx.work.start_unit(&unit).map_err(|e| e.to_string())?;
-    Ok(reply::submitted(started, &unit.id))
+    Ok((unit.id.clone(), started))
 }
 
 fn results<S: Socket>(

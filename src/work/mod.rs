@@ -53,6 +53,13 @@ pub enum Completion {
     Pending,
 }
 
+/// A unit started: how far, and (a remote unit) its monitor, which
+/// begins when this is dropped; see [`remote::Watch`].
+pub struct Started {
+    pub completion: Completion,
+    _watch: Option<remote::Watch>,
+}
+
 /// One unit of work; its directory is the source of truth.
 pub struct Unit {
     pub id: String,
@@ -476,7 +483,7 @@ impl Workceptor {
 
     /// Starts a unit whose stdin is complete. `Pending`: accepted but not
     /// started yet (a remote node not reachable yet).
-    pub fn start_unit(self: &Arc<Self>, unit: &Arc<Unit>) -> Result<Completion, WorkError> {
+    pub fn start_unit(self: &Arc<Self>, unit: &Arc<Unit>) -> Result<Started, WorkError> {
         let st = unit.update(|s| {
             if !s.is_final() {
                 s.set(PENDING, command::STARTING);
@@ -485,17 +492,22 @@ impl Workceptor {
         if st.is_final() {
             return Err(WorkError::AlreadyFinal(state::state_name(st.state)));
         }
+        let done = |()| Started {
+            completion: Completion::Done,
+            _watch: None,
+        };
         let started = if st.work_type == REMOTE_TYPE {
-            remote::start(self, unit)
-        } else if let Some(k) = self.kube.get(&st.work_type) {
-            self.unit_secrets(unit).map(|sealed| {
-                kubernetes::start(unit, k, sealed);
-                Completion::Done
+            remote::start(self, unit).map(|(completion, watch)| Started {
+                completion,
+                _watch: Some(watch),
             })
+        } else if let Some(k) = self.kube.get(&st.work_type) {
+            self.unit_secrets(unit)
+                .map(|sealed| kubernetes::start(unit, k, sealed))
+                .map(done)
         } else {
             match self.types.get(&st.work_type) {
-                Some(cfg) => command::start(unit, cfg, &self.log_level, &self.runners)
-                    .map(|()| Completion::Done),
+                Some(cfg) => command::start(unit, cfg, &self.log_level, &self.runners).map(done),
                 None => Err(WorkError::UnknownType(st.work_type.clone())),
             }
         };

@@ -205,23 +205,40 @@ fn local_size(unit: &Unit) -> u64 {
     std::fs::metadata(unit.dir.stdout_path()).map_or(0, |m| m.len())
 }
 
-/// Submits now if the executor answers, else in the background.
-pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<Completion, WorkError> {
+/// Submits now if the executor answers, else in the background; the
+/// unit's monitor starts when the [`Watch`] is dropped.
+pub fn start(w: &Arc<Workceptor>, unit: &Arc<Unit>) -> Result<(Completion, Watch), WorkError> {
     let r = remote_of(unit).ok_or(WorkError::NotRemote)?;
-    match submit(w, unit, &r) {
-        Ok(()) => {
-            spawn_monitor(w, unit);
-            Ok(Completion::Done)
-        }
-        Err(SubmitFailure::Refused(e)) => Err(e),
+    let completion = match submit(w, unit, &r) {
+        Ok(()) => Completion::Done,
+        Err(SubmitFailure::Refused(e)) => return Err(e),
         Err(SubmitFailure::Unreachable(e)) => {
             info!(
                 "[{}] Remote node not reachable yet ({e}); will keep trying",
                 unit.id
             );
-            spawn_monitor(w, unit);
-            Ok(Completion::Pending)
+            Completion::Pending
         }
+    };
+    let watch = Watch {
+        w: w.clone(),
+        unit: unit.clone(),
+    };
+    Ok((completion, watch))
+}
+
+/// A started remote unit's monitor, begun when this is dropped. The
+/// submitting session drops it after writing its reply: begun before,
+/// the monitor's new thread and its results stream run ahead of the
+/// reply on a busy machine (the threads a waker wakes preempt it).
+pub struct Watch {
+    w: Arc<Workceptor>,
+    unit: Arc<Unit>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        spawn_monitor(&self.w, &self.unit);
     }
 }
 
