@@ -46,10 +46,14 @@ pub enum Greeting {
     Due,
 }
 
+/// The line a session starts with.
+fn greeting(ctx: &Context) -> String {
+    format!("Receptor Control, node {}\n", ctx.net.node_id())
+}
+
 /// Writes the greeting a session starts with.
 pub fn greet<W: Write>(ctx: &Context, out: &mut W) -> std::io::Result<()> {
-    let greeting = format!("Receptor Control, node {}\n", ctx.net.node_id());
-    out.write_all(greeting.as_bytes())?;
+    out.write_all(greeting(ctx).as_bytes())?;
     out.flush()
 }
 
@@ -76,7 +80,20 @@ pub fn serve_with<S: Socket>(
     };
     debug!("Client connected to control service {peer}");
     let mut conn = BufReader::new(stream);
-    if greeting == Greeting::Sent || greet(ctx, conn.get_mut()).is_ok() {
+    // One of our nodes that sent its submit without waiting for the
+    // greeting gets it in front of the ID line: one packet fewer. It then
+    // comes once the unit is allocated, which our controller waits for up
+    // to its 5 s greeting timeout (the ID line alone gets 3 s after it).
+    let mut held = None;
+    let greeted = match greeting {
+        Greeting::Sent => Ok(()),
+        Greeting::Due if conn.get_ref().sent_ahead() => {
+            held = Some(self::greeting(ctx));
+            Ok(())
+        }
+        Greeting::Due => greet(ctx, conn.get_mut()),
+    };
+    if greeted.is_ok() {
         loop {
             idle(true);
             let Some(line) = next_line(&mut conn) else {
@@ -93,17 +110,25 @@ pub fn serve_with<S: Socket>(
             // A started unit's follow-up (its monitor), held until the
             // client has the reply.
             let mut started = None;
-            let (reply, submitted) = match command::parse(&line) {
+            let parsed = command::parse(&line);
+            if !matches!(parsed, Ok(Command::Work(WorkCommand::Submit(_))))
+                && let Some(text) = held.take()
+                && write(&mut conn, &text).is_err()
+            {
+                break;
+            }
+            let (reply, submitted) = match parsed {
                 Ok(Command::Connect { node, service, tls }) => {
                     // The connection now belongs to the bridge.
                     return connect(ctx, conn, &node, &service, tls.as_deref());
                 }
                 Ok(Command::Work(WorkCommand::Submit(req))) => {
-                    let reply = submit(ctx, &mut conn, &req, &caller).map(|(unit, s)| {
-                        let text = reply::submitted(s.completion, &unit);
-                        started = Some(s);
-                        text
-                    });
+                    let reply =
+                        submit(ctx, &mut conn, &mut held, &req, &caller).map(|(unit, s)| {
+                            let text = reply::submitted(s.completion, &unit);
+                            started = Some(s);
+                            text
+                        });
                     (reply, true)
                 }
                 Ok(Command::Work(WorkCommand::Results { unit, start })) => {
@@ -114,7 +139,10 @@ pub fn serve_with<S: Socket>(
                 Err(e) => (Err(e), false),
             };
             let last = ends_session(conn.get_ref().pipelines_submits(), submitted, &reply);
-            let written = write(&mut conn, &render(reply));
+            let written = write(
+                &mut conn,
+                &(held.take().unwrap_or_default() + &render(reply)),
+            );
             drop(started);
             if written.is_err() || last {
                 break;
@@ -195,6 +223,7 @@ fn work(ctx: &Context, cmd: WorkCommand, caller: &Caller) -> Result<String, Stri
 fn submit<S: Socket>(
     ctx: &Context,
     conn: &mut BufReader<S>,
+    held: &mut Option<String>,
     req: &crate::work::SubmitRequest,
     caller: &Caller,
 ) -> Result<(String, Started), String> {
@@ -204,7 +233,8 @@ fn submit<S: Socket>(
     let unit = ctx.work.allocate(req).map_err(|e| e.to_string())?;
     let mut stdin = ctx.work.open_stdin(&unit).map_err(|e| e.to_string())?;
     let line = format!(
-        "Work unit created with ID {}. Send stdin data and EOF.\n",
+        "{}Work unit created with ID {}. Send stdin data and EOF.\n",
+        held.take().unwrap_or_default(),
         unit.id
     );
     write(conn, &line).map_err(|e| e.to_string())?;

@@ -48,6 +48,11 @@ pub trait Socket: Read + Write + Send + Sized + 'static {
     fn pipelines_submits(&self) -> bool {
         false
     }
+    /// [`pipelines_submits`](Self::pipelines_submits), and the client's
+    /// first request is here already: it did not wait for the greeting.
+    fn sent_ahead(&self) -> bool {
+        false
+    }
 }
 
 /// Whether the socket reports a hang-up or an error, without blocking.
@@ -122,6 +127,10 @@ impl Socket for Stream {
 
     fn pipelines_submits(&self) -> bool {
         self.carries_many()
+    }
+
+    fn sent_ahead(&self) -> bool {
+        self.carries_many() && self.has_input()
     }
 }
 

@@ -219,6 +219,12 @@ impl Stream {
         self.inner.many
     }
 
+    /// Whether the peer's bytes (or its FIN) wait here unread.
+    pub fn has_input(&self) -> bool {
+        let st = self.inner.pipe.lock();
+        st.recv_len > 0 || st.recv_fin
+    }
+
     /// What opens more streams on this one's connection, if it carries
     /// many.
     pub(crate) fn opener(&self) -> Option<Opener> {
