@@ -105,8 +105,17 @@ impl UnitDir {
         change: impl FnOnce(&mut Status),
     ) -> io::Result<Status> {
         let _lock = self.lock()?;
-        let status = self.read().unwrap_or_else(|_| fallback.clone());
-        self.change(status, change)
+        let Ok(mut status) = self.read() else {
+            return self.change(fallback.clone(), change);
+        };
+        let before = status.clone();
+        change(&mut status);
+        if status == before {
+            // The file says this already (a runner that recorded its PID
+            // before the daemon could): no write.
+            return Ok(status);
+        }
+        self.change(before, |s| *s = status)
     }
 
     /// As [`update`](Self::update), from `current` instead of the file,
@@ -256,6 +265,29 @@ mod tests {
         assert_eq!(list_unit_ids(&node_dir), vec![id]);
         dir.remove().unwrap();
         assert!(list_unit_ids(&node_dir).is_empty());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_leaves_the_file_alone_unless_it_is_unreadable() {
+        use std::os::unix::fs::MetadataExt;
+        let root = scratch();
+        let (_, dir) = UnitDir::create(&root).unwrap();
+        let status = dir.path().join("status");
+        let inode = || fs::metadata(&status).unwrap().ino();
+        let st = Status::new("demo", None);
+        dir.write(&st).unwrap();
+        let written = inode();
+        // Every write renames a new file over the old one.
+        assert_eq!(dir.update(&st, |s| s.stdout_size = 0).unwrap(), st);
+        assert_eq!(inode(), written);
+        dir.update(&st, |s| s.stdout_size = 1).unwrap();
+        assert_ne!(inode(), written);
+        // A corrupt file is replaced by the fallback even when the change
+        // leaves that as it is.
+        fs::write(&status, b"{\"State\":1,\"Det").unwrap();
+        assert_eq!(dir.update(&st, |_| {}).unwrap(), st);
+        assert_eq!(dir.read().unwrap(), st);
         fs::remove_dir_all(root).unwrap();
     }
 
