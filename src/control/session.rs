@@ -64,7 +64,8 @@ pub fn serve<S: Socket>(ctx: &Context, stream: S, peer: &str, unix: bool) {
 }
 
 /// [`serve`] for a client holding a slot, marked idle while it waits for
-/// a command (so a newcomer may take its place) and busy while one runs.
+/// a command (so a newcomer may take its place) and busy while one runs;
+/// `greeting` says whether the accept thread greeted it already.
 pub fn serve_with<S: Socket>(
     ctx: &Context,
     stream: S,
@@ -108,7 +109,7 @@ pub fn serve_with<S: Socket>(
                 unix,
             };
             // A started unit's follow-up (its monitor), held until the
-            // client has the reply.
+            // reply is written.
             let mut started = None;
             let parsed = command::parse(&line);
             if !matches!(parsed, Ok(Command::Work(WorkCommand::Submit(_))))
@@ -237,7 +238,12 @@ fn submit<S: Socket>(
         held.take().unwrap_or_default(),
         unit.id
     );
-    write(conn, &line).map_err(|e| e.to_string())?;
+    if let Err(e) = write(conn, &line) {
+        // Gone before it heard of the unit, the client may submit again:
+        // this one must not stay Pending.
+        ctx.work.input_failed(&unit, &e);
+        return Err(e.to_string());
+    }
     if let Err(e) = std::io::copy(conn, &mut stdin).and_then(|_| stdin.sync_all()) {
         ctx.work.input_failed(&unit, &e);
         return Err(e.to_string());

@@ -48,8 +48,9 @@ pub trait Socket: Read + Write + Send + Sized + 'static {
     fn pipelines_submits(&self) -> bool {
         false
     }
-    /// [`pipelines_submits`](Self::pipelines_submits), and the client's
-    /// first request is here already: it did not wait for the greeting.
+    /// [`pipelines_submits`](Self::pipelines_submits), and bytes of the
+    /// client's first request are here already: it did not wait for the
+    /// greeting.
     fn sent_ahead(&self) -> bool {
         false
     }

@@ -219,10 +219,9 @@ impl Stream {
         self.inner.many
     }
 
-    /// Whether the peer's bytes (or its FIN) wait here unread.
+    /// Whether some of the peer's bytes wait here unread.
     pub fn has_input(&self) -> bool {
-        let st = self.inner.pipe.lock();
-        st.recv_len > 0 || st.recv_fin
+        self.inner.pipe.lock().recv_len > 0
     }
 
     /// What opens more streams on this one's connection, if it carries

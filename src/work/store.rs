@@ -110,9 +110,10 @@ impl UnitDir {
         };
         let before = status.clone();
         change(&mut status);
-        if status == before {
-            // The file says this already (a runner that recorded its PID
-            // before the daemon could): no write.
+        // The file says this already (a runner that recorded its PID
+        // before the daemon could): no write. A final status is written
+        // anyway, as its write is the one synced to disk.
+        if status == before && !status.is_final() {
             return Ok(status);
         }
         self.change(before, |s| *s = status)
@@ -269,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn an_update_that_changes_nothing_leaves_the_file_alone_unless_it_is_unreadable() {
+    fn an_update_that_changes_nothing_writes_nothing_unless_the_file_is_unreadable_or_final() {
         use std::os::unix::fs::MetadataExt;
         let root = scratch();
         let (_, dir) = UnitDir::create(&root).unwrap();
@@ -288,6 +289,13 @@ mod tests {
         fs::write(&status, b"{\"State\":1,\"Det").unwrap();
         assert_eq!(dir.update(&st, |_| {}).unwrap(), st);
         assert_eq!(dir.read().unwrap(), st);
+        // A final status is written (and synced) again all the same.
+        let done = dir
+            .update(&st, |s| s.set(SUCCEEDED, "exit status 0"))
+            .unwrap();
+        let written = inode();
+        assert_eq!(dir.update(&st, |_| {}).unwrap(), done);
+        assert_ne!(inode(), written);
         fs::remove_dir_all(root).unwrap();
     }
 
