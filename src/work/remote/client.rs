@@ -156,6 +156,13 @@ impl ControlClient {
         shared.forget(&self.stream);
     }
 
+    /// [`forget_connection`](Self::forget_connection), for after this
+    /// client is used up (by [`results`](Self::results)).
+    pub fn forgetter(&self) -> impl FnOnce(&SharedConns) + use<> {
+        let stream = self.stream.clone();
+        move |shared| shared.forget(&stream)
+    }
+
     /// From now on, requests carry a `signature` made with `keys` for
     /// `node` (the unit's RemoteNode, as Go's audience), or none.
     pub fn sign_with(&mut self, signer: Option<(Arc<Keys>, &str)>) {
@@ -315,7 +322,7 @@ impl ControlClient {
         unit_id: &str,
         start: u64,
         stall: Duration,
-    ) -> Result<impl Read, ClientError> {
+    ) -> Result<impl Read + use<>, ClientError> {
         let mut req = serde_json::Map::new();
         req.insert("command".into(), "work".into());
         req.insert("subcommand".into(), "results".into());

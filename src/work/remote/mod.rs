@@ -121,6 +121,32 @@ impl Dialer {
         Ok(conn.submit(r, secrets, &mut File::open(stdin)?))
     }
 
+    /// The results stream of `r`'s unit from `start` (see
+    /// [`ControlClient::results`]). To one of our nodes the request goes
+    /// out with the stream's opening instead of after the greeting, as a
+    /// submit's does: a round trip fewer. A kept connection that fails
+    /// before the stream begins is dropped and the stream dialed again,
+    /// as [`ControlClient::connect`] does when the greeting fails.
+    pub(super) fn results(
+        &self,
+        r: &RemoteExtra,
+        start: u64,
+        stall: std::time::Duration,
+    ) -> Result<impl std::io::Read + use<>, ClientError> {
+        let (conn, Reused(reused)) = self.open(r)?;
+        let shared = &self.idle.shared;
+        let forget = reused.then(|| conn.forgetter());
+        match conn.results(&r.remote_unit_id, start, stall) {
+            Err(ClientError::Link(e)) if let Some(forget) = forget => {
+                debug!("Kept control connection to {} failed: {e}", r.remote_node);
+                forget(shared);
+                let (conn, _) = self.open(r)?;
+                conn.results(&r.remote_unit_id, start, stall)
+            }
+            done => done,
+        }
+    }
+
     /// The control service of `r`'s executor for a submit (see
     /// [`ControlClient::open`]).
     fn open(&self, r: &RemoteExtra) -> Result<(ControlClient, Reused), ClientError> {

@@ -47,9 +47,7 @@ pub fn spawn_fetcher(dialer: &Dialer, unit: &Arc<Unit>, r: &RemoteExtra, busy: A
 /// ends, or until it stalls while more output is known to exist.
 fn fetch(dialer: &Dialer, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
     let start = local_size(unit);
-    let mut results = dialer
-        .connect(r)?
-        .results(&r.remote_unit_id, start, RESULTS_STALL)?;
+    let mut results = dialer.results(r, start, RESULTS_STALL)?;
     let mut out = open_stdout(unit)?;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
