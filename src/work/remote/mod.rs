@@ -125,8 +125,9 @@ impl Dialer {
     /// [`ControlClient::results`]). To one of our nodes the request goes
     /// out with the stream's opening instead of after the greeting, as a
     /// submit's does: a round trip fewer. A kept connection that fails
-    /// before the stream begins is dropped and the stream dialed again,
-    /// as [`ControlClient::connect`] does when the greeting fails.
+    /// before the stream begins is dropped, and the stream opened again
+    /// the way [`ControlClient::connect`] opens one: greeted, so a second
+    /// dead connection is dropped too and a new one dialed.
     pub(super) fn results(
         &self,
         r: &RemoteExtra,
@@ -140,15 +141,14 @@ impl Dialer {
             Err(ClientError::Link(e)) if let Some(forget) = forget => {
                 debug!("Kept control connection to {} failed: {e}", r.remote_node);
                 forget(shared);
-                let (conn, _) = self.open(r)?;
-                conn.results(&r.remote_unit_id, start, stall)
+                self.connect(r)?.results(&r.remote_unit_id, start, stall)
             }
             done => done,
         }
     }
 
-    /// The control service of `r`'s executor for a submit (see
-    /// [`ControlClient::open`]).
+    /// The control service of `r`'s executor for a submit or a results
+    /// stream (see [`ControlClient::open`]).
     fn open(&self, r: &RemoteExtra) -> Result<(ControlClient, Reused), ClientError> {
         let tls = self.tls_client(r)?;
         let tls = tls.as_ref().map(|(name, t)| (*name, t));
