@@ -67,6 +67,16 @@ fn remote_units_between_our_nodes_share_one_control_connection() {
     let dialed = connection_lines(&controller, "to executor:control");
     assert_eq!(dialed.len(), 1, "{dialed:#?}");
     assert!(dialed[0].ends_with("carries many streams"), "{dialed:#?}");
+    // Each unit's results stream brought its final status along.
+    assert_eq!(trailer_lines(&controller), 7, "{}", controller.log_tail(40));
+}
+
+/// How many results streams ended with their unit's status.
+fn trailer_lines(controller: &Node) -> usize {
+    let log = controller.log();
+    log.lines()
+        .filter(|l| l.contains("Results stream ended with the unit's status"))
+        .count()
 }
 
 #[test]
@@ -83,6 +93,8 @@ fn remote_units_on_a_go_executor_keep_one_connection_per_request() {
         dialed.iter().all(|l| l.ends_with("carries one stream")),
         "{dialed:#?}"
     );
+    // A Go executor streams plain output; status is asked for.
+    assert_eq!(trailer_lines(&controller), 0);
 }
 
 /// What a refused submit sends as its stdin: a submit of its own, which

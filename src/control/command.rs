@@ -35,8 +35,17 @@ pub enum WorkCommand {
     List(Option<String>),
     Status(String),
     Cancel(String),
-    Release { unit: String, force: bool },
-    Results { unit: String, start: u64 },
+    Release {
+        unit: String,
+        force: bool,
+    },
+    /// `framed`: the stream is to end with the unit's status
+    /// (`work::trailer`), as one of our nodes asks.
+    Results {
+        unit: String,
+        start: u64,
+        framed: bool,
+    },
 }
 
 /// Submit keys that are options, not work params.
@@ -124,6 +133,7 @@ fn work_text(params: &str) -> Result<WorkCommand, String> {
             Ok(WorkCommand::Results {
                 unit: tokens[1].into(),
                 start,
+                framed: false,
             })
         }
         _ => Err("bad command".into()),
@@ -170,7 +180,12 @@ fn work_json(obj: &Map<String, Value>) -> Result<WorkCommand, String> {
                     ));
                 }
             };
-            Ok(WorkCommand::Results { unit, start })
+            let framed = obj.get(crate::work::trailer::ASK) == Some(&Value::Bool(true));
+            Ok(WorkCommand::Results {
+                unit,
+                start,
+                framed,
+            })
         }
         _ => Err("bad command".into()),
     }
@@ -451,14 +466,16 @@ mod tests {
             work("work results ab 6"),
             Ok(WorkCommand::Results {
                 unit: "ab".into(),
-                start: 6
+                start: 6,
+                framed: false
             })
         );
         assert_eq!(
             work("work results ab"),
             Ok(WorkCommand::Results {
                 unit: "ab".into(),
-                start: 0
+                start: 0,
+                framed: false
             })
         );
         assert!(
@@ -505,7 +522,18 @@ mod tests {
             work(r#"{"command":"work","subcommand":"results","unitid":"x","startpos":12}"#),
             Ok(WorkCommand::Results {
                 unit: "x".into(),
-                start: 12
+                start: 12,
+                framed: false
+            })
+        );
+        assert_eq!(
+            work(
+                r#"{"command":"work","subcommand":"results","unitid":"x","startpos":0,"statustrailer":true}"#
+            ),
+            Ok(WorkCommand::Results {
+                unit: "x".into(),
+                start: 0,
+                framed: true
             })
         );
         assert_eq!(

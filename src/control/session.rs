@@ -14,10 +14,13 @@ use crate::netceptor::node::MAX_FORWARDING_HOPS;
 use crate::netceptor::ping;
 use crate::services::{OnRemoteEof, Socket, bridge};
 use crate::stream::{self, DIAL_TIMEOUT};
-use crate::work::{Started, Workceptor};
+use crate::work::{Started, Workceptor, trailer};
 
 /// Longest command line accepted; a longer one ends the session.
 const MAX_LINE: usize = 16 * 1024 * 1024;
+/// A results stream gathers writes up to this much: the header, short
+/// output and the stream's end. A full chunk of output skips it.
+const RESULTS_BUFFER: usize = 4096;
 
 /// Shared by every session of one control service.
 pub struct Context {
@@ -132,9 +135,13 @@ pub fn serve_with<S: Socket>(
                         });
                     (reply, true)
                 }
-                Ok(Command::Work(WorkCommand::Results { unit, start })) => {
+                Ok(Command::Work(WorkCommand::Results {
+                    unit,
+                    start,
+                    framed,
+                })) => {
                     // The stream ends with the connection.
-                    return results(ctx, conn, &unit, start, &caller);
+                    return results(ctx, conn, &unit, (start, framed), &caller);
                 }
                 Ok(cmd) => (run(ctx, cmd, &caller), false),
                 Err(e) => (Err(e), false),
@@ -253,11 +260,13 @@ fn submit<S: Socket>(
     Ok((unit.id.clone(), started))
 }
 
+/// `work results` from `start`; `framed`, with the status at the end
+/// once the unit is final (`work::trailer`).
 fn results<S: Socket>(
     ctx: &Context,
     mut conn: BufReader<S>,
     id: &str,
-    start: u64,
+    (start, framed): (u64, bool),
     caller: &Caller,
 ) {
     let found = ctx.work.find(id).and_then(|unit| {
@@ -272,21 +281,32 @@ fn results<S: Socket>(
             return;
         }
     };
-    if write(
-        &mut conn,
-        &format!("Streaming results for work unit {id}\n"),
-    )
-    .is_err()
-    {
-        return;
-    }
     let out = conn.get_mut();
     let client = out.try_clone();
     let gone = || client.as_ref().is_ok_and(Socket::peer_gone);
-    if let Err(e) = ctx.work.stream_results(&unit, start, out, &gone) {
-        debug!("Results stream for {id} ended: {e}");
+    // The header, short output and the end go out together when the unit
+    // is done already: one packet on a mesh stream.
+    let mut buffered = std::io::BufWriter::with_capacity(RESULTS_BUFFER, &mut *out);
+    let suffix = if framed { trailer::HEADER_SUFFIX } else { "" };
+    let header = format!("Streaming results for work unit {id}{suffix}\n");
+    let streamed = buffered.write_all(header.as_bytes()).and_then(|()| {
+        ctx.work
+            .stream_results(&unit, start, framed, &mut buffered, &gone)
+    });
+    let mut last = buffered.into_parts().1.unwrap_or_default();
+    match streamed {
+        Err(e) => debug!("Results stream for {id} ended: {e}"),
+        // Only a final status is worth sending: the controller stops
+        // asking once it has one.
+        Ok(()) if framed && unit.status().is_final() => {
+            if let Ok(status) = ctx.work.status_reply(id) {
+                last.extend_from_slice(&trailer::end(&status));
+            }
+        }
+        Ok(()) => {}
     }
-    let _ = out.shutdown(std::net::Shutdown::Both);
+    let _ = out.finish(&last);
+    let _ = out.shutdown(std::net::Shutdown::Read);
 }
 
 /// Dials the service and, once it answers, bridges the client to it.

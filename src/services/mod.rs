@@ -54,6 +54,12 @@ pub trait Socket: Read + Write + Send + Sized + 'static {
     fn sent_ahead(&self) -> bool {
         false
     }
+    /// Writes `last`, then closes the write side; a mesh stream does
+    /// both in one step, so they leave in one packet.
+    fn finish(&mut self, last: &[u8]) -> io::Result<()> {
+        self.write_all(last)?;
+        self.shutdown(Shutdown::Write)
+    }
 }
 
 /// Whether the socket reports a hang-up or an error, without blocking.
@@ -132,6 +138,10 @@ impl Socket for Stream {
 
     fn sent_ahead(&self) -> bool {
         self.carries_many() && self.has_input()
+    }
+
+    fn finish(&mut self, last: &[u8]) -> io::Result<()> {
+        self.write_and_shutdown(last)
     }
 }
 

@@ -281,6 +281,30 @@ impl Stream {
         self.wake(&mut st);
     }
 
+    /// Writes `last` and half-closes in one step, so that a short last
+    /// write and the FIN leave in one packet, not a packet each (the
+    /// driver may send the first before the second is asked for, and its
+    /// peer then acknowledges two packets at once). What does not fit the
+    /// pipe is written as `write_all` would, then the FIN follows.
+    pub fn write_and_shutdown(&self, last: &[u8]) -> io::Result<()> {
+        {
+            let mut st = self.inner.pipe.lock();
+            let usable = st.error.is_none() && !st.send_fin && !st.write_closed;
+            if usable && st.send_len + last.len() <= PIPE_CAPACITY {
+                if !last.is_empty() {
+                    st.send.push_back(Bytes::copy_from_slice(last));
+                    st.send_len += last.len();
+                }
+                st.send_fin = true;
+                self.wake(&mut st);
+                return Ok(());
+            }
+        }
+        Write::write_all(&mut &*self, last)?;
+        self.shutdown_write();
+        Ok(())
+    }
+
     fn deadline(t: &Mutex<Option<Duration>>) -> Option<Instant> {
         t.lock()
             .unwrap_or_else(|p| p.into_inner())

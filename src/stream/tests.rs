@@ -825,3 +825,37 @@ fn read_timeout_is_reported() {
     let err = (&client).read(&mut [0u8; 8]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TimedOut);
 }
+
+#[test]
+fn a_last_write_with_its_fin_arrives_whole_then_ends() {
+    let mut c = connect(Faults::default(), 1);
+    c.sim.run_for(Duration::from_millis(100));
+    let before = c.sim.sent();
+    let stream = open_quietly(&mut c);
+    stream.write_and_shutdown(b"request").unwrap();
+    let accepted = &c._accepted;
+    c.sim
+        .run_until("the listener accepts it", |_| !accepted.is_empty());
+    assert_eq!(c.sim.sent(), before + 1, "hello, request and FIN in one");
+    let server = accepted.try_recv().unwrap();
+    let mut got = Vec::new();
+    c.sim
+        .run_until("the stream ends", |_| read_ready(&server, &mut got));
+    assert_eq!(got, b"request");
+    assert!(
+        stream.write_and_shutdown(b"more").is_err(),
+        "no writes after the FIN"
+    );
+
+    // More than the pipe holds goes out as a plain write, then the FIN.
+    let big = pattern(pipe::PIPE_CAPACITY + 1000, 7);
+    let writer = {
+        let (stream, big) = (c.client.clone(), big.clone());
+        std::thread::spawn(move || stream.write_and_shutdown(&big))
+    };
+    let mut got = Vec::new();
+    c.sim
+        .run_until("the big write ends", |_| read_ready(&c.server, &mut got));
+    assert_eq!(got, big);
+    writer.join().unwrap().unwrap();
+}

@@ -14,6 +14,7 @@ mod shrink;
 pub mod signing;
 pub mod state;
 pub mod store;
+pub mod trailer;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -621,13 +622,15 @@ impl Workceptor {
     }
 
     /// Streams stdout from `start` until the unit is final and everything
-    /// it wrote has been sent.
+    /// it wrote has been written to `out`, which is flushed before each
+    /// wait for more, not at the end; `framed`, in chunks (`trailer`).
     /// `gone` tells whether the client has hung up, so a stream waiting on
     /// a quiet unit does not outlive it.
     pub fn stream_results(
         &self,
         unit: &Unit,
         start: u64,
+        framed: bool,
         out: &mut dyn Write,
         gone: &dyn Fn() -> bool,
     ) -> io::Result<()> {
@@ -637,22 +640,29 @@ impl Workceptor {
         };
         file.seek(SeekFrom::Start(start))?;
         let mut offset = start;
-        let mut buf = vec![0u8; RESULTS_CHUNK];
+        // Read behind room for a chunk length, so a chunk goes out in one
+        // write either way.
+        let mut buf = vec![0u8; trailer::LEN + RESULTS_CHUNK];
         let mut pause = RESULTS_POLL_FIRST;
         loop {
             let seen = unit.version();
-            let n = file.read(&mut buf)?;
+            let n = file.read(&mut buf[trailer::LEN..])?;
             if n > 0 {
-                out.write_all(&buf[..n])?;
+                match framed {
+                    true => out.write_all(trailer::chunk(&mut buf, n))?,
+                    false => out.write_all(&buf[trailer::LEN..trailer::LEN + n])?,
+                }
                 offset += n as u64;
                 pause = RESULTS_POLL_FIRST;
                 continue;
             }
-            out.flush()?;
+            // Done, the rest stays buffered for the caller to send with
+            // the stream's end.
             let st = unit.status();
             if st.is_final() && offset >= u64::try_from(st.stdout_size).unwrap_or(0) {
                 return Ok(());
             }
+            out.flush()?;
             if !unit.dir.exists() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "unit was released"));
             }

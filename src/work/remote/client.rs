@@ -13,9 +13,9 @@ use log::debug;
 use crate::netceptor::Netceptor;
 use crate::stream::{SharedConns, Stream};
 use crate::tls::ClientTls;
-use crate::work::WorkError;
 use crate::work::signing::{Keys, SignError};
 use crate::work::state::{RemoteExtra, Status};
+use crate::work::{WorkError, trailer};
 
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,6 +23,8 @@ const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Submit results, cancels and releases may wait on the executor's disk.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Stdin up to this size is read whole and sent with the FIN.
+const SHORT_STDIN: u64 = 16 * 1024;
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -212,9 +214,7 @@ impl ControlClient {
         if self.ungreeted_yet() {
             // A refusal stops the stream, failing these writes; its reply
             // still comes and says why.
-            let sent = self
-                .write_line(&request)
-                .and_then(|()| self.send_rest(stdin));
+            let sent = self.send_rest(format!("{request}\n").into_bytes(), stdin);
             if let Err((e, gone)) = self.first_bytes() {
                 return Submitted {
                     unheard: gone,
@@ -236,7 +236,7 @@ impl ControlClient {
             Ok(id) => id,
             Err(e) => return Submitted::no_id(e),
         };
-        let sent = self.send_rest(stdin);
+        let sent = self.send_rest(Vec::new(), stdin);
         let started = self.result(sent);
         Submitted {
             id: Some(id),
@@ -281,8 +281,14 @@ impl ControlClient {
         }
     }
 
-    /// Sends the unit's stdin and half-closes.
-    fn send_rest(&self, stdin: &mut dyn Read) -> Result<(), ClientError> {
+    /// Sends `head`, then the unit's stdin, and half-closes. Short stdin
+    /// goes out with `head` and the FIN in one step: one packet.
+    fn send_rest(&self, mut head: Vec<u8>, stdin: &mut dyn Read) -> Result<(), ClientError> {
+        let short = stdin.take(SHORT_STDIN).read_to_end(&mut head)? < SHORT_STDIN as usize;
+        if short {
+            return Ok(self.stream.write_and_shutdown(&head)?);
+        }
+        (&self.stream).write_all(&head)?;
         io::copy(stdin, &mut &self.stream)?;
         self.stream.shutdown_write();
         Ok(())
@@ -316,30 +322,48 @@ impl ControlClient {
 
     /// The unit's stdout from `start` on, as the node streams it. A read
     /// silent for `stall` fails with `TimedOut`; the stream ends with the
-    /// unit.
+    /// unit, and from one of our nodes with its final status
+    /// ([`trailer::Reader::status`]).
     pub fn results(
         mut self,
         unit_id: &str,
         start: u64,
         stall: Duration,
-    ) -> Result<impl Read + use<>, ClientError> {
+    ) -> Result<Results, ClientError> {
         let mut req = serde_json::Map::new();
         req.insert("command".into(), "work".into());
         req.insert("subcommand".into(), "results".into());
         req.insert("unitid".into(), unit_id.into());
         req.insert("startpos".into(), start.into());
+        let ours = self.stream.carries_many();
+        if ours {
+            req.insert(trailer::ASK.into(), true.into());
+        }
         self.sign(&mut req)?;
-        let line = self.request(&serde_json::Value::Object(req).to_string())?;
+        let request = format!("{}\n", serde_json::Value::Object(req));
+        // Our executors read nothing after the request: the FIN goes with
+        // it. Go's get it once they answered, as Go's controller sends it.
+        if ours {
+            self.stream.write_and_shutdown(request.as_bytes())?;
+        } else {
+            (&self.stream).write_all(request.as_bytes())?;
+        }
+        let line = self.line()?;
         if let Some(e) = refusal(&line) {
             return Err(e);
         }
         if !line.contains("Streaming results") {
             return Err(ClientError::Unexpected(line));
         }
-        self.stream.shutdown_write();
+        if !ours {
+            self.stream.shutdown_write();
+        }
         self.stream.set_read_timeout(Some(stall));
         // Output may already sit in the buffer behind the reply line.
-        Ok(self.reader)
+        Ok(match trailer::framed_reply(&line) {
+            true => trailer::Reader::framed(self.reader),
+            false => trailer::Reader::plain(self.reader),
+        })
     }
 
     pub fn cancel(&mut self, unit_id: &str) -> Result<(), ClientError> {
@@ -416,6 +440,9 @@ impl super::pool::Session for ControlClient {
         !self.stream.carries_many()
     }
 }
+
+/// A results stream: its output, then the status it may end with.
+pub type Results = trailer::Reader<BufReader<Stream>>;
 
 /// Whether a stream came from a kept connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 
 use log::{debug, error, info, warn};
 
-use super::state::{FAILED, RemoteExtra, ZERO_TIME};
+use super::state::{FAILED, RemoteExtra, Status, ZERO_TIME};
 use super::{Completion, SubmitRequest, Unit, WorkError, Workceptor};
 use crate::gotime;
 use client::{ClientError, ControlClient, Reused, Submitted};
@@ -133,7 +133,7 @@ impl Dialer {
         r: &RemoteExtra,
         start: u64,
         stall: std::time::Duration,
-    ) -> Result<impl std::io::Read + use<>, ClientError> {
+    ) -> Result<client::Results, ClientError> {
         let (conn, Reused(reused)) = self.open(r)?;
         let shared = &self.idle.shared;
         let forget = reused.then(|| conn.forgetter());
@@ -225,6 +225,15 @@ pub fn new_extra(
 
 fn remote_of(unit: &Unit) -> Option<RemoteExtra> {
     unit.status().remote().cloned()
+}
+
+/// Takes the executor's state, detail and output size as ours.
+fn adopt(unit: &Unit, remote: &Status) {
+    unit.update(|s| {
+        s.state = remote.state;
+        s.detail = remote.detail.clone();
+        s.stdout_size = remote.stdout_size;
+    });
 }
 
 fn local_size(unit: &Unit) -> u64 {

@@ -15,7 +15,9 @@ use log::debug;
 
 use super::Dialer;
 use super::client::ClientError;
-use super::{SubmitFailure, local_size, remote_of, results, send_cancel, send_release, submit};
+use super::{
+    SubmitFailure, adopt, local_size, remote_of, results, send_cancel, send_release, submit,
+};
 use crate::gotime;
 use crate::work::state::{FAILED, RemoteExtra, ZERO_TIME};
 use crate::work::{Unit, WorkError, Workceptor};
@@ -327,11 +329,7 @@ impl Driver {
         self.last_poll = Some(Instant::now());
         match dialer.request(r, |c| c.status(&r.remote_unit_id)) {
             Ok(remote) => {
-                unit.update(|s| {
-                    s.state = remote.state;
-                    s.detail = remote.detail.clone();
-                    s.stdout_size = remote.stdout_size;
-                });
+                adopt(unit, &remote);
                 self.polled_version = unit.version();
                 Outcome::Fine
             }

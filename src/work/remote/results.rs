@@ -1,5 +1,6 @@
 //! The results stream of a remote unit: a thread that appends the
-//! executor's stdout to ours from our current size until the stream ends.
+//! executor's stdout to ours from our current size until the stream ends,
+//! and takes the final status it may end with (`work::trailer`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -12,7 +13,7 @@ use log::{debug, error};
 
 use super::Dialer;
 use super::client::ClientError;
-use super::local_size;
+use super::{adopt, local_size};
 use crate::work::Unit;
 use crate::work::state::RemoteExtra;
 
@@ -44,7 +45,8 @@ pub fn spawn_fetcher(dialer: &Dialer, unit: &Arc<Unit>, r: &RemoteExtra, busy: A
 }
 
 /// Appends the executor's stdout from our current size until its stream
-/// ends, or until it stalls while more output is known to exist.
+/// ends, or until it stalls while more output is known to exist. A final
+/// status at the end is ours once the output it counts is written.
 fn fetch(dialer: &Dialer, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientError> {
     let start = local_size(unit);
     let mut results = dialer.results(r, start, RESULTS_STALL)?;
@@ -52,7 +54,13 @@ fn fetch(dialer: &Dialer, unit: &Unit, r: &RemoteExtra) -> Result<(), ClientErro
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match results.read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => {
+                if let Some(status) = results.status() {
+                    debug!("[{}] Results stream ended with the unit's status", unit.id);
+                    adopt(unit, status);
+                }
+                return Ok(());
+            }
             Ok(n) => {
                 out.write_all(&buf[..n])?;
                 unit.notify();
