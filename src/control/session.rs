@@ -115,7 +115,9 @@ pub fn serve_with<S: Socket>(
             // reply is written.
             let mut started = None;
             let parsed = command::parse(&line);
-            if !matches!(parsed, Ok(Command::Work(WorkCommand::Submit(_))))
+            // A held greeting goes in front of the reply (a submit's ID
+            // line, a results stream's header); a bridge needs it first.
+            if matches!(parsed, Ok(Command::Connect { .. }))
                 && let Some(text) = held.take()
                 && write(&mut conn, &text).is_err()
             {
@@ -141,7 +143,8 @@ pub fn serve_with<S: Socket>(
                     framed,
                 })) => {
                     // The stream ends with the connection.
-                    return results(ctx, conn, &unit, (start, framed), &caller);
+                    let greeting = held.take().unwrap_or_default();
+                    return results(ctx, conn, &greeting, &unit, (start, framed), &caller);
                 }
                 Ok(cmd) => (run(ctx, cmd, &caller), false),
                 Err(e) => (Err(e), false),
@@ -260,11 +263,13 @@ fn submit<S: Socket>(
     Ok((unit.id.clone(), started))
 }
 
-/// `work results` from `start`; `framed`, with the status at the end
-/// once the unit is final (`work::trailer`).
+/// `work results` from `start`, behind a `greeting` still to write;
+/// `framed`, with the status at the end once the unit is final
+/// (`work::trailer`).
 fn results<S: Socket>(
     ctx: &Context,
     mut conn: BufReader<S>,
+    greeting: &str,
     id: &str,
     (start, framed): (u64, bool),
     caller: &Caller,
@@ -277,7 +282,10 @@ fn results<S: Socket>(
     let unit = match found {
         Ok(u) => u,
         Err(e) => {
-            let _ = write(&mut conn, &render(Err(e.to_string())));
+            let _ = write(
+                &mut conn,
+                &(greeting.to_string() + &render(Err(e.to_string()))),
+            );
             return;
         }
     };
@@ -288,7 +296,7 @@ fn results<S: Socket>(
     // is done already: one packet on a mesh stream.
     let mut buffered = std::io::BufWriter::with_capacity(RESULTS_BUFFER, &mut *out);
     let suffix = if framed { trailer::HEADER_SUFFIX } else { "" };
-    let header = format!("Streaming results for work unit {id}{suffix}\n");
+    let header = format!("{greeting}Streaming results for work unit {id}{suffix}\n");
     let streamed = buffered.write_all(header.as_bytes()).and_then(|()| {
         ctx.work
             .stream_results(&unit, start, framed, &mut buffered, &gone)

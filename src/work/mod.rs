@@ -21,9 +21,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
@@ -44,6 +44,9 @@ pub const REMOTE_TYPE: &str = crate::config::REMOTE_WORK_TYPE;
 const RESULTS_POLL_FIRST: Duration = Duration::from_millis(2);
 const RESULTS_POLL_MAX: Duration = Duration::from_millis(100);
 const RESULTS_CHUNK: usize = 64 * 1024;
+/// How long output may wait, unflushed, for the unit's end or more output
+/// (see `stream_results`).
+const RESULTS_HOLD: Duration = Duration::from_millis(2);
 
 /// How far a start, cancel or release got. `Pending`: accepted, and a
 /// background thread finishes it once the executor answers (Go's
@@ -72,6 +75,10 @@ pub struct Unit {
     /// may be named `remote`), so `last` is the file's content and is
     /// read instead of it; the file is still written for every change.
     sole_writer: bool,
+    /// The unit's runner is gone, so nothing but this process writes the
+    /// status any more, and `last` is read instead of the file, as for a
+    /// sole writer.
+    settled: AtomicBool,
     /// Bumped on every change a stream might wait for.
     version: Mutex<u64>,
     changed: Condvar,
@@ -87,6 +94,7 @@ impl Unit {
             id,
             dir,
             sole_writer: status.work_type == REMOTE_TYPE,
+            settled: AtomicBool::new(false),
             last: Mutex::new(status),
             version: Mutex::new(0),
             changed: Condvar::new(),
@@ -99,9 +107,20 @@ impl Unit {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Only this process writes the status, now and from now on.
+    fn writes_alone(&self) -> bool {
+        self.sole_writer || self.settled.load(Ordering::Acquire)
+    }
+
+    /// From now on only this process writes the status: the runner is
+    /// gone. Called after the status was read once since it went.
+    fn settle(&self) {
+        self.settled.store(true, Ordering::Release);
+    }
+
     /// The current status: from disk, unless only this process writes it.
     pub fn status(&self) -> Status {
-        if self.sole_writer {
+        if self.writes_alone() {
             return self.last().clone();
         }
         match self.dir.read() {
@@ -128,7 +147,7 @@ impl Unit {
     /// [`update`](Self::update), compiled once instead of once for every
     /// caller's closure.
     fn update_with(&self, change: &mut dyn FnMut(&mut Status)) -> Status {
-        if self.sole_writer {
+        if self.writes_alone() {
             return self.update_known(change);
         }
         let fallback = self.last().clone();
@@ -635,7 +654,16 @@ impl Workceptor {
         gone: &dyn Fn() -> bool,
     ) -> io::Result<()> {
         let hung_up = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
-        let Some(mut file) = self.wait_for_stdout(unit, gone).map_err(|()| hung_up())? else {
+        let file = match File::open(unit.dir.stdout_path()) {
+            Ok(f) => Some(f),
+            Err(_) => {
+                // What the caller wrote goes out before a wait that may be
+                // long (a unit not started yet).
+                out.flush()?;
+                self.wait_for_stdout(unit, gone).map_err(|()| hung_up())?
+            }
+        };
+        let Some(mut file) = file else {
             return Ok(());
         };
         file.seek(SeekFrom::Start(start))?;
@@ -644,6 +672,8 @@ impl Workceptor {
         // write either way.
         let mut buf = vec![0u8; trailer::LEN + RESULTS_CHUNK];
         let mut pause = RESULTS_POLL_FIRST;
+        // Since when what is written waits in `out` unflushed.
+        let mut held = Some(Instant::now());
         loop {
             let seen = unit.version();
             let n = file.read(&mut buf[trailer::LEN..])?;
@@ -652,6 +682,7 @@ impl Workceptor {
                     true => out.write_all(trailer::chunk(&mut buf, n))?,
                     false => out.write_all(&buf[trailer::LEN..trailer::LEN + n])?,
                 }
+                held.get_or_insert_with(Instant::now);
                 offset += n as u64;
                 pause = RESULTS_POLL_FIRST;
                 continue;
@@ -662,7 +693,15 @@ impl Workceptor {
             if st.is_final() && offset >= u64::try_from(st.stdout_size).unwrap_or(0) {
                 return Ok(());
             }
+            // A unit about to end sends its last output with its end, in
+            // one packet: short output waits a moment for the end, or for
+            // more, before it goes out alone.
+            if let Some(left) = held.and_then(|t| RESULTS_HOLD.checked_sub(t.elapsed())) {
+                unit.wait_change(seen, left);
+                continue;
+            }
             out.flush()?;
+            held = None;
             if !unit.dir.exists() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "unit was released"));
             }
@@ -749,6 +788,31 @@ mod tests {
         assert_eq!(unit.status().stdout_size, 200);
         unit.update(|s| s.stdout_size += 1);
         assert_eq!(unit.dir.read().unwrap().stdout_size, 201);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A command unit's status is read from the file, which its runner
+    /// writes, until the runner is gone; then from memory.
+    #[test]
+    fn a_command_units_status_is_read_from_disk_until_its_runner_is_gone() {
+        let root =
+            std::env::temp_dir().join(format!("receptor-unit-{}", crate::random::alphanumeric(10)));
+        let (id, dir) = UnitDir::create(&root).unwrap();
+        let mut status = Status::new("echo", None);
+        dir.write(&status).unwrap();
+        let unit = Unit::new(id, dir, status.clone());
+        status.set(state::SUCCEEDED, "exit status 0");
+        status.stdout_size = 3;
+        unit.dir.write(&status).unwrap();
+        assert_eq!(unit.status(), status, "the runner's write is seen");
+        command::runner_gone(&unit, 1, Ok("exit status 0".into()));
+        assert_eq!(unit.status(), status);
+        let mut behind = status.clone();
+        behind.detail = "written behind its back".into();
+        unit.dir.write(&behind).unwrap();
+        assert_eq!(unit.status(), status, "no longer read once settled");
+        unit.update(|s| s.detail = "ours".into());
+        assert_eq!(unit.dir.read().unwrap().detail, "ours");
         std::fs::remove_dir_all(root).unwrap();
     }
 }
