@@ -297,10 +297,9 @@ fn results<S: Socket>(
     let mut buffered = std::io::BufWriter::with_capacity(RESULTS_BUFFER, &mut *out);
     let suffix = if framed { trailer::HEADER_SUFFIX } else { "" };
     let header = format!("{greeting}Streaming results for work unit {id}{suffix}\n");
-    let streamed = buffered.write_all(header.as_bytes()).and_then(|()| {
-        ctx.work
-            .stream_results(&unit, start, framed, &mut buffered, &gone)
-    });
+    let streamed = buffered
+        .write_all(header.as_bytes())
+        .and_then(|()| unit.stream_results(start, framed, &mut buffered, &gone));
     let mut last = buffered.into_parts().1.unwrap_or_default();
     match streamed {
         Err(e) => debug!("Results stream for {id} ended: {e}"),

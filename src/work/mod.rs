@@ -194,6 +194,100 @@ impl Unit {
             let _ = self.changed.wait_timeout(guard, timeout);
         }
     }
+
+    /// Streams stdout from `start` until the unit is final and everything
+    /// it wrote has been written to `out`, which is flushed before each
+    /// wait for more, not at the end; `framed`, in chunks (`trailer`).
+    /// `gone` tells whether the client has hung up, so a stream waiting on
+    /// a quiet unit does not outlive it.
+    pub fn stream_results(
+        &self,
+        start: u64,
+        framed: bool,
+        out: &mut dyn Write,
+        gone: &dyn Fn() -> bool,
+    ) -> io::Result<()> {
+        let hung_up = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
+        let file = match File::open(self.dir.stdout_path()) {
+            Ok(f) => Some(f),
+            Err(_) => {
+                // What the caller wrote goes out before a wait that may be
+                // long (a unit not started yet).
+                out.flush()?;
+                self.wait_for_stdout(gone).map_err(|()| hung_up())?
+            }
+        };
+        let Some(mut file) = file else {
+            return Ok(());
+        };
+        file.seek(SeekFrom::Start(start))?;
+        let mut offset = start;
+        // Read behind room for a chunk length, so a chunk goes out in one
+        // write either way.
+        let mut buf = vec![0u8; trailer::LEN + RESULTS_CHUNK];
+        let mut pause = RESULTS_POLL_FIRST;
+        // Since when what is written waits in `out` unflushed.
+        let mut held = Some(Instant::now());
+        loop {
+            let seen = self.version();
+            let n = file.read(&mut buf[trailer::LEN..])?;
+            if n > 0 {
+                match framed {
+                    true => out.write_all(trailer::chunk(&mut buf, n))?,
+                    false => out.write_all(&buf[trailer::LEN..trailer::LEN + n])?,
+                }
+                held.get_or_insert_with(Instant::now);
+                offset += n as u64;
+                pause = RESULTS_POLL_FIRST;
+                continue;
+            }
+            // Done, the rest stays buffered for the caller to send with
+            // the stream's end.
+            let st = self.status();
+            if st.is_final() && offset >= u64::try_from(st.stdout_size).unwrap_or(0) {
+                return Ok(());
+            }
+            // A unit about to end sends its last output with its end, in
+            // one packet: short output waits a moment for the end, or for
+            // more, before it goes out alone.
+            if let Some(left) = held.and_then(|t| RESULTS_HOLD.checked_sub(t.elapsed())) {
+                self.wait_change(seen, left);
+                continue;
+            }
+            out.flush()?;
+            held = None;
+            if !self.dir.exists() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "unit was released"));
+            }
+            if gone() {
+                return Err(hung_up());
+            }
+            self.wait_change(seen, pause);
+            pause = (pause * 2).min(RESULTS_POLL_MAX);
+        }
+    }
+
+    /// The stdout file once it exists; `None` if the unit ended without
+    /// one; `Err` if the client hung up first.
+    fn wait_for_stdout(&self, gone: &dyn Fn() -> bool) -> Result<Option<File>, ()> {
+        let mut pause = RESULTS_POLL_FIRST;
+        loop {
+            let seen = self.version();
+            if let Ok(f) = File::open(self.dir.stdout_path()) {
+                return Ok(Some(f));
+            }
+            // A remote unit can be final here before its output arrives.
+            let st = self.status();
+            if (st.is_final() && st.stdout_size == 0) || !self.dir.exists() {
+                return Ok(None);
+            }
+            if gone() {
+                return Err(());
+            }
+            self.wait_change(seen, pause);
+            pause = (pause * 2).min(RESULTS_POLL_MAX);
+        }
+    }
 }
 
 /// A `work submit` as the control service received it.
@@ -639,101 +733,6 @@ impl Workceptor {
             _ => Ok(()),
         }
     }
-
-    /// Streams stdout from `start` until the unit is final and everything
-    /// it wrote has been written to `out`, which is flushed before each
-    /// wait for more, not at the end; `framed`, in chunks (`trailer`).
-    /// `gone` tells whether the client has hung up, so a stream waiting on
-    /// a quiet unit does not outlive it.
-    pub fn stream_results(
-        &self,
-        unit: &Unit,
-        start: u64,
-        framed: bool,
-        out: &mut dyn Write,
-        gone: &dyn Fn() -> bool,
-    ) -> io::Result<()> {
-        let hung_up = || io::Error::new(io::ErrorKind::BrokenPipe, "client went away");
-        let file = match File::open(unit.dir.stdout_path()) {
-            Ok(f) => Some(f),
-            Err(_) => {
-                // What the caller wrote goes out before a wait that may be
-                // long (a unit not started yet).
-                out.flush()?;
-                self.wait_for_stdout(unit, gone).map_err(|()| hung_up())?
-            }
-        };
-        let Some(mut file) = file else {
-            return Ok(());
-        };
-        file.seek(SeekFrom::Start(start))?;
-        let mut offset = start;
-        // Read behind room for a chunk length, so a chunk goes out in one
-        // write either way.
-        let mut buf = vec![0u8; trailer::LEN + RESULTS_CHUNK];
-        let mut pause = RESULTS_POLL_FIRST;
-        // Since when what is written waits in `out` unflushed.
-        let mut held = Some(Instant::now());
-        loop {
-            let seen = unit.version();
-            let n = file.read(&mut buf[trailer::LEN..])?;
-            if n > 0 {
-                match framed {
-                    true => out.write_all(trailer::chunk(&mut buf, n))?,
-                    false => out.write_all(&buf[trailer::LEN..trailer::LEN + n])?,
-                }
-                held.get_or_insert_with(Instant::now);
-                offset += n as u64;
-                pause = RESULTS_POLL_FIRST;
-                continue;
-            }
-            // Done, the rest stays buffered for the caller to send with
-            // the stream's end.
-            let st = unit.status();
-            if st.is_final() && offset >= u64::try_from(st.stdout_size).unwrap_or(0) {
-                return Ok(());
-            }
-            // A unit about to end sends its last output with its end, in
-            // one packet: short output waits a moment for the end, or for
-            // more, before it goes out alone.
-            if let Some(left) = held.and_then(|t| RESULTS_HOLD.checked_sub(t.elapsed())) {
-                unit.wait_change(seen, left);
-                continue;
-            }
-            out.flush()?;
-            held = None;
-            if !unit.dir.exists() {
-                return Err(io::Error::new(io::ErrorKind::NotFound, "unit was released"));
-            }
-            if gone() {
-                return Err(hung_up());
-            }
-            unit.wait_change(seen, pause);
-            pause = (pause * 2).min(RESULTS_POLL_MAX);
-        }
-    }
-
-    /// The stdout file once it exists; `None` if the unit ended without
-    /// one; `Err` if the client hung up first.
-    fn wait_for_stdout(&self, unit: &Unit, gone: &dyn Fn() -> bool) -> Result<Option<File>, ()> {
-        let mut pause = RESULTS_POLL_FIRST;
-        loop {
-            let seen = unit.version();
-            if let Ok(f) = File::open(unit.dir.stdout_path()) {
-                return Ok(Some(f));
-            }
-            // A remote unit can be final here before its output arrives.
-            let st = unit.status();
-            if (st.is_final() && st.stdout_size == 0) || !unit.dir.exists() {
-                return Ok(None);
-            }
-            if gone() {
-                return Err(());
-            }
-            unit.wait_change(seen, pause);
-            pause = (pause * 2).min(RESULTS_POLL_MAX);
-        }
-    }
 }
 
 /// Reply views have string keys only, so encoding them cannot fail.
@@ -788,6 +787,73 @@ mod tests {
         assert_eq!(unit.status().stdout_size, 200);
         unit.update(|s| s.stdout_size += 1);
         assert_eq!(unit.dir.read().unwrap().stdout_size, 201);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Records what is written and whether it was flushed.
+    #[derive(Default)]
+    struct Recorder {
+        bytes: Vec<u8>,
+        flushed: usize,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.flushed = self.bytes.len();
+            Ok(())
+        }
+    }
+
+    fn unit_with_stdout(out: &[u8], state: i64) -> (PathBuf, Arc<Unit>) {
+        let root =
+            std::env::temp_dir().join(format!("receptor-unit-{}", crate::random::alphanumeric(10)));
+        let (id, dir) = UnitDir::create(&root).unwrap();
+        std::fs::write(dir.stdout_path(), out).unwrap();
+        let mut status = Status::new(REMOTE_TYPE, None);
+        status.set(state, "x");
+        status.stdout_size = out.len() as i64;
+        dir.write(&status).unwrap();
+        (root, Unit::new(id, dir, status))
+    }
+
+    /// A finished unit's output is written, framed if asked, and left
+    /// unflushed for the caller to send with the stream's end.
+    #[test]
+    fn a_finished_units_results_are_left_for_the_end() {
+        let (root, unit) = unit_with_stdout(b"hello", state::SUCCEEDED);
+        for (framed, want) in [
+            (false, b"hello".to_vec()),
+            (true, b"\0\0\0\x05hello".to_vec()),
+        ] {
+            let mut out = Recorder::default();
+            unit.stream_results(0, framed, &mut out, &|| false).unwrap();
+            assert_eq!(out.bytes, want);
+            assert_eq!(out.flushed, 0, "nothing flushed before the end");
+        }
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A running unit's output is held a moment for the unit's end, then
+    /// flushed; the end still comes whenever the unit ends.
+    #[test]
+    fn a_running_units_output_waits_a_moment_then_goes_out() {
+        let (root, unit) = unit_with_stdout(b"partial", state::RUNNING);
+        let ender = {
+            let unit = unit.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(RESULTS_HOLD * 10);
+                unit.update(|s| s.set(state::SUCCEEDED, "done"));
+            })
+        };
+        let mut out = Recorder::default();
+        unit.stream_results(2, false, &mut out, &|| false).unwrap();
+        ender.join().unwrap();
+        assert_eq!(out.bytes, b"rtial");
+        assert_eq!(out.flushed, 5, "flushed while the unit ran on");
         std::fs::remove_dir_all(root).unwrap();
     }
 
