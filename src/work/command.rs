@@ -169,9 +169,6 @@ pub(super) fn runner_gone(unit: &Unit, pid: u32, exit: std::io::Result<String>) 
             s.extra = None;
         });
     }
-    // The runner cannot write again: the status just read is the last
-    // one from outside this process.
-    unit.settle();
     unit.notify();
 }
 

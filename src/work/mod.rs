@@ -21,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -75,10 +75,6 @@ pub struct Unit {
     /// may be named `remote`), so `last` is the file's content and is
     /// read instead of it; the file is still written for every change.
     sole_writer: bool,
-    /// The unit's runner is gone, so nothing but this process writes the
-    /// status any more, and `last` is read instead of the file, as for a
-    /// sole writer.
-    settled: AtomicBool,
     /// Bumped on every change a stream might wait for.
     version: Mutex<u64>,
     changed: Condvar,
@@ -94,7 +90,6 @@ impl Unit {
             id,
             dir,
             sole_writer: status.work_type == REMOTE_TYPE,
-            settled: AtomicBool::new(false),
             last: Mutex::new(status),
             version: Mutex::new(0),
             changed: Condvar::new(),
@@ -107,20 +102,9 @@ impl Unit {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Only this process writes the status, now and from now on.
-    fn writes_alone(&self) -> bool {
-        self.sole_writer || self.settled.load(Ordering::Acquire)
-    }
-
-    /// From now on only this process writes the status: the runner is
-    /// gone. Called after the status was read once since it went.
-    fn settle(&self) {
-        self.settled.store(true, Ordering::Release);
-    }
-
     /// The current status: from disk, unless only this process writes it.
     pub fn status(&self) -> Status {
-        if self.writes_alone() {
+        if self.sole_writer {
             return self.last().clone();
         }
         match self.dir.read() {
@@ -147,7 +131,7 @@ impl Unit {
     /// [`update`](Self::update), compiled once instead of once for every
     /// caller's closure.
     fn update_with(&self, change: &mut dyn FnMut(&mut Status)) -> Status {
-        if self.writes_alone() {
+        if self.sole_writer {
             return self.update_known(change);
         }
         let fallback = self.last().clone();
@@ -854,31 +838,6 @@ mod tests {
         ender.join().unwrap();
         assert_eq!(out.bytes, b"rtial");
         assert_eq!(out.flushed, 5, "flushed while the unit ran on");
-        std::fs::remove_dir_all(root).unwrap();
-    }
-
-    /// A command unit's status is read from the file, which its runner
-    /// writes, until the runner is gone; then from memory.
-    #[test]
-    fn a_command_units_status_is_read_from_disk_until_its_runner_is_gone() {
-        let root =
-            std::env::temp_dir().join(format!("receptor-unit-{}", crate::random::alphanumeric(10)));
-        let (id, dir) = UnitDir::create(&root).unwrap();
-        let mut status = Status::new("echo", None);
-        dir.write(&status).unwrap();
-        let unit = Unit::new(id, dir, status.clone());
-        status.set(state::SUCCEEDED, "exit status 0");
-        status.stdout_size = 3;
-        unit.dir.write(&status).unwrap();
-        assert_eq!(unit.status(), status, "the runner's write is seen");
-        command::runner_gone(&unit, 1, Ok("exit status 0".into()));
-        assert_eq!(unit.status(), status);
-        let mut behind = status.clone();
-        behind.detail = "written behind its back".into();
-        unit.dir.write(&behind).unwrap();
-        assert_eq!(unit.status(), status, "no longer read once settled");
-        unit.update(|s| s.detail = "ours".into());
-        assert_eq!(unit.dir.read().unwrap().detail, "ours");
         std::fs::remove_dir_all(root).unwrap();
     }
 }
